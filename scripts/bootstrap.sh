@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Install what is missing — Python 3.11 virtualenv with pinned packages, Azurite from npm —
+# and nothing else. Quick (two hash checks) when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+py=""
+for candidate in "${PYTHON:-}" python3.11 python3; do
+  if [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1 \
+     && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+    py=$candidate; break
+  fi
+done
+if [ -z "$py" ]; then
+  echo "Python 3.11 is required (Azure Functions Python 3.11 runtime); set PYTHON=/path/to/python3.11" >&2
+  exit 1
+fi
+command -v npm >/dev/null 2>&1 || { echo "Node.js 20+ with npm is required for Azurite" >&2; exit 1; }
+
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv with $py"
+  "$py" -m venv .venv
+fi
+want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat .venv/.requirements.sha256 2>/dev/null || true)" != "$want" ]; then
+  echo "bootstrap: installing Python packages (requirements-dev.txt)"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+  echo "$want" > .venv/.requirements.sha256
+fi
+
+lock=$(sha256sum tools/azurite/package-lock.json | cut -d' ' -f1)
+if [ ! -x tools/azurite/node_modules/.bin/azurite ] || [ "$(cat tools/azurite/node_modules/.lock.sha256 2>/dev/null || true)" != "$lock" ]; then
+  echo "bootstrap: installing Azurite (npm ci in tools/azurite)"
+  (cd tools/azurite && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  echo "$lock" > tools/azurite/node_modules/.lock.sha256
+fi

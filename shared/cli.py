@@ -1,0 +1,134 @@
+"""The connector's command line: ``python -m shared <command>``.
+
+One entry point for operators and developers; each later capability adds a subcommand here
+(``test-connection``, ``status``, ``replay``, ``export-audit``). Every command exits non-zero on
+failure so it can be scripted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+DEFAULT_WEBHOOK_URL = "http://127.0.0.1:7071/api/noxys/events"
+LOCAL_SETTINGS = Path("local.settings.json")
+
+
+def local_values(path: Path = LOCAL_SETTINGS) -> dict[str, str]:
+    """The ``Values`` of local.settings.json, or {} when there is none."""
+    try:
+        return {k: str(v) for k, v in json.loads(path.read_text())["Values"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def shift_to_now(doc: Any, now: datetime) -> Any:
+    """Move every timestamp of a sample so that the newest one is ``now`` (keeps the gaps).
+
+    Advanced hunting keeps 30 days of data, so a sample dated months ago can never find its
+    anchor event; shifted, it behaves like an event that just happened.
+    """
+    keys = ("created_at", "occurred_at")
+    stamps: list[datetime] = []
+
+    def collect(node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k in keys and isinstance(v, str):
+                    stamps.append(datetime.fromisoformat(v.replace("Z", "+00:00")))
+                else:
+                    collect(v)
+        elif isinstance(node, list):
+            for v in node:
+                collect(v)
+
+    collect(doc)
+    if not stamps:
+        return doc
+    delta: timedelta = now - max(stamps)
+
+    def shift(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                k: ((datetime.fromisoformat(v.replace("Z", "+00:00")) + delta).strftime("%Y-%m-%dT%H:%M:%SZ")
+                    if k in keys and isinstance(v, str) else shift(v))
+                for k, v in node.items()
+            }
+        if isinstance(node, list):
+            return [shift(v) for v in node]
+        return node
+
+    return shift(doc)
+
+
+def cmd_send_sample(args: argparse.Namespace) -> int:
+    import requests
+
+    from shared.webhook import sign
+
+    values = local_values()
+    secrets = args.secret or os.environ.get("NOXYS_SIGNING_SECRET") or values.get("NOXYS_SIGNING_SECRET", "")
+    secret = secrets.split()[0] if secrets.split() else ""
+    if not secret:
+        print("no signing secret: pass --secret or set NOXYS_SIGNING_SECRET (local.settings.json)", file=sys.stderr)
+        return 2
+    try:
+        doc = json.loads(Path(args.event).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"cannot read {args.event}: {exc}", file=sys.stderr)
+        return 2
+    if not args.keep_timestamps:
+        doc = shift_to_now(doc, datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5))
+    if args.new_id and isinstance(doc, dict):
+        doc["id"] = f"{doc.get('id', 'evt')}-{int(time.time())}"
+    body = json.dumps(doc).encode()
+    msg_id = str(doc.get("id", "msg")) if isinstance(doc, dict) else f"batch_{int(time.time())}"
+    ts = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign(secret, msg_id, ts, body),
+    }
+    bearer = args.bearer or os.environ.get("NOXYS_BEARER_TOKEN") or values.get("NOXYS_BEARER_TOKEN")
+    if bearer:
+        headers["Authorization"] = f"Bearer {bearer}"
+    try:
+        resp = requests.post(args.url, data=body, headers=headers, timeout=30)
+    except requests.RequestException as exc:
+        print(f"cannot reach {args.url}: {exc.__class__.__name__} (is the local host running? scripts/dev.sh)", file=sys.stderr)
+        return 1
+    print(resp.status_code, resp.text)
+    return 0 if 200 <= resp.status_code < 300 else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m shared",
+        description="Noxys → Microsoft Defender for Endpoint connector: operator and developer commands.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("send-sample", help="sign a Noxys event like Noxys does and POST it to the webhook",
+                       description="Sign EVENT.json with the Standard Webhooks scheme and POST it. "
+                                   "Timestamps are moved to now unless --keep-timestamps.")
+    s.add_argument("event", metavar="EVENT.json")
+    s.add_argument("--url", default=DEFAULT_WEBHOOK_URL, help=f"webhook URL (default {DEFAULT_WEBHOOK_URL})")
+    s.add_argument("--secret", help="whsec_... (default: NOXYS_SIGNING_SECRET from the environment or local.settings.json)")
+    s.add_argument("--bearer", help="bearer token (default: NOXYS_BEARER_TOKEN if set)")
+    s.add_argument("--keep-timestamps", action="store_true", help="send the event's own timestamps unchanged")
+    s.add_argument("--new-id", action="store_true", help="give the event a fresh id (send the same sample twice)")
+    s.set_defaults(run=cmd_send_sample)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.run(args)
+    return result

@@ -1,0 +1,173 @@
+"""Typed settings, read from the environment once.
+
+Azure Functions exposes app settings (and ``local.settings.json`` ``Values`` locally) as
+environment variables, so one pydantic-settings model is the single place where every setting
+name, default and format lives. A bad value raises :class:`ConfigError` naming the setting and
+what was expected, so an operator never has to read a traceback to fix a typo.
+
+Settings that only some functions need (the Defender credentials, say) are optional here and
+required by the code that uses them (:meth:`Settings.require`): a missing Defender secret must
+not stop the webhook from accepting and queueing events.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_FORWARD_EVENT_TYPES = (
+    "interaction.policy_violated",
+    "interaction.high_risk",
+    "alert.severity_critical",
+    "alert.severity_high",
+)
+KNOWN_EVENT_TYPES = (*DEFAULT_FORWARD_EVENT_TYPES, "interaction.created")
+
+DEFENDER_SCOPE_PUBLIC = "https://api.securitycenter.microsoft.com/.default"
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it and says what is expected."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"setting {setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
+def _split(value: Any, sep: str | None) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(sep) if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting the connector reads. Field aliases are the exact app-setting names."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", populate_by_name=False)
+
+    # --- webhook (ingest) ---
+    noxys_signing_secrets: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, alias="NOXYS_SIGNING_SECRET"
+    )
+    noxys_bearer_token: str | None = Field(default=None, alias="NOXYS_BEARER_TOKEN")
+    forward_event_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_FORWARD_EVENT_TYPES), alias="FORWARD_EVENT_TYPES"
+    )
+    events_queue_name: str = Field(default="noxys-events", alias="EVENTS_QUEUE_NAME")
+
+    # --- storage (the same account the Functions host uses) ---
+    storage_connection: str | None = Field(default=None, alias="AzureWebJobsStorage")
+    storage_queue_service_uri: str | None = Field(
+        default=None, alias="AzureWebJobsStorage__queueServiceUri"
+    )
+    storage_account_name: str | None = Field(default=None, alias="AzureWebJobsStorage__accountName")
+    storage_client_id: str | None = Field(default=None, alias="AzureWebJobsStorage__clientId")
+
+    # --- Defender ---
+    defender_tenant_id: str | None = Field(default=None, alias="DEFENDER_TENANT_ID")
+    defender_client_id: str | None = Field(default=None, alias="DEFENDER_CLIENT_ID")
+    defender_client_secret: str | None = Field(default=None, alias="DEFENDER_CLIENT_SECRET")
+    defender_api_url: str = Field(
+        default="https://api.securitycenter.microsoft.com", alias="DEFENDER_API_URL"
+    )
+    defender_authority_host: str = Field(
+        default="https://login.microsoftonline.com", alias="DEFENDER_AUTHORITY_HOST"
+    )
+    defender_scope: str = Field(default=DEFENDER_SCOPE_PUBLIC, alias="DEFENDER_SCOPE")
+    http_timeout_seconds: float = Field(default=30.0, gt=0, le=230, alias="HTTP_TIMEOUT_SECONDS")
+
+    # --- mapping ---
+    anchor_window_minutes: int = Field(
+        default=10,
+        ge=1,
+        le=720,
+        alias="ANCHOR_WINDOW_MINUTES",
+    )
+
+    # --- health ---
+    health_schedule: str = Field(default="0 0 * * * *", alias="HEALTH_SCHEDULE")
+
+    @field_validator("noxys_signing_secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: Any) -> Any:
+        return _split(value, None)
+
+    @field_validator("noxys_signing_secrets")
+    @classmethod
+    def _check_secrets(cls, value: list[str]) -> list[str]:
+        for secret in value:
+            if not secret.startswith("whsec_") or len(secret) <= len("whsec_"):
+                raise ValueError("expected one or more space-separated secrets of the form whsec_<base64>")
+        return value
+
+    @field_validator("forward_event_types", mode="before")
+    @classmethod
+    def _split_types(cls, value: Any) -> Any:
+        return _split(value, ",")
+
+    @field_validator("forward_event_types")
+    @classmethod
+    def _check_types(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(KNOWN_EVENT_TYPES))
+        if unknown:
+            raise ValueError(
+                f"unknown event type(s) {', '.join(unknown)}; expected a comma-separated list of "
+                f"{', '.join(KNOWN_EVENT_TYPES)}"
+            )
+        return value
+
+    @field_validator("defender_api_url", "defender_authority_host")
+    @classmethod
+    def _check_https(cls, value: str) -> str:
+        if not value.startswith("https://"):
+            raise ValueError("expected an https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("health_schedule")
+    @classmethod
+    def _check_schedule(cls, value: str) -> str:
+        if len(value.split()) != 6:
+            raise ValueError(
+                "expected a six-field NCRONTAB expression (second minute hour day month weekday), "
+                "e.g. '0 0 * * * *' for hourly"
+            )
+        return value
+
+    def require(self, *fields: str) -> None:
+        """Raise ConfigError naming the first of ``fields`` (attribute names) that is unset."""
+        for name in fields:
+            if not getattr(self, name):
+                alias = type(self).model_fields[name].alias or name
+                raise ConfigError(alias, "is required for this operation and is not set")
+
+    @property
+    def signing_configured(self) -> bool:
+        return bool(self.noxys_signing_secrets)
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Build Settings from ``env`` (default: the process environment), naming any bad setting."""
+    try:
+        if env is None:
+            return Settings()
+        return Settings.model_validate(env)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = first["loc"][0] if first["loc"] else "?"
+        alias = Settings.model_fields[str(loc)].alias if str(loc) in Settings.model_fields else str(loc)
+        raise ConfigError(str(alias or loc), first["msg"].removeprefix("Value error, ")) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, validated on first use (not at import time)."""
+    return load_settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests and the dev host change the environment)."""
+    get_settings.cache_clear()

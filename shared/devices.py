@@ -1,0 +1,92 @@
+"""Which Defender machine an event's device is (pure choices; the lookups are injected).
+
+Noxys knows a device by what its agent sees (hostname, maybe FQDN, Entra device id, IP);
+Defender knows machines by id. Lookups go from the most to the least specific identifier, and
+when one name matches several machine records (re-imaged or renamed devices) the choice is:
+an ``aadDeviceId`` match, then ``Active`` machines, then the most recent ``lastSeen``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from shared.events import Device
+
+_HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+MACHINE_ID = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """One ``$filter`` query and how to keep only the records that really match."""
+
+    by: str
+    odata_filter: str
+    keep: Callable[[dict[str, Any]], bool]
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def lookups(device: Device) -> list[Lookup]:
+    """The ordered machine queries for a device; malformed identifiers are skipped, not sent."""
+    out: list[Lookup] = []
+    if device.aad_device_id:
+        try:
+            aad = str(uuid.UUID(device.aad_device_id))
+        except ValueError:
+            aad = ""
+        if aad:
+            out.append(
+                Lookup("aadDeviceId", f"aadDeviceId eq {_literal(aad)}",
+                       lambda m, a=aad: str(m.get("aadDeviceId") or "").lower() == a)
+            )
+    if device.fqdn and _HOSTNAME.match(device.fqdn) and "." in device.fqdn:
+        fqdn = device.fqdn.lower().rstrip(".")
+        out.append(
+            Lookup("fqdn", f"computerDnsName eq {_literal(fqdn)}",
+                   lambda m, f=fqdn: str(m.get("computerDnsName") or "").lower() == f)
+        )
+    name = device.hostname or (device.fqdn.split(".")[0] if device.fqdn else None)
+    if name and _HOSTNAME.match(name):
+        short = name.lower().split(".")[0]
+        out.append(
+            Lookup("hostname", f"startswith(computerDnsName,{_literal(short)})",
+                   lambda m, s=short: _short(m) == s)
+        )
+    return out
+
+
+def _short(machine: dict[str, Any]) -> str:
+    return str(machine.get("computerDnsName") or "").lower().split(".")[0]
+
+
+def choose(candidates: list[dict[str, Any]], device: Device) -> dict[str, Any] | None:
+    """Pick one machine among matching records (see module doc for the order)."""
+    usable = [m for m in candidates if MACHINE_ID.match(str(m.get("id") or ""))]
+    if not usable:
+        return None
+    if device.aad_device_id:
+        aad = device.aad_device_id.lower()
+        by_aad = [m for m in usable if str(m.get("aadDeviceId") or "").lower() == aad]
+        usable = by_aad or usable
+
+    def rank(m: dict[str, Any]) -> tuple[int, str]:
+        return (1 if m.get("healthStatus") == "Active" else 0, str(m.get("lastSeen") or ""))
+
+    return max(usable, key=rank)
+
+
+def resolve(device: Device, list_machines: Callable[[str], list[dict[str, Any]]]) -> tuple[dict[str, Any] | None, str]:
+    """The chosen machine (or None) and how it was found, trying each lookup in order."""
+    for lookup in lookups(device):
+        found = [m for m in list_machines(lookup.odata_filter) if lookup.keep(m)]
+        chosen = choose(found, device)
+        if chosen:
+            return chosen, lookup.by
+    return None, "none"

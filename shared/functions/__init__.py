@@ -1,0 +1,1 @@
+"""Function blueprints: bind, call the domain, answer. No decisions here."""

@@ -1,0 +1,88 @@
+"""POST /api/noxys/events: verify, validate, filter, enqueue, answer 202. Nothing slower.
+
+Noxys waits for this answer, and a cold start already costs seconds, so the Defender call
+never happens here: each forwarded event goes on the queue as its own message and only then is
+202 returned. If the queue cannot be written the answer is 503 and Noxys retries; no 2xx is
+ever given for an event that is not durably queued.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+import azure.functions as func
+
+from shared.config import ConfigError, get_settings
+from shared.delivery.message import QueuedEvent
+from shared.events import InvalidEvents, parse_events
+from shared.functions.http import json_response
+from shared.webhook import WebhookError, check_bearer, verify_signature
+
+log = logging.getLogger(__name__)
+bp = func.Blueprint()
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def handle(body: bytes, headers: Mapping[str, str], *, now: datetime | None = None) -> func.HttpResponse:
+    """The whole webhook, callable without the Functions runtime (tests, dev host, CLI)."""
+    now = now or datetime.now(UTC)
+    lower = {k.lower(): v for k, v in headers.items()}
+    if len(body) > MAX_BODY_BYTES:
+        return json_response(413, {"error": "payload_too_large", "message": f"body over {MAX_BODY_BYTES} bytes"})
+    if not _is_json(lower.get("content-type")):
+        return json_response(
+            415, {"error": "unsupported_media_type", "message": "Content-Type must be application/json"}
+        )
+    try:
+        settings = get_settings()
+    except ConfigError as exc:
+        log.error("webhook refused: %s", exc)
+        return json_response(503, {"error": "not_configured", "setting": exc.setting, "message": str(exc)})
+    try:
+        check_bearer(lower, settings.noxys_bearer_token)
+        verify_signature(body, lower, settings.noxys_signing_secrets, now=now)
+    except WebhookError as exc:
+        log.warning("webhook refused (%s): %s", exc.status, exc.reason)
+        error = "not_configured" if exc.status == 503 else "unauthorized"
+        return json_response(exc.status, {"error": error, "message": exc.reason})
+    try:
+        events = parse_events(body)
+    except InvalidEvents as exc:
+        log.warning("webhook rejected %d invalid field(s): %s", len(exc.errors), ", ".join(e.field for e in exc.errors))
+        return json_response(
+            400, {"error": "invalid_event", "errors": [e.model_dump() for e in exc.errors]}
+        )
+
+    wanted = set(settings.forward_event_types)
+    accepted = [e for e in events if e.type in wanted]
+    ignored = [e.id for e in events if e.type not in wanted]
+
+    from shared.storage import QueueUnavailable, enqueue
+
+    done: list[str] = []
+    for event in accepted:
+        try:
+            enqueue(settings, settings.events_queue_name, QueuedEvent.new(event, now).to_text())
+        except QueueUnavailable as exc:
+            log.error("webhook could not queue event %s: %s (answering 503, %d already queued)", event.id, exc, len(done))
+            return json_response(
+                503, {"error": "queue_unavailable", "message": "events could not be queued; retry later"}
+            )
+        done.append(event.id)
+    if ignored:
+        log.info("webhook ignored %d event(s) of types not in FORWARD_EVENT_TYPES", len(ignored))
+    log.info("webhook accepted %d event(s)", len(done))
+    return json_response(202, {"accepted": done, "ignored": ignored})
+
+
+@bp.route(route="noxys/events", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def noxys_events(req: func.HttpRequest) -> func.HttpResponse:
+    return handle(req.get_body(), dict(req.headers))

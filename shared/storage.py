@@ -1,0 +1,112 @@
+"""Queue (and later table) clients from the same settings the Functions host uses.
+
+Two ways in, like the host: a connection string in ``AzureWebJobsStorage`` (local, Azurite), or
+identity-based ``AzureWebJobsStorage__queueServiceUri`` / ``__accountName`` with a managed
+identity (``__clientId`` for a user-assigned one) in Azure, where no account key exists.
+
+Messages are base64-encoded because host.json says ``messageEncoding: base64``: a message that
+does not match the host's encoding goes straight to poison with no clear error.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import TYPE_CHECKING, Any
+
+from shared.config import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+    from azure.storage.queue import QueueClient
+
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+AZURITE_CONNECTION = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    f"AccountKey={AZURITE_KEY};"
+    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
+    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
+)
+
+
+class QueueUnavailable(Exception):
+    """The queue cannot be written: the webhook must answer 503 so that the sender retries."""
+
+
+def connection_string(settings: Settings) -> str | None:
+    conn = settings.storage_connection
+    if conn and conn.strip().rstrip(";").lower() == "usedevelopmentstorage=true":
+        return AZURITE_CONNECTION
+    return conn or None
+
+
+@functools.cache
+def _identity(client_id: str | None) -> TokenCredential:
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    if client_id:
+        return ManagedIdentityCredential(client_id=client_id)
+    return DefaultAzureCredential()
+
+
+def queue_service_uri(settings: Settings) -> str:
+    if settings.storage_queue_service_uri:
+        return settings.storage_queue_service_uri
+    if settings.storage_account_name:
+        return f"https://{settings.storage_account_name}.queue.core.windows.net"
+    raise ConfigError(
+        "AzureWebJobsStorage",
+        "set a connection string (local) or AzureWebJobsStorage__queueServiceUri / __accountName (managed identity)",
+    )
+
+
+_clients: dict[tuple[str, str], Any] = {}
+_lock = threading.Lock()
+
+
+def queue_client(settings: Settings, name: str) -> QueueClient:
+    """A cached QueueClient with base64 text encoding, matching host.json."""
+    from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+    conn = connection_string(settings)
+    key = (conn or queue_service_uri(settings), name)
+    with _lock:
+        client = _clients.get(key)
+        if client is None:
+            policies: dict[str, Any] = {
+                "message_encode_policy": TextBase64EncodePolicy(),
+                "message_decode_policy": TextBase64DecodePolicy(),
+            }
+            if conn:
+                client = QueueClient.from_connection_string(conn, name, **policies)
+            else:
+                client = QueueClient(
+                    queue_service_uri(settings), name, credential=_identity(settings.storage_client_id), **policies
+                )
+            _clients[key] = client
+        return client
+
+
+def reset_clients() -> None:
+    with _lock:
+        _clients.clear()
+
+
+def enqueue(settings: Settings, queue: str, text: str, *, visibility_timeout: int | None = None) -> str:
+    """Durably add one message; create the queue once if it is missing. Raises QueueUnavailable."""
+    from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+
+    client = queue_client(settings, queue)
+    try:
+        try:
+            sent = client.send_message(text, visibility_timeout=visibility_timeout)
+        except ResourceNotFoundError:
+            try:
+                client.create_queue()
+            except ResourceExistsError:
+                pass
+            sent = client.send_message(text, visibility_timeout=visibility_timeout)
+    except AzureError as exc:
+        raise QueueUnavailable(f"queue {queue}: {exc.__class__.__name__}") from None
+    return str(sent.id)

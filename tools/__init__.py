@@ -1,0 +1,1 @@
+"""Development tools: the local Functions host and the cloud emulators. Never deployed."""

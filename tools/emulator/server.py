@@ -1,0 +1,51 @@
+"""Serve the emulator over HTTPS on 127.0.0.1 with a throw-away CA (trustme).
+
+HTTPS is not decoration: MSAL refuses a non-HTTPS authority, and serving TLS means the
+connector's real certificate verification runs too (the CA is trusted through
+``REQUESTS_CA_BUNDLE``, exactly as a corporate proxy CA would be).
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from pathlib import Path
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from tools.emulator.app import EmulatorApp
+from tools.emulator.state import DefenderState
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Calls are recorded in the state (``/emulator/state``); no per-request stderr noise."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
+class EmulatorServer:
+    def __init__(self, state: DefenderState, *, port: int = 0, ca_file: Path) -> None:
+        import trustme
+
+        self.state = state
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1", "localhost")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        cert.configure_cert(ctx)
+        ca_file.parent.mkdir(parents=True, exist_ok=True)
+        ca.cert_pem.write_to_path(str(ca_file))
+        self.ca_file = ca_file
+        self._server: BaseWSGIServer = make_server("127.0.0.1", port, EmulatorApp(state), threaded=True, ssl_context=ctx,
+                                                    request_handler=_QuietHandler)
+        self.port = self._server.server_port
+        self.url = f"https://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="defender-emulator", daemon=True)
+
+    def start(self) -> EmulatorServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

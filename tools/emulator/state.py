@@ -1,0 +1,365 @@
+"""In-memory Entra ID + Defender for Endpoint state, with an injectable clock.
+
+Everything the emulator enforces comes from ``shared/reference/defender-api.md``; the HTTP layer
+(:mod:`tools.emulator.app`) only translates requests to calls on this object, so the rules are
+in one place and readable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import secrets
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+DEFAULT_FIXTURE = Path(__file__).with_name("fixtures") / "default.json"
+
+MDE_AUDIENCE = "https://api.securitycenter.microsoft.com"
+MDE_AUDIENCES = {MDE_AUDIENCE, "fc780465-2017-40d4-a0c5-307022471b92"}  # WindowsDefenderATP app id
+GRAPH_AUDIENCE = "https://graph.microsoft.com"
+RESOURCES = {
+    MDE_AUDIENCE,
+    "https://api.security.microsoft.com",
+    GRAPH_AUDIENCE,
+    "https://vault.azure.net",
+    "https://monitor.azure.com",
+}
+SEVERITIES = ("Low", "Medium", "High")
+CATEGORIES = (
+    "General", "CommandAndControl", "Collection", "CredentialAccess", "DefenseEvasion", "Discovery",
+    "Exfiltration", "Exploit", "Execution", "InitialAccess", "LateralMovement", "Malware",
+    "Persistence", "PrivilegeEscalation", "Ransomware", "SuspiciousActivity",
+)
+ALERT_FIELDS = ("machineId", "reportId", "eventTime", "severity", "title", "description", "recommendedAction", "category")
+RETENTION = timedelta(days=30)
+
+# quota name -> [(window seconds, max calls)]
+QUOTAS: dict[str, list[tuple[int, int]]] = {
+    "alerts.create": [(60, 15)],
+    "machines": [(60, 100), (3600, 1500)],
+    "hunting": [(60, 45), (3600, 1500)],
+}
+
+
+class Clock:
+    """Real UTC time; tests use :class:`ManualClock` so that nobody sleeps."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class ManualClock(Clock):
+    def __init__(self, start: datetime) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += timedelta(seconds=seconds)
+
+    def set(self, when: datetime) -> None:
+        with self._lock:
+            self._now = when
+
+
+class ApiError(Exception):
+    """An MDE-style error: ``{"error": {"code", "message", "target"}}`` with a status."""
+
+    def __init__(self, status: int, code: str, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
+
+
+class TokenError(Exception):
+    """An Entra-style OAuth error: ``{"error", "error_description"}``."""
+
+    def __init__(self, status: int, error: str, description: str) -> None:
+        super().__init__(description)
+        self.status, self.error, self.description = status, error, description
+
+
+@dataclass
+class Client:
+    tenant_id: str
+    client_id: str
+    secret: str
+    roles: list[str]
+    secret_expires: datetime | None = None
+
+
+@dataclass
+class Limiter:
+    calls: dict[tuple[str, str], deque[datetime]] = field(default_factory=dict)
+
+    def take(self, key: tuple[str, str], now: datetime, rules: list[tuple[int, int]]) -> None:
+        """Count one call or raise 429 with the seconds until the oldest call leaves the window."""
+        q = self.calls.setdefault(key, deque())
+        longest = max(w for w, _ in rules)
+        while q and (now - q[0]).total_seconds() >= longest:
+            q.popleft()
+        wait = 0.0
+        for window, limit in rules:
+            inside = [t for t in q if (now - t).total_seconds() < window]
+            if len(inside) >= limit:
+                wait = max(wait, window - (now - inside[-limit]).total_seconds())
+        if wait > 0:
+            raise ApiError(429, "TooManyRequests", "Rate limit is exceeded.", retry_after=max(1, math.ceil(wait)))
+        q.append(now)
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601 with 'Z' and up to 7 fractional digits (as advanced hunting returns)."""
+    t = text.strip().replace("Z", "+00:00")
+    if "." in t:
+        head, rest = t.split(".", 1)
+        digits = "".join(ch for ch in rest if ch.isdigit())
+        tz = rest[len(digits):]
+        t = f"{head}.{digits[:6].ljust(6, '0')}{tz}"
+    value = datetime.fromisoformat(t)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def format_time(t: datetime) -> str:
+    """Seven fractional digits, like Defender does."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+
+
+class DefenderState:
+    """Tenants, apps, machines, network events, alerts and quotas of one emulated tenant set."""
+
+    def __init__(self, fixture: dict[str, Any] | None = None, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
+        self.lock = threading.RLock()
+        self.signing_key = secrets.token_bytes(32)
+        self.clients: dict[tuple[str, str], Client] = {}
+        self.tenants: set[str] = set()
+        self.machines: list[dict[str, Any]] = []
+        self.traffic: dict[str, list[tuple[str, int]]] = {}  # machine id -> [(domain, every seconds)]
+        self.network_events: list[dict[str, Any]] = []
+        self.alerts: list[dict[str, Any]] = []
+        self.incidents: dict[str, dict[str, Any]] = {}
+        self.calls: list[dict[str, Any]] = []
+        self.limiter = Limiter()
+        self.throttled: dict[str, int] = {}
+        self.merged: dict[str, int] = {}
+        self.hooks: list[Callable[[str, str], None]] = []
+        self._next_alert = 1
+        self.load(fixture if fixture is not None else json.loads(DEFAULT_FIXTURE.read_text()))
+
+    # ---------------------------------------------------------------- fixture
+    def load(self, fixture: dict[str, Any]) -> None:
+        for tenant in fixture.get("tenants", []):
+            tid = tenant["id"]
+            self.tenants.add(tid)
+            for c in tenant.get("clients", []):
+                expires = parse_time(c["secret_expires"]) if c.get("secret_expires") else None
+                self.clients[(tid, c["client_id"])] = Client(tid, c["client_id"], c["secret"], list(c.get("roles", [])), expires)
+        for m in fixture.get("machines", []):
+            machine = {k: v for k, v in m.items() if k != "traffic"}
+            self.machines.append(machine)
+            self.traffic[machine["id"]] = [(t["domain"], int(t["every_seconds"])) for t in m.get("traffic", [])]
+        self.network_events.extend(fixture.get("network_events", []))
+
+    # ---------------------------------------------------------------- Entra ID
+    def openid_configuration(self, tenant: str, base: str) -> dict[str, Any]:
+        if tenant not in self.tenants:
+            raise TokenError(400, "invalid_tenant", f"AADSTS90002: Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud.")
+        return {
+            "token_endpoint": f"{base}/{tenant}/oauth2/v2.0/token",
+            "authorization_endpoint": f"{base}/{tenant}/oauth2/v2.0/authorize",
+            "issuer": f"{base}/{tenant}/v2.0",
+            "jwks_uri": f"{base}/{tenant}/discovery/v2.0/keys",
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "tenant_region_scope": "EU",
+        }
+
+    def issue_token(self, tenant: str, form: dict[str, str]) -> dict[str, Any]:
+        import jwt
+
+        if tenant not in self.tenants:
+            raise TokenError(400, "invalid_request", f"AADSTS90002: Tenant '{tenant}' not found.")
+        if form.get("grant_type") != "client_credentials":
+            raise TokenError(400, "unsupported_grant_type", "AADSTS70003: The app requested an unsupported grant type.")
+        client_id, scope = form.get("client_id", ""), form.get("scope", "")
+        client = self.clients.get((tenant, client_id))
+        if client is None:
+            raise TokenError(400, "unauthorized_client", f"AADSTS700016: Application with identifier '{client_id}' was not found in the directory '{tenant}'.")
+        if not secrets.compare_digest(form.get("client_secret", "").encode(), client.secret.encode()):
+            raise TokenError(401, "invalid_client", f"AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'.")
+        now = self.clock.now()
+        if client.secret_expires and now >= client.secret_expires:
+            raise TokenError(401, "invalid_client", f"AADSTS7000222: The provided client secret keys for app '{client_id}' are expired.")
+        if not scope.endswith("/.default"):
+            raise TokenError(400, "invalid_scope", "AADSTS1002012: The provided value for scope is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier.")
+        resource = scope.removesuffix("/.default")
+        if resource not in RESOURCES:
+            raise TokenError(400, "invalid_resource", f"AADSTS500011: The resource principal named {resource} was not found in the tenant named {tenant}.")
+        claims = {
+            "aud": resource,
+            "iss": f"https://sts.windows.net/{tenant}/",
+            "tid": tenant,
+            "appid": client_id,
+            "oid": hashlib.sha256(client_id.encode()).hexdigest()[:32],
+            "roles": client.roles if resource in (MDE_AUDIENCE, GRAPH_AUDIENCE, "https://api.security.microsoft.com") else [],
+            "iat": int(now.timestamp()),
+            "nbf": int(now.timestamp()),
+            "exp": int((now + timedelta(hours=1)).timestamp()),
+        }
+        token = jwt.encode(claims, self.signing_key, algorithm="HS256")
+        return {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token}
+
+    def authorize(self, header: str | None, audiences: set[str], role: str | tuple[str, ...]) -> dict[str, Any]:
+        """Validate a bearer token for an API; 401 for a bad token, 403 for audience or role."""
+        import jwt
+
+        if not header or not header.startswith("Bearer "):
+            raise ApiError(401, "Unauthorized", "Authorization header is missing or is not a Bearer token.")
+        try:
+            claims = jwt.decode(header[7:], self.signing_key, algorithms=["HS256"], options={"verify_aud": False, "verify_exp": False, "verify_iat": False, "verify_nbf": False})
+        except jwt.PyJWTError:
+            raise ApiError(401, "Unauthorized", "The access token is invalid.") from None
+        if claims.get("exp", 0) <= self.clock.now().timestamp():
+            raise ApiError(401, "Unauthorized", "The access token has expired.")
+        if claims.get("aud") not in audiences:
+            raise ApiError(403, "Forbidden", "The application does not have permission to this API (token audience mismatch).")
+        wanted = (role,) if isinstance(role, str) else role
+        if not set(wanted) & set(claims.get("roles", [])):
+            raise ApiError(403, "Forbidden", f"The application does not have any of the required application permissions ({', '.join(wanted)}) to access the resource.")
+        return dict(claims)
+
+    def take_quota(self, claims: dict[str, Any], name: str) -> None:
+        key = (f"{claims.get('tid')}/{claims.get('appid')}", name)
+        try:
+            self.limiter.take(key, self.clock.now(), QUOTAS[name])
+        except ApiError:
+            self.throttled[name] = self.throttled.get(name, 0) + 1
+            raise
+
+    # ---------------------------------------------------------------- machines
+    def find_machines(self, odata_filter: str | None, top: int | None) -> list[dict[str, Any]]:
+        from tools.emulator.odata import compile_filter
+
+        if top is not None and not 0 < top <= 10000:
+            raise ApiError(400, "InvalidInput", "$top must be between 1 and 10000.")
+        match = compile_filter(odata_filter) if odata_filter else (lambda m: True)
+        found = [dict(m) for m in self.machines if match(m)]
+        return found[:top] if top else found
+
+    def get_machine(self, key: str) -> dict[str, Any]:
+        for m in self.machines:
+            if m["id"] == key.lower() or m.get("computerDnsName", "").lower() == key.lower():
+                return dict(m)
+        raise ApiError(404, "ResourceNotFound", f"Machine {key} was not found.")
+
+    # ---------------------------------------------------------------- network events
+    def device_network_events(self, device_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Fixture rows plus the periodic connections of each device's declared AI traffic,
+        limited to the 30 days advanced hunting keeps and to what has already happened."""
+        now = self.clock.now()
+        start, end = max(start, now - RETENTION), min(end, now)
+        rows = [
+            e for e in self.network_events
+            if e["DeviceId"] == device_id and start <= parse_time(e["Timestamp"]) <= end
+        ]
+        for domain, every in self.traffic.get(device_id, []):
+            offset = int(hashlib.sha256(f"{device_id}/{domain}".encode()).hexdigest()[:6], 16) % every
+            k = math.ceil((start.timestamp() - offset) / every)
+            while (t := k * every + offset) <= end.timestamp():
+                when = datetime.fromtimestamp(t, UTC) + timedelta(microseconds=123456)
+                if when <= end:
+                    rows.append({
+                        "Timestamp": format_time(when),
+                        "ReportId": int(hashlib.sha256(f"{device_id}/{domain}/{k}".encode()).hexdigest()[:8], 16),
+                        "DeviceId": device_id,
+                        "RemoteUrl": domain,
+                        "ActionType": "ConnectionSuccess",
+                    })
+                k += 1
+        return rows
+
+    def event_exists(self, device_id: str, report_id: str, event_time: str) -> bool:
+        try:
+            when = parse_time(event_time)
+        except ValueError:
+            return False
+        window = timedelta(seconds=1)
+        return any(
+            str(r["ReportId"]) == str(report_id) and parse_time(r["Timestamp"]) == when
+            for r in self.device_network_events(device_id, when - window, when + window)
+        )
+
+    # ---------------------------------------------------------------- alerts
+    def create_alert(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise ApiError(400, "InvalidRequestBody", "Request body must be a JSON object.")
+        for name in ALERT_FIELDS:
+            if name not in body or body[name] in (None, ""):
+                hint = next((k for k in body if k.lower() == name.lower() and k != name), None)
+                extra = f" (found '{hint}': parameter names are case-sensitive)" if hint else ""
+                raise ApiError(400, "MissingRequiredParameter", f"Missing required parameter '{name}'{extra}.")
+        if body["severity"] not in SEVERITIES:
+            raise ApiError(400, "InvalidInput", f"Invalid value '{body['severity']}' for severity; allowed: {', '.join(SEVERITIES)}.")
+        if body["category"] not in CATEGORIES:
+            raise ApiError(400, "InvalidInput", f"Invalid value '{body['category']}' for category.")
+        machine_id = str(body["machineId"])
+        machine = next((m for m in self.machines if m["id"] == machine_id), None)
+        if machine is None:
+            raise ApiError(404, "ResourceNotFound", f"Machine {machine_id} was not found.")
+        if not self.event_exists(machine_id, str(body["reportId"]), str(body["eventTime"])):
+            raise ApiError(404, "ResourceNotFound", "No event was found for the given machineId, reportId and eventTime.")
+        for alert in self.alerts:
+            if alert["machineId"] == machine_id and alert["title"] == body["title"] and alert["status"] != "Resolved":
+                self.merged[alert["id"]] = self.merged.get(alert["id"], 0) + 1
+                return dict(alert)
+        now = self.clock.now()
+        incident = next((i for i in self.incidents.values() if i["machineId"] == machine_id and i["status"] == "Active"), None)
+        if incident is None:
+            incident = {"incidentId": 1000 + len(self.incidents) + 1, "machineId": machine_id, "status": "Active", "tags": [], "createdTime": format_time(now)}
+            self.incidents[str(incident["incidentId"])] = incident
+        alert = {
+            "id": f"da{now:%Y%m%d}{self._next_alert:010d}_{secrets.randbelow(10**9):09d}",
+            "incidentId": incident["incidentId"],
+            "machineId": machine_id,
+            "computerDnsName": machine.get("computerDnsName"),
+            "severity": body["severity"],
+            "status": "New",
+            "title": body["title"],
+            "description": body["description"],
+            "recommendedAction": body["recommendedAction"],
+            "category": body["category"],
+            "detectionSource": "CustomTI",
+            "reportId": str(body["reportId"]),
+            "eventTime": body["eventTime"],
+            "alertCreationTime": format_time(now),
+            "comments": [],
+        }
+        self._next_alert += 1
+        self.alerts.append(alert)
+        return dict(alert)
+
+    def record(self, method: str, path: str, status: int) -> None:
+        self.calls.append({"time": format_time(self.clock.now()), "method": method, "path": path, "status": status})
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "now": format_time(self.clock.now()),
+            "alerts": [dict(a) for a in self.alerts],
+            "incidents": list(self.incidents.values()),
+            "merged": dict(self.merged),
+            "throttled": dict(self.throttled),
+            "calls": list(self.calls),
+        }

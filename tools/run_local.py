@@ -1,0 +1,101 @@
+"""README command 1: Azurite + (the Defender emulator) + the dev host, until Ctrl-C.
+
+The emulator is the embedded default: it starts whenever ``DEFENDER_TENANT_ID`` is empty, and
+the Defender settings are pointed at it. Configure a real tenant in local.settings.json and the
+same command talks to your real Defender instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCAL = ROOT / ".local"
+SETTINGS = ROOT / "local.settings.json"
+EMULATOR_PORT = 8443
+EMULATOR_TENANT = "0f6a1f4e-8d55-4b71-9a4c-e0f1d2c3b4a5"
+EMULATOR_CLIENT = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+EMULATOR_SECRET = "emulator-client-secret"  # a fixture value of the emulator, not a real secret
+
+
+def ensure_local_settings() -> dict[str, str]:
+    """Create local.settings.json from the example on first run, with a fresh signing secret."""
+    if not SETTINGS.exists():
+        doc = json.loads((ROOT / "local.settings.json.example").read_text())
+        doc["Values"]["NOXYS_SIGNING_SECRET"] = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        SETTINGS.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"created {SETTINGS.name} with a new local signing secret")
+    return {k: str(v) for k, v in json.loads(SETTINGS.read_text())["Values"].items()}
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    for noisy in ("azure", "urllib3", "msal"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    values = ensure_local_settings()
+    for k, v in values.items():
+        os.environ.setdefault(k, v)  # the shell's environment wins over local.settings.json
+
+    from tools import azurite
+
+    LOCAL.mkdir(exist_ok=True)
+    store = azurite.start(location=LOCAL / "azurite", ports=(10000, 10001, 10002), log_file=LOCAL / "azurite.log")
+    print(f"Azurite running (pid {store.pid}), data in {LOCAL / 'azurite'}")
+    emulator = None
+    try:
+        if not os.environ.get("DEFENDER_TENANT_ID"):
+            from tools.emulator.server import EmulatorServer
+            from tools.emulator.state import DefenderState
+
+            ca = LOCAL / "emulator-ca.pem"
+            emulator = EmulatorServer(DefenderState(), port=EMULATOR_PORT, ca_file=ca).start()
+            os.environ.update({
+                "DEFENDER_TENANT_ID": EMULATOR_TENANT,
+                "DEFENDER_CLIENT_ID": EMULATOR_CLIENT,
+                "DEFENDER_CLIENT_SECRET": EMULATOR_SECRET,
+                "DEFENDER_API_URL": emulator.url,
+                "DEFENDER_AUTHORITY_HOST": emulator.url,
+                "REQUESTS_CA_BUNDLE": str(ca),
+            })
+            print(f"Defender emulator on {emulator.url} (no DEFENDER_TENANT_ID configured)")
+
+        import function_app
+        from tools.devhost.host import DevHost
+
+        host = DevHost(function_app.app, root=ROOT).start()
+        print(f"""
+Functions host on http://127.0.0.1:{host.http_port} — {', '.join(f.name for f in host.http + host.queues + host.timers)}
+
+Send a sample event (signed with the secret in local.settings.json, timestamps moved to now):
+    .venv/bin/python -m shared send-sample ../shared/samples/events/policy_violated.json
+See the resulting Defender alert:
+    .venv/bin/python -m tools.emulator show
+Ctrl-C stops everything.""", flush=True)
+        done = threading.Event()
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            done.set()
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        done.wait()
+        host.stop()
+    finally:
+        if emulator:
+            emulator.stop()
+        store.stop()
+        print("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
