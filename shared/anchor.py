@@ -37,7 +37,8 @@ def hunting_query(machine_id: str, domains: tuple[str, ...], around: datetime, w
     names = ", ".join(f'"{d}"' for d in domains)
     return (
         "DeviceNetworkEvents\n"
-        f"| where Timestamp between (datetime({_kql_time(around - window)}) .. datetime({_kql_time(around + window)}))\n"
+        f"| where Timestamp between (datetime({_kql_time(around - window)})"
+        f" .. datetime({_kql_time(around + window)}))\n"
         f'| where DeviceId == "{machine_id}"\n'
         f"| where RemoteUrl has_any ({names})\n"
         f"| extend Distance = abs(datetime_diff('second', Timestamp, datetime({_kql_time(around)})))\n"

@@ -56,8 +56,11 @@ def shift_to_now(doc: Any, now: datetime) -> Any:
     def shift(node: Any) -> Any:
         if isinstance(node, dict):
             return {
-                k: ((datetime.fromisoformat(v.replace("Z", "+00:00")) + delta).strftime("%Y-%m-%dT%H:%M:%SZ")
-                    if k in keys and isinstance(v, str) else shift(v))
+                k: (
+                    (datetime.fromisoformat(v.replace("Z", "+00:00")) + delta).strftime("%Y-%m-%dT%H:%M:%SZ")
+                    if k in keys and isinstance(v, str)
+                    else shift(v)
+                )
                 for k, v in node.items()
             }
         if isinstance(node, list):
@@ -102,7 +105,10 @@ def cmd_send_sample(args: argparse.Namespace) -> int:
     try:
         resp = requests.post(args.url, data=body, headers=headers, timeout=30)
     except requests.RequestException as exc:
-        print(f"cannot reach {args.url}: {exc.__class__.__name__} (is the local host running? scripts/dev.sh)", file=sys.stderr)
+        print(
+            f"cannot reach {args.url}: {exc.__class__.__name__} (is the local host running? scripts/dev.sh)",
+            file=sys.stderr,
+        )
         return 1
     print(resp.status_code, resp.text)
     return 0 if 200 <= resp.status_code < 300 else 1
@@ -115,12 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("send-sample", help="sign a Noxys event like Noxys does and POST it to the webhook",
-                       description="Sign EVENT.json with the Standard Webhooks scheme and POST it. "
-                                   "Timestamps are moved to now unless --keep-timestamps.")
+    s = sub.add_parser(
+        "send-sample",
+        help="sign a Noxys event like Noxys does and POST it to the webhook",
+        description="Sign EVENT.json with the Standard Webhooks scheme and POST it. "
+        "Timestamps are moved to now unless --keep-timestamps.",
+    )
     s.add_argument("event", metavar="EVENT.json")
     s.add_argument("--url", default=DEFAULT_WEBHOOK_URL, help=f"webhook URL (default {DEFAULT_WEBHOOK_URL})")
-    s.add_argument("--secret", help="whsec_... (default: NOXYS_SIGNING_SECRET from the environment or local.settings.json)")
+    s.add_argument(
+        "--secret", help="whsec_... (default: NOXYS_SIGNING_SECRET from the environment or local.settings.json)"
+    )
     s.add_argument("--bearer", help="bearer token (default: NOXYS_BEARER_TOKEN if set)")
     s.add_argument("--keep-timestamps", action="store_true", help="send the event's own timestamps unchanged")
     s.add_argument("--new-id", action="store_true", help="give the event a fresh id (send the same sample twice)")

@@ -12,7 +12,9 @@ not stop the webhook from accepting and queueing events.
 
 from __future__ import annotations
 
+import base64
 import functools
+import re
 from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, field_validator
@@ -50,9 +52,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", populate_by_name=False)
 
     # --- webhook (ingest) ---
-    noxys_signing_secrets: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, alias="NOXYS_SIGNING_SECRET"
-    )
+    noxys_signing_secrets: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="NOXYS_SIGNING_SECRET")
     noxys_bearer_token: str | None = Field(default=None, alias="NOXYS_BEARER_TOKEN")
     forward_event_types: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_FORWARD_EVENT_TYPES), alias="FORWARD_EVENT_TYPES"
@@ -61,9 +61,7 @@ class Settings(BaseSettings):
 
     # --- storage (the same account the Functions host uses) ---
     storage_connection: str | None = Field(default=None, alias="AzureWebJobsStorage")
-    storage_queue_service_uri: str | None = Field(
-        default=None, alias="AzureWebJobsStorage__queueServiceUri"
-    )
+    storage_queue_service_uri: str | None = Field(default=None, alias="AzureWebJobsStorage__queueServiceUri")
     storage_account_name: str | None = Field(default=None, alias="AzureWebJobsStorage__accountName")
     storage_client_id: str | None = Field(default=None, alias="AzureWebJobsStorage__clientId")
 
@@ -71,12 +69,8 @@ class Settings(BaseSettings):
     defender_tenant_id: str | None = Field(default=None, alias="DEFENDER_TENANT_ID")
     defender_client_id: str | None = Field(default=None, alias="DEFENDER_CLIENT_ID")
     defender_client_secret: str | None = Field(default=None, alias="DEFENDER_CLIENT_SECRET")
-    defender_api_url: str = Field(
-        default="https://api.securitycenter.microsoft.com", alias="DEFENDER_API_URL"
-    )
-    defender_authority_host: str = Field(
-        default="https://login.microsoftonline.com", alias="DEFENDER_AUTHORITY_HOST"
-    )
+    defender_api_url: str = Field(default="https://api.securitycenter.microsoft.com", alias="DEFENDER_API_URL")
+    defender_authority_host: str = Field(default="https://login.microsoftonline.com", alias="DEFENDER_AUTHORITY_HOST")
     defender_scope: str = Field(default=DEFENDER_SCOPE_PUBLIC, alias="DEFENDER_SCOPE")
     http_timeout_seconds: float = Field(default=30.0, gt=0, le=230, alias="HTTP_TIMEOUT_SECONDS")
 
@@ -100,7 +94,10 @@ class Settings(BaseSettings):
     @classmethod
     def _check_secrets(cls, value: list[str]) -> list[str]:
         for secret in value:
-            if not secret.startswith("whsec_") or len(secret) <= len("whsec_"):
+            body = secret.removeprefix("whsec_")
+            # like standardwebhooks: base64, padding optional
+            well_formed = secret.startswith("whsec_") and re.fullmatch(r"[A-Za-z0-9+/]+={0,2}", body)
+            if not well_formed or not base64.b64decode(body + "=="):
                 raise ValueError("expected one or more space-separated secrets of the form whsec_<base64>")
         return value
 

@@ -29,6 +29,16 @@ class Lookup:
     keep: Callable[[dict[str, Any]], bool]
 
 
+def _field_is(name: str, value: str, *, short: bool = False) -> Callable[[dict[str, Any]], bool]:
+    """A predicate: the machine's ``name`` (lower-cased, optionally only its first label) is ``value``."""
+
+    def keep(machine: dict[str, Any]) -> bool:
+        have = str(machine.get(name) or "").lower()
+        return (have.split(".")[0] if short else have) == value
+
+    return keep
+
+
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -42,28 +52,21 @@ def lookups(device: Device) -> list[Lookup]:
         except ValueError:
             aad = ""
         if aad:
-            out.append(
-                Lookup("aadDeviceId", f"aadDeviceId eq {_literal(aad)}",
-                       lambda m, a=aad: str(m.get("aadDeviceId") or "").lower() == a)
-            )
+            out.append(Lookup("aadDeviceId", f"aadDeviceId eq {_literal(aad)}", _field_is("aadDeviceId", aad)))
     if device.fqdn and _HOSTNAME.match(device.fqdn) and "." in device.fqdn:
         fqdn = device.fqdn.lower().rstrip(".")
-        out.append(
-            Lookup("fqdn", f"computerDnsName eq {_literal(fqdn)}",
-                   lambda m, f=fqdn: str(m.get("computerDnsName") or "").lower() == f)
-        )
+        out.append(Lookup("fqdn", f"computerDnsName eq {_literal(fqdn)}", _field_is("computerDnsName", fqdn)))
     name = device.hostname or (device.fqdn.split(".")[0] if device.fqdn else None)
     if name and _HOSTNAME.match(name):
         short = name.lower().split(".")[0]
         out.append(
-            Lookup("hostname", f"startswith(computerDnsName,{_literal(short)})",
-                   lambda m, s=short: _short(m) == s)
+            Lookup(
+                "hostname",
+                f"startswith(computerDnsName,{_literal(short)})",
+                _field_is("computerDnsName", short, short=True),
+            )
         )
     return out
-
-
-def _short(machine: dict[str, Any]) -> str:
-    return str(machine.get("computerDnsName") or "").lower().split(".")[0]
 
 
 def choose(candidates: list[dict[str, Any]], device: Device) -> dict[str, Any] | None:

@@ -135,8 +135,7 @@ def _draft_for_interaction(event: Envelope) -> AlertDraft:
         lines.append(f"Policy: {policy.name or policy.id or 'unnamed'} (action: {action or 'n/a'} - {words})")
     lines += [
         f"Interaction: {it.interaction_type or 'prompt'}, {it.direction or 'outbound'}, "
-        f"via {it.source or 'unknown source'}"
-        + (f", model {metadata.model}" if metadata and metadata.model else ""),
+        f"via {it.source or 'unknown source'}" + (f", model {metadata.model}" if metadata and metadata.model else ""),
         f"Timestamp: {_iso(event)}",
         f"Noxys event id: {event.id}",
         f"Noxys interaction id: {it.id or 'n/a'}",

@@ -10,6 +10,7 @@ does not match the host's encoding goes straight to poison with no clear error.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from typing import TYPE_CHECKING, Any
@@ -67,7 +68,7 @@ _lock = threading.Lock()
 
 def queue_client(settings: Settings, name: str) -> QueueClient:
     """A cached QueueClient with base64 text encoding, matching host.json."""
-    from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+    from azure.storage.queue import LinearRetry, QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
     conn = connection_string(settings)
     key = (conn or queue_service_uri(settings), name)
@@ -77,6 +78,11 @@ def queue_client(settings: Settings, name: str) -> QueueClient:
             policies: dict[str, Any] = {
                 "message_encode_policy": TextBase64EncodePolicy(),
                 "message_decode_policy": TextBase64DecodePolicy(),
+                # The SDK default waits 15 s and more between tries; the webhook must answer
+                # 503 within seconds so that Noxys retries instead of timing out.
+                "retry_policy": LinearRetry(backoff=1, retry_total=2, random_jitter_range=1),
+                "connection_timeout": 5,
+                "read_timeout": 10,
             }
             if conn:
                 client = QueueClient.from_connection_string(conn, name, **policies)
@@ -102,10 +108,8 @@ def enqueue(settings: Settings, queue: str, text: str, *, visibility_timeout: in
         try:
             sent = client.send_message(text, visibility_timeout=visibility_timeout)
         except ResourceNotFoundError:
-            try:
+            with contextlib.suppress(ResourceExistsError):
                 client.create_queue()
-            except ResourceExistsError:
-                pass
             sent = client.send_message(text, visibility_timeout=visibility_timeout)
     except AzureError as exc:
         raise QueueUnavailable(f"queue {queue}: {exc.__class__.__name__}") from None

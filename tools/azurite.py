@@ -13,6 +13,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parents[1]
 BINARY = ROOT / "tools" / "azurite" / "node_modules" / ".bin" / "azurite"
@@ -37,6 +38,7 @@ class Azurite:
     blob_port: int
     queue_port: int
     table_port: int
+    log: IO[bytes] | None = None
 
     @property
     def pid(self) -> int:
@@ -61,6 +63,8 @@ class Azurite:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.log:
+            self.log.close()
 
 
 def start(
@@ -79,17 +83,29 @@ def start(
             raise RuntimeError(f"port {port} is already in use (another Azurite?); stop it or choose other ports")
     location.mkdir(parents=True, exist_ok=True)
     cmd = [
-        str(BINARY), "--silent", "--skipApiVersionCheck", "--disableTelemetry", "--loose",
-        "--location", str(location),
-        "--blobHost", "127.0.0.1", "--blobPort", str(blob),
-        "--queueHost", "127.0.0.1", "--queuePort", str(queue),
-        "--tableHost", "127.0.0.1", "--tablePort", str(table),
+        str(BINARY),
+        "--silent",
+        "--skipApiVersionCheck",
+        "--disableTelemetry",
+        "--loose",
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        str(blob),
+        "--queueHost",
+        "127.0.0.1",
+        "--queuePort",
+        str(queue),
+        "--tableHost",
+        "127.0.0.1",
+        "--tablePort",
+        str(table),
     ]
-    if in_memory:
-        cmd.append("--inMemoryPersistence")
-    out = open(log_file, "ab") if log_file else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=location)
-    azurite = Azurite(proc, blob, queue, table)
+    # In-memory persistence (tests) and --location are mutually exclusive in Azurite.
+    cmd += ["--inMemoryPersistence"] if in_memory else ["--location", str(location)]
+    log = log_file.open("ab") if log_file else None
+    proc = subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=location)
+    azurite = Azurite(proc, blob, queue, table, log)
     deadline = time.monotonic() + timeout
     while not all(_listening(p) for p in (blob, queue, table)):
         if proc.poll() is not None:

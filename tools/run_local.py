@@ -24,7 +24,7 @@ SETTINGS = ROOT / "local.settings.json"
 EMULATOR_PORT = 8443
 EMULATOR_TENANT = "0f6a1f4e-8d55-4b71-9a4c-e0f1d2c3b4a5"
 EMULATOR_CLIENT = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
-EMULATOR_SECRET = "emulator-client-secret"  # a fixture value of the emulator, not a real secret
+EMULATOR_SECRET = "emulator-client-secret"  # noqa: S105 - the emulator fixture's value, not a real secret
 
 
 def ensure_local_settings() -> dict[str, str]:
@@ -58,28 +58,33 @@ def main() -> int:
 
             ca = LOCAL / "emulator-ca.pem"
             emulator = EmulatorServer(DefenderState(), port=EMULATOR_PORT, ca_file=ca).start()
-            os.environ.update({
-                "DEFENDER_TENANT_ID": EMULATOR_TENANT,
-                "DEFENDER_CLIENT_ID": EMULATOR_CLIENT,
-                "DEFENDER_CLIENT_SECRET": EMULATOR_SECRET,
-                "DEFENDER_API_URL": emulator.url,
-                "DEFENDER_AUTHORITY_HOST": emulator.url,
-                "REQUESTS_CA_BUNDLE": str(ca),
-            })
+            os.environ.update(
+                {
+                    "DEFENDER_TENANT_ID": EMULATOR_TENANT,
+                    "DEFENDER_CLIENT_ID": EMULATOR_CLIENT,
+                    "DEFENDER_CLIENT_SECRET": EMULATOR_SECRET,
+                    "DEFENDER_API_URL": emulator.url,
+                    "DEFENDER_AUTHORITY_HOST": emulator.url,
+                    "REQUESTS_CA_BUNDLE": str(ca),
+                }
+            )
             print(f"Defender emulator on {emulator.url} (no DEFENDER_TENANT_ID configured)")
 
         import function_app
         from tools.devhost.host import DevHost
 
         host = DevHost(function_app.app, root=ROOT).start()
-        print(f"""
-Functions host on http://127.0.0.1:{host.http_port} — {', '.join(f.name for f in host.http + host.queues + host.timers)}
+        print(
+            f"""
+Functions host on http://127.0.0.1:{host.http_port} — {", ".join(f.name for f in host.http + host.queues + host.timers)}
 
 Send a sample event (signed with the secret in local.settings.json, timestamps moved to now):
     .venv/bin/python -m shared send-sample ../shared/samples/events/policy_violated.json
 See the resulting Defender alert:
     .venv/bin/python -m tools.emulator show
-Ctrl-C stops everything.""", flush=True)
+Ctrl-C stops everything.""",
+            flush=True,
+        )
         done = threading.Event()
 
         def stop(signum: int, frame: FrameType | None) -> None:

@@ -85,9 +85,7 @@ class DefenderClient:
         self.observers = observers if observers is not None else []
 
     # ---- the one place that talks HTTP ----
-    def _request(
-        self, method: str, path: str, *, params: dict[str, str] | None = None, json: Any = None
-    ) -> Any:
+    def _request(self, method: str, path: str, *, params: dict[str, str] | None = None, json: Any = None) -> Any:
         started = time.monotonic()
         status, code, target = 0, None, None
         try:

@@ -36,7 +36,9 @@ def process(body: str, *, dequeue_count: int = 1) -> Outcome:
     settings = get_settings()
     outcome = forward(event, defender_client(), anchor_window=timedelta(minutes=settings.anchor_window_minutes))
     level = logging.INFO if outcome.kind in (Kind.CREATED, Kind.COALESCED) else logging.WARNING
-    log.log(level, "event %s (%s) try %d: %s %s", event.id, event.type, dequeue_count, outcome.kind.value, outcome.detail)
+    log.log(
+        level, "event %s (%s) try %d: %s %s", event.id, event.type, dequeue_count, outcome.kind.value, outcome.detail
+    )
     if outcome.kind in (Kind.RETRY_AFTER, Kind.DEAD_LETTER):
         raise DeliveryFailed(f"event {event.id}: {outcome.kind.value}: {outcome.detail}")
     return outcome

@@ -57,9 +57,7 @@ def handle(body: bytes, headers: Mapping[str, str], *, now: datetime | None = No
         events = parse_events(body)
     except InvalidEvents as exc:
         log.warning("webhook rejected %d invalid field(s): %s", len(exc.errors), ", ".join(e.field for e in exc.errors))
-        return json_response(
-            400, {"error": "invalid_event", "errors": [e.model_dump() for e in exc.errors]}
-        )
+        return json_response(400, {"error": "invalid_event", "errors": [e.model_dump() for e in exc.errors]})
 
     wanted = set(settings.forward_event_types)
     accepted = [e for e in events if e.type in wanted]
@@ -72,7 +70,9 @@ def handle(body: bytes, headers: Mapping[str, str], *, now: datetime | None = No
         try:
             enqueue(settings, settings.events_queue_name, QueuedEvent.new(event, now).to_text())
         except QueueUnavailable as exc:
-            log.error("webhook could not queue event %s: %s (answering 503, %d already queued)", event.id, exc, len(done))
+            log.error(
+                "webhook could not queue event %s: %s (answering 503, %d already queued)", event.id, exc, len(done)
+            )
             return json_response(
                 503, {"error": "queue_unavailable", "message": "events could not be queued; retry later"}
             )

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import functools
 import json
 import logging
 import os
@@ -106,6 +108,17 @@ class TimerFunction:
     fn: Callable[..., Any]
 
 
+_INDEXED: dict[int, list[Any]] = {}
+
+
+def index_functions(app: func.FunctionApp) -> list[Any]:
+    """``app.get_functions()`` once per app, as the worker indexes once per process (a second
+    call raises "does not have a unique function name")."""
+    if id(app) not in _INDEXED:
+        _INDEXED[id(app)] = app.get_functions()
+    return _INDEXED[id(app)]
+
+
 def _route_regex(route: str) -> re.Pattern[str]:
     out = ""
     for part in route.strip("/").split("/"):
@@ -135,7 +148,7 @@ class DevHost:
         self.http: list[HttpFunction] = []
         self.queues: list[QueueFunction] = []
         self.timers: list[TimerFunction] = []
-        for f in app.get_functions():
+        for f in index_functions(app):
             self._register(f)
         self.http_port = http_port
         self._stop = threading.Event()
@@ -150,11 +163,13 @@ class DevHost:
     # ------------------------------------------------------------------ indexing
     def resolve(self, value: str) -> str:
         """'%NAME%' → the app setting, failing like the host does when it is not set."""
+
         def sub(m: re.Match[str]) -> str:
             name = m.group(1)
             if not self.env.get(name):
                 raise HostError(f"'%{name}%' does not resolve to a value (set the app setting {name})")
             return self.env[name]
+
         return re.sub(r"%([^%]+)%", sub, value)
 
     def _register(self, f: Any) -> None:
@@ -165,9 +180,19 @@ class DevHost:
         if kind == "httpTrigger":
             route = spec.get("route") or name
             methods = {str(getattr(m, "value", m)).upper() for m in spec.get("methods") or ["GET", "POST"]}
-            self.http.append(HttpFunction(name, _route_regex(f"{self.route_prefix}/{route}"), methods, spec["name"], fn))
+            self.http.append(
+                HttpFunction(name, _route_regex(f"{self.route_prefix}/{route}"), methods, spec["name"], fn)
+            )
         elif kind == "queueTrigger":
-            self.queues.append(QueueFunction(name, self.resolve(spec["queueName"]), spec.get("connection") or "AzureWebJobsStorage", spec["name"], fn))
+            self.queues.append(
+                QueueFunction(
+                    name,
+                    self.resolve(spec["queueName"]),
+                    spec.get("connection") or "AzureWebJobsStorage",
+                    spec["name"],
+                    fn,
+                )
+            )
         elif kind == "timerTrigger":
             schedule = self.resolve(spec["schedule"])
             if len(schedule.split()) != 6:
@@ -181,13 +206,13 @@ class DevHost:
         if http:
             self._server = ThreadingHTTPServer(("127.0.0.1", self.http_port), _handler(self))
             self.http_port = self._server.server_port
-            self._spawn("devhost-http", self._server.serve_forever)
+            self._spawn("devhost-http", functools.partial(self._server.serve_forever, poll_interval=0.05))
         if queues:
             for qf in self.queues:
-                self._spawn(f"devhost-poll-{qf.name}", lambda qf=qf: self._poll_loop(qf))
+                self._spawn(f"devhost-poll-{qf.name}", functools.partial(self._poll_loop, qf))
         if timers:
             for tf in self.timers:
-                self._spawn(f"devhost-timer-{tf.name}", lambda tf=tf: self._timer_loop(tf))
+                self._spawn(f"devhost-timer-{tf.name}", functools.partial(self._timer_loop, tf))
         return self
 
     def stop(self) -> None:
@@ -205,7 +230,9 @@ class DevHost:
         self._threads.append(t)
 
     # ------------------------------------------------------------------ HTTP
-    def handle_http(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def handle_http(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         parts = urlsplit(target)
         for hf in self.http:
             m = hf.pattern.match(parts.path)
@@ -255,7 +282,9 @@ class DevHost:
 
         client = self._client(qf.connection, qf.queue)
         try:
-            pages = client.receive_messages(messages_per_page=self.queue_settings.batch_size, visibility_timeout=LOCK_SECONDS).by_page()
+            pages = client.receive_messages(
+                messages_per_page=self.queue_settings.batch_size, visibility_timeout=LOCK_SECONDS
+            ).by_page()
             batch = list(next(pages, []))
         except ResourceNotFoundError:
             return 0
@@ -288,17 +317,31 @@ class DevHost:
             self._poison(qf, client, msg)
             return
         message = QueueMessage(
-            id=msg.id, body=body, dequeue_count=count, pop_receipt=msg.pop_receipt,
-            insertion_time=msg.inserted_on, expiration_time=msg.expires_on, time_next_visible=msg.next_visible_on,
+            id=msg.id,
+            body=body,
+            dequeue_count=count,
+            pop_receipt=msg.pop_receipt,
+            insertion_time=msg.inserted_on,
+            expiration_time=msg.expires_on,
+            time_next_visible=msg.next_visible_on,
         )
         try:
             qf.fn(**{qf.arg_name: message})
         except Exception as exc:
             if count >= self.queue_settings.max_dequeue_count:
-                log.error("%s: message %s failed %d times (%s); moving it to %s-poison", qf.name, msg.id, count, exc, qf.queue)
+                log.error(
+                    "%s: message %s failed %d times (%s); moving it to %s-poison", qf.name, msg.id, count, exc, qf.queue
+                )
                 self._poison(qf, client, msg)
             else:
-                log.warning("%s: message %s failed (try %d of %d): %s", qf.name, msg.id, count, self.queue_settings.max_dequeue_count, exc)
+                log.warning(
+                    "%s: message %s failed (try %d of %d): %s",
+                    qf.name,
+                    msg.id,
+                    count,
+                    self.queue_settings.max_dequeue_count,
+                    exc,
+                )
                 client.update_message(msg, visibility_timeout=int(self.queue_settings.visibility_timeout))
             return
         client.delete_message(msg)
@@ -310,10 +353,8 @@ class DevHost:
         try:
             poison.send_message(msg.content)
         except ResourceNotFoundError:
-            try:
+            with contextlib.suppress(ResourceExistsError):
                 poison.create_queue()
-            except ResourceExistsError:
-                pass
             poison.send_message(msg.content)
         client.delete_message(msg)
 

@@ -31,8 +31,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"emulator not reachable at {args.url}: {exc.__class__.__name__}", file=sys.stderr)
             return 1
         for alert in state["alerts"]:
-            print(f"{alert['alertCreationTime']}  {alert['severity']:<6} {alert['id']}  incident {alert['incidentId']}  "
-                  f"{alert['computerDnsName']}  {alert['title']}")
+            print(
+                f"{alert['alertCreationTime']}  {alert['severity']:<6} {alert['id']}  incident {alert['incidentId']}  "
+                f"{alert['computerDnsName']}  {alert['title']}"
+            )
         print(f"{len(state['alerts'])} alert(s); throttled calls: {state['throttled'] or 'none'}")
         print(json.dumps({"merged": state["merged"]}))
         return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
@@ -18,15 +18,18 @@ from werkzeug.wrappers import Request, Response
 from tools.emulator import hunting
 from tools.emulator.state import MDE_AUDIENCES, ApiError, DefenderState, TokenError
 
-URLS = Map([
-    Rule("/<tenant>/v2.0/.well-known/openid-configuration", endpoint="openid", methods=["GET"]),
-    Rule("/<tenant>/oauth2/v2.0/token", endpoint="token", methods=["POST"]),
-    Rule("/api/machines", endpoint="machines", methods=["GET"]),
-    Rule("/api/machines/<key>", endpoint="machine", methods=["GET"]),
-    Rule("/api/advancedqueries/run", endpoint="hunting", methods=["POST"]),
-    Rule("/api/alerts/CreateAlertByReference", endpoint="create_alert", methods=["POST"]),
-    Rule("/emulator/state", endpoint="state", methods=["GET"]),
-], strict_slashes=False)
+URLS = Map(
+    [
+        Rule("/<tenant>/v2.0/.well-known/openid-configuration", endpoint="openid", methods=["GET"]),
+        Rule("/<tenant>/oauth2/v2.0/token", endpoint="token", methods=["POST"]),
+        Rule("/api/machines", endpoint="machines", methods=["GET"]),
+        Rule("/api/machines/<key>", endpoint="machine", methods=["GET"]),
+        Rule("/api/advancedqueries/run", endpoint="hunting", methods=["POST"]),
+        Rule("/api/alerts/CreateAlertByReference", endpoint="create_alert", methods=["POST"]),
+        Rule("/emulator/state", endpoint="state", methods=["GET"]),
+    ],
+    strict_slashes=False,
+)
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -48,16 +51,31 @@ class EmulatorApp:
         try:
             endpoint, args = adapter.match()
             with self.state.lock:
-                response = getattr(self, f"on_{endpoint}")(request, **args)
+                response = cast(Response, getattr(self, f"on_{endpoint}")(request, **args))
         except ApiError as exc:
             headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
-            response = _json(exc.status, {"error": {"code": exc.code, "message": exc.message, "target": correlation}}, headers)
+            response = _json(
+                exc.status, {"error": {"code": exc.code, "message": exc.message, "target": correlation}}, headers
+            )
         except TokenError as exc:
-            response = _json(exc.status, {"error": exc.error, "error_description": exc.description, "error_codes": [], "correlation_id": correlation})
+            response = _json(
+                exc.status,
+                {
+                    "error": exc.error,
+                    "error_description": exc.description,
+                    "error_codes": [],
+                    "correlation_id": correlation,
+                },
+            )
         except NotFound:
-            response = _json(404, {"error": {"code": "ResourceNotFound", "message": f"No route {request.path}", "target": correlation}})
+            response = _json(
+                404,
+                {"error": {"code": "ResourceNotFound", "message": f"No route {request.path}", "target": correlation}},
+            )
         except HTTPException as exc:
-            response = _json(exc.code or 400, {"error": {"code": "BadRequest", "message": exc.description, "target": correlation}})
+            response = _json(
+                exc.code or 400, {"error": {"code": "BadRequest", "message": exc.description, "target": correlation}}
+            )
         if request.path.startswith("/api/"):
             with self.state.lock:
                 self.state.record(request.method, request.full_path.rstrip("?"), response.status_code)
@@ -88,8 +106,13 @@ class EmulatorApp:
             top_n = int(top) if top is not None else None
         except ValueError:
             raise ApiError(400, "InvalidInput", "$top must be an integer.") from None
-        return _json(200, {"@odata.context": "https://api.securitycenter.microsoft.com/api/$metadata#Machines",
-                           "value": self.state.find_machines(request.args.get("$filter"), top_n)})
+        return _json(
+            200,
+            {
+                "@odata.context": "https://api.securitycenter.microsoft.com/api/$metadata#Machines",
+                "value": self.state.find_machines(request.args.get("$filter"), top_n),
+            },
+        )
 
     def on_machine(self, request: Request, key: str) -> Response:
         self._auth(request, ("Machine.Read.All", "Machine.ReadWrite.All"), "machines")

@@ -35,10 +35,16 @@ def run(state: DefenderState, query: str) -> dict[str, Any]:
     except ValueError:
         raise ApiError(400, "BadRequest", "Syntax error: invalid datetime literal.") from None
     names = tuple(d.strip().strip('"').lower() for d in domains.group(1).split(",") if d.strip())
-    rows = [r for r in state.device_network_events(device.group(1), start, end) if on_domain(str(r["RemoteUrl"]), names)]
+    rows = [
+        r for r in state.device_network_events(device.group(1), start, end) if on_domain(str(r["RemoteUrl"]), names)
+    ]
     rows.sort(key=lambda r: abs((parse_time(r["Timestamp"]) - centre).total_seconds()))
     rows = rows[: int(top.group(1))]
     results = [{k: r[k] for k in ("Timestamp", "ReportId", "DeviceId", "RemoteUrl")} for r in rows]
-    schema = [{"Name": "Timestamp", "Type": "DateTime"}, {"Name": "ReportId", "Type": "Int64"},
-              {"Name": "DeviceId", "Type": "String"}, {"Name": "RemoteUrl", "Type": "String"}]
+    schema = [
+        {"Name": "Timestamp", "Type": "DateTime"},
+        {"Name": "ReportId", "Type": "Int64"},
+        {"Name": "DeviceId", "Type": "String"},
+        {"Name": "RemoteUrl", "Type": "String"},
+    ]
     return {"Stats": {"ExecutionTime": 0.01}, "Schema": schema, "Results": results}

@@ -13,12 +13,30 @@ from typing import Any
 
 from tools.emulator.state import ApiError
 
-FIELDS = {"id", "computerDnsName", "aadDeviceId", "lastIpAddress", "healthStatus", "osPlatform", "riskScore", "exposureLevel", "rbacGroupId"}
+FIELDS = {
+    "id",
+    "computerDnsName",
+    "aadDeviceId",
+    "lastIpAddress",
+    "healthStatus",
+    "osPlatform",
+    "riskScore",
+    "exposureLevel",
+    "rbacGroupId",
+}
 _LIT = r"'((?:[^']|'')*)'|([0-9a-fA-F-]{36})"
 _EQ = re.compile(rf"^\s*(\w+)\s+eq\s+(?:{_LIT})\s*$")
 _STARTS = re.compile(rf"^\s*startswith\(\s*(\w+)\s*,\s*(?:{_LIT})\s*\)\s*$")
 
 Predicate = Callable[[dict[str, Any]], bool]
+
+
+def _compare(name: str, value: str, *, starts: bool) -> Predicate:
+    def test(machine: dict[str, Any]) -> bool:
+        have = str(machine.get(name) or "")
+        return have.startswith(value) if starts else have == value
+
+    return test
 
 
 def _term(text: str) -> Predicate:
@@ -29,9 +47,7 @@ def _term(text: str) -> Predicate:
             if name not in FIELDS:
                 raise ApiError(400, "InvalidInput", f"Filtering on '{name}' is not supported.")
             value = (m.group(2) if m.group(2) is not None else m.group(3)).replace("''", "'")
-            if op == "eq":
-                return lambda mach, n=name, v=value: str(mach.get(n) or "") == v
-            return lambda mach, n=name, v=value: str(mach.get(n) or "").startswith(v)
+            return _compare(name, value, starts=op == "startswith")
     raise ApiError(400, "InvalidInput", "Invalid $filter expression.")
 
 

@@ -36,11 +36,14 @@ class EmulatorServer:
         ca_file.parent.mkdir(parents=True, exist_ok=True)
         ca.cert_pem.write_to_path(str(ca_file))
         self.ca_file = ca_file
-        self._server: BaseWSGIServer = make_server("127.0.0.1", port, EmulatorApp(state), threaded=True, ssl_context=ctx,
-                                                    request_handler=_QuietHandler)
+        self._server: BaseWSGIServer = make_server(
+            "127.0.0.1", port, EmulatorApp(state), threaded=True, ssl_context=ctx, request_handler=_QuietHandler
+        )
         self.port = self._server.server_port
         self.url = f"https://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="defender-emulator", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="defender-emulator", daemon=True
+        )
 
     def start(self) -> EmulatorServer:
         self._thread.start()

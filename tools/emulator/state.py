@@ -33,11 +33,33 @@ RESOURCES = {
 }
 SEVERITIES = ("Low", "Medium", "High")
 CATEGORIES = (
-    "General", "CommandAndControl", "Collection", "CredentialAccess", "DefenseEvasion", "Discovery",
-    "Exfiltration", "Exploit", "Execution", "InitialAccess", "LateralMovement", "Malware",
-    "Persistence", "PrivilegeEscalation", "Ransomware", "SuspiciousActivity",
+    "General",
+    "CommandAndControl",
+    "Collection",
+    "CredentialAccess",
+    "DefenseEvasion",
+    "Discovery",
+    "Exfiltration",
+    "Exploit",
+    "Execution",
+    "InitialAccess",
+    "LateralMovement",
+    "Malware",
+    "Persistence",
+    "PrivilegeEscalation",
+    "Ransomware",
+    "SuspiciousActivity",
 )
-ALERT_FIELDS = ("machineId", "reportId", "eventTime", "severity", "title", "description", "recommendedAction", "category")
+ALERT_FIELDS = (
+    "machineId",
+    "reportId",
+    "eventTime",
+    "severity",
+    "title",
+    "description",
+    "recommendedAction",
+    "category",
+)
 RETENTION = timedelta(days=30)
 
 # quota name -> [(window seconds, max calls)]
@@ -124,7 +146,7 @@ def parse_time(text: str) -> datetime:
     if "." in t:
         head, rest = t.split(".", 1)
         digits = "".join(ch for ch in rest if ch.isdigit())
-        tz = rest[len(digits):]
+        tz = rest[len(digits) :]
         t = f"{head}.{digits[:6].ljust(6, '0')}{tz}"
     value = datetime.fromisoformat(t)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -164,7 +186,9 @@ class DefenderState:
             self.tenants.add(tid)
             for c in tenant.get("clients", []):
                 expires = parse_time(c["secret_expires"]) if c.get("secret_expires") else None
-                self.clients[(tid, c["client_id"])] = Client(tid, c["client_id"], c["secret"], list(c.get("roles", [])), expires)
+                self.clients[(tid, c["client_id"])] = Client(
+                    tid, c["client_id"], c["secret"], list(c.get("roles", [])), expires
+                )
         for m in fixture.get("machines", []):
             machine = {k: v for k, v in m.items() if k != "traffic"}
             self.machines.append(machine)
@@ -174,7 +198,12 @@ class DefenderState:
     # ---------------------------------------------------------------- Entra ID
     def openid_configuration(self, tenant: str, base: str) -> dict[str, Any]:
         if tenant not in self.tenants:
-            raise TokenError(400, "invalid_tenant", f"AADSTS90002: Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud.")
+            raise TokenError(
+                400,
+                "invalid_tenant",
+                f"AADSTS90002: Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID "
+                "and are signing into the correct cloud.",
+            )
         return {
             "token_endpoint": f"{base}/{tenant}/oauth2/v2.0/token",
             "authorization_endpoint": f"{base}/{tenant}/oauth2/v2.0/authorize",
@@ -197,24 +226,48 @@ class DefenderState:
         client_id, scope = form.get("client_id", ""), form.get("scope", "")
         client = self.clients.get((tenant, client_id))
         if client is None:
-            raise TokenError(400, "unauthorized_client", f"AADSTS700016: Application with identifier '{client_id}' was not found in the directory '{tenant}'.")
+            raise TokenError(
+                400,
+                "unauthorized_client",
+                f"AADSTS700016: Application with identifier '{client_id}' was not found in the directory '{tenant}'.",
+            )
         if not secrets.compare_digest(form.get("client_secret", "").encode(), client.secret.encode()):
-            raise TokenError(401, "invalid_client", f"AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'.")
+            raise TokenError(
+                401,
+                "invalid_client",
+                "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is "
+                f"the client secret value, not the client secret ID, for a secret added to app '{client_id}'.",
+            )
         now = self.clock.now()
         if client.secret_expires and now >= client.secret_expires:
-            raise TokenError(401, "invalid_client", f"AADSTS7000222: The provided client secret keys for app '{client_id}' are expired.")
+            raise TokenError(
+                401,
+                "invalid_client",
+                f"AADSTS7000222: The provided client secret keys for app '{client_id}' are expired.",
+            )
         if not scope.endswith("/.default"):
-            raise TokenError(400, "invalid_scope", "AADSTS1002012: The provided value for scope is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier.")
+            raise TokenError(
+                400,
+                "invalid_scope",
+                "AADSTS1002012: The provided value for scope is not valid. Client credential flows must have "
+                "a scope value with /.default suffixed to the resource identifier.",
+            )
         resource = scope.removesuffix("/.default")
         if resource not in RESOURCES:
-            raise TokenError(400, "invalid_resource", f"AADSTS500011: The resource principal named {resource} was not found in the tenant named {tenant}.")
+            raise TokenError(
+                400,
+                "invalid_resource",
+                f"AADSTS500011: The resource principal named {resource} was not found in the tenant named {tenant}.",
+            )
         claims = {
             "aud": resource,
             "iss": f"https://sts.windows.net/{tenant}/",
             "tid": tenant,
             "appid": client_id,
             "oid": hashlib.sha256(client_id.encode()).hexdigest()[:32],
-            "roles": client.roles if resource in (MDE_AUDIENCE, GRAPH_AUDIENCE, "https://api.security.microsoft.com") else [],
+            "roles": client.roles
+            if resource in (MDE_AUDIENCE, GRAPH_AUDIENCE, "https://api.security.microsoft.com")
+            else [],
             "iat": int(now.timestamp()),
             "nbf": int(now.timestamp()),
             "exp": int((now + timedelta(hours=1)).timestamp()),
@@ -229,16 +282,28 @@ class DefenderState:
         if not header or not header.startswith("Bearer "):
             raise ApiError(401, "Unauthorized", "Authorization header is missing or is not a Bearer token.")
         try:
-            claims = jwt.decode(header[7:], self.signing_key, algorithms=["HS256"], options={"verify_aud": False, "verify_exp": False, "verify_iat": False, "verify_nbf": False})
+            claims = jwt.decode(
+                header[7:],
+                self.signing_key,
+                algorithms=["HS256"],
+                options={"verify_aud": False, "verify_exp": False, "verify_iat": False, "verify_nbf": False},
+            )
         except jwt.PyJWTError:
             raise ApiError(401, "Unauthorized", "The access token is invalid.") from None
         if claims.get("exp", 0) <= self.clock.now().timestamp():
             raise ApiError(401, "Unauthorized", "The access token has expired.")
         if claims.get("aud") not in audiences:
-            raise ApiError(403, "Forbidden", "The application does not have permission to this API (token audience mismatch).")
+            raise ApiError(
+                403, "Forbidden", "The application does not have permission to this API (token audience mismatch)."
+            )
         wanted = (role,) if isinstance(role, str) else role
         if not set(wanted) & set(claims.get("roles", [])):
-            raise ApiError(403, "Forbidden", f"The application does not have any of the required application permissions ({', '.join(wanted)}) to access the resource.")
+            raise ApiError(
+                403,
+                "Forbidden",
+                "The application does not have any of the required application permissions "
+                f"({', '.join(wanted)}) to access the resource.",
+            )
         return dict(claims)
 
     def take_quota(self, claims: dict[str, Any], name: str) -> None:
@@ -272,8 +337,7 @@ class DefenderState:
         now = self.clock.now()
         start, end = max(start, now - RETENTION), min(end, now)
         rows = [
-            e for e in self.network_events
-            if e["DeviceId"] == device_id and start <= parse_time(e["Timestamp"]) <= end
+            e for e in self.network_events if e["DeviceId"] == device_id and start <= parse_time(e["Timestamp"]) <= end
         ]
         for domain, every in self.traffic.get(device_id, []):
             offset = int(hashlib.sha256(f"{device_id}/{domain}".encode()).hexdigest()[:6], 16) % every
@@ -281,13 +345,15 @@ class DefenderState:
             while (t := k * every + offset) <= end.timestamp():
                 when = datetime.fromtimestamp(t, UTC) + timedelta(microseconds=123456)
                 if when <= end:
-                    rows.append({
-                        "Timestamp": format_time(when),
-                        "ReportId": int(hashlib.sha256(f"{device_id}/{domain}/{k}".encode()).hexdigest()[:8], 16),
-                        "DeviceId": device_id,
-                        "RemoteUrl": domain,
-                        "ActionType": "ConnectionSuccess",
-                    })
+                    rows.append(
+                        {
+                            "Timestamp": format_time(when),
+                            "ReportId": int(hashlib.sha256(f"{device_id}/{domain}/{k}".encode()).hexdigest()[:8], 16),
+                            "DeviceId": device_id,
+                            "RemoteUrl": domain,
+                            "ActionType": "ConnectionSuccess",
+                        }
+                    )
                 k += 1
         return rows
 
@@ -312,7 +378,11 @@ class DefenderState:
                 extra = f" (found '{hint}': parameter names are case-sensitive)" if hint else ""
                 raise ApiError(400, "MissingRequiredParameter", f"Missing required parameter '{name}'{extra}.")
         if body["severity"] not in SEVERITIES:
-            raise ApiError(400, "InvalidInput", f"Invalid value '{body['severity']}' for severity; allowed: {', '.join(SEVERITIES)}.")
+            raise ApiError(
+                400,
+                "InvalidInput",
+                f"Invalid value '{body['severity']}' for severity; allowed: {', '.join(SEVERITIES)}.",
+            )
         if body["category"] not in CATEGORIES:
             raise ApiError(400, "InvalidInput", f"Invalid value '{body['category']}' for category.")
         machine_id = str(body["machineId"])
@@ -320,15 +390,25 @@ class DefenderState:
         if machine is None:
             raise ApiError(404, "ResourceNotFound", f"Machine {machine_id} was not found.")
         if not self.event_exists(machine_id, str(body["reportId"]), str(body["eventTime"])):
-            raise ApiError(404, "ResourceNotFound", "No event was found for the given machineId, reportId and eventTime.")
+            raise ApiError(
+                404, "ResourceNotFound", "No event was found for the given machineId, reportId and eventTime."
+            )
         for alert in self.alerts:
             if alert["machineId"] == machine_id and alert["title"] == body["title"] and alert["status"] != "Resolved":
                 self.merged[alert["id"]] = self.merged.get(alert["id"], 0) + 1
                 return dict(alert)
         now = self.clock.now()
-        incident = next((i for i in self.incidents.values() if i["machineId"] == machine_id and i["status"] == "Active"), None)
+        incident = next(
+            (i for i in self.incidents.values() if i["machineId"] == machine_id and i["status"] == "Active"), None
+        )
         if incident is None:
-            incident = {"incidentId": 1000 + len(self.incidents) + 1, "machineId": machine_id, "status": "Active", "tags": [], "createdTime": format_time(now)}
+            incident = {
+                "incidentId": 1000 + len(self.incidents) + 1,
+                "machineId": machine_id,
+                "status": "Active",
+                "tags": [],
+                "createdTime": format_time(now),
+            }
             self.incidents[str(incident["incidentId"])] = incident
         alert = {
             "id": f"da{now:%Y%m%d}{self._next_alert:010d}_{secrets.randbelow(10**9):09d}",

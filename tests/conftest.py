@@ -1,0 +1,149 @@
+"""Fixtures: real Azurite, the TLS Defender emulator with a manual clock, and the dev host.
+
+Nothing here is a mock: the product's real azure-storage-queue, azure-identity and requests
+code paths run against real servers on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from shared import wiring
+from shared.webhook import sign
+from tools import azurite as azurite_launcher
+from tools.emulator.server import EmulatorServer
+from tools.emulator.state import DefenderState, ManualClock
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT.parent / "shared" / "samples" / "events"
+TEST_SECRET = "whsec_" + base64.b64encode(b"noxys-connector-test-signing-key!").decode()
+EMULATOR_TENANT = "0f6a1f4e-8d55-4b71-9a4c-e0f1d2c3b4a5"
+EMULATOR_CLIENT = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+EMULATOR_SECRET = "emulator-client-secret"
+LIMITED_CLIENT = ("2d1f7a3b-5c4e-4f60-8a9b-0c1d2e3f4a5b", "emulator-limited-secret")
+EXPIRED_CLIENT = ("9e8d7c6b-5a49-4837-a261-504f3e2d1c0b", "emulator-expired-secret")
+# Emulator time: late on the day of the samples, so their anchors are inside hunting's 30 days.
+SAMPLE_DAY = datetime(2026, 3, 20, 18, 0, tzinfo=UTC)
+
+
+def sample(name: str) -> bytes:
+    return (SAMPLES / f"{name}.json").read_bytes()
+
+
+def signed_headers(
+    body: bytes, *, secret: str = TEST_SECRET, msg_id: str = "msg_1", ts: int | None = None
+) -> dict[str, str]:
+    stamp = int(time.time()) if ts is None else ts
+    return {
+        "Content-Type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(stamp),
+        "webhook-signature": sign(secret, msg_id, stamp, body),
+    }
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[azurite_launcher.Azurite]:
+    location = tmp_path_factory.mktemp("azurite")
+    proc = azurite_launcher.start(location=location, in_memory=True, log_file=location / "azurite.log")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(SAMPLE_DAY)
+
+
+@pytest.fixture
+def emulator(clock: ManualClock, tmp_path: Path) -> Iterator[EmulatorServer]:
+    server = EmulatorServer(DefenderState(clock=clock), ca_file=tmp_path / "emulator-ca.pem").start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class Env:
+    values: dict[str, str]
+    azurite: azurite_launcher.Azurite
+
+    @property
+    def queue(self) -> str:
+        return self.values["EVENTS_QUEUE_NAME"]
+
+    def queue_client(self, name: str | None = None) -> Any:
+        from azure.storage.queue import QueueClient
+
+        return QueueClient.from_connection_string(self.azurite.connection_string, name or self.queue)
+
+    def queued_texts(self, name: str | None = None) -> list[str]:
+        """Decoded bodies of the messages now visible in a queue (peek: nothing is consumed)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            peeked = self.queue_client(name).peek_messages(max_messages=32)
+        except ResourceNotFoundError:
+            return []
+        return [base64.b64decode(m.content).decode() for m in peeked]
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, azurite: azurite_launcher.Azurite, emulator: EmulatorServer) -> Iterator[Env]:
+    """The product's settings, pointed at this test's queue, Azurite and the emulator."""
+    values = {
+        "AzureWebJobsStorage": azurite.connection_string,
+        "EVENTS_QUEUE_NAME": f"ev-{uuid.uuid4().hex[:12]}",
+        "NOXYS_SIGNING_SECRET": TEST_SECRET,
+        "DEFENDER_TENANT_ID": EMULATOR_TENANT,
+        "DEFENDER_CLIENT_ID": EMULATOR_CLIENT,
+        "DEFENDER_CLIENT_SECRET": EMULATOR_SECRET,
+        "DEFENDER_API_URL": emulator.url,
+        "DEFENDER_AUTHORITY_HOST": emulator.url,
+        "HEALTH_SCHEDULE": "0 0 * * * *",
+        "REQUESTS_CA_BUNDLE": str(emulator.ca_file),
+    }
+    for name in ("NOXYS_BEARER_TOKEN", "FORWARD_EVENT_TYPES"):
+        monkeypatch.delenv(name, raising=False)
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    wiring.reset()
+    yield Env(values, azurite)
+    wiring.reset()
+
+
+@pytest.fixture
+def host(env: Env) -> Iterator[Any]:
+    """The dev host serving HTTP on a free port; queues are drained explicitly by the test."""
+    import function_app
+    from tools.devhost.host import DevHost
+
+    dev = DevHost(function_app.app, root=ROOT, http_port=0).start(queues=False, timers=False)
+    yield dev
+    dev.stop()
+
+
+def post(host: Any, body: bytes, headers: dict[str, str]) -> requests.Response:
+    return requests.post(f"http://127.0.0.1:{host.http_port}/api/noxys/events", data=body, headers=headers, timeout=30)
+
+
+def emulator_state(server: EmulatorServer) -> dict[str, Any]:
+    """What the emulator holds, read over its inspection endpoint (as a user would)."""
+    resp = requests.get(f"{server.url}/emulator/state", verify=str(server.ca_file), timeout=10)
+    resp.raise_for_status()
+    result: dict[str, Any] = resp.json()
+    return result
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False)
