@@ -26,7 +26,8 @@ from tools.emulator.server import EmulatorServer
 from tools.emulator.state import DefenderState, ManualClock
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT.parent / "shared" / "samples" / "events"
+SAMPLES = ROOT / "samples" / "events"
+CONTRACT_SAMPLES = ROOT.parent / "shared" / "samples" / "events"  # the reference, when checked out beside us
 TEST_SECRET = "whsec_" + base64.b64encode(b"noxys-connector-test-signing-key!").decode()
 EMULATOR_TENANT = "0f6a1f4e-8d55-4b71-9a4c-e0f1d2c3b4a5"
 EMULATOR_CLIENT = "7c9e6679-7425-40de-944b-e07fc1f90ae7"

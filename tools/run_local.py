@@ -79,7 +79,7 @@ def main() -> int:
 Functions host on http://127.0.0.1:{host.http_port} — {", ".join(f.name for f in host.http + host.queues + host.timers)}
 
 Send a sample event (signed with the secret in local.settings.json, timestamps moved to now):
-    .venv/bin/python -m shared send-sample ../shared/samples/events/policy_violated.json
+    .venv/bin/python -m shared send-sample samples/events/policy_violated.json
 See the resulting Defender alert:
     .venv/bin/python -m tools.emulator show
 Ctrl-C stops everything.""",
