@@ -15,9 +15,9 @@ from __future__ import annotations
 import base64
 import functools
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_FORWARD_EVENT_TYPES = (
@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     # --- storage (the same account the Functions host uses) ---
     storage_connection: str | None = Field(default=None, alias="AzureWebJobsStorage")
     storage_queue_service_uri: str | None = Field(default=None, alias="AzureWebJobsStorage__queueServiceUri")
+    storage_table_service_uri: str | None = Field(default=None, alias="AzureWebJobsStorage__tableServiceUri")
     storage_account_name: str | None = Field(default=None, alias="AzureWebJobsStorage__accountName")
     storage_client_id: str | None = Field(default=None, alias="AzureWebJobsStorage__clientId")
 
@@ -81,6 +82,36 @@ class Settings(BaseSettings):
         le=720,
         alias="ANCHOR_WINDOW_MINUTES",
     )
+
+    # --- delivery core: queues, pacing, retries ---
+    events_priority_queue_name: str = Field(default="noxys-events-priority", alias="EVENTS_PRIORITY_QUEUE_NAME")
+    alert_rate_per_minute: int = Field(default=15, ge=1, le=15, alias="ALERT_RATE_PER_MINUTE")
+    priority_reserved_per_minute: int = Field(default=2, ge=0, le=14, alias="PRIORITY_RESERVED_PER_MINUTE")
+    alerts_api_rate_per_minute: int = Field(default=100, ge=1, alias="ALERTS_API_RATE_PER_MINUTE")
+    machines_rate_per_minute: int = Field(default=100, ge=1, alias="MACHINES_RATE_PER_MINUTE")
+    machines_rate_per_hour: int = Field(default=1500, ge=1, alias="MACHINES_RATE_PER_HOUR")
+    hunting_rate_per_minute: int = Field(default=45, ge=1, alias="HUNTING_RATE_PER_MINUTE")
+    hunting_rate_per_hour: int = Field(default=1500, ge=1, alias="HUNTING_RATE_PER_HOUR")
+    graph_rate_per_minute: int = Field(default=60, ge=1, alias="GRAPH_RATE_PER_MINUTE")
+    incidents_rate_per_minute: int = Field(default=50, ge=1, alias="INCIDENTS_RATE_PER_MINUTE")
+    max_event_age_hours: float = Field(default=24, gt=0, le=168, alias="MAX_EVENT_AGE_HOURS")
+    retry_base_seconds: int = Field(default=30, ge=1, alias="RETRY_BASE_SECONDS")
+    retry_max_seconds: int = Field(default=900, ge=1, le=86400, alias="RETRY_MAX_SECONDS")
+    coalesce_window_minutes: int = Field(default=15, ge=0, le=1440, alias="COALESCE_WINDOW_MINUTES")
+    coalesce_note_interval_seconds: int = Field(default=300, ge=0, alias="COALESCE_NOTE_INTERVAL_SECONDS")
+    device_cache_ttl_minutes: int = Field(default=360, ge=0, alias="DEVICE_CACHE_TTL_MINUTES")
+    device_cache_negative_ttl_minutes: int = Field(default=15, ge=0, alias="DEVICE_CACHE_NEGATIVE_TTL_MINUTES")
+    alert_fallback: Literal["none", "graph"] = Field(default="none", alias="ALERT_FALLBACK")
+    incident_tagging: Literal["graph", "legacy", "off"] = Field(default="graph", alias="INCIDENT_TAGGING")
+    incident_tags: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["Noxys", "AI Firewall"], alias="INCIDENT_TAGS"
+    )
+    audit_retention_days: int = Field(default=90, ge=1, le=3650, alias="AUDIT_RETENTION_DAYS")
+    table_prefix: str = Field(default="Noxys", pattern=r"^[A-Za-z][A-Za-z0-9]{0,40}$", alias="TABLE_PREFIX")
+    graph_api_url: str = Field(default="https://graph.microsoft.com", alias="GRAPH_API_URL")
+    graph_scope: str = Field(default="https://graph.microsoft.com/.default", alias="GRAPH_SCOPE")
+    security_api_url: str = Field(default="https://api.security.microsoft.com", alias="SECURITY_API_URL")
+    security_scope: str = Field(default="https://api.security.microsoft.com/.default", alias="SECURITY_SCOPE")
 
     # --- health ---
     health_schedule: str = Field(default="0 0 * * * *", alias="HEALTH_SCHEDULE")
@@ -117,7 +148,21 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("defender_api_url", "defender_authority_host")
+    @field_validator("incident_tags", mode="before")
+    @classmethod
+    def _split_tags(cls, value: Any) -> Any:
+        return _split(value, ",")
+
+    @model_validator(mode="after")
+    def _check_reserve(self) -> Settings:
+        if self.priority_reserved_per_minute >= self.alert_rate_per_minute:
+            raise ValueError(
+                "PRIORITY_RESERVED_PER_MINUTE must be smaller than ALERT_RATE_PER_MINUTE "
+                "(the normal lane needs at least one alert a minute)"
+            )
+        return self
+
+    @field_validator("defender_api_url", "defender_authority_host", "graph_api_url", "security_api_url")
     @classmethod
     def _check_https(cls, value: str) -> str:
         if not value.startswith("https://"):
@@ -154,7 +199,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         return Settings.model_validate(env)
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = first["loc"][0] if first["loc"] else "?"
+        if not first["loc"]:  # a rule across settings: its message starts with the setting's name
+            message = first["msg"].removeprefix("Value error, ")
+            raise ConfigError(message.split()[0], message) from None
+        loc = first["loc"][0]
         alias = Settings.model_fields[str(loc)].alias if str(loc) in Settings.model_fields else str(loc)
         raise ConfigError(str(alias or loc), first["msg"].removeprefix("Value error, ")) from None
 

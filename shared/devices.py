@@ -8,11 +8,13 @@ an ``aadDeviceId`` match, then ``Active`` machines, then the most recent ``lastS
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from shared.events import Device
 
@@ -85,11 +87,35 @@ def choose(candidates: list[dict[str, Any]], device: Device) -> dict[str, Any] |
     return max(usable, key=rank)
 
 
-def resolve(device: Device, list_machines: Callable[[str], list[dict[str, Any]]]) -> tuple[dict[str, Any] | None, str]:
-    """The chosen machine (or None) and how it was found, trying each lookup in order."""
+class MachineApi(Protocol):
+    def list_machines(self, odata_filter: str | None = None, top: int | None = None) -> list[dict[str, Any]]: ...
+    def find_machines_by_ip(self, ip: str, when: datetime) -> list[dict[str, Any]]: ...
+
+
+def valid_ip(text: str | None) -> str | None:
+    try:
+        return str(ipaddress.ip_address((text or "").strip()))
+    except ValueError:
+        return None
+
+
+def resolve(device: Device, api: MachineApi, *, when: datetime, now: datetime) -> tuple[dict[str, Any] | None, str]:
+    """The chosen machine (or None) and how it was found (or why not), trying each lookup in order.
+
+    The IP comes last and only within the 30 days ``findbyip`` covers; several *different*
+    machines behind one IP at that time (NAT, DHCP reuse) is ambiguous, and guessing would put
+    the alert on the wrong person's device, so it resolves to nothing.
+    """
     for lookup in lookups(device):
-        found = [m for m in list_machines(lookup.odata_filter) if lookup.keep(m)]
+        found = [m for m in api.list_machines(lookup.odata_filter) if lookup.keep(m)]
         chosen = choose(found, device)
         if chosen:
             return chosen, lookup.by
-    return None, "none"
+    ip = valid_ip(device.ip_address)
+    if ip and now - when < timedelta(days=30):
+        seen = [m for m in api.find_machines_by_ip(ip, when) if MACHINE_ID.match(str(m.get("id") or ""))]
+        if len({m["id"] for m in seen}) == 1:
+            return seen[0], "ip"
+        if seen:
+            return None, f"ambiguous: {len({m['id'] for m in seen})} machines used {ip} at that time"
+    return None, "no machine matches"

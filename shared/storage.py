@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from shared.config import ConfigError, Settings
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
+    from azure.data.tables import TableClient
     from azure.storage.queue import QueueClient
 
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -97,6 +99,7 @@ def queue_client(settings: Settings, name: str) -> QueueClient:
 def reset_clients() -> None:
     with _lock:
         _clients.clear()
+        _tables.clear()
 
 
 def enqueue(settings: Settings, queue: str, text: str, *, visibility_timeout: int | None = None) -> str:
@@ -114,3 +117,48 @@ def enqueue(settings: Settings, queue: str, text: str, *, visibility_timeout: in
     except AzureError as exc:
         raise QueueUnavailable(f"queue {queue}: {exc.__class__.__name__}") from None
     return str(sent.id)
+
+
+# ---------------------------------------------------------------------------- tables
+def table_service_uri(settings: Settings) -> str:
+    if settings.storage_table_service_uri:
+        return settings.storage_table_service_uri
+    if settings.storage_account_name:
+        return f"https://{settings.storage_account_name}.table.core.windows.net"
+    raise ConfigError(
+        "AzureWebJobsStorage",
+        "set a connection string (local) or AzureWebJobsStorage__tableServiceUri / __accountName (managed identity)",
+    )
+
+
+_tables: dict[tuple[str, str], Any] = {}
+
+
+def table_client(settings: Settings, name: str) -> TableClient:
+    """A cached TableClient; the table is created on first use (once per process)."""
+    from azure.core.exceptions import ResourceExistsError
+    from azure.data.tables import TableClient
+
+    conn = connection_string(settings)
+    key = (conn or table_service_uri(settings), name)
+    with _lock:
+        client = _tables.get(key)
+        if client is None:
+            if conn:
+                client = TableClient.from_connection_string(conn, table_name=name)
+            else:
+                client = TableClient(
+                    table_service_uri(settings), table_name=name, credential=_identity(settings.storage_client_id)
+                )
+            with contextlib.suppress(ResourceExistsError):
+                client.create_table()
+            _tables[key] = client
+        return client
+
+
+_KEY_UNSAFE = re.compile(r"[/\\#?%\x00-\x1f\x7f]")
+
+
+def table_key(text: str) -> str:
+    """A PartitionKey/RowKey for arbitrary text: '/', '\\', '#', '?' and controls are not allowed."""
+    return _KEY_UNSAFE.sub(lambda m: f"%{ord(m.group(0)):02X}", text)[:512]

@@ -1,35 +1,157 @@
 """The composition root: builds the adapters from settings once per process, lazily.
 
-Triggers ask here for a Defender client instead of constructing one, so a worker reuses one
-HTTP session and one token cache, nothing is built at import time, and tests swap settings by
-calling :func:`reset`.
+Triggers ask here for the delivery service or a client instead of constructing one, so a worker
+reuses one HTTP session, one token cache and one set of table clients, nothing is built at
+import time, and tests swap settings by calling :func:`reset`. The benchmark and the simulated
+time tests replace the clock and the delayed-message sender with :func:`use`.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.config import get_settings, reset_settings
 
 if TYPE_CHECKING:
-    from shared.defender.client import DefenderClient
+    from azure.core.credentials import TokenCredential
+
+    from shared.audit import AuditTrail
+    from shared.clock import Clock
+    from shared.defender.client import DefenderClient, GraphClient, IncidentsClient
+    from shared.delivery.forward import Delivery
+    from shared.delivery.pacing import Pacer
+    from shared.delivery.sender import QueueSender
+
+_overrides: dict[str, Any] = {}
+
+
+def use(*, clock: Clock | None = None, sender: QueueSender | None = None) -> None:
+    """Substitute the clock and/or the delayed-message sender (simulated time)."""
+    if clock is not None:
+        _overrides["clock"] = clock
+    if sender is not None:
+        _overrides["sender"] = sender
+    _clear_caches()
+
+
+def clock() -> Clock:
+    from shared.clock import SystemClock
+
+    found: Clock = _overrides.get("clock") or _system_clock(SystemClock)
+    return found
+
+
+@functools.cache
+def _system_clock(factory: Any) -> Clock:
+    result: Clock = factory()
+    return result
+
+
+def table(name: str) -> Any:
+    from shared.storage import table_client
+
+    settings = get_settings()
+    return table_client(settings, f"{settings.table_prefix}{name}")
+
+
+@functools.cache
+def credential() -> TokenCredential:
+    from shared.defender.auth import build_credential
+
+    return build_credential(get_settings())
+
+
+@functools.cache
+def pacer() -> Pacer:
+    from shared.delivery.pacing import Pacer, quotas_from
+
+    return Pacer(table("Pacing"), quotas_from(get_settings()), clock())
+
+
+@functools.cache
+def audit() -> AuditTrail:
+    from shared.audit import AuditTrail
+
+    return AuditTrail(table("Audit"))
+
+
+def _client_kwargs() -> dict[str, Any]:
+    return {"timeout": get_settings().http_timeout_seconds, "observers": [audit().record], "pacer": pacer()}
 
 
 @functools.cache
 def defender_client() -> DefenderClient:
-    from shared.defender.auth import CredentialTokenProvider, build_credential
+    from shared.defender.auth import CredentialTokenProvider
     from shared.defender.client import DefenderClient
 
-    settings = get_settings()
-    tokens = CredentialTokenProvider(build_credential(settings), settings.defender_scope)
-    return DefenderClient(settings.defender_api_url, tokens, timeout=settings.http_timeout_seconds)
+    s = get_settings()
+    return DefenderClient(
+        s.defender_api_url, CredentialTokenProvider(credential(), s.defender_scope), **_client_kwargs()
+    )
+
+
+@functools.cache
+def graph_client() -> GraphClient:
+    from shared.defender.auth import CredentialTokenProvider
+    from shared.defender.client import GraphClient
+
+    s = get_settings()
+    return GraphClient(s.graph_api_url, CredentialTokenProvider(credential(), s.graph_scope), **_client_kwargs())
+
+
+@functools.cache
+def incidents_client() -> IncidentsClient:
+    from shared.defender.auth import CredentialTokenProvider
+    from shared.defender.client import IncidentsClient
+
+    s = get_settings()
+    return IncidentsClient(
+        s.security_api_url, CredentialTokenProvider(credential(), s.security_scope), **_client_kwargs()
+    )
+
+
+@functools.cache
+def delivery() -> Delivery:
+    from shared.delivery.coalesce import Groups
+    from shared.delivery.deadletter import DeadLetters
+    from shared.delivery.devicecache import DeviceCache
+    from shared.delivery.forward import Delivery, Deps, IncidentApi
+    from shared.delivery.ledger import Ledger
+    from shared.delivery.sender import AzureQueueSender
+
+    s = get_settings()
+    incidents: IncidentApi | None = None
+    if s.incident_tagging == "graph":
+        incidents = graph_client()
+    elif s.incident_tagging == "legacy":
+        incidents = incidents_client()
+    return Delivery(
+        Deps(
+            settings=s,
+            mde=defender_client(),
+            ledger=Ledger(table("Ledger")),
+            groups=Groups(table("Groups")),
+            devices=DeviceCache(table("Devices")),
+            dead=DeadLetters(table("DeadLetters")),
+            sender=_overrides.get("sender") or AzureQueueSender(s),
+            clock=clock(),
+            incidents=incidents,
+            fallback=graph_client() if s.alert_fallback == "graph" else None,
+        )
+    )
+
+
+def _clear_caches() -> None:
+    for cached in (credential, pacer, audit, defender_client, graph_client, incidents_client, delivery):
+        cached.cache_clear()
 
 
 def reset() -> None:
-    """Forget settings and every cached adapter (the environment changed)."""
+    """Forget settings, overrides and every cached adapter (the environment changed)."""
     from shared import storage
 
     reset_settings()
-    defender_client.cache_clear()
+    _overrides.clear()
+    _clear_caches()
     storage.reset_clients()

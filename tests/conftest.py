@@ -83,6 +83,15 @@ class Env:
     def queue(self) -> str:
         return self.values["EVENTS_QUEUE_NAME"]
 
+    @property
+    def priority_queue(self) -> str:
+        return self.values["EVENTS_PRIORITY_QUEUE_NAME"]
+
+    def table(self, name: str) -> Any:
+        from azure.data.tables import TableClient
+
+        return TableClient.from_connection_string(self.azurite.connection_string, f"{self.values['TABLE_PREFIX']}{name}")
+
     def queue_client(self, name: str | None = None) -> Any:
         from azure.storage.queue import QueueClient
 
@@ -102,9 +111,12 @@ class Env:
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, azurite: azurite_launcher.Azurite, emulator: EmulatorServer) -> Iterator[Env]:
     """The product's settings, pointed at this test's queue, Azurite and the emulator."""
+    run = uuid.uuid4().hex[:12]
     values = {
         "AzureWebJobsStorage": azurite.connection_string,
-        "EVENTS_QUEUE_NAME": f"ev-{uuid.uuid4().hex[:12]}",
+        "EVENTS_QUEUE_NAME": f"ev-{run}",
+        "EVENTS_PRIORITY_QUEUE_NAME": f"ev-{run}-priority",
+        "TABLE_PREFIX": f"T{run}",
         "NOXYS_SIGNING_SECRET": TEST_SECRET,
         "DEFENDER_TENANT_ID": EMULATOR_TENANT,
         "DEFENDER_CLIENT_ID": EMULATOR_CLIENT,

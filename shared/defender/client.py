@@ -1,8 +1,10 @@
-"""The Defender for Endpoint API client: every outbound call goes through ``_request``.
+"""Clients for Defender for Endpoint, Microsoft Graph and the Defender XDR incidents API.
 
-That single choke point is deliberate: it is where errors become typed (status, Defender's
-error code, correlation id, Retry-After), where each call is reported to observers (the audit
-trail), and where pacing and fault injection attach, without any caller knowing.
+Every outbound call goes through :meth:`ApiClient._request`. That single choke point is
+deliberate: it is where errors become typed (status, the service's error code, correlation id,
+Retry-After), where the shared pacing budget is taken before the call and told about a 429
+after it, and where each call is reported to observers (the audit trail). Callers just call
+``create_alert_by_reference(...)``.
 """
 
 from __future__ import annotations
@@ -11,19 +13,24 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import requests
 
 from shared.defender.auth import TokenProvider
+from shared.defender.context import current
+
+if TYPE_CHECKING:
+    from shared.delivery.pacing import Pacer
 
 log = logging.getLogger(__name__)
 USER_AGENT = "noxys-defender-connector/0.1"
 
 
 class DefenderError(Exception):
-    """A failed Defender call. ``status`` 0 means no HTTP answer (network, timeout, token)."""
+    """A failed call. ``status`` 0 means no HTTP answer (network, timeout, token)."""
 
     def __init__(
         self,
@@ -47,16 +54,29 @@ class DefenderError(Exception):
         return self.status in (0, 408, 429) or self.status >= 500
 
 
+class Paced(DefenderError):
+    """Our own budget said wait: no call was made. ``slot`` is the reserved time to come back."""
+
+    def __init__(self, api: str, wait: float, slot: datetime) -> None:
+        super().__init__(429, "PacingBudget", f"{api} budget spent; next slot in {wait:.0f}s", retry_after=wait)
+        self.api = api
+        self.slot = slot
+
+
 @dataclass(frozen=True)
 class CallRecord:
-    """What the audit trail keeps of one call: no token, no body, no query values beyond the path."""
+    """What the audit trail keeps of one call: no token, no body."""
 
+    time: float
+    service: str
     method: str
     path: str
     status: int
     latency_ms: float
     correlation_id: str | None
     error_code: str | None
+    event_id: str | None
+    attempt: int
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -68,7 +88,9 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-class DefenderClient:
+class ApiClient:
+    service = "api"
+
     def __init__(
         self,
         api_url: str,
@@ -77,16 +99,26 @@ class DefenderClient:
         session: requests.Session | None = None,
         timeout: float = 30.0,
         observers: list[Callable[[CallRecord], None]] | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self._tokens = tokens
         self._session = session or requests.Session()
         self._timeout = timeout
         self.observers = observers if observers is not None else []
+        self.pacer = pacer
 
-    # ---- the one place that talks HTTP ----
     def _request(self, method: str, path: str, *, params: dict[str, str] | None = None, json: Any = None) -> Any:
-        started = time.monotonic()
+        from shared.delivery.pacing import BudgetSpent, api_of
+
+        ctx = current()
+        api = api_of(method, path)
+        if self.pacer:
+            try:
+                self.pacer.acquire(api, priority=ctx.priority, ticketed=api in ctx.tickets)
+            except BudgetSpent as spent:
+                raise Paced(api, spent.wait, spent.slot) from None
+        started, wall = time.monotonic(), time.time()
         status, code, target = 0, None, None
         try:
             token = self._token()
@@ -112,28 +144,34 @@ class DefenderClient:
             status = resp.status_code
             if status >= 400:
                 err = _error_body(resp)
-                code, target = err.get("code") or resp.reason or "Error", err.get("target")
+                code, target = str(err.get("code") or resp.reason or "Error"), err.get("target")
+                wait = _retry_after(resp.headers.get("Retry-After"))
+                if status == 429 and self.pacer:
+                    self.pacer.block(api, wait or 60.0)
                 raise DefenderError(
-                    status,
-                    str(code),
-                    str(err.get("message") or resp.reason or ""),
-                    target=target,
-                    retry_after=_retry_after(resp.headers.get("Retry-After")),
+                    status, code, str(err.get("message") or resp.reason or ""), target=target, retry_after=wait
                 )
             if status == 204 or not resp.content:
                 return None
             return resp.json()
         finally:
             record = CallRecord(
+                time=wall,
+                service=self.service,
                 method=method,
                 path=path,
                 status=status,
                 latency_ms=round((time.monotonic() - started) * 1000, 1),
                 correlation_id=target,
                 error_code=code,
+                event_id=ctx.event_id,
+                attempt=ctx.attempt,
             )
             for observe in self.observers:
-                observe(record)
+                try:
+                    observe(record)
+                except Exception as exc:  # the audit must never break delivery
+                    log.warning("call observer failed: %s", exc.__class__.__name__)
 
     def _token(self) -> str:
         from azure.core.exceptions import ClientAuthenticationError
@@ -143,7 +181,12 @@ class DefenderClient:
         except ClientAuthenticationError as exc:
             raise DefenderError(0, "TokenError", _aad_reason(str(exc.message or exc))) from None
 
-    # ---- one method per API call ----
+
+class DefenderClient(ApiClient):
+    """Defender for Endpoint API: one method per call the connector makes."""
+
+    service = "mde"
+
     def list_machines(self, odata_filter: str | None = None, top: int | None = None) -> list[dict[str, Any]]:
         params: dict[str, str] = {}
         if odata_filter:
@@ -162,6 +205,12 @@ class DefenderClient:
             raise
         return body if isinstance(body, dict) else None
 
+    def find_machines_by_ip(self, ip: str, when: datetime) -> list[dict[str, Any]]:
+        """Machines seen with ``ip`` within ±15 minutes of ``when`` (ip validated by the caller)."""
+        stamp = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = self._request("GET", f"/api/machines/findbyip(ip='{ip}',timestamp={stamp})")
+        return list(body.get("value", [])) if isinstance(body, dict) else []
+
     def run_hunting_query(self, query: str) -> list[dict[str, Any]]:
         body = self._request("POST", "/api/advancedqueries/run", json={"Query": query})
         return list(body.get("Results", [])) if isinstance(body, dict) else []
@@ -172,6 +221,46 @@ class DefenderClient:
             raise DefenderError(502, "BadResponse", "CreateAlertByReference answered without an alert id")
         return body
 
+    def list_alerts(self, odata_filter: str, top: int = 1000) -> list[dict[str, Any]]:
+        body = self._request("GET", "/api/alerts", params={"$filter": odata_filter, "$top": str(top)})
+        return list(body.get("value", [])) if isinstance(body, dict) else []
+
+    def comment_alert(self, alert_id: str, comment: str) -> dict[str, Any]:
+        body = self._request("PATCH", f"/api/alerts/{quote(alert_id, safe='')}", json={"comment": comment})
+        return body if isinstance(body, dict) else {}
+
+
+class GraphClient(ApiClient):
+    """Microsoft Graph security: incident tags and the beta createAlert fallback."""
+
+    service = "graph"
+
+    def get_incident(self, incident_id: str) -> dict[str, Any]:
+        body = self._request("GET", f"/v1.0/security/incidents/{quote(incident_id, safe='')}")
+        return body if isinstance(body, dict) else {}
+
+    def set_incident_tags(self, incident_id: str, tags: list[str]) -> None:
+        self._request("PATCH", f"/v1.0/security/incidents/{quote(incident_id, safe='')}", json={"customTags": tags})
+
+    def create_alert(self, alert_input: dict[str, Any]) -> dict[str, Any]:
+        body = self._request("POST", "/beta/security/alerts_v2/createAlert", json={"createAlertInput": alert_input})
+        if not isinstance(body, dict) or "id" not in body:
+            raise DefenderError(502, "BadResponse", "createAlert answered without an alert id")
+        return body
+
+
+class IncidentsClient(ApiClient):
+    """The legacy Defender XDR incidents API (``api.security.microsoft.com``)."""
+
+    service = "incidents"
+
+    def get_incident(self, incident_id: str) -> dict[str, Any]:
+        body = self._request("GET", f"/api/incidents/{quote(incident_id, safe='')}")
+        return body if isinstance(body, dict) else {}
+
+    def set_incident_tags(self, incident_id: str, tags: list[str]) -> None:
+        self._request("PATCH", f"/api/incidents/{quote(incident_id, safe='')}", json={"tags": tags})
+
 
 def _error_body(resp: requests.Response) -> dict[str, Any]:
     try:
@@ -179,7 +268,12 @@ def _error_body(resp: requests.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     err = body.get("error") if isinstance(body, dict) else None
-    return err if isinstance(err, dict) else {}
+    if not isinstance(err, dict):
+        return {}
+    inner = err.get("innerError") or err.get("innererror")
+    if not err.get("target") and isinstance(inner, dict):  # Graph puts its correlation id here
+        err = {**err, "target": inner.get("request-id") or inner.get("client-request-id")}
+    return err
 
 
 def _aad_reason(text: str) -> str:

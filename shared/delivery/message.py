@@ -1,33 +1,71 @@
-"""The queue message: a redacted, validated envelope plus delivery bookkeeping.
+"""Queue messages: a redacted event to deliver, or a follow-up task (note on an alert, tag an incident).
 
 Only the parsed :class:`~shared.events.Envelope` is ever serialised, so no PII value or prompt
-text is written to storage. ``attempt`` and ``first_received_at`` travel with the message so
-that re-enqueued retries keep their age (the delivery core gives up after a maximum age).
+text is written to storage. ``first_received_at`` travels with every re-enqueued copy, so a
+retry keeps its age (the delivery gives up after ``MAX_EVENT_AGE_HOURS``); ``tickets`` are the
+pacing slots this event holds (see ``shared.delivery.pacing``).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from shared.events import Envelope, UtcDatetime
 
 SCHEMA_VERSION = 1
 
 
-class QueuedEvent(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class _Task(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     schema_version: int = Field(default=SCHEMA_VERSION, alias="v")
-    event: Envelope
-    received_at: UtcDatetime
-    first_received_at: UtcDatetime | None = None
+    first_received_at: UtcDatetime
     attempt: int = 0
+    failures: int = 0
 
     def to_text(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=True)
 
+
+class QueuedEvent(_Task):
+    kind: Literal["event"] = "event"
+    event: Envelope
+    received_at: UtcDatetime
+    tickets: dict[str, UtcDatetime] = Field(default_factory=dict)
+
     @classmethod
     def new(cls, event: Envelope, now: datetime) -> QueuedEvent:
-        return cls.model_validate({"v": SCHEMA_VERSION, "event": event, "received_at": now, "first_received_at": now})
+        return cls(event=event, received_at=now, first_received_at=now)
+
+
+class NoteTask(_Task):
+    """Write "N more violations since …" on a coalesced alert."""
+
+    kind: Literal["note"] = "note"
+    group: str
+
+
+class TagTask(_Task):
+    """Tag an incident (Noxys, AI Firewall) when it could not be done right after the alert."""
+
+    kind: Literal["tag"] = "tag"
+    incident_id: str
+    event_id: str | None = None
+
+
+Task = Annotated[QueuedEvent | NoteTask | TagTask, Field(discriminator="kind")]
+_TASK: TypeAdapter[QueuedEvent | NoteTask | TagTask] = TypeAdapter(Task)
+
+
+def parse_task(text: str | bytes) -> QueuedEvent | NoteTask | TagTask:
+    """Messages written before ``kind`` existed are events."""
+    import json
+
+    doc = json.loads(text)
+    if isinstance(doc, dict):
+        doc.setdefault("kind", "event")
+        doc.setdefault("first_received_at", doc.get("received_at"))
+    return _TASK.validate_python(doc)

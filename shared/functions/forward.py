@@ -1,15 +1,14 @@
-"""Queue trigger: one queued event → one Defender alert (via shared.delivery.forward).
+"""Queue triggers: the normal lane and the priority lane (Noxys critical alerts).
 
-The trigger only turns an Outcome into a queue action. Here: created / no device / no anchor
-complete the message (logged with the reason); anything transient raises, so the host's
-dequeue count retries it and, after maxDequeueCount, moves it to ``<queue>-poison`` where
-nothing is lost.
+Thin on purpose: the delivery (``shared.delivery.forward``) decides and performs the queue
+actions (re-enqueue with a delay, dead-letter) and returns an Outcome, which is logged here.
+Only an unexpected error (storage down, a bug) raises, so that the host retries the message
+and eventually moves it to ``<queue>-poison``, where nothing is lost.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import azure.functions as func
@@ -21,29 +20,38 @@ log = logging.getLogger(__name__)
 bp = func.Blueprint()
 
 
-class DeliveryFailed(Exception):
-    """Raised to make the host retry the message (and eventually poison it)."""
-
-
-def process(body: str, *, dequeue_count: int = 1) -> Outcome:
+def process(body: str, *, priority: bool = False, dequeue_count: int = 1) -> Outcome:
     from shared.config import get_settings
-    from shared.delivery.forward import Kind, forward
-    from shared.delivery.message import QueuedEvent
-    from shared.wiring import defender_client
+    from shared.delivery.forward import Kind
+    from shared.wiring import delivery
 
-    queued = QueuedEvent.model_validate_json(body)
-    event = queued.event
     settings = get_settings()
-    outcome = forward(event, defender_client(), anchor_window=timedelta(minutes=settings.anchor_window_minutes))
-    level = logging.INFO if outcome.kind in (Kind.CREATED, Kind.COALESCED) else logging.WARNING
-    log.log(
-        level, "event %s (%s) try %d: %s %s", event.id, event.type, dequeue_count, outcome.kind.value, outcome.detail
-    )
-    if outcome.kind in (Kind.RETRY_AFTER, Kind.DEAD_LETTER):
-        raise DeliveryFailed(f"event {event.id}: {outcome.kind.value}: {outcome.detail}")
+    queue = settings.events_priority_queue_name if priority else settings.events_queue_name
+    outcome = delivery().handle(body, queue=queue, priority=priority)
+    quiet = (Kind.CREATED, Kind.COALESCED, Kind.DUPLICATE, Kind.NOTED, Kind.TAGGED, Kind.RETRY_AFTER)
+    level = logging.INFO if outcome.kind in quiet else logging.WARNING
+    log.log(level, "%s try %d: %s %s", _subject(body), dequeue_count, outcome.kind.value, outcome.detail)
     return outcome
+
+
+def _subject(body: str) -> str:
+    """'event <id> (<type>)' for the log line, without parsing the whole task twice on error."""
+    import json
+
+    try:
+        doc = json.loads(body)
+        if doc.get("kind", "event") == "event":
+            return f"event {doc['event']['id']} ({doc['event']['type']})"
+        return f"{doc['kind']} task"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "unreadable message"
 
 
 @bp.queue_trigger(arg_name="msg", queue_name="%EVENTS_QUEUE_NAME%", connection="AzureWebJobsStorage")
 def forward_event(msg: func.QueueMessage) -> None:
     process(msg.get_body().decode("utf-8"), dequeue_count=msg.dequeue_count or 1)
+
+
+@bp.queue_trigger(arg_name="msg", queue_name="%EVENTS_PRIORITY_QUEUE_NAME%", connection="AzureWebJobsStorage")
+def forward_priority_event(msg: func.QueueMessage) -> None:
+    process(msg.get_body().decode("utf-8"), priority=True, dequeue_count=msg.dequeue_count or 1)

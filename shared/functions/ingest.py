@@ -63,12 +63,14 @@ def handle(body: bytes, headers: Mapping[str, str], *, now: datetime | None = No
     accepted = [e for e in events if e.type in wanted]
     ignored = [e.id for e in events if e.type not in wanted]
 
+    from shared.mapping import is_critical
     from shared.storage import QueueUnavailable, enqueue
 
     done: list[str] = []
     for event in accepted:
+        queue = settings.events_priority_queue_name if is_critical(event) else settings.events_queue_name
         try:
-            enqueue(settings, settings.events_queue_name, QueuedEvent.new(event, now).to_text())
+            enqueue(settings, queue, QueuedEvent.new(event, now).to_text())
         except QueueUnavailable as exc:
             log.error(
                 "webhook could not queue event %s: %s (answering 503, %d already queued)", event.id, exc, len(done)

@@ -82,7 +82,7 @@ def test_each_sample_ends_in_its_documented_state(
     assert env.queued_texts() == [] and env.queued_texts(f"{env.queue}-poison") == []
 
 
-def test_defender_refusal_is_retried_not_lost(
+def test_refusal_retrying_cannot_fix_is_dead_lettered_at_once_with_code_and_correlation(
     host: Any, env: Env, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from shared import wiring
@@ -95,10 +95,15 @@ def test_defender_refusal_is_retried_not_lost(
     assert post(host, body, signed_headers(body)).status_code == 202
     assert host.drain() == 1
     assert emulator_state(emulator)["alerts"] == []
-    # the failed message is back on the queue (invisible for visibilityTimeout), not poisoned
-    props = env.queue_client().get_queue_properties()
-    assert props.approximate_message_count == 1
+    # 403 (missing AdvancedQuery.Read.All) cannot be fixed by retrying: dead-lettered, not lost
+    assert env.queue_client().get_queue_properties().approximate_message_count == 0
     assert env.queued_texts(f"{env.queue}-poison") == []
+    (letter,) = env.table("DeadLetters").list_entities()
+    assert letter["event_id"] == "evt_01JQ8X4M2Z6N0K3T5V7W9Y1B3D" and letter["error_code"] == "Forbidden"
+    assert "AdvancedQuery.Read.All" in letter["reason"] and len(letter["correlation_id"]) == 36
+    assert "Please summarise" not in letter["message"]
+    ledger = env.table("Ledger").get_entity("evt_01JQ8X4M2Z6N0K3T5V7W9Y1B3D", "event")
+    assert ledger["state"] == "dead_lettered"
 
 
 def _window(start: str, end: str) -> tuple[Any, Any]:

@@ -26,7 +26,7 @@ def test_registers_exactly_the_expected_functions_and_bindings() -> None:
         [sys.executable, "-c", INDEX], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
     )
     fns = json.loads(out.stdout)
-    assert set(fns) == {"noxys_events", "forward_event", "health_check"}
+    assert set(fns) == {"noxys_events", "forward_event", "forward_priority_event", "health_check"}
 
     def trigger(name: str) -> dict[str, object]:
         spec: dict[str, object] = fns[name][0]
@@ -44,6 +44,12 @@ def test_registers_exactly_the_expected_functions_and_bindings() -> None:
         "type": "queueTrigger",
         "name": "msg",
         "queueName": "%EVENTS_QUEUE_NAME%",
+        "connection": "AzureWebJobsStorage",
+    }
+    assert trigger("forward_priority_event") == {
+        "type": "queueTrigger",
+        "name": "msg",
+        "queueName": "%EVENTS_PRIORITY_QUEUE_NAME%",
         "connection": "AzureWebJobsStorage",
     }
     assert trigger("health_check") == {

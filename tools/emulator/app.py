@@ -8,6 +8,7 @@ Routes follow the real services: Entra v2.0 discovery and token endpoints under
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any, cast
 
@@ -16,7 +17,10 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from tools.emulator import hunting
-from tools.emulator.state import MDE_AUDIENCES, ApiError, DefenderState, TokenError
+from tools.emulator.state import GRAPH_AUDIENCE, MDE_AUDIENCES, ApiError, DefenderState, TokenError
+
+FINDBYIP = re.compile(r"^findbyip\(ip='([0-9a-fA-F.:]+)',timestamp=([0-9T:.\-Z+]+)\)$")
+XDR_AUDIENCE = "https://api.security.microsoft.com"
 
 URLS = Map(
     [
@@ -26,7 +30,13 @@ URLS = Map(
         Rule("/api/machines/<key>", endpoint="machine", methods=["GET"]),
         Rule("/api/advancedqueries/run", endpoint="hunting", methods=["POST"]),
         Rule("/api/alerts/CreateAlertByReference", endpoint="create_alert", methods=["POST"]),
+        Rule("/api/alerts", endpoint="alerts", methods=["GET"]),
+        Rule("/api/alerts/<alert_id>", endpoint="alert", methods=["GET", "PATCH"]),
+        Rule("/api/incidents/<incident_id>", endpoint="legacy_incident", methods=["GET", "PATCH"]),
+        Rule("/v1.0/security/incidents/<incident_id>", endpoint="graph_incident", methods=["GET", "PATCH"]),
+        Rule("/beta/security/alerts_v2/createAlert", endpoint="graph_create_alert", methods=["POST"]),
         Rule("/emulator/state", endpoint="state", methods=["GET"]),
+        Rule("/emulator/faults", endpoint="faults", methods=["POST"]),
     ],
     strict_slashes=False,
 )
@@ -76,7 +86,7 @@ class EmulatorApp:
             response = _json(
                 exc.code or 400, {"error": {"code": "BadRequest", "message": exc.description, "target": correlation}}
             )
-        if request.path.startswith("/api/"):
+        if request.path.startswith(("/api/", "/v1.0/", "/beta/")):
             with self.state.lock:
                 self.state.record(request.method, request.full_path.rstrip("?"), response.status_code)
         return response
@@ -93,8 +103,11 @@ class EmulatorApp:
         return _json(200, self.state.issue_token(tenant, form))
 
     # ---- Defender for Endpoint ----
-    def _auth(self, request: Request, role: tuple[str, ...], quota: str | None) -> dict[str, Any]:
-        claims = self.state.authorize(request.headers.get("Authorization"), MDE_AUDIENCES, role)
+    def _auth(
+        self, request: Request, role: tuple[str, ...], quota: str | None, audiences: set[str] = MDE_AUDIENCES
+    ) -> dict[str, Any]:
+        claims = self.state.authorize(request.headers.get("Authorization"), audiences, role)
+        self.state.inject()
         if quota:
             self.state.take_quota(claims, quota)
         return claims
@@ -116,7 +129,68 @@ class EmulatorApp:
 
     def on_machine(self, request: Request, key: str) -> Response:
         self._auth(request, ("Machine.Read.All", "Machine.ReadWrite.All"), "machines")
+        found = FINDBYIP.match(key)
+        if found:
+            return _json(200, {"value": self.state.find_by_ip(found.group(1), found.group(2))})
+        if key.startswith("findbyip"):
+            raise ApiError(400, "InvalidInput", "findbyip needs ip='...' and timestamp=... .")
         return _json(200, self.state.get_machine(key))
+
+    def on_alerts(self, request: Request) -> Response:
+        self._auth(request, ("Alert.Read.All", "Alert.ReadWrite.All"), "alerts")
+        top = request.args.get("$top")
+        if top is not None and not top.isdigit():
+            raise ApiError(400, "InvalidInput", "$top must be an integer.")
+        return _json(200, {"value": self.state.list_alerts(request.args.get("$filter"), int(top) if top else None)})
+
+    def on_alert(self, request: Request, alert_id: str) -> Response:
+        if request.method == "GET":
+            self._auth(request, ("Alert.Read.All", "Alert.ReadWrite.All"), "alerts")
+            found = self.state.list_alerts(f"id eq '{alert_id}'", None)
+            if not found:
+                raise ApiError(404, "ResourceNotFound", f"Alert {alert_id} was not found.")
+            return _json(200, found[0])
+        self._auth(request, ("Alert.ReadWrite.All",), "alerts")
+        return _json(200, self.state.update_alert(alert_id, request.get_json(silent=True)))
+
+    def on_legacy_incident(self, request: Request, incident_id: str) -> Response:
+        write = request.method == "PATCH"
+        role = ("Incident.ReadWrite.All",) if write else ("Incident.Read.All", "Incident.ReadWrite.All")
+        self._auth(request, role, "incidents", {XDR_AUDIENCE})
+        if write:
+            body = request.get_json(silent=True)
+            if not isinstance(body, dict) or "tags" not in body:
+                raise ApiError(400, "InvalidRequestBody", "Expected a JSON object with 'tags'.")
+            self.state.set_tags(incident_id, body["tags"])
+        i = self.state.incident(incident_id)
+        return _json(200, {"incidentId": i["incidentId"], "status": i["status"], "tags": i["tags"]})
+
+    def on_graph_incident(self, request: Request, incident_id: str) -> Response:
+        write = request.method == "PATCH"
+        role = (
+            ("SecurityIncident.ReadWrite.All",)
+            if write
+            else ("SecurityIncident.Read.All", "SecurityIncident.ReadWrite.All")
+        )
+        self._auth(request, role, None, {GRAPH_AUDIENCE})
+        if write:
+            body = request.get_json(silent=True)
+            if not isinstance(body, dict) or "customTags" not in body:
+                raise ApiError(400, "BadRequest", "Expected a JSON object with 'customTags'.")
+            self.state.set_tags(incident_id, body["customTags"])
+        return _json(200, self.state.graph_incident(incident_id))
+
+    def on_graph_create_alert(self, request: Request) -> Response:
+        self._auth(request, ("SecurityAlert.Create.All",), None, {GRAPH_AUDIENCE})
+        return _json(201, self.state.graph_create_alert(request.get_json(silent=True)))
+
+    def on_faults(self, request: Request) -> Response:
+        body = request.get_json(silent=True) or {}
+        for key, value in body.items():
+            if key == "injected" or not hasattr(self.state.faults, key):
+                raise ApiError(400, "InvalidInput", f"unknown fault '{key}'")
+            setattr(self.state.faults, key, value)
+        return _json(200, {"faults": dict(vars(self.state.faults))})
 
     def on_hunting(self, request: Request) -> Response:
         self._auth(request, ("AdvancedQuery.Read.All",), "hunting")

@@ -10,14 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import secrets
 import threading
+import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from shared.clock import Clock, ManualClock, SystemClock
+
+__all__ = ["ApiError", "Clock", "DefenderState", "ManualClock", "TokenError"]
 
 DEFAULT_FIXTURE = Path(__file__).with_name("fixtures") / "default.json"
 
@@ -62,37 +67,60 @@ ALERT_FIELDS = (
 )
 RETENTION = timedelta(days=30)
 
-# quota name -> [(window seconds, max calls)]
-QUOTAS: dict[str, list[tuple[int, int]]] = {
-    "alerts.create": [(60, 15)],
-    "machines": [(60, 100), (3600, 1500)],
-    "hunting": [(60, 45), (3600, 1500)],
+# Which API (token audience) each application permission belongs to: a token only carries the
+# roles of its own resource, as Entra ID does.
+PERMISSION_RESOURCE = {
+    "Alert": MDE_AUDIENCE, "Machine": MDE_AUDIENCE, "AdvancedQuery": MDE_AUDIENCE, "Ti": MDE_AUDIENCE,
+    "Vulnerability": MDE_AUDIENCE, "Incident": "https://api.security.microsoft.com",
+    "SecurityIncident": GRAPH_AUDIENCE, "SecurityAlert": GRAPH_AUDIENCE, "ThreatHunting": GRAPH_AUDIENCE,
+    "Application": GRAPH_AUDIENCE,
 }
 
 
-class Clock:
-    """Real UTC time; tests use :class:`ManualClock` so that nobody sleeps."""
+def roles_for(roles: list[str], resource: str) -> list[str]:
+    return [r for r in roles if PERMISSION_RESOURCE.get(r.split(".")[0]) == resource]
 
-    def now(self) -> datetime:
-        return datetime.now(UTC)
+# quota name -> [(window seconds, max calls)]
+QUOTAS: dict[str, list[tuple[int, int]]] = {
+    "alerts.create": [(60, 15)],
+    "alerts": [(60, 100), (3600, 1500)],
+    "machines": [(60, 100), (3600, 1500)],
+    "hunting": [(60, 45), (3600, 1500)],
+    "incidents": [(60, 50)],
+    "actions": [(60, 100), (3600, 1500)],
+}
+ALERT_STATUSES = ("New", "InProgress", "Resolved")
+CLASSIFICATIONS = ("TruePositive", "InformationalExpectedActivity", "FalsePositive")
+DETERMINATIONS = (
+    "MultiStagedAttack",
+    "MaliciousUserActivity",
+    "Malware",
+    "Phishing",
+    "UnwantedSoftware",
+    "SecurityTesting",
+    "LineOfBusinessApplication",
+    "ConfirmedActivity",
+    "NotMalicious",
+    "Other",
+)
+GRAPH_SEVERITIES = ("informational", "low", "medium", "high")
 
 
-class ManualClock(Clock):
-    def __init__(self, start: datetime) -> None:
-        self._now = start
-        self._lock = threading.Lock()
+@dataclass
+class Faults:
+    """Failure modes a test switches on (in process, or with POST /emulator/faults)."""
 
-    def now(self) -> datetime:
-        with self._lock:
-            return self._now
+    burst_429: int = 0  # the next N API calls answer 429
+    burst_retry_after: int = 30
+    error_rate: float = 0.0  # this share of API calls answers 503
+    fail_next: int = 0  # the next N API calls answer 503
+    latency: float = 0.0  # seconds added to each API call
+    token_outage: bool = False  # the token endpoint answers 503
+    seed: int = 7
+    injected: dict[str, int] = field(default_factory=dict)
 
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += timedelta(seconds=seconds)
-
-    def set(self, when: datetime) -> None:
-        with self._lock:
-            self._now = when
+    def count(self, kind: str) -> None:
+        self.injected[kind] = self.injected.get(kind, 0) + 1
 
 
 class ApiError(Exception):
@@ -140,6 +168,11 @@ class Limiter:
         q.append(now)
 
 
+def _public(machine: dict[str, Any]) -> dict[str, Any]:
+    """A machine as the API returns it (without the fixture's IP history)."""
+    return {k: v for k, v in machine.items() if k != "ip_history"}
+
+
 def parse_time(text: str) -> datetime:
     """ISO 8601 with 'Z' and up to 7 fractional digits (as advanced hunting returns)."""
     t = text.strip().replace("Z", "+00:00")
@@ -161,7 +194,7 @@ class DefenderState:
     """Tenants, apps, machines, network events, alerts and quotas of one emulated tenant set."""
 
     def __init__(self, fixture: dict[str, Any] | None = None, clock: Clock | None = None) -> None:
-        self.clock = clock or Clock()
+        self.clock: Clock = clock or SystemClock()
         self.lock = threading.RLock()
         self.signing_key = secrets.token_bytes(32)
         self.clients: dict[tuple[str, str], Client] = {}
@@ -175,8 +208,10 @@ class DefenderState:
         self.limiter = Limiter()
         self.throttled: dict[str, int] = {}
         self.merged: dict[str, int] = {}
-        self.hooks: list[Callable[[str, str], None]] = []
+        self.faults = Faults()
+        self._rng = random.Random(self.faults.seed)  # noqa: S311 - reproducible fault injection
         self._next_alert = 1
+        self.graph_alerts: list[dict[str, Any]] = []
         self.load(fixture if fixture is not None else json.loads(DEFAULT_FIXTURE.read_text()))
 
     # ---------------------------------------------------------------- fixture
@@ -219,6 +254,11 @@ class DefenderState:
     def issue_token(self, tenant: str, form: dict[str, str]) -> dict[str, Any]:
         import jwt
 
+        if self.faults.token_outage:
+            self.faults.count("token_outage")
+            raise TokenError(
+                503, "temporarily_unavailable", "AADSTS90033: A transient error has occurred. Please try again."
+            )
         if tenant not in self.tenants:
             raise TokenError(400, "invalid_request", f"AADSTS90002: Tenant '{tenant}' not found.")
         if form.get("grant_type") != "client_credentials":
@@ -265,9 +305,7 @@ class DefenderState:
             "tid": tenant,
             "appid": client_id,
             "oid": hashlib.sha256(client_id.encode()).hexdigest()[:32],
-            "roles": client.roles
-            if resource in (MDE_AUDIENCE, GRAPH_AUDIENCE, "https://api.security.microsoft.com")
-            else [],
+            "roles": roles_for(client.roles, resource),
             "iat": int(now.timestamp()),
             "nbf": int(now.timestamp()),
             "exp": int((now + timedelta(hours=1)).timestamp()),
@@ -306,6 +344,20 @@ class DefenderState:
             )
         return dict(claims)
 
+    def inject(self) -> None:
+        """Apply the switched-on faults to one API call (before quota and handler)."""
+        f = self.faults
+        if f.latency:
+            time.sleep(f.latency)  # the emulator is slow, as a real service can be
+        if f.burst_429 > 0:
+            f.burst_429 -= 1
+            f.count("429")
+            raise ApiError(429, "TooManyRequests", "Rate limit is exceeded.", retry_after=f.burst_retry_after)
+        if f.fail_next > 0 or (f.error_rate and self._rng.random() < f.error_rate):
+            f.fail_next = max(0, f.fail_next - 1)
+            f.count("503")
+            raise ApiError(503, "ServiceUnavailable", "The service is temporarily unavailable.")
+
     def take_quota(self, claims: dict[str, Any], name: str) -> None:
         key = (f"{claims.get('tid')}/{claims.get('appid')}", name)
         try:
@@ -321,13 +373,13 @@ class DefenderState:
         if top is not None and not 0 < top <= 10000:
             raise ApiError(400, "InvalidInput", "$top must be between 1 and 10000.")
         match = compile_filter(odata_filter) if odata_filter else (lambda m: True)
-        found = [dict(m) for m in self.machines if match(m)]
+        found = [_public(m) for m in self.machines if match(m)]
         return found[:top] if top else found
 
     def get_machine(self, key: str) -> dict[str, Any]:
         for m in self.machines:
             if m["id"] == key.lower() or m.get("computerDnsName", "").lower() == key.lower():
-                return dict(m)
+                return _public(m)
         raise ApiError(404, "ResourceNotFound", f"Machine {key} was not found.")
 
     # ---------------------------------------------------------------- network events
@@ -425,11 +477,93 @@ class DefenderState:
             "reportId": str(body["reportId"]),
             "eventTime": body["eventTime"],
             "alertCreationTime": format_time(now),
+            "lastUpdateTime": format_time(now),
             "comments": [],
         }
         self._next_alert += 1
         self.alerts.append(alert)
         return dict(alert)
+
+    def list_alerts(self, odata_filter: str | None, top: int | None) -> list[dict[str, Any]]:
+        from tools.emulator.odata import ALERT_FIELDS, compile_filter
+
+        if top is not None and not 0 < top <= 10000:
+            raise ApiError(400, "InvalidInput", "$top must be between 1 and 10000.")
+        match = compile_filter(odata_filter, ALERT_FIELDS) if odata_filter else (lambda a: True)
+        found = [dict(a) for a in self.alerts if match(a)]
+        return found[:top] if top else found
+
+    def update_alert(self, alert_id: str, body: Any) -> dict[str, Any]:
+        alert = next((a for a in self.alerts if a["id"] == alert_id), None)
+        if alert is None:
+            raise ApiError(404, "ResourceNotFound", f"Alert {alert_id} was not found.")
+        if not isinstance(body, dict) or not body:
+            raise ApiError(400, "InvalidRequestBody", "Request body must be a JSON object.")
+        allowed = {"status": ALERT_STATUSES, "classification": CLASSIFICATIONS, "determination": DETERMINATIONS}
+        for key, value in body.items():
+            if key not in ("status", "assignedTo", "classification", "determination", "comment"):
+                raise ApiError(400, "InvalidInput", f"Property '{key}' cannot be updated.")
+            if key in allowed and value not in allowed[key]:
+                raise ApiError(400, "InvalidInput", f"Invalid value '{value}' for {key}.")
+        now = format_time(self.clock.now())
+        for key, value in body.items():
+            if key == "comment":
+                alert["comments"].append({"comment": str(value), "createdBy": "API", "createdTime": now})
+            else:
+                alert[key] = value
+        alert["lastUpdateTime"] = now
+        return dict(alert)
+
+    def find_by_ip(self, ip: str, timestamp: str) -> list[dict[str, Any]]:
+        try:
+            when = parse_time(timestamp)
+        except ValueError:
+            raise ApiError(400, "InvalidInput", "Invalid timestamp.") from None
+        if self.clock.now() - when > RETENTION:
+            raise ApiError(400, "InvalidInput", "The timestamp must be within the last 30 days.")
+        out = []
+        for m in self.machines:
+            for seen in m.get("ip_history", []):
+                if seen["ip"] == ip and parse_time(seen["from"]) - timedelta(minutes=15) <= when <= parse_time(
+                    seen["to"]
+                ) + timedelta(minutes=15):
+                    out.append(_public(m))
+                    break
+        return out
+
+    def incident(self, incident_id: str) -> dict[str, Any]:
+        found = self.incidents.get(str(incident_id))
+        if found is None:
+            raise ApiError(404, "ResourceNotFound", f"Incident {incident_id} was not found.")
+        return found
+
+    def graph_incident(self, incident_id: str) -> dict[str, Any]:
+        i = self.incident(incident_id)
+        return {
+            "id": str(i["incidentId"]),
+            "status": "active",
+            "customTags": list(i["tags"]),
+            "createdDateTime": i["createdTime"],
+            "displayName": f"Incident on {i['machineId'][:8]}",
+        }
+
+    def set_tags(self, incident_id: str, tags: Any) -> None:
+        if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
+            raise ApiError(400, "InvalidInput", "Tags must be a list of non-empty strings.")
+        self.incident(incident_id)["tags"] = list(tags)
+
+    def graph_create_alert(self, body: Any) -> dict[str, Any]:
+        data = body.get("createAlertInput") if isinstance(body, dict) else None
+        if not isinstance(data, dict):
+            raise ApiError(400, "BadRequest", "createAlertInput is required.")
+        for name in ("title", "severity", "description", "entityDefinitions"):
+            if not data.get(name):
+                raise ApiError(400, "BadRequest", f"createAlertInput.{name} is required.")
+        if data["severity"] not in GRAPH_SEVERITIES:
+            raise ApiError(400, "BadRequest", f"Invalid severity '{data['severity']}'.")
+        alert = {"id": f"ga{len(self.graph_alerts) + 1:08d}", **data, "createdDateTime": format_time(self.clock.now())}
+        self.graph_alerts.append(alert)
+        return alert
 
     def record(self, method: str, path: str, status: int) -> None:
         self.calls.append({"time": format_time(self.clock.now()), "method": method, "path": path, "status": status})
@@ -441,5 +575,7 @@ class DefenderState:
             "incidents": list(self.incidents.values()),
             "merged": dict(self.merged),
             "throttled": dict(self.throttled),
+            "injected": dict(self.faults.injected),
+            "graph_alerts": [dict(a) for a in self.graph_alerts],
             "calls": list(self.calls),
         }

@@ -1,0 +1,100 @@
+"""The audit trail: every outbound Defender/Graph call, one Table row each.
+
+Kept: time, service, method, path, status, latency, Noxys event id, correlation id, attempt and
+error code. Never kept: tokens, secrets, request or response bodies (the alert text carries the
+user's identity; the body of a hunting query or PATCH is not needed to answer "what did the
+connector do, when, and what did Defender say"). Rows are partitioned by UTC day, so an export
+reads only the days asked for and retention deletes whole days.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from shared.defender.client import CallRecord
+
+FIELDS = (
+    "time",
+    "service",
+    "method",
+    "path",
+    "status",
+    "latency_ms",
+    "event_id",
+    "correlation_id",
+    "attempt",
+    "error_code",
+)
+
+
+def _day(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+class AuditTrail:
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def record(self, call: CallRecord) -> None:
+        when = datetime.fromtimestamp(call.time, UTC)
+        self._table.create_entity(
+            {
+                "PartitionKey": _day(when),
+                "RowKey": f"{when.strftime('%H%M%S.%f')}-{uuid.uuid4().hex[:8]}",
+                "time": when.isoformat().replace("+00:00", "Z"),
+                "service": call.service,
+                "method": call.method,
+                "path": call.path[:1000],
+                "status": call.status,
+                "latency_ms": call.latency_ms,
+                "event_id": call.event_id or "",
+                "correlation_id": call.correlation_id or "",
+                "attempt": call.attempt,
+                "error_code": call.error_code or "",
+            }
+        )
+
+    def rows(self, since: datetime, until: datetime) -> Iterator[dict[str, Any]]:
+        """Calls with since <= time < until, oldest first."""
+        day: date = since.astimezone(UTC).date()
+        last = until.astimezone(UTC).date()
+        lo, hi = since.astimezone(UTC).isoformat(), until.astimezone(UTC).isoformat()
+        while day <= last:
+            rows = sorted(self._table.query_entities(f"PartitionKey eq '{day.isoformat()}'"), key=lambda e: e["RowKey"])
+            for e in rows:
+                stamp = str(e["time"]).replace("Z", "+00:00")
+                if lo <= stamp < hi:
+                    yield {k: e.get(k) for k in FIELDS}
+            day += timedelta(days=1)
+
+    def purge(self, now: datetime, retention_days: int) -> int:
+        """Delete every row older than the retention (by day partition); returns how many."""
+        cutoff = _day(now - timedelta(days=retention_days))
+        removed = 0
+        for e in self._table.query_entities(f"PartitionKey lt '{cutoff}'", select=["PartitionKey", "RowKey"]):
+            self._table.delete_entity(e["PartitionKey"], e["RowKey"])
+            removed += 1
+        return removed
+
+
+def export(rows: Iterator[dict[str, Any]], fmt: str) -> Iterator[str]:
+    """Render rows as JSON lines or CSV (header first), one string per line."""
+    if fmt == "jsonl":
+        for row in rows:
+            yield json.dumps(row, ensure_ascii=False)
+        return
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
+    writer.writeheader()
+    yield buf.getvalue().rstrip("\n")
+    for row in rows:
+        buf.seek(0)
+        buf.truncate()
+        writer.writerow(row)
+        yield buf.getvalue().rstrip("\n")

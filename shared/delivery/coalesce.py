@@ -1,0 +1,159 @@
+"""Storm coalescing: events for one device and one policy (or alert title) within a window
+become one Defender alert; the others are counted against it and noted on it, paced.
+
+A storm of 500 blocked prompts from five laptops must cost five alert calls (the hard ceiling
+is 15 a minute), not 500, and the analyst must still see how many there were. One Table
+entity per group, updated with ETags:
+
+* the first event to arrive **leads** (creates the alert); later ones **join** (count + 1) —
+  even while the leader is still waiting for quota, so a backlog never turns into more alerts;
+* a join schedules one **note** task (a queue message) at most every note interval; the note
+  writes "N more violations since …" on the alert and records how many it covered, so the
+  comments add up to the true count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from shared.events import Envelope
+
+PARTITION = "group"
+
+
+def group_key(event: Envelope, machine_id: str) -> str:
+    """Same device and same policy (interactions) or same Noxys alert title (alerts)."""
+    if event.kind == "alert" and event.data.alert:
+        what = f"alert|{event.type}|{(event.data.alert.title or '').strip().lower()}"
+    else:
+        policy = event.data.policy
+        what = f"{event.type}|{(policy.id or policy.name or '') if policy else ''}|{event.platform_id or ''}"
+    return hashlib.sha256(f"{machine_id}|{what}".encode()).hexdigest()[:40]
+
+
+@dataclass
+class Group:
+    key: str
+    leader: str
+    window_start: float
+    count: int = 1
+    noted: int = 1  # events already reflected on the alert (the leader's own one at creation)
+    alert_id: str = ""
+    incident_id: str = ""
+    state: str = "creating"  # creating | open | failed
+    note_scheduled: bool = False
+    last_note_at: float = 0.0
+    last_event_at: float = 0.0
+    etag: str | None = None
+
+
+class Groups:
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def get(self, key: str) -> Group | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            e = self._table.get_entity(PARTITION, key)
+        except ResourceNotFoundError:
+            return None
+        return Group(
+            key=key,
+            leader=e["leader"],
+            window_start=float(e["window_start"]),
+            count=int(e["count"]),
+            noted=int(e["noted"]),
+            alert_id=e.get("alert_id") or "",
+            incident_id=e.get("incident_id") or "",
+            state=e["state"],
+            note_scheduled=bool(e.get("note_scheduled")),
+            last_note_at=float(e.get("last_note_at") or 0),
+            last_event_at=float(e.get("last_event_at") or 0),
+            etag=e.metadata.get("etag"),
+        )
+
+    def _save(self, g: Group, *, create: bool = False) -> bool:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+        from azure.data.tables import UpdateMode
+
+        row = {
+            "PartitionKey": PARTITION,
+            "RowKey": g.key,
+            "leader": g.leader,
+            "window_start": g.window_start,
+            "count": g.count,
+            "noted": g.noted,
+            "alert_id": g.alert_id,
+            "incident_id": g.incident_id,
+            "state": g.state,
+            "note_scheduled": g.note_scheduled,
+            "last_note_at": g.last_note_at,
+            "last_event_at": g.last_event_at,
+        }
+        try:
+            if create:
+                meta = self._table.create_entity(row)
+            else:
+                meta = self._table.update_entity(
+                    row, mode=UpdateMode.REPLACE, etag=g.etag, match_condition=MatchConditions.IfNotModified
+                )
+        except (ResourceExistsError, ResourceModifiedError):
+            return False
+        g.etag = meta.get("etag")
+        return True
+
+    def try_join(self, key: str, event_id: str, now: float, window: float) -> Group | None:
+        """Join the open group for this window, if there is one (no anchor search needed then)."""
+        for _ in range(20):
+            g = self.get(key)
+            if g is None or g.leader == event_id or g.state == "failed" or now - g.window_start >= window:
+                return None
+            g.count += 1
+            g.last_event_at = now
+            if self._save(g):
+                return g
+        raise RuntimeError(f"coalescing group {key}: too much contention")
+
+    def join_or_lead(self, key: str, event_id: str, now: float, window: float) -> tuple[str, Group]:
+        """('join', group) when an open group exists for this window, else ('lead', group)."""
+        for _ in range(20):
+            g = self.get(key)
+            if g and g.leader == event_id:
+                return "lead", g  # our own earlier attempt led this group
+            if g and g.state != "failed" and now - g.window_start < window:
+                g.count += 1
+                g.last_event_at = now
+                if self._save(g):
+                    return "join", g
+                continue
+            fresh = Group(key=key, leader=event_id, window_start=now, last_event_at=now, etag=g.etag if g else None)
+            if self._save(fresh, create=g is None):
+                return "lead", fresh
+        raise RuntimeError(f"coalescing group {key}: too much contention")
+
+    def update(self, key: str, **changes: Any) -> Group | None:
+        """Apply ``changes`` (re-reading on ETag conflicts); ``None`` when the group is gone."""
+        for _ in range(20):
+            g = self.get(key)
+            if g is None:
+                return None
+            for name, value in changes.items():
+                setattr(g, name, value)
+            if self._save(g):
+                return g
+        raise RuntimeError(f"coalescing group {key}: too much contention")
+
+    def schedule_note(self, key: str) -> Group | None:
+        """Mark one note as scheduled if there is something to note and none is pending."""
+        for _ in range(20):
+            g = self.get(key)
+            if g is None or g.note_scheduled or g.count <= g.noted:
+                return None
+            g.note_scheduled = True
+            if self._save(g):
+                return g
+        return None

@@ -1,0 +1,217 @@
+"""Quota pacing shared by every instance: a sliding-window budget per API in Table Storage.
+
+Defender counts calls per application *and* tenant, so a per-process limiter would let N
+instances make N times the allowed calls. Here every call first takes a token from one Table
+entity per API (``calls`` in the window, optimistic concurrency on the ETag). When the budget is
+spent the caller is given a **slot**: a time, spaced ``window/limit`` after the previous slot, at
+which it may come back holding a ticket. That keeps a backlog in FIFO order and stops it from
+stampeding back at the same instant (one token frees, N callers retry, N-1 are refused, ...).
+
+The priority lane (Noxys critical alerts) may use tokens the normal lane leaves in reserve
+(``PRIORITY_RESERVED_PER_MINUTE``) and never queues behind normal slots, so a backlog of
+high-risk interactions cannot delay a critical alert by more than one token's wait.
+
+:func:`decide` is the whole policy, pure; :class:`Pacer` only loads and stores its state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.clock import Clock
+
+log = logging.getLogger(__name__)
+MARGIN_SECONDS = 1.0  # our clocks and Defender's differ a little; count each call a bit longer
+
+
+@dataclass(frozen=True)
+class Quota:
+    """``rules``: (window seconds, limit) pairs; ``reserved``: tokens of the first rule kept for priority."""
+
+    rules: tuple[tuple[int, int], ...]
+    reserved: int = 0
+
+
+@dataclass
+class BudgetState:
+    calls: list[float] = field(default_factory=list)  # epoch seconds of granted calls, oldest first
+    tail: float = 0.0  # the latest slot handed out
+    blocked_until: float = 0.0  # Defender said 429 with Retry-After: nobody calls before this
+
+
+@dataclass(frozen=True)
+class Decision:
+    admitted: bool
+    wait: float = 0.0  # seconds until the slot (when not admitted)
+    slot: float = 0.0
+
+
+def _limits(quota: Quota, priority: bool) -> list[tuple[int, int]]:
+    rules = list(quota.rules)
+    if not priority and quota.reserved:
+        window, limit = rules[0]
+        rules[0] = (window, max(1, limit - quota.reserved))
+    return rules
+
+
+def decide(state: BudgetState, now: float, quota: Quota, *, priority: bool = False, ticketed: bool = False) -> Decision:
+    """Admit one call now (and record it in ``state``) or hand out a slot (recorded as ``tail``)."""
+    rules = _limits(quota, priority)
+    longest = max(w for w, _ in quota.rules) + MARGIN_SECONDS
+    state.calls = [t for t in state.calls if now - t < longest]
+    free_at = max(now, state.blocked_until)
+    for window, limit in rules:
+        inside = [t for t in state.calls if now - t < window + MARGIN_SECONDS]
+        if len(inside) >= limit:
+            free_at = max(free_at, inside[-limit] + window + MARGIN_SECONDS)
+    line_waiting = state.tail > now
+    if free_at <= now and (priority or ticketed or not line_waiting):
+        state.calls.append(now)
+        return Decision(True)
+    if priority:
+        return Decision(False, wait=free_at - now, slot=free_at)
+    window, limit = rules[0]
+    interval = window / limit
+    slot = max(free_at, state.tail + interval)
+    state.tail = slot
+    return Decision(False, wait=slot - now, slot=slot)
+
+
+class BudgetSpent(Exception):
+    """This call must wait ``wait`` seconds; the caller comes back holding a ticket for ``slot``."""
+
+    def __init__(self, api: str, wait: float, slot: datetime) -> None:
+        super().__init__(f"{api} budget spent: next slot in {wait:.1f}s")
+        self.api = api
+        self.wait = wait
+        self.slot = slot
+
+
+class Pacer:
+    """Takes tokens from Table-stored budgets, one entity per API, retrying on ETag conflicts."""
+
+    PARTITION = "budget"
+
+    def __init__(self, table: Any, quotas: dict[str, Quota], clock: Clock) -> None:
+        self._table = table
+        self.quotas = quotas
+        self._clock = clock
+
+    def acquire(self, api: str, *, priority: bool = False, ticketed: bool = False) -> None:
+        quota = self.quotas.get(api)
+        if quota is None:
+            return
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        for _ in range(50):
+            now = self._clock.now().timestamp()
+            try:
+                entity = self._table.get_entity(self.PARTITION, api)
+                state, etag = _load(entity), entity.metadata["etag"]
+            except ResourceNotFoundError:
+                state, etag = BudgetState(), None
+            decision = decide(state, now, quota, priority=priority, ticketed=ticketed)
+            if not decision.admitted and priority:
+                raise BudgetSpent(api, decision.wait, _dt(decision.slot))  # state unchanged: nothing to store
+            row = _dump(api, state)
+            try:
+                if etag is None:
+                    self._table.create_entity(row)
+                else:
+                    self._table.update_entity(
+                        row, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+                    )
+            except (ResourceModifiedError, ResourceExistsError):
+                continue  # another instance took a token meanwhile: decide again on fresh state
+            if decision.admitted:
+                return
+            raise BudgetSpent(api, decision.wait, _dt(decision.slot))
+        raise BudgetSpent(api, 1.0, self._clock.now())  # pathological contention: back off briefly
+
+    def block(self, api: str, seconds: float) -> None:
+        """Defender answered 429 with Retry-After: hold every instance back for that long."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        until = self._clock.now().timestamp() + seconds
+        for _ in range(20):
+            try:
+                entity = self._table.get_entity(self.PARTITION, api)
+                state, etag = _load(entity), entity.metadata["etag"]
+            except ResourceNotFoundError:
+                state, etag = BudgetState(), None
+            if state.blocked_until >= until:
+                return
+            state.blocked_until = until
+            try:
+                if etag is None:
+                    self._table.create_entity(_dump(api, state))
+                else:
+                    self._table.update_entity(
+                        _dump(api, state),
+                        mode=UpdateMode.REPLACE,
+                        etag=etag,
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                return
+            except (ResourceModifiedError, ResourceExistsError):
+                continue
+
+
+def _dt(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _load(entity: Any) -> BudgetState:
+    return BudgetState(
+        calls=[float(t) for t in json.loads(entity.get("calls") or "[]")],
+        tail=float(entity.get("tail") or 0.0),
+        blocked_until=float(entity.get("blocked_until") or 0.0),
+    )
+
+
+def _dump(api: str, state: BudgetState) -> dict[str, Any]:
+    return {
+        "PartitionKey": Pacer.PARTITION,
+        "RowKey": api,
+        "calls": json.dumps([round(t, 3) for t in state.calls]),
+        "tail": state.tail,
+        "blocked_until": state.blocked_until,
+    }
+
+
+def quotas_from(settings: Any) -> dict[str, Quota]:
+    """The budgets of defender-api.md, sized by settings."""
+    return {
+        "alerts.create": Quota(((60, settings.alert_rate_per_minute),), reserved=settings.priority_reserved_per_minute),
+        "alerts": Quota(((60, settings.alerts_api_rate_per_minute), (3600, 1500))),
+        "machines": Quota(((60, settings.machines_rate_per_minute), (3600, settings.machines_rate_per_hour))),
+        "hunting": Quota(((60, settings.hunting_rate_per_minute), (3600, settings.hunting_rate_per_hour))),
+        "graph": Quota(((60, settings.graph_rate_per_minute),)),
+        "incidents": Quota(((60, settings.incidents_rate_per_minute),)),
+    }
+
+
+def api_of(method: str, path: str) -> str:
+    """Which budget a call spends (the path without host and query)."""
+    p = path.split("?")[0].lower()
+    if p.startswith("/api/alerts/createalertbyreference"):
+        return "alerts.create"
+    if p.startswith("/api/alerts"):
+        return "alerts"
+    if p.startswith("/api/machines"):
+        return "machines"
+    if p.startswith("/api/advancedqueries"):
+        return "hunting"
+    if p.startswith("/api/incidents"):
+        return "incidents"
+    if p.startswith(("/v1.0/", "/beta/")):
+        return "graph"
+    return "other"
