@@ -9,7 +9,9 @@ time tests replace the clock and the delayed-message sender with :func:`use`.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from shared.config import get_settings, reset_settings
 
@@ -24,6 +26,28 @@ if TYPE_CHECKING:
     from shared.delivery.sender import QueueSender
 
 _overrides: dict[str, Any] = {}
+_build_lock = threading.RLock()
+T = TypeVar("T")
+
+
+class _once(Generic[T]):
+    """Like functools.cache, but concurrent first calls (a batch of queue messages on a fresh
+    worker) get the same object instead of each building their own."""
+
+    def __init__(self, build: Callable[[], T]) -> None:
+        self._build = build
+        self._value: T | None = None
+        self._built = False
+
+    def __call__(self) -> T:
+        with _build_lock:
+            if not self._built:
+                self._value, self._built = self._build(), True
+            return self._value  # type: ignore[return-value]
+
+    def cache_clear(self) -> None:
+        with _build_lock:
+            self._value, self._built = None, False
 
 
 def use(*, clock: Clock | None = None, sender: QueueSender | None = None) -> None:
@@ -55,21 +79,21 @@ def table(name: str) -> Any:
     return table_client(settings, f"{settings.table_prefix}{name}")
 
 
-@functools.cache
+@_once
 def credential() -> TokenCredential:
     from shared.defender.auth import build_credential
 
     return build_credential(get_settings())
 
 
-@functools.cache
+@_once
 def pacer() -> Pacer:
     from shared.delivery.pacing import Pacer, quotas_from
 
     return Pacer(table("Pacing"), quotas_from(get_settings()), clock())
 
 
-@functools.cache
+@_once
 def audit() -> AuditTrail:
     from shared.audit import AuditTrail
 
@@ -80,7 +104,7 @@ def _client_kwargs() -> dict[str, Any]:
     return {"timeout": get_settings().http_timeout_seconds, "observers": [audit().record], "pacer": pacer()}
 
 
-@functools.cache
+@_once
 def defender_client() -> DefenderClient:
     from shared.defender.auth import CredentialTokenProvider
     from shared.defender.client import DefenderClient
@@ -91,7 +115,7 @@ def defender_client() -> DefenderClient:
     )
 
 
-@functools.cache
+@_once
 def graph_client() -> GraphClient:
     from shared.defender.auth import CredentialTokenProvider
     from shared.defender.client import GraphClient
@@ -100,7 +124,7 @@ def graph_client() -> GraphClient:
     return GraphClient(s.graph_api_url, CredentialTokenProvider(credential(), s.graph_scope), **_client_kwargs())
 
 
-@functools.cache
+@_once
 def incidents_client() -> IncidentsClient:
     from shared.defender.auth import CredentialTokenProvider
     from shared.defender.client import IncidentsClient
@@ -111,7 +135,7 @@ def incidents_client() -> IncidentsClient:
     )
 
 
-@functools.cache
+@_once
 def delivery() -> Delivery:
     from shared.delivery.coalesce import Groups
     from shared.delivery.deadletter import DeadLetters

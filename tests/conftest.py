@@ -90,7 +90,9 @@ class Env:
     def table(self, name: str) -> Any:
         from azure.data.tables import TableClient
 
-        return TableClient.from_connection_string(self.azurite.connection_string, f"{self.values['TABLE_PREFIX']}{name}")
+        return TableClient.from_connection_string(
+            self.azurite.connection_string, f"{self.values['TABLE_PREFIX']}{name}"
+        )
 
     def queue_client(self, name: str | None = None) -> Any:
         from azure.storage.queue import QueueClient
@@ -123,6 +125,8 @@ def env(monkeypatch: pytest.MonkeyPatch, azurite: azurite_launcher.Azurite, emul
         "DEFENDER_CLIENT_SECRET": EMULATOR_SECRET,
         "DEFENDER_API_URL": emulator.url,
         "DEFENDER_AUTHORITY_HOST": emulator.url,
+        "GRAPH_API_URL": emulator.url,
+        "SECURITY_API_URL": emulator.url,
         "HEALTH_SCHEDULE": "0 0 * * * *",
         "REQUESTS_CA_BUNDLE": str(emulator.ca_file),
     }

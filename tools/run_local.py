@@ -65,6 +65,8 @@ def main() -> int:
                     "DEFENDER_CLIENT_SECRET": EMULATOR_SECRET,
                     "DEFENDER_API_URL": emulator.url,
                     "DEFENDER_AUTHORITY_HOST": emulator.url,
+                    "GRAPH_API_URL": emulator.url,
+                    "SECURITY_API_URL": emulator.url,
                     "REQUESTS_CA_BUNDLE": str(ca),
                 }
             )

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -39,7 +40,7 @@ from shared.defender.client import DefenderError, Paced
 from shared.defender.context import CallContext, calls_for
 from shared.delivery.coalesce import Groups, group_key
 from shared.delivery.deadletter import DeadLetter, DeadLetters
-from shared.delivery.devicecache import DeviceCache
+from shared.delivery.devicecache import DeviceCache, identity
 from shared.delivery.ledger import Entry, LeaseHeld, Ledger
 from shared.delivery.message import NoteTask, QueuedEvent, TagTask, parse_task
 from shared.delivery.sender import QueueSender
@@ -139,6 +140,7 @@ class Delivery:
     def __init__(self, deps: Deps) -> None:
         self.d = deps
         self.s = deps.settings
+        self._device_locks: dict[str, threading.Lock] = {}
 
     # ------------------------------------------------------------------ entry point
     def handle(self, text: str, *, queue: str, priority: bool = False) -> Outcome:
@@ -308,13 +310,17 @@ class Delivery:
         device = event.device
         if device is None:
             return None, "the event names no device"
-        now = self.d.clock.now()
-        cached = self.d.devices.get(device, now.timestamp())
-        if cached:
-            return cached.machine_id, f"{cached.resolved_by} (cached)"
-        machine, why = devices.resolve(device, self.d.mde, when=event.occurred_at, now=now)
-        ttl = (self.s.device_cache_ttl_minutes if machine else self.s.device_cache_negative_ttl_minutes) * 60
-        self.d.devices.put(device, str(machine["id"]) if machine else None, why, now.timestamp(), ttl)
+        # Workers of one instance resolving the same new device share one lookup.
+        with self._device_locks.setdefault(identity(device), threading.Lock()):
+            now = self.d.clock.now()
+            cached = self.d.devices.get(device, now.timestamp())
+            if cached:
+                if cached.machine_id:
+                    return cached.machine_id, f"{cached.resolved_by} (cached)"
+                return None, f"device {device.display_name}: {cached.resolved_by} (cached)"
+            machine, why = devices.resolve(device, self.d.mde, when=event.occurred_at, now=now)
+            ttl = (self.s.device_cache_ttl_minutes if machine else self.s.device_cache_negative_ttl_minutes) * 60
+            self.d.devices.put(device, str(machine["id"]) if machine else None, why, now.timestamp(), ttl)
         if machine is None:
             return None, f"device {device.display_name}: {why}"
         return str(machine["id"]), why

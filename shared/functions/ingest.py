@@ -32,7 +32,11 @@ def _is_json(content_type: str | None) -> bool:
 
 
 def handle(body: bytes, headers: Mapping[str, str], *, now: datetime | None = None) -> func.HttpResponse:
-    """The whole webhook, callable without the Functions runtime (tests, dev host, CLI)."""
+    """The whole webhook, callable without the Functions runtime (tests, dev host, CLI).
+
+    ``now`` (real time) checks the sender's signature timestamp; the queued event is stamped
+    with the connector's clock, which decides its age.
+    """
     now = now or datetime.now(UTC)
     lower = {k.lower(): v for k, v in headers.items()}
     if len(body) > MAX_BODY_BYTES:
@@ -65,12 +69,14 @@ def handle(body: bytes, headers: Mapping[str, str], *, now: datetime | None = No
 
     from shared.mapping import is_critical
     from shared.storage import QueueUnavailable, enqueue
+    from shared.wiring import clock
 
+    stamp = clock().now()
     done: list[str] = []
     for event in accepted:
         queue = settings.events_priority_queue_name if is_critical(event) else settings.events_queue_name
         try:
-            enqueue(settings, queue, QueuedEvent.new(event, now).to_text())
+            enqueue(settings, queue, QueuedEvent.new(event, stamp).to_text())
         except QueueUnavailable as exc:
             log.error(
                 "webhook could not queue event %s: %s (answering 503, %d already queued)", event.id, exc, len(done)

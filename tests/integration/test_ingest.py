@@ -35,7 +35,9 @@ def test_array_enqueues_each_forwarded_event_and_ignores_the_rest(host: Any, env
         "ignored": ["evt_01JQ900000CREATED00000001"],
     }
     # criticals go to the priority queue, so a backlog of the others never delays them
-    assert [QueuedEvent.model_validate_json(t).event.id for t in env.queued_texts()] == ["evt_01JQ8X7B3C4D5E6F7G8H9J0K1M"]
+    assert [QueuedEvent.model_validate_json(t).event.id for t in env.queued_texts()] == [
+        "evt_01JQ8X7B3C4D5E6F7G8H9J0K1M"
+    ]
     priority = [QueuedEvent.model_validate_json(t).event.id for t in env.queued_texts(env.priority_queue)]
     assert priority == ["evt_01JQ8Z1111CRIT0000000001"]
 

@@ -70,15 +70,22 @@ RETENTION = timedelta(days=30)
 # Which API (token audience) each application permission belongs to: a token only carries the
 # roles of its own resource, as Entra ID does.
 PERMISSION_RESOURCE = {
-    "Alert": MDE_AUDIENCE, "Machine": MDE_AUDIENCE, "AdvancedQuery": MDE_AUDIENCE, "Ti": MDE_AUDIENCE,
-    "Vulnerability": MDE_AUDIENCE, "Incident": "https://api.security.microsoft.com",
-    "SecurityIncident": GRAPH_AUDIENCE, "SecurityAlert": GRAPH_AUDIENCE, "ThreatHunting": GRAPH_AUDIENCE,
+    "Alert": MDE_AUDIENCE,
+    "Machine": MDE_AUDIENCE,
+    "AdvancedQuery": MDE_AUDIENCE,
+    "Ti": MDE_AUDIENCE,
+    "Vulnerability": MDE_AUDIENCE,
+    "Incident": "https://api.security.microsoft.com",
+    "SecurityIncident": GRAPH_AUDIENCE,
+    "SecurityAlert": GRAPH_AUDIENCE,
+    "ThreatHunting": GRAPH_AUDIENCE,
     "Application": GRAPH_AUDIENCE,
 }
 
 
 def roles_for(roles: list[str], resource: str) -> list[str]:
     return [r for r in roles if PERMISSION_RESOURCE.get(r.split(".")[0]) == resource]
+
 
 # quota name -> [(window seconds, max calls)]
 QUOTAS: dict[str, list[tuple[int, int]]] = {
@@ -193,8 +200,13 @@ def format_time(t: datetime) -> str:
 class DefenderState:
     """Tenants, apps, machines, network events, alerts and quotas of one emulated tenant set."""
 
-    def __init__(self, fixture: dict[str, Any] | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self, fixture: dict[str, Any] | None = None, clock: Clock | None = None, token_lifetime: float = 3600
+    ) -> None:
         self.clock: Clock = clock or SystemClock()
+        # Long simulations move the emulator's clock by hours while MSAL caches tokens by real
+        # time; they raise the lifetime instead of letting the two clocks disagree.
+        self.token_lifetime = token_lifetime
         self.lock = threading.RLock()
         self.signing_key = secrets.token_bytes(32)
         self.clients: dict[tuple[str, str], Client] = {}
@@ -308,7 +320,7 @@ class DefenderState:
             "roles": roles_for(client.roles, resource),
             "iat": int(now.timestamp()),
             "nbf": int(now.timestamp()),
-            "exp": int((now + timedelta(hours=1)).timestamp()),
+            "exp": int((now + timedelta(seconds=self.token_lifetime)).timestamp()),
         }
         token = jwt.encode(claims, self.signing_key, algorithm="HS256")
         return {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token}
@@ -567,6 +579,9 @@ class DefenderState:
 
     def record(self, method: str, path: str, status: int) -> None:
         self.calls.append({"time": format_time(self.clock.now()), "method": method, "path": path, "status": status})
+
+    def calls_of(self, path: str) -> list[dict[str, Any]]:
+        return [c for c in self.calls if c["path"] == path]
 
     def snapshot(self) -> dict[str, Any]:
         return {
