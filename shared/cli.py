@@ -114,6 +114,86 @@ def cmd_send_sample(args: argparse.Namespace) -> int:
     return 0 if 200 <= resp.status_code < 300 else 1
 
 
+def _settings_from_local() -> None:
+    """Operators run the CLI from the project folder: fill the environment from local.settings.json."""
+    for k, v in local_values().items():
+        os.environ.setdefault(k, v)
+
+
+def _when(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def cmd_export_audit(args: argparse.Namespace) -> int:
+    from shared.audit import export
+    from shared.config import ConfigError
+    from shared.wiring import audit
+
+    _settings_from_local()
+    try:
+        since, until = _when(args.since), _when(args.until) if args.until else datetime.now(UTC)
+    except ValueError as exc:
+        print(f"bad time: {exc} (use ISO 8601, e.g. 2026-03-20T00:00:00Z)", file=sys.stderr)
+        return 2
+    try:
+        rows = audit().rows(since, until)
+        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+        count = 0
+        try:
+            for line in export(rows, args.format):
+                out.write(line + "\n")
+                count += 1
+        finally:
+            if args.output:
+                out.close()
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    if args.output:
+        print(f"wrote {count - (1 if args.format == 'csv' else 0)} call(s) to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from shared.config import ConfigError, get_settings
+    from shared.delivery.deadletter import DeadLetters
+    from shared.delivery.ledger import Ledger
+    from shared.replay import candidates, replay
+    from shared.wiring import clock, table
+
+    _settings_from_local()
+    if not (args.all or args.id or args.reason):
+        print("say what to replay: --all, --id EVENT_ID (repeatable) or --reason TEXT", file=sys.stderr)
+        return 2
+    try:
+        settings = get_settings()
+        dead, ledger = DeadLetters(table("DeadLetters")), Ledger(table("Ledger"))
+        sources = {"dead", "poison"} if args.source == "all" else {args.source}
+        chosen = [
+            c
+            for c in candidates(settings, dead, sources, peek=args.dry_run)
+            if args.all or c.event_id in (args.id or []) or (args.reason and args.reason.lower() in c.reason.lower())
+        ]
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    if args.dry_run:
+        for c in chosen:
+            print(f"would replay {c.event_id} from {c.source} to {c.queue}: {c.reason}")
+        print(f"{len(chosen)} event(s) would be replayed (dry run: nothing moved)")
+        return 0
+    results: dict[str, int] = {}
+    now = clock().now()
+    for c in tqdm(chosen, desc="replaying", unit="event", disable=not chosen or args.quiet):
+        outcome = replay(settings, ledger, dead, c, now)
+        results[outcome] = results.get(outcome, 0) + 1
+    print(", ".join(f"{n} {what}" for what, n in results.items()) or "nothing matched")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m shared",
@@ -136,6 +216,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-timestamps", action="store_true", help="send the event's own timestamps unchanged")
     s.add_argument("--new-id", action="store_true", help="give the event a fresh id (send the same sample twice)")
     s.set_defaults(run=cmd_send_sample)
+
+    e = sub.add_parser(
+        "export-audit",
+        help="export the audit trail of Defender/Graph calls",
+        description="Every outbound call with time, method, path, status, latency, event id, "
+        "correlation id and attempt. Never a token, secret or PII value.",
+    )
+    e.add_argument("--since", required=True, help="ISO 8601 start (inclusive), e.g. 2026-03-20T00:00:00Z")
+    e.add_argument("--until", help="ISO 8601 end (exclusive); default now")
+    e.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    e.add_argument("--output", help="write to this file instead of standard output")
+    e.set_defaults(run=cmd_export_audit)
+
+    r = sub.add_parser(
+        "replay",
+        help="move dead-lettered and poison events back onto their queue",
+        description="Replay events the connector gave up on. Already delivered events are "
+        "skipped, so a replay never makes a second alert.",
+    )
+    r.add_argument("--all", action="store_true", help="every dead-lettered / poison event")
+    r.add_argument("--id", action="append", metavar="EVENT_ID", help="this event (repeatable)")
+    r.add_argument("--reason", metavar="TEXT", help="events whose reason contains TEXT (e.g. 'Forbidden', 'poison')")
+    r.add_argument("--source", choices=("dead", "poison", "all"), default="all")
+    r.add_argument("--dry-run", action="store_true", help="list what would be replayed; move nothing")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(run=cmd_replay)
     return p
 
 

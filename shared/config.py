@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import functools
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -191,12 +191,20 @@ class Settings(BaseSettings):
         return bool(self.noxys_signing_secrets)
 
 
+class _Given(Settings):
+    """Settings from a given mapping only (never the process environment)."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: Any, init_settings: Any, *_: Any, **__: Any) -> tuple[Any, ...]:
+        return (init_settings,)
+
+
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     """Build Settings from ``env`` (default: the process environment), naming any bad setting."""
     try:
         if env is None:
             return Settings()
-        return Settings.model_validate(env)
+        return _Given(**cast(dict[str, Any], env))
     except ValidationError as exc:
         first = exc.errors()[0]
         if not first["loc"]:  # a rule across settings: its message starts with the setting's name

@@ -20,10 +20,12 @@ import pytest
 import requests
 
 from shared import wiring
+from shared.clock import ManualClock
 from shared.webhook import sign
 from tools import azurite as azurite_launcher
 from tools.emulator.server import EmulatorServer
-from tools.emulator.state import DefenderState, ManualClock
+from tools.emulator.state import DefenderState
+from tools.simulation import Simulation, VirtualDelaySender
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples" / "events"
@@ -52,6 +54,12 @@ def signed_headers(
         "webhook-timestamp": str(stamp),
         "webhook-signature": sign(secret, msg_id, stamp, body),
     }
+
+
+@pytest.fixture(autouse=True)
+def isolated_cwd(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's local.settings.json (the CLI reads it from the cwd)."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -164,3 +172,79 @@ def emulator_state(server: EmulatorServer) -> dict[str, Any]:
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False)
+
+
+# ------------------------------------------------------------------ simulated delivery
+DEVICES = {  # hostname -> (platform id, a domain it talks to in the fixture)
+    "ALICE-LAPTOP": "chatgpt",
+    "BOB-WS-0042": "deepseek",
+    "DAVE-MBP": "chatgpt",
+    "ERIN-LAPTOP": "gemini",
+    "GINA-PC": "chatgpt",
+}
+
+
+def violation(
+    i: int,
+    *,
+    host: str = "ALICE-LAPTOP",
+    policy: str | None = None,
+    at: datetime = SAMPLE_DAY,
+    device: dict[str, Any] | None = None,
+    platform: str | None = None,
+) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(sample("policy_violated"))
+    doc["id"] = f"evt_sim_{i:05d}"
+    it = doc["data"]["interaction"]
+    it["id"] = f"int_sim_{i:05d}"
+    it["device"] = device if device is not None else {"hostname": host}
+    it["platform_id"] = platform or DEVICES.get(host, "chatgpt")
+    it["platform_name"] = None
+    it["content_metadata"] = {}
+    it["occurred_at"] = doc["created_at"] = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    doc["data"]["policy"] = {"id": f"pol_{policy or i}", "name": f"Policy {policy or i}", "action": "block"}
+    return doc
+
+
+def critical(i: int, at: datetime) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(sample("alert_critical"))
+    doc["id"] = f"evt_crit_{i:03d}"
+    doc["data"]["alert"]["title"] = f"Critical exfiltration {i}"
+    doc["data"]["alert"]["created_at"] = doc["created_at"] = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return doc
+
+
+@pytest.fixture
+def fast_root(tmp_path: Path) -> Path:
+    """host.json as shipped, but a failed message is visible again at once (no real waiting)."""
+    host = json.loads((ROOT / "host.json").read_text())
+    host["extensions"]["queues"]["visibilityTimeout"] = "00:00:00"
+    (tmp_path / "host.json").write_text(json.dumps(host))
+    return tmp_path
+
+
+@pytest.fixture
+def sim(env: Env, clock: ManualClock, emulator: EmulatorServer, fast_root: Path) -> Iterator[Simulation]:
+    import function_app
+    from shared.config import get_settings
+    from shared.delivery.sender import AzureQueueSender
+    from tools.devhost.host import DevHost
+
+    emulator.state.token_lifetime = 30 * 86400
+    sender = VirtualDelaySender(AzureQueueSender(get_settings()), clock)
+    wiring.use(clock=clock, sender=sender)
+    host = DevHost(function_app.app, root=fast_root, http_port=0).start(queues=False, timers=False)
+    yield Simulation(host, clock, sender, TEST_SECRET)
+    host.stop()
+
+
+def ledger_states(env: Env) -> dict[str, str]:
+    return {e["event_id"]: e["state"] for e in env.table("Ledger").list_entities()}
+
+
+def send_raw(env: Env, queue: str, text: str) -> None:
+    from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+
+    QueueClient.from_connection_string(
+        env.azurite.connection_string, queue, message_encode_policy=TextBase64EncodePolicy()
+    ).send_message(text)

@@ -68,7 +68,7 @@ def decide(state: BudgetState, now: float, quota: Quota, *, priority: bool = Fal
         inside = [t for t in state.calls if now - t < window + MARGIN_SECONDS]
         if len(inside) >= limit:
             free_at = max(free_at, inside[-limit] + window + MARGIN_SECONDS)
-    line_waiting = state.tail > now
+    line_waiting = state.tail >= now  # at its very instant, a slot belongs to its ticket holder
     if free_at <= now and (priority or ticketed or not line_waiting):
         state.calls.append(now)
         return Decision(True)

@@ -29,8 +29,24 @@ def check_connectivity() -> bool:
     return True
 
 
+def purge_audit() -> int:
+    """Apply AUDIT_RETENTION_DAYS to the audit trail (whole days at a time)."""
+    from shared.config import get_settings
+    from shared.wiring import audit, clock
+
+    try:
+        removed = audit().purge(clock().now(), get_settings().audit_retention_days)
+    except Exception as exc:  # housekeeping must never fail the health check
+        log.warning("health: audit retention not applied: %s", exc.__class__.__name__)
+        return 0
+    if removed:
+        log.info("health: removed %d audit row(s) older than the retention", removed)
+    return removed
+
+
 @bp.timer_trigger(arg_name="timer", schedule="%HEALTH_SCHEDULE%", run_on_startup=False)
 def health_check(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.info("health: timer is past due; running now")
     check_connectivity()
+    purge_audit()

@@ -1,0 +1,113 @@
+"""Moving dead-lettered and poison events back onto their queue (``python -m shared replay``).
+
+A replayed event starts afresh: its age and failure count are reset (so the maximum age does
+not kill it again at once) and its ledger entry is reopened — unless the ledger says it was
+delivered meanwhile, in which case it is skipped: replay never makes a second alert.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared.config import Settings
+from shared.delivery.deadletter import DeadLetters
+from shared.delivery.ledger import Ledger
+from shared.delivery.message import QueuedEvent, parse_task
+
+
+@dataclass(frozen=True)
+class Candidate:
+    source: str  # "dead-letter" or the poison queue's name
+    event_id: str
+    reason: str
+    queue: str  # where it goes back to
+    text: str
+    handle: Any  # the dead letter's id, or the received poison message
+
+
+def _fresh(text: str, now: datetime) -> str:
+    task = parse_task(text)
+    update: dict[str, Any] = {"first_received_at": now, "failures": 0, "attempt": 0}
+    if isinstance(task, QueuedEvent):
+        update["tickets"] = {}
+    return task.model_copy(update=update).to_text()
+
+
+def _event_id(text: str) -> str:
+    try:
+        task = parse_task(text)
+    except ValueError:
+        return "?"
+    return task.event.id if isinstance(task, QueuedEvent) else f"{task.kind} task"
+
+
+def candidates(settings: Settings, dead: DeadLetters, sources: set[str], *, peek: bool = False) -> Iterator[Candidate]:
+    """What could be replayed. ``peek`` (dry run) only looks at poison messages (at most 32 per
+    queue), because receiving one hides it from a real replay for five minutes."""
+    if "dead" in sources:
+        for letter in dead.all():
+            yield Candidate(
+                "dead-letter",
+                letter.event_id,
+                letter.reason,
+                letter.queue or settings.events_queue_name,
+                letter.message,
+                letter.event_id,
+            )
+    if "poison" in sources:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        from shared.storage import connection_string, queue_client
+
+        for queue in (settings.events_queue_name, settings.events_priority_queue_name):
+            raw = _raw_queue(settings, f"{queue}-poison", connection_string, queue_client)
+            try:
+                received = (
+                    list(raw.peek_messages(max_messages=32))
+                    if peek
+                    else list(raw.receive_messages(messages_per_page=32, visibility_timeout=300))
+                )
+            except ResourceNotFoundError:
+                continue  # no poison queue yet: nothing ever failed there
+            for msg in received:
+                try:
+                    text = base64.b64decode(msg.content, validate=True).decode("utf-8")
+                except (binascii.Error, ValueError):
+                    text = msg.content
+                yield Candidate(
+                    f"{queue}-poison", _event_id(text), "poison: failed maxDequeueCount times", queue, text, (raw, msg)
+                )
+
+
+def _raw_queue(
+    settings: Settings, name: str, connection_string: Callable[[Settings], str | None], queue_client: Any
+) -> Any:
+    from azure.storage.queue import QueueClient
+
+    conn = connection_string(settings)
+    if conn:
+        return QueueClient.from_connection_string(conn, name)
+    client = queue_client(settings, name)
+    return QueueClient(client.url.rsplit("/", 1)[0], name, credential=client.credential)
+
+
+def replay(settings: Settings, ledger: Ledger, dead: DeadLetters, item: Candidate, now: datetime) -> str:
+    """Put one candidate back; returns 'replayed' or why it was skipped."""
+    from shared.storage import enqueue
+
+    if item.event_id not in ("?",) and not item.event_id.endswith(" task") and not ledger.reopen(item.event_id):
+        outcome = "skipped: already delivered"
+    else:
+        enqueue(settings, item.queue, _fresh(item.text, now))
+        outcome = "replayed"
+    if item.source == "dead-letter":
+        dead.delete(item.handle)
+    else:
+        raw, msg = item.handle
+        raw.delete_message(msg)
+    return outcome
