@@ -275,3 +275,41 @@ def test_paced_events_keep_their_order_and_do_not_stampede(
     assert len(emulator.state.alerts) == 40
     # each deferred event came back about once, at its slot, rather than over and over
     assert sim.sender.sent_delayed <= 2 * 40
+
+
+def test_token_outage_is_retried_not_dead_lettered(
+    sim: Simulation, env: Env, emulator: EmulatorServer, clock: ManualClock
+) -> None:
+    emulator.state.faults.token_outage = True
+    sim.run([Arrival(0, [violation(80)])], horizon=timedelta(minutes=10))
+    entry = env.table("Ledger").get_entity("evt_sim_00080", "event")
+    assert entry["state"] == "received" and "TokenError" in entry["last_problem"]
+    assert sim.sender.pending == 1  # kept, waiting for its next try
+    # The outage ends. (MSAL itself refuses to re-ask for a few real seconds after a 5xx, which
+    # simulated time compresses away; a fresh worker stands for those seconds passing.)
+    emulator.state.faults.token_outage = False
+    wiring.reset()
+    wiring.use(clock=clock, sender=sim.sender)
+    sim.run([])
+    assert emulator.state.faults.injected["token_outage"] >= 1
+    assert ledger_states(env) == {"evt_sim_00080": "alert_created"}
+
+
+def test_timeout_after_defender_created_the_alert_still_makes_one_alert(
+    sim: Simulation, env: Env, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, clock: ManualClock
+) -> None:
+    monkeypatch.setenv("HTTP_TIMEOUT_SECONDS", "0.5")
+    wiring.reset()
+    wiring.use(clock=clock, sender=sim.sender)
+    emulator.state.faults.latency, emulator.state.faults.latency_path = 1.0, "CreateAlertByReference"
+
+    def fix_latency(now: datetime) -> None:
+        if emulator.state.faults.injected.get("latency"):
+            emulator.state.faults.latency = 0.0
+
+    sim.on_step = fix_latency
+    sim.run([Arrival(0, [violation(81)])])
+    assert len(emulator.state.alerts) == 1  # created during the timed-out call, found, not repeated
+    assert len(emulator.state.calls_of("/api/alerts/CreateAlertByReference")) == 1
+    entry = env.table("Ledger").get_entity("evt_sim_00081", "event")
+    assert entry["state"] == "alert_created" and entry["alert_id"] == emulator.state.alerts[0]["id"]

@@ -89,6 +89,7 @@ class EmulatorApp:
         if request.path.startswith(("/api/", "/v1.0/", "/beta/")):
             with self.state.lock:
                 self.state.record(request.method, request.full_path.rstrip("?"), response.status_code)
+            self.state.slow_down(request.path)
         return response
 
     # ---- Entra ID ----

@@ -121,7 +121,8 @@ class Faults:
     burst_retry_after: int = 30
     error_rate: float = 0.0  # this share of API calls answers 503
     fail_next: int = 0  # the next N API calls answer 503
-    latency: float = 0.0  # seconds added to each API call
+    latency: float = 0.0  # seconds added to each API call (after it has been handled)
+    latency_path: str = ""  # only calls whose path contains this
     token_outage: bool = False  # the token endpoint answers 503
     seed: int = 7
     injected: dict[str, int] = field(default_factory=dict)
@@ -356,11 +357,16 @@ class DefenderState:
             )
         return dict(claims)
 
-    def inject(self) -> None:
-        """Apply the switched-on faults to one API call (before quota and handler)."""
+    def slow_down(self, path: str) -> None:
+        """Latency after the work is done: a client timing out does not undo what happened."""
         f = self.faults
-        if f.latency:
+        if f.latency and f.latency_path in path:
+            f.count("latency")
             time.sleep(f.latency)  # the emulator is slow, as a real service can be
+
+    def inject(self) -> None:
+        """Apply the switched-on failures to one API call (before quota and handler)."""
+        f = self.faults
         if f.burst_429 > 0:
             f.burst_429 -= 1
             f.count("429")

@@ -1,0 +1,191 @@
+"""The storm benchmark: N policy violations over D devices in M simulated minutes.
+
+Runs the real stack — webhook over HTTP, Azurite queues and tables, the dev host's polling, the
+TLS Defender emulator with its quotas — on a simulated clock (tools/simulation.py), and prints:
+max alert calls per minute, 429s received, events per alert call, machine-API calls per event,
+hunting calls per alert, events lost, duplicated alerts, and simulated minutes from the first
+event to the last alert. Not a test: it asserts nothing; it measures.
+
+    .venv/bin/python -m bench.storm                # 10,000 events, 200 devices, 10 minutes
+    .venv/bin/python -m bench.storm --events 2000 --devices 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import logging
+import os
+import random
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+START = datetime(2026, 3, 20, 9, 0, tzinfo=UTC)
+SECRET = "whsec_" + base64.b64encode(b"storm-benchmark-signing-key-0001").decode()
+TENANT, CLIENT, CLIENT_SECRET = "0f6a1f4e-8d55-4b71-9a4c-e0f1d2c3b4a5", "7c9e6679-7425-40de-944b-e07fc1f90ae7", "bench"
+
+
+def fixture(devices: int) -> dict[str, Any]:
+    roles = ["Alert.ReadWrite.All", "Machine.Read.All", "AdvancedQuery.Read.All", "SecurityIncident.ReadWrite.All"]
+    return {
+        "tenants": [{"id": TENANT, "clients": [{"client_id": CLIENT, "secret": CLIENT_SECRET, "roles": roles}]}],
+        "machines": [
+            {
+                "id": hashlib.sha1(f"dev-{d:04d}".encode(), usedforsecurity=False).hexdigest(),
+                "computerDnsName": f"dev-{d:04d}.corp.local",
+                "aadDeviceId": None,
+                "healthStatus": "Active",
+                "lastSeen": "2026-03-20T08:00:00Z",
+                "traffic": [{"domain": "chatgpt.com", "every_seconds": 120}],
+            }
+            for d in range(devices)
+        ],
+    }
+
+
+def event(i: int, device: int, policy: int, at: datetime) -> dict[str, Any]:
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "id": f"evt_storm_{i:06d}",
+        "type": "interaction.policy_violated",
+        "created_at": stamp,
+        "data": {
+            "interaction": {
+                "id": f"int_{i:06d}",
+                "platform_id": "chatgpt",
+                "risk_score": 0.9,
+                "direction": "outbound",
+                "classifications": [{"type": "EMAIL", "value": "someone@example.org", "score": 0.9}],
+                "user_email": f"user{device}@corp.local",
+                "device": {"hostname": f"DEV-{device:04d}"},
+                "occurred_at": stamp,
+            },
+            "policy": {"id": f"pol_{policy}", "name": f"Block PII policy {policy}", "action": "block"},
+        },
+    }
+
+
+def max_per_minute(times: list[datetime]) -> int:
+    times = sorted(times)
+    best, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] <= t - timedelta(seconds=60):
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--events", type=int, default=10_000)
+    p.add_argument("--devices", type=int, default=200)
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--policies", type=int, default=2, help="distinct policies per device (coalescing groups)")
+    p.add_argument("--seed", type=int, default=42)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    import function_app
+    from shared import wiring
+    from shared.clock import ManualClock
+    from shared.config import get_settings
+    from shared.delivery.sender import AzureQueueSender
+    from tools import azurite
+    from tools.devhost.host import DevHost
+    from tools.emulator.server import EmulatorServer
+    from tools.emulator.state import DefenderState, parse_time
+    from tools.simulation import Arrival, Simulation, VirtualDelaySender
+
+    rng = random.Random(args.seed)
+    wall = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = azurite.start(location=Path(tmp) / "azurite", in_memory=True)
+        clock = ManualClock(START)
+        emulator = EmulatorServer(
+            DefenderState(fixture(args.devices), clock=clock, token_lifetime=30 * 86400), ca_file=Path(tmp) / "ca.pem"
+        ).start()
+        try:
+            os.environ.update(
+                {
+                    "AzureWebJobsStorage": store.connection_string,
+                    "EVENTS_QUEUE_NAME": "storm",
+                    "EVENTS_PRIORITY_QUEUE_NAME": "storm-priority",
+                    "NOXYS_SIGNING_SECRET": SECRET,
+                    "DEFENDER_TENANT_ID": TENANT,
+                    "DEFENDER_CLIENT_ID": CLIENT,
+                    "DEFENDER_CLIENT_SECRET": CLIENT_SECRET,
+                    "DEFENDER_API_URL": emulator.url,
+                    "DEFENDER_AUTHORITY_HOST": emulator.url,
+                    "GRAPH_API_URL": emulator.url,
+                    "SECURITY_API_URL": emulator.url,
+                    "REQUESTS_CA_BUNDLE": str(emulator.ca_file),
+                    "HEALTH_SCHEDULE": "0 0 * * * *",
+                }
+            )
+            wiring.reset()
+            sender = VirtualDelaySender(AzureQueueSender(get_settings()), clock)
+            wiring.use(clock=clock, sender=sender)
+            host = DevHost(function_app.app, root=ROOT, http_port=0).start(queues=False, timers=False)
+            sim = Simulation(host, clock, sender, SECRET)
+
+            span = args.minutes * 60
+            offsets = sorted(rng.uniform(0, span) for _ in range(args.events))
+            batches: dict[int, list[dict[str, Any]]] = {}
+            for i, off in enumerate(offsets):
+                device, policy = rng.randrange(args.devices), rng.randrange(args.policies)
+                batches.setdefault(int(off // 6), []).append(event(i, device, policy, START + timedelta(seconds=off)))
+            arrivals = [Arrival(k * 6, evs[j : j + 100]) for k, evs in batches.items() for j in range(0, len(evs), 100)]
+            sim.run(arrivals, max_steps=200_000)
+            host.stop()
+
+            state = emulator.state
+            creates = [parse_time(c["time"]) for c in state.calls_of("/api/alerts/CreateAlertByReference")]
+            machine_calls = [c for c in state.calls if c["path"].startswith("/api/machines")]
+            hunting_calls = state.calls_of("/api/advancedqueries/run")
+            ledger = list(wiring.table("Ledger").list_entities())
+            by_state: dict[str, int] = {}
+            for e in ledger:
+                by_state[e["state"]] = by_state.get(e["state"], 0) + 1
+            groups = list(wiring.table("Groups").list_entities())
+            noted = sum(int(g["noted"]) for g in groups)
+            comments = sum(len(a["comments"]) for a in state.alerts)
+            delivered = by_state.get("alert_created", 0) + by_state.get("coalesced", 0)
+            lost = args.events - delivered
+            duplicated = len(state.alerts) - len(groups)
+            last_alert = max(creates) if creates else START
+            figures = {
+                "events": args.events,
+                "devices": args.devices,
+                "simulated minutes of arrivals": args.minutes,
+                "alert calls (CreateAlertByReference)": len(creates),
+                "max alert calls in any 60 s": max_per_minute(creates),
+                "429s received from Defender": sum(state.throttled.values()) + state.faults.injected.get("429", 0),
+                "events represented per alert call": round(args.events / max(1, len(creates)), 1),
+                "machines-API calls per event": round(len(machine_calls) / args.events, 4),
+                "hunting calls per alert": round(len(hunting_calls) / max(1, len(creates)), 2),
+                "alert comments (PATCH)": comments,
+                "events counted on alerts (created + noted)": noted,
+                "lost": lost,
+                "duplicated alerts": duplicated,
+                "ledger states": by_state,
+                "simulated minutes, first event to last alert": round((last_alert - START).total_seconds() / 60, 1),
+                "wall-clock seconds": round(time.monotonic() - wall, 1),
+            }
+            print(json.dumps(figures, indent=2))
+        finally:
+            emulator.stop()
+            store.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
