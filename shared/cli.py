@@ -194,6 +194,37 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_test_connection(args: argparse.Namespace) -> int:
+    from shared.config import ConfigError, get_settings
+    from shared.health import connection_test
+    from shared.wiring import credential
+
+    _settings_from_local()
+    try:
+        report = connection_test(get_settings(), credential())
+    except ConfigError as exc:
+        print(f"✗ {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report.as_dict(), indent=2) if args.json else "\n".join(report.lines))
+    return 0 if report.ok else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from shared.config import ConfigError
+    from shared.status import render, run_health_check, snapshot
+
+    _settings_from_local()
+    try:
+        if args.check:
+            run_health_check()
+        snap = snapshot()
+    except ConfigError as exc:
+        print(f"✗ {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(snap, indent=2, default=str) if args.json else render(snap))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m shared",
@@ -242,6 +273,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true", help="list what would be replayed; move nothing")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(run=cmd_replay)
+
+    t = sub.add_parser(
+        "test-connection",
+        help="check credentials, permissions and the Defender API",
+        description="Gets a token, calls GET /api/machines?$top=1, reads the granted permissions and "
+        "names the exact problem when something is wrong.",
+    )
+    t.add_argument("--json", action="store_true", help="machine-readable output")
+    t.set_defaults(run=cmd_test_connection)
+
+    st = sub.add_parser("status", help="health record, counters, queues and the likely cause of missing alerts")
+    st.add_argument("--check", action="store_true", help="run the full health check first (calls Defender)")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(run=cmd_status)
     return p
 
 

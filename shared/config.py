@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import functools
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, cast
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -31,6 +32,39 @@ KNOWN_EVENT_TYPES = (*DEFAULT_FORWARD_EVENT_TYPES, "interaction.created")
 DEFENDER_SCOPE_PUBLIC = "https://api.securitycenter.microsoft.com/.default"
 
 
+@dataclass(frozen=True)
+class Cloud:
+    api_url: str
+    authority_host: str
+    scope: str
+    graph_url: str = "https://graph.microsoft.com"
+    security_url: str = "https://api.security.microsoft.com"
+
+
+_PUBLIC = "https://login.microsoftonline.com"
+# defender-api.md §1. GCC High's token scope host is unconfirmed: DEFENDER_SCOPE overrides it.
+CLOUDS: dict[str, Cloud] = {
+    "global": Cloud("https://api.securitycenter.microsoft.com", _PUBLIC, DEFENDER_SCOPE_PUBLIC),
+    **{
+        region: Cloud(f"https://{region}.api.security.microsoft.com", _PUBLIC, DEFENDER_SCOPE_PUBLIC)
+        for region in ("us", "eu", "uk", "au", "swa", "ina", "aea")
+    },
+    "gcc": Cloud(
+        "https://api-gcc.securitycenter.microsoft.us",
+        _PUBLIC,
+        "https://api-gcc.securitycenter.microsoft.us/.default",
+        security_url="https://api-gcc.security.microsoft.us",
+    ),
+    "gcc-high": Cloud(
+        "https://api-gov.securitycenter.microsoft.us",
+        "https://login.microsoftonline.us",
+        "https://api-gov.securitycenter.microsoft.us/.default",
+        graph_url="https://graph.microsoft.us",
+        security_url="https://api-gov.security.microsoft.us",
+    ),
+}
+
+
 class ConfigError(Exception):
     """A setting is missing or malformed; the message names it and says what is expected."""
 
@@ -38,6 +72,13 @@ class ConfigError(Exception):
         super().__init__(f"setting {setting}: {problem}")
         self.setting = setting
         self.problem = problem
+
+
+def signing_secret_ok(secret: str) -> bool:
+    """whsec_ + base64 (padding optional, like the standardwebhooks library)."""
+    body = secret.removeprefix("whsec_")
+    well_formed = secret.startswith("whsec_") and re.fullmatch(r"[A-Za-z0-9+/]+={0,2}", body)
+    return bool(well_formed and base64.b64decode(body + "=="))
 
 
 def _split(value: Any, sep: str | None) -> Any:
@@ -67,6 +108,7 @@ class Settings(BaseSettings):
     storage_client_id: str | None = Field(default=None, alias="AzureWebJobsStorage__clientId")
 
     # --- Defender ---
+    defender_cloud: str = Field(default="global", alias="DEFENDER_CLOUD")
     defender_tenant_id: str | None = Field(default=None, alias="DEFENDER_TENANT_ID")
     defender_client_id: str | None = Field(default=None, alias="DEFENDER_CLIENT_ID")
     defender_client_secret: str | None = Field(default=None, alias="DEFENDER_CLIENT_SECRET")
@@ -113,6 +155,17 @@ class Settings(BaseSettings):
     security_api_url: str = Field(default="https://api.security.microsoft.com", alias="SECURITY_API_URL")
     security_scope: str = Field(default="https://api.security.microsoft.com/.default", alias="SECURITY_SCOPE")
 
+    # --- secrets (Key Vault wins over plain settings when KEY_VAULT_URL is set) ---
+    key_vault_url: str | None = Field(default=None, alias="KEY_VAULT_URL")
+    defender_client_secret_name: str = Field(default="defender-client-secret", alias="DEFENDER_CLIENT_SECRET_NAME")
+    noxys_signing_secret_name: str = Field(default="noxys-signing-secret", alias="NOXYS_SIGNING_SECRET_NAME")
+    secret_cache_seconds: int = Field(default=300, ge=0, le=86400, alias="SECRET_CACHE_SECONDS")
+    azure_client_id: str | None = Field(default=None, alias="AZURE_CLIENT_ID")
+
+    # --- the switch, health and status ---
+    integration_enabled: bool = Field(default=True, alias="INTEGRATION_ENABLED")
+    expiry_alert: bool = Field(default=False, alias="SECRET_EXPIRY_ALERT")
+
     # --- health ---
     health_schedule: str = Field(default="0 0 * * * *", alias="HEALTH_SCHEDULE")
 
@@ -124,12 +177,8 @@ class Settings(BaseSettings):
     @field_validator("noxys_signing_secrets")
     @classmethod
     def _check_secrets(cls, value: list[str]) -> list[str]:
-        for secret in value:
-            body = secret.removeprefix("whsec_")
-            # like standardwebhooks: base64, padding optional
-            well_formed = secret.startswith("whsec_") and re.fullmatch(r"[A-Za-z0-9+/]+={0,2}", body)
-            if not well_formed or not base64.b64decode(body + "=="):
-                raise ValueError("expected one or more space-separated secrets of the form whsec_<base64>")
+        if not all(signing_secret_ok(secret) for secret in value):
+            raise ValueError("expected one or more space-separated secrets of the form whsec_<base64>")
         return value
 
     @field_validator("forward_event_types", mode="before")
@@ -147,6 +196,37 @@ class Settings(BaseSettings):
                 f"{', '.join(KNOWN_EVENT_TYPES)}"
             )
         return value
+
+    @field_validator("defender_cloud")
+    @classmethod
+    def _check_cloud(cls, value: str) -> str:
+        if value.lower() not in CLOUDS:
+            raise ValueError(f"unknown cloud {value!r}; expected one of {', '.join(CLOUDS)}")
+        return value.lower()
+
+    @model_validator(mode="after")
+    def _apply_cloud(self) -> Settings:
+        """The cloud sets API URL, authority and scope together; explicit settings still win."""
+        cloud = CLOUDS[self.defender_cloud]
+        for name, value in (
+            ("defender_api_url", cloud.api_url),
+            ("defender_authority_host", cloud.authority_host),
+            ("defender_scope", cloud.scope),
+            ("graph_api_url", cloud.graph_url),
+            ("graph_scope", cloud.graph_url + "/.default"),
+            ("security_api_url", cloud.security_url),
+            ("security_scope", cloud.security_url + "/.default"),
+        ):
+            if name not in self.model_fields_set:
+                object.__setattr__(self, name, value)
+        return self
+
+    @field_validator("key_vault_url")
+    @classmethod
+    def _check_vault(cls, value: str | None) -> str | None:
+        if value and not value.startswith("https://"):
+            raise ValueError("expected the vault's https:// URL, e.g. https://kv-noxys.vault.azure.net")
+        return value.rstrip("/") if value else None
 
     @field_validator("incident_tags", mode="before")
     @classmethod

@@ -20,10 +20,14 @@ if TYPE_CHECKING:
 
     from shared.audit import AuditTrail
     from shared.clock import Clock
+    from shared.counters import Counters
     from shared.defender.client import DefenderClient, GraphClient, IncidentsClient
+    from shared.delivery.deadletter import DeadLetters
     from shared.delivery.forward import Delivery
+    from shared.delivery.hold import Held
     from shared.delivery.pacing import Pacer
     from shared.delivery.sender import QueueSender
+    from shared.secrets import SecretStore
 
 _overrides: dict[str, Any] = {}
 _build_lock = threading.RLock()
@@ -80,10 +84,45 @@ def table(name: str) -> Any:
 
 
 @_once
+def identity_credential() -> TokenCredential:
+    """The app's own identity (managed identity in Azure; your az login locally) for Key Vault."""
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(
+        managed_identity_client_id=get_settings().azure_client_id, exclude_interactive_browser_credential=True
+    )
+
+
+@_once
+def secret_store() -> SecretStore | None:
+    from shared.secrets import build_store
+
+    s = get_settings()
+    return build_store(s, identity_credential()) if s.key_vault_url else None
+
+
+def signing_secrets(*, refresh: bool = False) -> list[str]:
+    """The accepted Noxys signing secrets: every enabled Key Vault version, else the setting."""
+    from shared.config import signing_secret_ok
+
+    store, s = secret_store(), get_settings()
+    if store is None:
+        return list(s.noxys_signing_secrets)
+    return [v for v in store.enabled_values(s.noxys_signing_secret_name, refresh=refresh) if signing_secret_ok(v)]
+
+
+@_once
 def credential() -> TokenCredential:
     from shared.defender.auth import build_credential
 
-    return build_credential(get_settings())
+    s, store = get_settings(), secret_store()
+    if store is None:
+        return build_credential(s)
+
+    def from_vault(refresh: bool) -> str:
+        return store.get(s.defender_client_secret_name, refresh=refresh).value
+
+    return build_credential(s, from_vault)
 
 
 @_once
@@ -98,6 +137,27 @@ def audit() -> AuditTrail:
     from shared.audit import AuditTrail
 
     return AuditTrail(table("Audit"))
+
+
+@_once
+def counters() -> Counters:
+    from shared.counters import Counters
+
+    return Counters(table("Counters"))
+
+
+@_once
+def held() -> Held:
+    from shared.delivery.hold import Held
+
+    return Held(table("Held"))
+
+
+@_once
+def dead_letters() -> DeadLetters:
+    from shared.delivery.deadletter import DeadLetters
+
+    return DeadLetters(table("DeadLetters"))
 
 
 def _client_kwargs() -> dict[str, Any]:
@@ -138,7 +198,6 @@ def incidents_client() -> IncidentsClient:
 @_once
 def delivery() -> Delivery:
     from shared.delivery.coalesce import Groups
-    from shared.delivery.deadletter import DeadLetters
     from shared.delivery.devicecache import DeviceCache
     from shared.delivery.forward import Delivery, Deps, IncidentApi
     from shared.delivery.ledger import Ledger
@@ -157,7 +216,8 @@ def delivery() -> Delivery:
             ledger=Ledger(table("Ledger")),
             groups=Groups(table("Groups")),
             devices=DeviceCache(table("Devices")),
-            dead=DeadLetters(table("DeadLetters")),
+            dead=dead_letters(),
+            held=held(),
             sender=_overrides.get("sender") or AzureQueueSender(s),
             clock=clock(),
             incidents=incidents,
@@ -167,7 +227,20 @@ def delivery() -> Delivery:
 
 
 def _clear_caches() -> None:
-    for cached in (credential, pacer, audit, defender_client, graph_client, incidents_client, delivery):
+    for cached in (
+        identity_credential,
+        secret_store,
+        credential,
+        pacer,
+        audit,
+        defender_client,
+        graph_client,
+        incidents_client,
+        counters,
+        held,
+        dead_letters,
+        delivery,
+    ):
         cached.cache_clear()
 
 

@@ -9,6 +9,7 @@ login.microsoftonline.com to validate it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
@@ -26,6 +27,7 @@ KNOWN_AUTHORITY_HOSTS = {
 
 class TokenProvider(Protocol):
     def token(self) -> str: ...
+    def invalidate(self) -> None: ...
 
 
 class CredentialTokenProvider:
@@ -38,17 +40,37 @@ class CredentialTokenProvider:
     def token(self) -> str:
         return self._credential.get_token(self.scope).token
 
+    def invalidate(self) -> None:
+        reset = getattr(self._credential, "reset", None)
+        if callable(reset):
+            reset()
 
-def build_credential(settings: Settings) -> TokenCredential:
+
+def client_secret_credential(settings: Settings, secret: str) -> TokenCredential:
     """ClientSecretCredential for the configured tenant, app and cloud."""
-    settings.require("defender_tenant_id", "defender_client_id", "defender_client_secret")
+    settings.require("defender_tenant_id", "defender_client_id")
     from azure.identity import ClientSecretCredential
 
     host = urlsplit(settings.defender_authority_host).hostname or ""
     return ClientSecretCredential(
         tenant_id=str(settings.defender_tenant_id),
         client_id=str(settings.defender_client_id),
-        client_secret=str(settings.defender_client_secret),
+        client_secret=secret,
         authority=settings.defender_authority_host,
         disable_instance_discovery=host not in KNOWN_AUTHORITY_HOSTS,
     )
+
+
+def build_credential(settings: Settings, secret_source: Callable[[bool], str] | None = None) -> TokenCredential:
+    """The Defender app's credential; its secret comes from ``secret_source`` (Key Vault) or the
+    DEFENDER_CLIENT_SECRET setting, and is re-read once when Entra says it is no longer valid."""
+    from shared.secrets import RotatingSecretCredential
+
+    settings.require("defender_tenant_id", "defender_client_id")
+    if secret_source is None:
+        settings.require("defender_client_secret")
+
+        def secret_source(refresh: bool) -> str:
+            return str(settings.defender_client_secret)
+
+    return RotatingSecretCredential(lambda secret: client_secret_credential(settings, secret), secret_source)

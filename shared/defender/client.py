@@ -121,26 +121,31 @@ class ApiClient:
         started, wall = time.monotonic(), time.time()
         status, code, target = 0, None, None
         try:
-            token = self._token()
-            try:
-                resp = self._session.request(
-                    method,
-                    self.api_url + path,
-                    params=params,
-                    json=json,
-                    timeout=self._timeout,
-                    headers={
-                        "Authorization": f"Bearer {token}",
-                        "Accept": "application/json",
-                        "User-Agent": USER_AGENT,
-                    },
-                )
-            except requests.Timeout:
-                code = "Timeout"
-                raise DefenderError(0, code, f"no answer from {self.api_url} within {self._timeout:.0f}s") from None
-            except requests.RequestException as exc:
-                code = "Unreachable"
-                raise DefenderError(0, code, f"cannot reach {self.api_url}: {exc.__class__.__name__}") from None
+            for fresh_token in (False, True):
+                if fresh_token:  # 401: the cached token is stale or revoked; one retry with a new one
+                    self._tokens.invalidate()
+                token = self._token()
+                try:
+                    resp = self._session.request(
+                        method,
+                        self.api_url + path,
+                        params=params,
+                        json=json,
+                        timeout=self._timeout,
+                        headers={
+                            "Authorization": f"Bearer {token}",
+                            "Accept": "application/json",
+                            "User-Agent": USER_AGENT,
+                        },
+                    )
+                except requests.Timeout:
+                    code = "Timeout"
+                    raise DefenderError(0, code, f"no answer from {self.api_url} within {self._timeout:.0f}s") from None
+                except requests.RequestException as exc:
+                    code = "Unreachable"
+                    raise DefenderError(0, code, f"cannot reach {self.api_url}: {exc.__class__.__name__}") from None
+                if resp.status_code != 401:
+                    break
             status = resp.status_code
             if status >= 400:
                 err = _error_body(resp)

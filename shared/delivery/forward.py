@@ -41,6 +41,7 @@ from shared.defender.context import CallContext, calls_for
 from shared.delivery.coalesce import Groups, group_key
 from shared.delivery.deadletter import DeadLetter, DeadLetters
 from shared.delivery.devicecache import DeviceCache, identity
+from shared.delivery.hold import Held
 from shared.delivery.ledger import Entry, LeaseHeld, Ledger
 from shared.delivery.message import NoteTask, QueuedEvent, TagTask, parse_task
 from shared.delivery.sender import QueueSender
@@ -62,6 +63,7 @@ class Kind(StrEnum):
     DEAD_LETTER = "dead_letter"
     NOTED = "noted"
     TAGGED = "tagged"
+    HELD = "held"
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ class Deps:
     clock: Clock
     incidents: IncidentApi | None = None
     fallback: AlertFallbackApi | None = None
+    held: Held | None = None
 
 
 def _failed(exc: DefenderError, stage: str) -> Outcome:
@@ -155,6 +158,9 @@ class Delivery:
     def _event(self, task: QueuedEvent, queue: str, priority: bool) -> Outcome:
         now = self.d.clock.now()
         event = task.event
+        if not self.s.integration_enabled and self.d.held is not None:
+            self.d.held.keep(task, queue)  # switched off: kept, no Defender call
+            return Outcome(Kind.HELD, detail="integration switched off; kept until it is switched on")
         due = frozenset(api for api, slot in task.tickets.items() if slot <= now + timedelta(seconds=0.5))
         with calls_for(CallContext(event.id, task.attempt, priority, due)):
             try:

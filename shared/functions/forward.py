@@ -23,12 +23,16 @@ bp = func.Blueprint()
 def process(body: str, *, priority: bool = False, dequeue_count: int = 1) -> Outcome:
     from shared.config import get_settings
     from shared.delivery.forward import Kind
-    from shared.wiring import delivery
+    from shared.wiring import clock, counters, delivery
 
     settings = get_settings()
     queue = settings.events_priority_queue_name if priority else settings.events_queue_name
     outcome = delivery().handle(body, queue=queue, priority=priority)
-    quiet = (Kind.CREATED, Kind.COALESCED, Kind.DUPLICATE, Kind.NOTED, Kind.TAGGED, Kind.RETRY_AFTER)
+    now = clock().now()
+    counters().add(f"outcome.{outcome.kind.value}", now)
+    if outcome.kind == Kind.CREATED:
+        counters().mark("last_alert_at", now.isoformat())
+    quiet = (Kind.CREATED, Kind.COALESCED, Kind.DUPLICATE, Kind.NOTED, Kind.TAGGED, Kind.RETRY_AFTER, Kind.HELD)
     level = logging.INFO if outcome.kind in quiet else logging.WARNING
     log.log(level, "%s try %d: %s %s", _subject(body), dequeue_count, outcome.kind.value, outcome.detail)
     return outcome

@@ -1,22 +1,29 @@
-"""Timer: is Defender reachable with our credentials? (token + one cheap call, logged)."""
+"""Health: the hourly check, the release of held events, GET /api/health and the connection test.
+
+The timer does the slow checks once an hour and writes the health record; /api/health reads it
+plus live counters (cheap). The connection test is behind the admin (master) key because it
+spends Defender quota and reveals configuration.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
-import time
 
 import azure.functions as func
+
+from shared.functions.http import json_response
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
 
 
 def check_connectivity() -> bool:
+    """Token + one cheap call (kept for the quick checks of scripts and tests)."""
     from shared.config import ConfigError
     from shared.defender.client import DefenderError
     from shared.wiring import defender_client
 
-    started = time.monotonic()
     try:
         defender_client().list_machines(top=1)
     except ConfigError as exc:
@@ -25,7 +32,7 @@ def check_connectivity() -> bool:
     except DefenderError as exc:
         log.error("health: Defender connectivity FAILED: %s", exc)
         return False
-    log.info("health: Defender connectivity OK (%.0f ms)", (time.monotonic() - started) * 1000)
+    log.info("health: Defender connectivity OK")
     return True
 
 
@@ -44,9 +51,62 @@ def purge_audit() -> int:
     return removed
 
 
+def release_held() -> int:
+    """Switched back on: put every kept event back on its queue, oldest first."""
+    from shared.config import get_settings
+    from shared.storage import enqueue
+    from shared.wiring import clock, held
+
+    settings = get_settings()
+    if not settings.integration_enabled:
+        return 0
+    released = held().release(lambda queue, text: enqueue(settings, queue, text), clock().now())
+    if released:
+        log.info("integration on: released %d kept event(s), oldest first", released)
+    return released
+
+
 @bp.timer_trigger(arg_name="timer", schedule="%HEALTH_SCHEDULE%", run_on_startup=False)
 def health_check(timer: func.TimerRequest) -> None:
+    from shared.config import ConfigError
+    from shared.status import run_health_check
+
     if timer.past_due:
         log.info("health: timer is past due; running now")
-    check_connectivity()
+    try:
+        run_health_check()
+    except ConfigError as exc:
+        log.error("health: %s", exc)
     purge_audit()
+
+
+@bp.timer_trigger(arg_name="timer", schedule="0 * * * * *", run_on_startup=False)
+def release_held_events(timer: func.TimerRequest) -> None:
+    release_held()
+
+
+@bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.config import ConfigError
+    from shared.status import render, snapshot
+
+    try:
+        snap = snapshot()
+    except ConfigError as exc:
+        return json_response(503, {"error": "not_configured", "setting": exc.setting, "message": str(exc)})
+    if req.params.get("format") == "text":
+        return func.HttpResponse(render(snap), mimetype="text/plain", charset="utf-8")
+    return func.HttpResponse(json.dumps(snap, default=str), mimetype="application/json", charset="utf-8")
+
+
+@bp.route(route="connector/test-connection", methods=["GET", "POST"], auth_level=func.AuthLevel.ADMIN)
+def test_connection_endpoint(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.config import ConfigError, get_settings
+    from shared.health import connection_test
+    from shared.wiring import credential
+
+    try:
+        report = connection_test(get_settings(), credential())
+    except ConfigError as exc:
+        return json_response(503, {"ok": False, "problems": [{"code": "not_configured", "message": str(exc)}]})
+    return json_response(200 if report.ok else 502, report.as_dict())

@@ -50,17 +50,31 @@ def handle(body: bytes, headers: Mapping[str, str], *, now: datetime | None = No
     except ConfigError as exc:
         log.error("webhook refused: %s", exc)
         return json_response(503, {"error": "not_configured", "setting": exc.setting, "message": str(exc)})
+    from shared.secrets import VaultUnavailable
+    from shared.wiring import signing_secrets
+
     try:
         check_bearer(lower, settings.noxys_bearer_token)
-        verify_signature(body, lower, settings.noxys_signing_secrets, now=now)
+        try:
+            verify_signature(body, lower, signing_secrets(), now=now)
+        except WebhookError as first:
+            if first.status != 401 or not settings.key_vault_url:
+                raise
+            verify_signature(body, lower, signing_secrets(refresh=True), now=now)  # rotated in Key Vault?
+    except VaultUnavailable as exc:
+        log.error("webhook refused: signing secret unavailable: %s", exc)
+        return json_response(503, {"error": "secrets_unavailable", "message": str(exc)})
     except WebhookError as exc:
         log.warning("webhook refused (%s): %s", exc.status, exc.reason)
+        if exc.status == 401:
+            _count("ingest.refused.signature")
         error = "not_configured" if exc.status == 503 else "unauthorized"
         return json_response(exc.status, {"error": error, "message": exc.reason})
     try:
         events = parse_events(body)
     except InvalidEvents as exc:
         log.warning("webhook rejected %d invalid field(s): %s", len(exc.errors), ", ".join(e.field for e in exc.errors))
+        _count("ingest.refused.invalid")
         return json_response(400, {"error": "invalid_event", "errors": [e.model_dump() for e in exc.errors]})
 
     wanted = set(settings.forward_event_types)
@@ -85,10 +99,23 @@ def handle(body: bytes, headers: Mapping[str, str], *, now: datetime | None = No
                 503, {"error": "queue_unavailable", "message": "events could not be queued; retry later"}
             )
         done.append(event.id)
+    _count("ingest.accepted", len(done))
+    for kind in {e.type for e in events if e.type not in wanted}:
+        _count(f"ingest.ignored.{kind}", sum(1 for e in events if e.type == kind))
     if ignored:
         log.info("webhook ignored %d event(s) of types not in FORWARD_EVENT_TYPES", len(ignored))
     log.info("webhook accepted %d event(s)", len(done))
     return json_response(202, {"accepted": done, "ignored": ignored})
+
+
+def _count(name: str, n: int = 1) -> None:
+    """Best effort: counting must never change the webhook's answer."""
+    try:
+        from shared.wiring import clock, counters
+
+        counters().add(name, clock().now(), n)
+    except Exception as exc:
+        log.warning("counter %s not updated: %s", name, exc.__class__.__name__)
 
 
 @bp.route(route="noxys/events", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)

@@ -26,7 +26,15 @@ def test_registers_exactly_the_expected_functions_and_bindings() -> None:
         [sys.executable, "-c", INDEX], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
     )
     fns = json.loads(out.stdout)
-    assert set(fns) == {"noxys_events", "forward_event", "forward_priority_event", "health_check"}
+    assert set(fns) == {
+        "noxys_events",
+        "forward_event",
+        "forward_priority_event",
+        "health_check",
+        "release_held_events",
+        "health",
+        "test_connection_endpoint",
+    }
 
     def trigger(name: str) -> dict[str, object]:
         spec: dict[str, object] = fns[name][0]
@@ -51,6 +59,26 @@ def test_registers_exactly_the_expected_functions_and_bindings() -> None:
         "name": "msg",
         "queueName": "%EVENTS_PRIORITY_QUEUE_NAME%",
         "connection": "AzureWebJobsStorage",
+    }
+    assert trigger("release_held_events") == {
+        "type": "timerTrigger",
+        "name": "timer",
+        "schedule": "0 * * * * *",
+        "runOnStartup": False,
+    }
+    assert trigger("health") == {
+        "type": "httpTrigger",
+        "name": "req",
+        "methods": ["GET"],
+        "authLevel": "function",
+        "route": "health",
+    }
+    assert trigger("test_connection_endpoint") == {
+        "type": "httpTrigger",
+        "name": "req",
+        "methods": ["GET", "POST"],
+        "authLevel": "admin",
+        "route": "connector/test-connection",
     }
     assert trigger("health_check") == {
         "type": "timerTrigger",

@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from tools.emulator import hunting
+from tools.emulator import hunting, vault
 from tools.emulator.state import GRAPH_AUDIENCE, MDE_AUDIENCES, ApiError, DefenderState, TokenError
 
 FINDBYIP = re.compile(r"^findbyip\(ip='([0-9a-fA-F.:]+)',timestamp=([0-9T:.\-Z+]+)\)$")
@@ -35,6 +35,12 @@ URLS = Map(
         Rule("/api/incidents/<incident_id>", endpoint="legacy_incident", methods=["GET", "PATCH"]),
         Rule("/v1.0/security/incidents/<incident_id>", endpoint="graph_incident", methods=["GET", "PATCH"]),
         Rule("/beta/security/alerts_v2/createAlert", endpoint="graph_create_alert", methods=["POST"]),
+        Rule("/msi/token", endpoint="msi", methods=["GET"]),
+        Rule("/secrets/<name>", endpoint="secret", methods=["GET"]),
+        Rule("/secrets/<name>/versions", endpoint="secret_versions", methods=["GET"]),
+        Rule("/secrets/<name>/<version>", endpoint="secret", methods=["GET"]),
+        Rule("/applications(appId='<app_id>')", endpoint="graph_application", methods=["GET"]),
+        Rule("/v1.0/applications(appId='<app_id>')", endpoint="graph_application", methods=["GET"]),
         Rule("/emulator/state", endpoint="state", methods=["GET"]),
         Rule("/emulator/faults", endpoint="faults", methods=["POST"]),
     ],
@@ -64,6 +70,7 @@ class EmulatorApp:
                 response = cast(Response, getattr(self, f"on_{endpoint}")(request, **args))
         except ApiError as exc:
             headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+            headers.update(exc.headers)
             response = _json(
                 exc.status, {"error": {"code": exc.code, "message": exc.message, "target": correlation}}, headers
             )
@@ -206,6 +213,51 @@ class EmulatorApp:
         if body is None:
             raise ApiError(400, "InvalidRequestBody", "Request body is not valid JSON.")
         return _json(200, self.state.create_alert(body))
+
+    # ---- managed identity + Key Vault ----
+    def on_msi(self, request: Request) -> Response:
+        args = {k: v for k, v in request.args.items()}
+        return _json(
+            200,
+            vault.managed_identity_token(self.state, self.state.vault, args, request.headers.get("X-IDENTITY-HEADER")),
+        )
+
+    def _vault(self, request: Request) -> str:
+        base = request.host_url.rstrip("/")
+        vault.authorize(self.state, self.state.vault, request.headers.get("Authorization"), base)
+        if not request.args.get("api-version"):
+            raise ApiError(400, "BadParameter", "The request URI contains an invalid or missing api-version.")
+        return base
+
+    def on_secret(self, request: Request, name: str, version: str | None = None) -> Response:
+        base = self._vault(request)
+        return _json(200, vault.get_secret(self.state.vault, base, name, version))
+
+    def on_secret_versions(self, request: Request, name: str) -> Response:
+        base = self._vault(request)
+        return _json(200, vault.list_versions(self.state.vault, base, name))
+
+    # ---- Graph: the app's own secret expiry ----
+    def on_graph_application(self, request: Request, app_id: str) -> Response:
+        claims = self.state.authorize(
+            request.headers.get("Authorization"),
+            {GRAPH_AUDIENCE},
+            ("Application.Read.All", "Application.ReadWrite.OwnedBy"),
+        )
+        app = next(
+            (c for c in self.state.clients.values() if c.client_id == app_id and c.tenant_id == claims.get("tid")), None
+        )
+        if app is None:
+            raise ApiError(404, "Request_ResourceNotFound", f"Resource '{app_id}' does not exist.")
+        creds = [
+            {
+                "keyId": str(uuid.uuid5(uuid.NAMESPACE_OID, app.secret)),
+                "displayName": "noxys-connector",
+                "hint": app.secret[:3],
+                "endDateTime": app.secret_expires.isoformat().replace("+00:00", "Z") if app.secret_expires else None,
+            }
+        ]
+        return _json(200, {"appId": app_id, "passwordCredentials": creds})
 
     # ---- inspection (read-only) ----
     def on_state(self, request: Request) -> Response:

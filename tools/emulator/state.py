@@ -134,9 +134,18 @@ class Faults:
 class ApiError(Exception):
     """An MDE-style error: ``{"error": {"code", "message", "target"}}`` with a status."""
 
-    def __init__(self, status: int, code: str, message: str, *, retry_after: int | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
+        self.headers = headers or {}
 
 
 class TokenError(Exception):
@@ -221,6 +230,9 @@ class DefenderState:
         self.limiter = Limiter()
         self.throttled: dict[str, int] = {}
         self.merged: dict[str, int] = {}
+        from tools.emulator.vault import VaultState
+
+        self.vault = VaultState()
         self.faults = Faults()
         self._rng = random.Random(self.faults.seed)  # noqa: S311 - reproducible fault injection
         self._next_alert = 1
@@ -242,6 +254,10 @@ class DefenderState:
             self.machines.append(machine)
             self.traffic[machine["id"]] = [(t["domain"], int(t["every_seconds"])) for t in m.get("traffic", [])]
         self.network_events.extend(fixture.get("network_events", []))
+        for mi in fixture.get("managed_identities", []):
+            self.vault.identities.add(mi["client_id"])
+            if mi.get("key_vault_reader"):
+                self.vault.readers.add(mi["client_id"])
 
     # ---------------------------------------------------------------- Entra ID
     def openid_configuration(self, tenant: str, base: str) -> dict[str, Any]:

@@ -1,0 +1,306 @@
+"""Connection test, secret expiry, health record and the plain-language status.
+
+The seed's users clicked "Test Connection" and walked a troubleshooting list by hand. Here the
+connector answers those questions itself: :func:`test_connection` names the exact problem
+(unknown tenant, wrong client id, bad or expired secret, wrong audience, each missing
+permission, unreachable or wrong-region API); :func:`expiry_warning` turns days left into a
+log level; :func:`explain` turns counters and the health record into causes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import requests
+
+from shared.config import Settings
+
+log = logging.getLogger(__name__)
+REQUIRED = ("Alert.ReadWrite.All", "Machine.Read.All", "AdvancedQuery.Read.All")
+OK_MESSAGE = "Successfully connected to Defender for Endpoint"
+
+_AAD = {
+    "AADSTS90002": (
+        "unknown_tenant",
+        "the tenant {tenant} does not exist in this cloud: check DEFENDER_TENANT_ID (and DEFENDER_CLOUD)",
+    ),
+    "AADSTS700016": ("wrong_client_id", "no application {client} in tenant {tenant}: check DEFENDER_CLIENT_ID"),
+    "AADSTS7000215": ("bad_secret", "the client secret is wrong (use the secret's Value, not its Secret ID)"),
+    "AADSTS7000222": ("expired_secret", "the client secret has expired: create a new one in Entra ID and store it"),
+    "AADSTS500011": (
+        "wrong_scope",
+        "the token scope {scope} names an API this tenant does not know: check DEFENDER_SCOPE / DEFENDER_CLOUD",
+    ),
+    "Unable to get authority configuration": (
+        "unknown_tenant",
+        "the tenant {tenant} is unknown to {authority}: check DEFENDER_TENANT_ID and DEFENDER_CLOUD",
+    ),
+}
+
+
+@dataclass
+class Problem:
+    code: str
+    message: str
+
+
+@dataclass
+class ConnectionReport:
+    ok: bool = False
+    lines: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    granted: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    latency_ms: float | None = None
+
+    def fail(self, code: str, message: str) -> ConnectionReport:
+        self.problems.append(Problem(code, message))
+        self.lines.append(f"✗ {message}")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "lines": self.lines,
+            "problems": [vars(p) for p in self.problems],
+            "granted": self.granted,
+            "missing": self.missing,
+            "latency_ms": self.latency_ms,
+        }
+
+
+def roles_of(token: str) -> list[str]:
+    """The application permissions granted, read from our own token (no signature check needed)."""
+    import jwt
+
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return []
+    return sorted(str(r) for r in claims.get("roles", []))
+
+
+def required_permissions(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """Permissions per API the enabled features need: {scope: (roles...)}."""
+    needs: dict[str, tuple[str, ...]] = {settings.defender_scope: REQUIRED}
+    graph: list[str] = []
+    if settings.incident_tagging == "graph":
+        graph.append("SecurityIncident.ReadWrite.All")
+    if settings.alert_fallback == "graph":
+        graph.append("SecurityAlert.Create.All")
+    if graph:
+        needs[settings.graph_scope] = tuple(graph)
+    if settings.incident_tagging == "legacy":
+        needs[settings.security_scope] = ("Incident.ReadWrite.All",)
+    return needs
+
+
+def _token_problem(report: ConnectionReport, settings: Settings, text: str, scope: str) -> ConnectionReport:
+    for marker, (code, template) in _AAD.items():
+        if marker in text:
+            return report.fail(
+                code,
+                template.format(
+                    tenant=settings.defender_tenant_id,
+                    client=settings.defender_client_id,
+                    scope=scope,
+                    authority=settings.defender_authority_host,
+                ),
+            )
+    if "503" in text or "temporarily" in text.lower():
+        return report.fail("token_service_unavailable", f"Entra ID is not answering right now ({text[:120]})")
+    if any(word in text for word in ("Connection", "resolve", "Max retries", "unreachable")):
+        return report.fail(
+            "authority_unreachable", f"cannot reach {settings.defender_authority_host} (network, proxy or DNS)"
+        )
+    return report.fail("token_error", f"no token: {text[:200]}")
+
+
+def connection_test(
+    settings: Settings, credential: Any, *, session: requests.Session | None = None
+) -> ConnectionReport:
+    """Token → roles → GET /api/machines?$top=1 → every needed permission, each failure named."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    from shared.secrets import VaultUnavailable
+
+    report = ConnectionReport()
+    tokens: dict[str, str] = {}
+    for scope, needed in required_permissions(settings).items():
+        try:
+            tokens[scope] = credential.get_token(scope).token
+        except VaultUnavailable as exc:
+            return report.fail("secret_unavailable", f"the Defender client secret could not be read: {exc}")
+        except ClientAuthenticationError as exc:
+            return _token_problem(report, settings, str(getattr(exc, "message", None) or exc), scope)
+        granted = roles_of(tokens[scope])
+        report.granted += [r for r in granted if r not in report.granted]
+        missing = [r for r in needed if r not in granted]
+        report.missing += missing
+        api = (
+            "Defender for Endpoint (WindowsDefenderATP)"
+            if scope == settings.defender_scope
+            else scope.removesuffix("/.default")
+        )
+        if scope == settings.defender_scope:
+            report.lines.append(
+                f"✓ token for {scope} (tenant {settings.defender_tenant_id}, app {settings.defender_client_id})"
+            )
+        for role in missing:
+            report.fail(
+                "missing_permission",
+                f"permission {role} of {api} is not granted (add it as an application "
+                "permission and grant admin consent)",
+            )
+
+    http = session or requests.Session()
+    url = f"{settings.defender_api_url}/api/machines"
+    started = time.monotonic()
+    try:
+        resp = http.get(
+            url,
+            params={"$top": "1"},
+            timeout=settings.http_timeout_seconds,
+            headers={"Authorization": f"Bearer {tokens[settings.defender_scope]}", "Accept": "application/json"},
+        )
+    except requests.RequestException as exc:
+        return report.fail(
+            "api_unreachable",
+            f"cannot reach {settings.defender_api_url} ({exc.__class__.__name__}): check "
+            "DEFENDER_API_URL / DEFENDER_CLOUD and outbound network",
+        )
+    report.latency_ms = round((time.monotonic() - started) * 1000, 1)
+    if resp.status_code == 403 and "audience" in resp.text.lower():
+        return report.fail(
+            "wrong_audience",
+            f"{settings.defender_api_url} refused the token's audience: DEFENDER_SCOPE "
+            f"({settings.defender_scope}) does not belong to this API",
+        )
+    if resp.status_code == 403:
+        report.fail("forbidden", f"{settings.defender_api_url} answered 403: {_api_message(resp)}")
+    elif resp.status_code in (404, 400) or "json" not in resp.headers.get("Content-Type", ""):
+        return report.fail(
+            "wrong_api_url",
+            f"{url} answered {resp.status_code}: this is not the Defender API — check "
+            "DEFENDER_API_URL (region) or DEFENDER_CLOUD",
+        )
+    elif resp.status_code >= 400:
+        return report.fail("api_error", f"{url} answered {resp.status_code}: {_api_message(resp)}")
+    else:
+        report.lines.append(
+            f"✓ {settings.defender_api_url} answered GET /api/machines?$top=1 in {report.latency_ms:.0f} ms"
+        )
+    if not report.problems:
+        report.ok = True
+        report.lines.append(f"✓ permissions granted: {', '.join(report.granted)}")
+        report.lines.append(f"✓ {OK_MESSAGE}")
+    return report
+
+
+def _api_message(resp: requests.Response) -> str:
+    try:
+        return str(resp.json().get("error", {}).get("message", ""))[:200]
+    except ValueError:
+        return resp.reason
+
+
+# ------------------------------------------------------------------------------ secret expiry
+THRESHOLDS = ((1, logging.CRITICAL), (7, logging.ERROR), (14, logging.WARNING), (30, logging.INFO))
+
+
+def expiry_warning(expires_on: datetime | None, now: datetime, what: str) -> tuple[int, str] | None:
+    """(log level, message) when ``expires_on`` is within 30 days (rising at 14, 7 and 1), else None."""
+    if expires_on is None:
+        return None
+    days = (expires_on - now).total_seconds() / 86400
+    if days <= 0:
+        return logging.CRITICAL, f"{what} EXPIRED on {expires_on:%Y-%m-%d}: alerts stop until a new secret is stored"
+    for limit, level in THRESHOLDS:
+        if days <= limit:
+            return level, f"{what} expires in {days:.0f} day(s), on {expires_on:%Y-%m-%d}: rotate it"
+    return None
+
+
+# ------------------------------------------------------------------------------ status
+@dataclass
+class Finding:
+    question: str  # the seed's troubleshooting question this answers
+    cause: str
+
+
+def explain(snapshot: dict[str, Any]) -> list[Finding]:
+    """Causes, in the words of the troubleshooting list, from counters and the health record."""
+    c = snapshot.get("counters", {})
+    h = snapshot.get("health") or {}
+    out: list[Finding] = []
+    not_appearing, no_incident, no_correlation = (
+        "events not appearing",
+        "incidents not created",
+        "correlation not working",
+    )
+    if not snapshot.get("integration_enabled", True):
+        out.append(
+            Finding(
+                not_appearing,
+                f"the integration is switched off (INTEGRATION_ENABLED=false): "
+                f"{snapshot.get('held', 0)} event(s) are kept and will be delivered, oldest first, when it is "
+                "switched on",
+            )
+        )
+    if c.get("ingest.refused.signature"):
+        out.append(
+            Finding(
+                not_appearing,
+                f"{c['ingest.refused.signature']} webhook call(s) refused for their signature: "
+                "the signing secret in Noxys and the connector's differ, or the sender's clock is off",
+            )
+        )
+    ignored = {k.removeprefix("ingest.ignored."): v for k, v in c.items() if k.startswith("ingest.ignored.")}
+    if ignored:
+        kinds = ", ".join(f"{n} {t}" for t, n in sorted(ignored.items()))
+        out.append(Finding(not_appearing, f"event types not forwarded (FORWARD_EVENT_TYPES): {kinds}"))
+    if c.get("outcome.no_device"):
+        out.append(
+            Finding(
+                no_incident,
+                f"{c['outcome.no_device']} event(s) matched no Defender device (not onboarded, "
+                "or Noxys reports a name Defender does not use)",
+            )
+        )
+    if c.get("outcome.no_anchor"):
+        out.append(
+            Finding(
+                no_correlation,
+                f"{c['outcome.no_anchor']} event(s) found no network connection from the "
+                "device to the AI platform near the interaction time, so no alert could be anchored (is "
+                "network protection / network event collection on for these devices?)",
+            )
+        )
+    waiting = snapshot.get("queues", {}).get("waiting", 0)
+    if waiting:
+        out.append(
+            Finding(
+                not_appearing,
+                f"{waiting} event(s) waiting in the queues: Defender accepts 15 alerts a "
+                "minute, storms are paced (criticals go first)",
+            )
+        )
+    if snapshot.get("dead_letters"):
+        out.append(
+            Finding(
+                not_appearing,
+                f"{snapshot['dead_letters']} event(s) were given up on: "
+                "`python -m shared replay --all --dry-run` shows why",
+            )
+        )
+    for problem in (h.get("connection") or {}).get("problems", []):
+        question = no_incident if problem["code"] in ("missing_permission", "forbidden") else not_appearing
+        out.append(Finding(question, problem["message"]))
+    for warning in h.get("expiry", []):
+        if warning.get("level", 0) >= logging.WARNING:
+            out.append(Finding(not_appearing, warning["message"]))
+    return out

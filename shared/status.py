@@ -1,0 +1,216 @@
+"""The health check (timer) and the status snapshot (GET /api/health, ``python -m shared status``).
+
+The health check does the slow things once an hour — a full connection test, secret expiry
+from Key Vault and from Entra ID, queue depths — and writes a health record to Table Storage.
+The status snapshot reads that record plus live counters and queue depths, so answering "why
+are my events not showing up" costs a handful of storage reads, not a Defender call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from shared import wiring
+from shared.config import ConfigError, get_settings
+from shared.health import connection_test, expiry_warning, explain
+
+log = logging.getLogger(__name__)
+PARTITION, ROW = "health", "latest"
+
+
+def _entra_expiry(client_id: str, current_secret: str | None) -> datetime | None:
+    """The Entra app secret's real end date (Graph), when the app may read its own registration."""
+    from shared.defender.client import DefenderError
+
+    try:
+        body = wiring.graph_client()._request(
+            "GET", f"/v1.0/applications(appId='{client_id}')", params={"$select": "passwordCredentials"}
+        )
+    except DefenderError as exc:
+        log.info(
+            "health: Entra secret expiry not readable (%s %s; grant Application.Read.All to check it)",
+            exc.status,
+            exc.code,
+        )
+        return None
+    creds = [c for c in (body or {}).get("passwordCredentials", []) if c.get("endDateTime")]
+    mine = [c for c in creds if current_secret and c.get("hint") and current_secret.startswith(c["hint"])]
+    ends = [datetime.fromisoformat(str(c["endDateTime"]).replace("Z", "+00:00")) for c in (mine or creds)]
+    return min(ends) if ends else None
+
+
+def _queue_stats() -> dict[str, Any]:
+    from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+    from shared.storage import queue_client
+
+    s = get_settings()
+    out: dict[str, Any] = {"waiting": 0, "poison": 0, "oldest_age_seconds": None}
+    now = datetime.now(UTC)
+    for name, key in (
+        (s.events_queue_name, "waiting"),
+        (s.events_priority_queue_name, "waiting"),
+        (f"{s.events_queue_name}-poison", "poison"),
+        (f"{s.events_priority_queue_name}-poison", "poison"),
+    ):
+        try:
+            client = queue_client(s, name)
+            out[key] += client.get_queue_properties().approximate_message_count or 0
+            if key == "waiting":
+                for msg in client.peek_messages(max_messages=1):
+                    age = (now - msg.inserted_on).total_seconds() if msg.inserted_on else None
+                    if age is not None and (out["oldest_age_seconds"] is None or age > out["oldest_age_seconds"]):
+                        out["oldest_age_seconds"] = round(age)
+        except ResourceNotFoundError:
+            continue
+        except AzureError as exc:
+            out.setdefault("errors", []).append(f"{name}: {exc.__class__.__name__}")
+    return out
+
+
+def run_health_check() -> dict[str, Any]:
+    """Connectivity, permissions, secret expiry (Key Vault and Entra), queues; stored and logged."""
+    s = get_settings()
+    now = wiring.clock().now()
+    record: dict[str, Any] = {"checked_at": now.isoformat(), "integration_enabled": s.integration_enabled, "expiry": []}
+    try:
+        report = connection_test(s, wiring.credential())
+    except ConfigError as exc:
+        record["connection"] = {"ok": False, "problems": [{"code": "not_configured", "message": str(exc)}], "lines": []}
+    else:
+        record["connection"] = report.as_dict()
+        level = logging.INFO if report.ok else logging.ERROR
+        log.log(level, "health: %s", "; ".join(report.lines))
+
+    current_secret: str | None = None
+    store = wiring.secret_store() if s.key_vault_url else None
+    if store is not None:
+        from shared.secrets import VaultUnavailable
+
+        try:
+            secret = store.get(s.defender_client_secret_name)
+            current_secret = secret.value
+            _expiry(record, secret.expires_on, now, f"the Defender client secret (Key Vault {secret.name})")
+        except VaultUnavailable as exc:
+            record["expiry"].append({"level": logging.ERROR, "message": str(exc)})
+            log.error("health: %s", exc)
+    else:
+        current_secret = s.defender_client_secret
+    if s.defender_client_id:
+        _expiry(record, _entra_expiry(s.defender_client_id, current_secret), now, "the Entra app's client secret")
+
+    record["queues"] = _queue_stats()
+    try:
+        record["dead_letters"] = wiring.dead_letters().count()
+        record["held"] = wiring.held().count()
+    except Exception as exc:  # status must still be written when a table is unreachable
+        record["tables_error"] = exc.__class__.__name__
+    from azure.data.tables import UpdateMode
+
+    wiring.table("Health").upsert_entity(
+        {"PartitionKey": PARTITION, "RowKey": ROW, "record": json.dumps(record)}, mode=UpdateMode.REPLACE
+    )
+    return record
+
+
+def _expiry(record: dict[str, Any], expires_on: datetime | None, now: datetime, what: str) -> None:
+    warning = expiry_warning(expires_on, now, what)
+    if expires_on:
+        record.setdefault("secret_expires_on", {})[what] = expires_on.isoformat()
+    if warning:
+        level, message = warning
+        log.log(level, "health: %s", message)
+        record["expiry"].append({"level": level, "message": message})
+        if level >= logging.ERROR and get_settings().expiry_alert:
+            _expiry_alert(message, now)
+
+
+def _expiry_alert(message: str, now: datetime) -> None:
+    """A Defender alert of the connector's own (Graph createAlert), at most once a day."""
+    from shared.defender.client import DefenderError
+
+    counters = wiring.counters()
+    day = now.strftime("%Y-%m-%d")
+    if counters.marks().get("expiry_alert_day") == day:
+        return
+    try:
+        wiring.graph_client().create_alert(
+            {
+                "title": "Noxys connector: Defender client secret about to expire",
+                "severity": "medium",
+                "description": message,
+                "category": "General",
+                "recommendedActions": "Create a new client secret in Entra ID; store it in Key Vault with its expiry.",
+                "entityDefinitions": [],
+            }
+        )
+        counters.mark("expiry_alert_day", day)
+    except DefenderError as exc:
+        log.warning("health: expiry alert not raised (%s); needs ALERT permission SecurityAlert.Create.All", exc.code)
+
+
+def read_record() -> dict[str, Any] | None:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        e = wiring.table("Health").get_entity(PARTITION, ROW)
+    except ResourceNotFoundError:
+        return None
+    record: dict[str, Any] = json.loads(e["record"])
+    return record
+
+
+def snapshot() -> dict[str, Any]:
+    """The health record plus live counters (24 h), queue depths, dead letters and held events."""
+    s = get_settings()
+    now = wiring.clock().now()
+    counters = wiring.counters()
+    snap: dict[str, Any] = {
+        "at": now.isoformat(),
+        "integration_enabled": s.integration_enabled,
+        "forwarded_types": s.forward_event_types,
+        "counters": counters.totals(now),
+        "marks": counters.marks(),
+        "queues": _queue_stats(),
+        "dead_letters": wiring.dead_letters().count(),
+        "held": wiring.held().count(),
+        "health": read_record(),
+    }
+    snap["findings"] = [asdict(f) for f in explain(snap)]
+    return snap
+
+
+def render(snap: dict[str, Any]) -> str:
+    """The snapshot as text an operator reads top to bottom."""
+    c, q, h = snap["counters"], snap["queues"], snap.get("health") or {}
+    ignored = sum(v for k, v in c.items() if k.startswith("ingest.ignored."))
+    lines = [
+        f"Noxys → Defender connector status at {snap['at']}",
+        f"  integration: {'ON' if snap['integration_enabled'] else 'OFF (events are kept, not sent)'}",
+        f"  last 24 h: {c.get('ingest.accepted', 0)} accepted, {ignored} ignored, "
+        f"{c.get('ingest.refused.signature', 0)} refused (signature), "
+        f"{c.get('ingest.refused.invalid', 0)} refused (invalid)",
+        "  deliveries: "
+        + (
+            ", ".join(f"{k.removeprefix('outcome.')} {v}" for k, v in sorted(c.items()) if k.startswith("outcome."))
+            or "none"
+        ),
+        f"  last alert created: {snap['marks'].get('last_alert_at', 'never')}",
+        f"  queues: {q['waiting']} waiting (oldest {q['oldest_age_seconds'] or 0} s), {q['poison']} poison; "
+        f"{snap['dead_letters']} dead letter(s); {snap['held']} held",
+    ]
+    if h:
+        conn = h.get("connection") or {}
+        lines.append(f"  last health check {h.get('checked_at')}: connection {'OK' if conn.get('ok') else 'FAILING'}")
+        lines += [f"    {line}" for line in conn.get("lines", [])]
+        lines += [f"    ! {w['message']}" for w in h.get("expiry", [])]
+    else:
+        lines.append("  no health check has run yet (python -m shared test-connection tests now)")
+    findings = snap.get("findings", [])
+    lines.append("Findings:" if findings else "Findings: none — events should be flowing.")
+    lines += [f"  - [{f['question']}] {f['cause']}" for f in findings]
+    return "\n".join(lines)
