@@ -181,10 +181,14 @@ class ApiClient:
     def _token(self) -> str:
         from azure.core.exceptions import ClientAuthenticationError
 
+        from shared.secrets import VaultUnavailable
+
         try:
             return self._tokens.token()
         except ClientAuthenticationError as exc:
             raise DefenderError(0, "TokenError", _aad_reason(str(exc.message or exc))) from None
+        except VaultUnavailable as exc:  # transient for delivery: the event waits for the vault
+            raise DefenderError(0, "SecretUnavailable", str(exc)) from None
 
 
 class DefenderClient(ApiClient):

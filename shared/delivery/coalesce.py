@@ -23,14 +23,19 @@ from shared.events import Envelope
 PARTITION = "group"
 
 
-def group_key(event: Envelope, machine_id: str) -> str:
-    """Same device and same policy (interactions) or same Noxys alert title (alerts)."""
+def group_key(event: Envelope, machine_id: str, window_seconds: int) -> str:
+    """Same device, same policy (interactions) or Noxys alert title (alerts), same window.
+
+    Windows are fixed buckets of the *event's* time, not of when it is processed: a backlog
+    (quota waits) must not split a storm into more groups, and a group is never replaced.
+    """
     if event.kind == "alert" and event.data.alert:
         what = f"alert|{event.type}|{(event.data.alert.title or '').strip().lower()}"
     else:
         policy = event.data.policy
         what = f"{event.type}|{(policy.id or policy.name or '') if policy else ''}|{event.platform_id or ''}"
-    return hashlib.sha256(f"{machine_id}|{what}".encode()).hexdigest()[:40]
+    bucket = int(event.occurred_at.timestamp() // window_seconds)
+    return hashlib.sha256(f"{machine_id}|{what}|{bucket}".encode()).hexdigest()[:40]
 
 
 @dataclass
@@ -106,11 +111,11 @@ class Groups:
         g.etag = meta.get("etag")
         return True
 
-    def try_join(self, key: str, event_id: str, now: float, window: float) -> Group | None:
-        """Join the open group for this window, if there is one (no anchor search needed then)."""
+    def try_join(self, key: str, event_id: str, now: float) -> Group | None:
+        """Join the group of this device/policy/window, if one is led (no anchor search needed then)."""
         for _ in range(20):
             g = self.get(key)
-            if g is None or g.leader == event_id or g.state == "failed" or now - g.window_start >= window:
+            if g is None or g.leader == event_id or g.state == "failed":
                 return None
             g.count += 1
             g.last_event_at = now
@@ -118,13 +123,13 @@ class Groups:
                 return g
         raise RuntimeError(f"coalescing group {key}: too much contention")
 
-    def join_or_lead(self, key: str, event_id: str, now: float, window: float) -> tuple[str, Group]:
-        """('join', group) when an open group exists for this window, else ('lead', group)."""
+    def join_or_lead(self, key: str, event_id: str, now: float) -> tuple[str, Group]:
+        """('join', group) when the group is led already, else ('lead', group) (a failed leader is replaced)."""
         for _ in range(20):
             g = self.get(key)
             if g and g.leader == event_id:
                 return "lead", g  # our own earlier attempt led this group
-            if g and g.state != "failed" and now - g.window_start < window:
+            if g and g.state != "failed":
                 g.count += 1
                 g.last_event_at = now
                 if self._save(g):

@@ -242,9 +242,9 @@ class Delivery:
 
         # 2. an open group for this device and policy: join it, no alert call at all
         window = self.s.coalesce_window_minutes * 60
-        key = group_key(event, machine_id) if window else ""
+        key = group_key(event, machine_id, window) if window else ""
         if key and entry.get("group_role") != "leader":
-            group = self.d.groups.try_join(key, event.id, now.timestamp(), window)
+            group = self.d.groups.try_join(key, event.id, now.timestamp())
             if group:
                 return self._coalesced(entry, key, group.alert_id or "", group.leader)
 
@@ -287,7 +287,7 @@ class Delivery:
 
         # 5. lead the group (someone may have led it meanwhile: then join)
         if key and entry.get("group_role") != "leader":
-            role, group = self.d.groups.join_or_lead(key, event.id, now.timestamp(), window)
+            role, group = self.d.groups.join_or_lead(key, event.id, now.timestamp())
             if role == "join":
                 return self._coalesced(entry, key, group.alert_id, group.leader)
             self.d.ledger.save(entry, group_role="leader", group_key=key)

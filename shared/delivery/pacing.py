@@ -30,10 +30,13 @@ MARGIN_SECONDS = 1.0  # our clocks and Defender's differ a little; count each ca
 
 @dataclass(frozen=True)
 class Quota:
-    """``rules``: (window seconds, limit) pairs; ``reserved``: tokens of the first rule kept for priority."""
+    """``rules``: (window seconds, limit) pairs; ``reserved``: tokens of the first rule kept for
+    priority; ``queue``: refused callers get FIFO slots (only where every slot holder will really
+    call — alert creation; a refused device lookup is often answered by the cache next time)."""
 
     rules: tuple[tuple[int, int], ...]
     reserved: int = 0
+    queue: bool = False
 
 
 @dataclass
@@ -72,10 +75,10 @@ def decide(state: BudgetState, now: float, quota: Quota, *, priority: bool = Fal
     if free_at <= now and (priority or ticketed or not line_waiting):
         state.calls.append(now)
         return Decision(True)
-    if priority:
+    if priority or ticketed or not quota.queue:  # no line: come back at the next free instant
         return Decision(False, wait=free_at - now, slot=free_at)
     window, limit = rules[0]
-    interval = window / limit
+    interval = (window + MARGIN_SECONDS) / limit  # the same margin the window check uses
     slot = max(free_at, state.tail + interval)
     state.tail = slot
     return Decision(False, wait=slot - now, slot=slot)
@@ -190,7 +193,9 @@ def _dump(api: str, state: BudgetState) -> dict[str, Any]:
 def quotas_from(settings: Any) -> dict[str, Quota]:
     """The budgets of defender-api.md, sized by settings."""
     return {
-        "alerts.create": Quota(((60, settings.alert_rate_per_minute),), reserved=settings.priority_reserved_per_minute),
+        "alerts.create": Quota(
+            ((60, settings.alert_rate_per_minute),), reserved=settings.priority_reserved_per_minute, queue=True
+        ),
         "alerts": Quota(((60, settings.alerts_api_rate_per_minute), (3600, 1500))),
         "machines": Quota(((60, settings.machines_rate_per_minute), (3600, settings.machines_rate_per_hour))),
         "hunting": Quota(((60, settings.hunting_rate_per_minute), (3600, settings.hunting_rate_per_hour))),

@@ -21,7 +21,7 @@ def test_eight_instances_never_exceed_the_shared_limit(azurite: Azurite) -> None
     name = f"P{uuid.uuid4().hex[:10]}"
     TableClient.from_connection_string(azurite.connection_string, name).create_table()
     clock = ManualClock(datetime(2026, 3, 20, 12, 0, tzinfo=UTC))
-    quota = {"alerts.create": Quota(((60, 15),))}
+    quota = {"alerts.create": Quota(((60, 15),), queue=True)}
     # eight "instances": separate clients and pacers, sharing only the table
     pacers = [
         Pacer(TableClient.from_connection_string(azurite.connection_string, name), quota, clock) for _ in range(8)

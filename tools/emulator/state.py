@@ -217,6 +217,7 @@ class DefenderState:
         # Long simulations move the emulator's clock by hours while MSAL caches tokens by real
         # time; they raise the lifetime instead of letting the two clocks disagree.
         self.token_lifetime = token_lifetime
+        self.revoked_before = 0.0  # tokens issued before this (emulator time) are refused
         self.lock = threading.RLock()
         self.signing_key = secrets.token_bytes(32)
         self.clients: dict[tuple[str, str], Client] = {}
@@ -359,6 +360,8 @@ class DefenderState:
             raise ApiError(401, "Unauthorized", "The access token is invalid.") from None
         if claims.get("exp", 0) <= self.clock.now().timestamp():
             raise ApiError(401, "Unauthorized", "The access token has expired.")
+        if claims.get("iat", 0) < self.revoked_before:
+            raise ApiError(401, "Unauthorized", "The access token has been revoked.")
         if claims.get("aud") not in audiences:
             raise ApiError(
                 403, "Forbidden", "The application does not have permission to this API (token audience mismatch)."
