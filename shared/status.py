@@ -150,7 +150,8 @@ def _expiry_alert(message: str, now: datetime) -> None:
         )
         counters.mark("expiry_alert_day", day)
     except DefenderError as exc:
-        log.warning("health: expiry alert not raised (%s); needs ALERT permission SecurityAlert.Create.All", exc.code)
+        hint = " (grant Graph SecurityAlert.Create.All)" if exc.status == 403 else ""
+        log.warning("health: expiry alert not raised: %s%s", exc, hint)
 
 
 def read_record() -> dict[str, Any] | None:

@@ -310,3 +310,20 @@ def test_switched_off_keeps_50_events_then_delivers_each_once_oldest_first(
     # released oldest first; workers take them 6 at a time (batchSize + newBatchThreshold), so no
     # alert lands further than that from its event's rank
     assert max(abs(position - rank) for position, rank in enumerate(order)) <= 6, " ".join(map(str, order))
+
+
+def test_expiry_alert_of_its_own_once_a_day(
+    env: Env, emulator: EmulatorServer, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.status import run_health_check
+
+    monkeypatch.setenv("SECRET_EXPIRY_ALERT", "true")
+    wiring.reset()
+    wiring.use(clock=clock)
+    client = emulator.state.clients[(next(iter(emulator.state.tenants)), EMULATOR_CLIENT)]
+    client.secret_expires = SAMPLE_DAY + timedelta(days=3)
+    run_health_check()
+    run_health_check()
+    (alert,) = emulator.state.graph_alerts
+    assert alert["title"] == "Noxys connector: Defender client secret about to expire"
+    assert "expires in 3 day(s)" in alert["description"]

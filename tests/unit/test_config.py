@@ -54,3 +54,52 @@ def test_require_names_the_missing_setting() -> None:
         load_settings({"DEFENDER_TENANT_ID": "t", "DEFENDER_CLIENT_ID": "c"}).require(
             "defender_tenant_id", "defender_client_id", "defender_client_secret"
         )
+
+
+@pytest.mark.parametrize(
+    ("cloud", "api", "authority", "scope"),
+    [
+        (
+            "global",
+            "https://api.securitycenter.microsoft.com",
+            "https://login.microsoftonline.com",
+            "https://api.securitycenter.microsoft.com/.default",
+        ),
+        (
+            "eu",
+            "https://eu.api.security.microsoft.com",
+            "https://login.microsoftonline.com",
+            "https://api.securitycenter.microsoft.com/.default",
+        ),
+        (
+            "gcc",
+            "https://api-gcc.securitycenter.microsoft.us",
+            "https://login.microsoftonline.com",
+            "https://api-gcc.securitycenter.microsoft.us/.default",
+        ),
+        (
+            "GCC-High",
+            "https://api-gov.securitycenter.microsoft.us",
+            "https://login.microsoftonline.us",
+            "https://api-gov.securitycenter.microsoft.us/.default",
+        ),
+    ],
+)
+def test_cloud_sets_url_authority_and_scope_together(cloud: str, api: str, authority: str, scope: str) -> None:
+    s = load_settings({"DEFENDER_CLOUD": cloud})
+    assert (s.defender_api_url, s.defender_authority_host, s.defender_scope) == (api, authority, scope)
+
+
+def test_explicit_settings_override_the_cloud() -> None:
+    s = load_settings(
+        {"DEFENDER_CLOUD": "gcc-high", "DEFENDER_SCOPE": "https://api.securitycenter.microsoft.us/.default"}
+    )
+    assert s.defender_scope == "https://api.securitycenter.microsoft.us/.default"
+    assert s.defender_api_url == "https://api-gov.securitycenter.microsoft.us"
+    assert s.graph_api_url == "https://graph.microsoft.us"
+
+
+def test_unknown_cloud_is_named() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings({"DEFENDER_CLOUD": "mars"})
+    assert err.value.setting == "DEFENDER_CLOUD" and "gcc-high" in str(err.value)

@@ -593,9 +593,11 @@ class DefenderState:
         data = body.get("createAlertInput") if isinstance(body, dict) else None
         if not isinstance(data, dict):
             raise ApiError(400, "BadRequest", "createAlertInput is required.")
-        for name in ("title", "severity", "description", "entityDefinitions"):
+        for name in ("title", "severity", "description"):
             if not data.get(name):
                 raise ApiError(400, "BadRequest", f"createAlertInput.{name} is required.")
+        if not isinstance(data.get("entityDefinitions", []), list):
+            raise ApiError(400, "BadRequest", "createAlertInput.entityDefinitions must be a list.")
         if data["severity"] not in GRAPH_SEVERITIES:
             raise ApiError(400, "BadRequest", f"Invalid severity '{data['severity']}'.")
         alert = {"id": f"ga{len(self.graph_alerts) + 1:08d}", **data, "createdDateTime": format_time(self.clock.now())}
