@@ -20,11 +20,25 @@ DEFAULT_WEBHOOK_URL = "http://127.0.0.1:7071/api/noxys/events"
 LOCAL_SETTINGS = Path("local.settings.json")
 
 
+EMULATOR_SETTINGS = Path(".local/emulator.settings.json")
+
+
 def local_values(path: Path = LOCAL_SETTINGS) -> dict[str, str]:
     """The ``Values`` of local.settings.json, or {} when there is none."""
     try:
         return {k: str(v) for k, v in json.loads(path.read_text())["Values"].items()}
     except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def emulator_values() -> dict[str, str]:
+    """With no tenant configured, ``scripts/dev.sh`` runs the Defender emulator and publishes
+    the settings that reach it here; they describe what is running, so they override."""
+    if local_values().get("DEFENDER_TENANT_ID"):
+        return {}
+    try:
+        return {k: str(v) for k, v in json.loads(EMULATOR_SETTINGS.read_text()).items()}
+    except (OSError, ValueError, AttributeError):
         return {}
 
 
@@ -115,9 +129,11 @@ def cmd_send_sample(args: argparse.Namespace) -> int:
 
 
 def _settings_from_local() -> None:
-    """Operators run the CLI from the project folder: fill the environment from local.settings.json."""
+    """Operators run the CLI from the project folder: fill the environment from local.settings.json
+    (the shell's environment wins), and point at the local emulator when that is what runs."""
     for k, v in local_values().items():
         os.environ.setdefault(k, v)
+    os.environ.update(emulator_values())
 
 
 def _when(text: str) -> datetime:

@@ -58,18 +58,19 @@ def main() -> int:
 
             ca = LOCAL / "emulator-ca.pem"
             emulator = EmulatorServer(DefenderState(), port=EMULATOR_PORT, ca_file=ca).start()
-            os.environ.update(
-                {
-                    "DEFENDER_TENANT_ID": EMULATOR_TENANT,
-                    "DEFENDER_CLIENT_ID": EMULATOR_CLIENT,
-                    "DEFENDER_CLIENT_SECRET": EMULATOR_SECRET,
-                    "DEFENDER_API_URL": emulator.url,
-                    "DEFENDER_AUTHORITY_HOST": emulator.url,
-                    "GRAPH_API_URL": emulator.url,
-                    "SECURITY_API_URL": emulator.url,
-                    "REQUESTS_CA_BUNDLE": str(ca),
-                }
-            )
+            emulated = {
+                "DEFENDER_TENANT_ID": EMULATOR_TENANT,
+                "DEFENDER_CLIENT_ID": EMULATOR_CLIENT,
+                "DEFENDER_CLIENT_SECRET": EMULATOR_SECRET,
+                "DEFENDER_API_URL": emulator.url,
+                "DEFENDER_AUTHORITY_HOST": emulator.url,
+                "GRAPH_API_URL": emulator.url,
+                "SECURITY_API_URL": emulator.url,
+                "REQUESTS_CA_BUNDLE": str(ca),
+            }
+            os.environ.update(emulated)
+            # so that `python -m shared test-connection|status` beside this run use the emulator too
+            (LOCAL / "emulator.settings.json").write_text(json.dumps(emulated, indent=2))
             print(f"Defender emulator on {emulator.url} (no DEFENDER_TENANT_ID configured)")
 
         import function_app
@@ -99,6 +100,7 @@ Ctrl-C stops everything.""",
     finally:
         if emulator:
             emulator.stop()
+            (LOCAL / "emulator.settings.json").unlink(missing_ok=True)
         store.stop()
         print("stopped")
     return 0
