@@ -6,9 +6,10 @@ makes every function vanish at indexing, and import time is cold-start time.
 
 import azure.functions as func
 
-from shared.functions import forward, health, ingest
+from shared.functions import forward, health, hunting, ingest
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(ingest.bp)
 app.register_functions(forward.bp)
 app.register_functions(health.bp)
+app.register_functions(hunting.bp)

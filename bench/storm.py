@@ -129,6 +129,7 @@ def main() -> int:
                     "SECURITY_API_URL": emulator.url,
                     "REQUESTS_CA_BUNDLE": str(emulator.ca_file),
                     "HEALTH_SCHEDULE": "0 0 * * * *",
+                    "HUNTING_SCHEDULE": "*/30 * * * * *",
                 }
             )
             wiring.reset()

@@ -166,6 +166,17 @@ class Settings(BaseSettings):
     integration_enabled: bool = Field(default=True, alias="INTEGRATION_ENABLED")
     expiry_alert: bool = Field(default=False, alias="SECRET_EXPIRY_ALERT")
 
+    # --- hunting table (Logs Ingestion API) ---
+    hunting_ingestion_endpoint: str | None = Field(default=None, alias="HUNTING_INGESTION_ENDPOINT")
+    hunting_dcr_immutable_id: str | None = Field(default=None, alias="HUNTING_DCR_IMMUTABLE_ID")
+    hunting_stream_name: str = Field(default="Custom-NoxysInteractions", alias="HUNTING_STREAM_NAME")
+    hunting_event_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_FORWARD_EVENT_TYPES), alias="HUNTING_EVENT_TYPES"
+    )
+    hunting_queue_name: str = Field(default="noxys-hunting", alias="HUNTING_QUEUE_NAME")
+    hunting_schedule: str = Field(default="*/30 * * * * *", alias="HUNTING_SCHEDULE")
+    hunting_enrich_wait_minutes: int = Field(default=15, ge=0, le=1440, alias="HUNTING_ENRICH_WAIT_MINUTES")
+
     # --- health ---
     health_schedule: str = Field(default="0 0 * * * *", alias="HEALTH_SCHEDULE")
 
@@ -181,12 +192,12 @@ class Settings(BaseSettings):
             raise ValueError("expected one or more space-separated secrets of the form whsec_<base64>")
         return value
 
-    @field_validator("forward_event_types", mode="before")
+    @field_validator("forward_event_types", "hunting_event_types", mode="before")
     @classmethod
     def _split_types(cls, value: Any) -> Any:
         return _split(value, ",")
 
-    @field_validator("forward_event_types")
+    @field_validator("forward_event_types", "hunting_event_types")
     @classmethod
     def _check_types(cls, value: list[str]) -> list[str]:
         unknown = sorted(set(value) - set(KNOWN_EVENT_TYPES))
@@ -249,7 +260,18 @@ class Settings(BaseSettings):
             raise ValueError("expected an https:// URL")
         return value.rstrip("/")
 
-    @field_validator("health_schedule")
+    @field_validator("hunting_ingestion_endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value and not value.startswith("https://"):
+            raise ValueError("expected the Data Collection Endpoint's (or DCR's) https:// logs ingestion URL")
+        return value.rstrip("/") if value else None
+
+    @property
+    def hunting_configured(self) -> bool:
+        return bool(self.hunting_ingestion_endpoint and self.hunting_dcr_immutable_id)
+
+    @field_validator("health_schedule", "hunting_schedule")
     @classmethod
     def _check_schedule(cls, value: str) -> str:
         if len(value.split()) != 6:

@@ -102,18 +102,22 @@ def reset_clients() -> None:
         _tables.clear()
 
 
-def enqueue(settings: Settings, queue: str, text: str, *, visibility_timeout: int | None = None) -> str:
-    """Durably add one message; create the queue once if it is missing. Raises QueueUnavailable."""
+def enqueue(
+    settings: Settings, queue: str, text: str, *, visibility_timeout: int | None = None, time_to_live: int | None = None
+) -> str:
+    """Durably add one message; create the queue once if it is missing. Raises QueueUnavailable.
+
+    ``time_to_live=-1`` keeps the message until it is deleted (the default is 7 days)."""
     from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 
     client = queue_client(settings, queue)
     try:
         try:
-            sent = client.send_message(text, visibility_timeout=visibility_timeout)
+            sent = client.send_message(text, visibility_timeout=visibility_timeout, time_to_live=time_to_live)
         except ResourceNotFoundError:
             with contextlib.suppress(ResourceExistsError):
                 client.create_queue()
-            sent = client.send_message(text, visibility_timeout=visibility_timeout)
+            sent = client.send_message(text, visibility_timeout=visibility_timeout, time_to_live=time_to_live)
     except AzureError as exc:
         raise QueueUnavailable(f"queue {queue}: {exc.__class__.__name__}") from None
     return str(sent.id)

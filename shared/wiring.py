@@ -160,6 +160,15 @@ def dead_letters() -> DeadLetters:
     return DeadLetters(table("DeadLetters"))
 
 
+@_once
+def logs_client() -> Any:
+    """LogsIngestionClient for the hunting table, with the app's managed identity."""
+    from azure.monitor.ingestion import LogsIngestionClient
+
+    s = get_settings()
+    return LogsIngestionClient(str(s.hunting_ingestion_endpoint), credential=identity_credential(), retry_total=3)
+
+
 def _client_kwargs() -> dict[str, Any]:
     return {"timeout": get_settings().http_timeout_seconds, "observers": [audit().record], "pacer": pacer()}
 
@@ -239,6 +248,7 @@ def _clear_caches() -> None:
         counters,
         held,
         dead_letters,
+        logs_client,
         delivery,
     ):
         cached.cache_clear()

@@ -136,6 +136,7 @@ def env(monkeypatch: pytest.MonkeyPatch, azurite: azurite_launcher.Azurite, emul
         "GRAPH_API_URL": emulator.url,
         "SECURITY_API_URL": emulator.url,
         "HEALTH_SCHEDULE": "0 0 * * * *",
+        "HUNTING_SCHEDULE": "*/30 * * * * *",
         "REQUESTS_CA_BUNDLE": str(emulator.ca_file),
     }
     for name in ("NOXYS_BEARER_TOKEN", "FORWARD_EVENT_TYPES"):

@@ -99,6 +99,15 @@ def handle(body: bytes, headers: Mapping[str, str], *, now: datetime | None = No
                 503, {"error": "queue_unavailable", "message": "events could not be queued; retry later"}
             )
         done.append(event.id)
+    if settings.hunting_configured:  # rows for the hunting table: as durable as the events, never expiring
+        for event in (e for e in events if e.type in settings.hunting_event_types):
+            try:
+                enqueue(settings, settings.hunting_queue_name, QueuedEvent.new(event, stamp).to_text(), time_to_live=-1)
+            except QueueUnavailable as exc:
+                log.error("webhook could not keep the hunting row of %s: %s (answering 503)", event.id, exc)
+                return json_response(
+                    503, {"error": "queue_unavailable", "message": "events could not be queued; retry later"}
+                )
     _count("ingest.accepted", len(done))
     for kind in {e.type for e in events if e.type not in wanted}:
         _count(f"ingest.ignored.{kind}", sum(1 for e in events if e.type == kind))

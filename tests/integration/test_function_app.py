@@ -34,6 +34,7 @@ def test_registers_exactly_the_expected_functions_and_bindings() -> None:
         "release_held_events",
         "health",
         "test_connection_endpoint",
+        "ship_hunting_rows",
     }
 
     def trigger(name: str) -> dict[str, object]:
@@ -79,6 +80,12 @@ def test_registers_exactly_the_expected_functions_and_bindings() -> None:
         "methods": ["GET", "POST"],
         "authLevel": "admin",
         "route": "connector/test-connection",
+    }
+    assert trigger("ship_hunting_rows") == {
+        "type": "timerTrigger",
+        "name": "timer",
+        "schedule": "%HUNTING_SCHEDULE%",
+        "runOnStartup": False,
     }
     assert trigger("health_check") == {
         "type": "timerTrigger",

@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from tools.emulator import hunting, vault
+from tools.emulator import hunting, logs, vault
 from tools.emulator.state import GRAPH_AUDIENCE, MDE_AUDIENCES, ApiError, DefenderState, TokenError
 
 FINDBYIP = re.compile(r"^findbyip\(ip='([0-9a-fA-F.:]+)',timestamp=([0-9T:.\-Z+]+)\)$")
@@ -41,6 +41,7 @@ URLS = Map(
         Rule("/secrets/<name>/<version>", endpoint="secret", methods=["GET"]),
         Rule("/applications(appId='<app_id>')", endpoint="graph_application", methods=["GET"]),
         Rule("/v1.0/applications(appId='<app_id>')", endpoint="graph_application", methods=["GET"]),
+        Rule("/dataCollectionRules/<dcr>/streams/<stream>", endpoint="logs_ingest", methods=["POST"]),
         Rule("/emulator/state", endpoint="state", methods=["GET"]),
         Rule("/emulator/faults", endpoint="faults", methods=["POST"]),
     ],
@@ -69,7 +70,7 @@ class EmulatorApp:
             with self.state.lock:
                 response = cast(Response, getattr(self, f"on_{endpoint}")(request, **args))
         except ApiError as exc:
-            headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+            headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else {}
             headers.update(exc.headers)
             response = _json(
                 exc.status, {"error": {"code": exc.code, "message": exc.message, "target": correlation}}, headers
@@ -258,6 +259,19 @@ class EmulatorApp:
             }
         ]
         return _json(200, {"appId": app_id, "passwordCredentials": creds})
+
+    # ---- Logs Ingestion API ----
+    def on_logs_ingest(self, request: Request, dcr: str, stream: str) -> Response:
+        logs.ingest(
+            self.state,
+            self.state.logs,
+            dcr,
+            stream,
+            dict(request.headers),
+            request.get_data(),
+            request.args.get("api-version"),
+        )
+        return Response(status=204)
 
     # ---- inspection (read-only) ----
     def on_state(self, request: Request) -> Response:

@@ -231,9 +231,11 @@ class DefenderState:
         self.limiter = Limiter()
         self.throttled: dict[str, int] = {}
         self.merged: dict[str, int] = {}
+        from tools.emulator.logs import LogsState, declared_columns
         from tools.emulator.vault import VaultState
 
         self.vault = VaultState()
+        self.logs = LogsState(columns=declared_columns())
         self.faults = Faults()
         self._rng = random.Random(self.faults.seed)  # noqa: S311 - reproducible fault injection
         self._next_alert = 1
@@ -259,6 +261,8 @@ class DefenderState:
             self.vault.identities.add(mi["client_id"])
             if mi.get("key_vault_reader"):
                 self.vault.readers.add(mi["client_id"])
+            if mi.get("metrics_publisher"):
+                self.logs.publishers.add(mi["client_id"])
 
     # ---------------------------------------------------------------- Entra ID
     def openid_configuration(self, tenant: str, base: str) -> dict[str, Any]:

@@ -1,0 +1,113 @@
+"""Shipping hunting rows to ``NoxysInteractions_CL`` without ever slowing an alert.
+
+The webhook writes each hunting-worthy event to its own queue (``HUNTING_QUEUE_NAME``, no
+expiry) in the same step that queues it for delivery — so a row is as durable as the event and
+costs the alert path nothing. A timer (``HUNTING_SCHEDULE``, every 30 s) drains that queue in
+batches: it enriches each row with what delivery learned (the Defender machine id and alert id,
+from the ledger), sends the batch with ``LogsIngestionClient.upload`` (which gzips and splits
+into ≤ 1 MB calls; azure-core retries 429 with Retry-After and 5xx), and deletes only the
+messages whose rows were accepted. A failed chunk leaves its messages on the queue; they come
+back after their visibility timeout and are sent by a later run. Nothing is lost; an outage of
+the ingestion endpoint only delays rows.
+
+An event still being delivered is given up to ``HUNTING_ENRICH_WAIT_MINUTES`` to become final,
+then shipped without the ids rather than held back for ever.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from shared.delivery.ledger import Ledger
+from shared.delivery.message import QueuedEvent
+from shared.hunting import row
+
+log = logging.getLogger(__name__)
+VISIBILITY = 120  # seconds a received row stays hidden while it is being shipped
+MAX_ROWS_PER_RUN = 5000
+
+
+class Uploader(Protocol):
+    def upload(self, rule_id: str, stream_name: str, logs: list[dict[str, Any]], **kwargs: Any) -> None: ...
+
+
+@dataclass
+class ShipReport:
+    received: int = 0
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _ids(ledger: Ledger, event_id: str) -> tuple[bool, str | None, str | None]:
+    """(final, machine id, alert id) as far as delivery knows."""
+    entry = ledger.get(event_id)
+    if entry is None:
+        return False, None, None
+    alert = entry.get("alert_id") or None
+    into = str(entry.get("coalesced_into") or "")
+    if not alert and into.startswith("event "):  # coalesced before the leader's alert existed
+        leader = ledger.get(into.removeprefix("event "))
+        alert = leader.get("alert_id") if leader else None
+    return entry.final, entry.get("machine_id") or None, alert
+
+
+def ship(
+    queue: Any,
+    ledger: Ledger,
+    uploader: Uploader,
+    *,
+    rule_id: str,
+    stream: str,
+    now: datetime,
+    enrich_wait: timedelta,
+    max_rows: int = MAX_ROWS_PER_RUN,
+    retry_in: int = 60,
+    forwarded: frozenset[str] | None = None,
+) -> ShipReport:
+    """One drain of the hunting queue (``queue`` decodes base64 like the host does)."""
+    report = ShipReport()
+    batch: list[tuple[Any, dict[str, Any]]] = []
+    seen: set[str] = set()
+    for msg in queue.receive_messages(messages_per_page=32, visibility_timeout=VISIBILITY):
+        if msg.id in seen:  # released back already: this run has seen the whole queue
+            queue.update_message(msg, visibility_timeout=retry_in)
+            break
+        seen.add(msg.id)
+        report.received += 1
+        task = QueuedEvent.model_validate_json(msg.content)
+        delivered = forwarded is None or task.event.type in forwarded
+        final, machine, alert = _ids(ledger, task.event.id) if delivered else (True, None, None)
+        if not final and now - task.first_received_at < enrich_wait:
+            report.deferred += 1  # back in ``retry_in`` seconds, with better ids by then
+            queue.update_message(msg, visibility_timeout=retry_in)
+            continue
+        batch.append((msg, row(task.event, machine_id=machine, alert_id=alert)))
+        if report.received >= max_rows:
+            break
+    if not batch:
+        return report
+
+    failed_ids: set[str] = set()
+
+    def on_error(error: Any) -> None:
+        failed_ids.update(str(r.get("EventId")) for r in error.failed_logs)
+        report.errors.append(f"{error.error.__class__.__name__}: {str(error.error)[:200]}")
+
+    uploader.upload(rule_id=rule_id, stream_name=stream, logs=[r for _, r in batch], on_error=on_error)
+    for msg, r in batch:
+        if r["EventId"] in failed_ids:
+            report.failed += 1
+            queue.update_message(msg, visibility_timeout=retry_in)  # kept: a later run sends it
+            continue
+        queue.delete_message(msg)
+        report.sent += 1
+    if report.failed:
+        log.warning(
+            "hunting: %d row(s) not accepted, kept for the next run: %s", report.failed, "; ".join(report.errors)
+        )
+    return report
