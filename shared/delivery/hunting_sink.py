@@ -26,8 +26,8 @@ from shared.delivery.message import QueuedEvent
 from shared.hunting import row
 
 log = logging.getLogger(__name__)
-VISIBILITY = 120  # seconds a received row stays hidden while it is being shipped
-MAX_ROWS_PER_RUN = 5000
+VISIBILITY = 300  # seconds a received row stays hidden while it is being shipped (a run takes well under)
+MAX_ROWS_PER_RUN = 2000
 
 
 class Uploader(Protocol):
@@ -40,6 +40,7 @@ class ShipReport:
     sent: int = 0
     deferred: int = 0
     failed: int = 0
+    redelivered: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -70,6 +71,8 @@ def ship(
     forwarded: frozenset[str] | None = None,
 ) -> ShipReport:
     """One drain of the hunting queue (``queue`` decodes base64 like the host does)."""
+    from azure.core.exceptions import ResourceNotFoundError
+
     report = ShipReport()
     batch: list[tuple[Any, dict[str, Any]]] = []
     seen: set[str] = set()
@@ -104,7 +107,10 @@ def ship(
             report.failed += 1
             queue.update_message(msg, visibility_timeout=retry_in)  # kept: a later run sends it
             continue
-        queue.delete_message(msg)
+        try:
+            queue.delete_message(msg)
+        except ResourceNotFoundError:  # its receipt expired: it will be shipped again (a duplicate, not a loss)
+            report.redelivered += 1
         report.sent += 1
     if report.failed:
         log.warning(
