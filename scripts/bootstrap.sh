@@ -29,6 +29,18 @@ if [ "$(cat .venv/.requirements.sha256 2>/dev/null || true)" != "$want" ]; then
   echo "$want" > .venv/.requirements.sha256
 fi
 
+# checkov pins many packages of its own: it lives in a virtualenv of its own.
+if [ ! -x .venv-infra/bin/python ]; then
+  "$py" -m venv .venv-infra
+fi
+want_infra=$(sha256sum requirements-infra.txt | cut -d' ' -f1)
+if [ "$(cat .venv-infra/.requirements.sha256 2>/dev/null || true)" != "$want_infra" ]; then
+  echo "bootstrap: installing checkov (requirements-infra.txt)"
+  .venv-infra/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+  .venv-infra/bin/python -m pip install -q --disable-pip-version-check -r requirements-infra.txt
+  echo "$want_infra" > .venv-infra/.requirements.sha256
+fi
+
 lock=$(sha256sum tools/azurite/package-lock.json | cut -d' ' -f1)
 if [ ! -x tools/azurite/node_modules/.bin/azurite ] || [ "$(cat tools/azurite/node_modules/.lock.sha256 2>/dev/null || true)" != "$lock" ]; then
   echo "bootstrap: installing Azurite (npm ci in tools/azurite)"

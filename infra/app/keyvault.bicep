@@ -1,0 +1,62 @@
+// Key Vault (RBAC, soft delete, purge protection) holding the two secrets the app reads.
+param name string
+param location string
+param tags object
+@secure()
+param defenderClientSecret string
+param defenderClientSecretExpiry string
+@secure()
+param noxysSigningSecret string
+@description('Review date of the signing secret (Key Vault expiry is informational: reads still work after it).')
+param noxysSigningSecretExpiry string = dateTimeAdd(utcNow(), 'P2Y')
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: name
+  location: location
+  tags: tags
+  properties: {
+    // checkov:skip=CKV_AZURE_109:The Flex Consumption app has no fixed outbound IP or VNet here; access is RBAC-only with the app's identity.
+    // checkov:skip=CKV_AZURE_189:Same reason: the public endpoint stays on, RBAC decides.
+    // checkov:skip=CKV2_AZURE_32:No private endpoint without VNet integration.
+    tenantId: tenant().tenantId
+    sku: { family: 'A', name: 'standard' }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: 90
+    enablePurgeProtection: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      defaultAction: 'Allow'
+      bypass: 'AzureServices'
+    }
+  }
+}
+
+resource defenderSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: 'defender-client-secret'
+  properties: {
+    value: defenderClientSecret
+    contentType: 'Entra ID client secret of the Defender app registration'
+    attributes: {
+      enabled: true
+      exp: dateTimeToEpoch(defenderClientSecretExpiry)
+    }
+  }
+}
+
+resource signingSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: 'noxys-signing-secret'
+  properties: {
+    value: noxysSigningSecret
+    contentType: 'Noxys webhook signing secret(s), whsec_..., space-separated'
+    attributes: {
+      enabled: true
+      exp: dateTimeToEpoch(noxysSigningSecretExpiry)
+    }
+  }
+}
+
+output name string = vault.name
+output uri string = vault.properties.vaultUri

@@ -1,0 +1,201 @@
+// The Noxys → Defender for Endpoint connector: everything it needs, with one user-assigned
+// managed identity and no shared keys. `azd up` feeds the parameters from main.parameters.json.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment; used to name and tag every resource.')
+param environmentName string
+
+@minLength(1)
+@description('Azure region for every resource.')
+param location string
+
+@description('Resource group name; empty means rg-<environmentName>.')
+param resourceGroupName string = ''
+
+@description('Entra tenant of the Defender app registration; empty means the deploying tenant.')
+param defenderTenantId string = ''
+
+
+@description('Client (application) id of the Defender app registration.')
+param defenderClientId string
+
+@secure()
+@description('Client secret of the Defender app registration; stored in Key Vault only.')
+param defenderClientSecret string
+
+@description('When the client secret expires in Entra ID (ISO 8601, e.g. 2028-11-27T00:00:00Z); set as the Key Vault secret expiry so the health check can warn.')
+param defenderClientSecretExpiry string
+
+@secure()
+@description('Noxys webhook signing secret (whsec_...), or several separated by spaces during rotation.')
+param noxysSigningSecret string
+
+@allowed(['global', 'us', 'eu', 'uk', 'au', 'swa', 'ina', 'aea', 'gcc', 'gcc-high'])
+@description('Defender cloud/region: sets API URL, sign-in authority and token scope together.')
+param defenderCloud string = 'global'
+
+@minValue(1)
+@maxValue(40)
+@description('Most instances the app may scale to. Defender accepts 15 alerts a minute for the whole app: more instances only earn 429s, and the shared budget keeps them in line anyway.')
+param maximumInstanceCount int = 4
+
+@allowed([512, 2048, 4096])
+param instanceMemoryMB int = 2048
+
+@description('Comma-separated Noxys event types raised as Defender alerts.')
+param forwardEventTypes string = 'interaction.policy_violated,interaction.high_risk,alert.severity_critical,alert.severity_high'
+
+@allowed(['graph', 'legacy', 'off'])
+param incidentTagging string = 'graph'
+
+@allowed(['none', 'graph'])
+param alertFallback string = 'none'
+
+@description('Create the NoxysInteractions_CL hunting table, its Data Collection Rule, the detection rule and the workbook.')
+param enableHuntingTable bool = false
+
+@description('Resource id of the Microsoft Sentinel Log Analytics workspace for the hunting table; empty means the workspace created here (Sentinel is then enabled on it).')
+param sentinelWorkspaceId string = ''
+
+@description('E-mail address for the Azure Monitor alerts; empty means no notification.')
+param alertEmail string = ''
+
+@description('Object id of the person deploying (azd fills it); not needed by the app.')
+param principalId string = ''
+
+var abbrs = loadJsonContent('abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = { 'azd-env-name': environmentName }
+var functionAppName = '${abbrs.functionApp}${resourceToken}'
+var rgName = !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourceGroup}${environmentName}'
+var tenantForDefender = !empty(defenderTenantId) ? defenderTenantId : tenant().tenantId
+// The hunting table, its detection rule and workbook live with the Sentinel workspace.
+var huntingSubscription = !empty(sentinelWorkspaceId) ? split(sentinelWorkspaceId, '/')[2] : subscription().subscriptionId
+var huntingResourceGroup = !empty(sentinelWorkspaceId) ? split(sentinelWorkspaceId, '/')[4] : rgName
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: rgName
+  location: location
+  tags: tags
+}
+
+module identity 'app/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentity}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: '${abbrs.logAnalytics}${resourceToken}'
+    appInsightsName: '${abbrs.appInsights}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageAccount}${resourceToken}'
+    location: location
+    tags: tags
+    deploymentContainerName: 'app-package-${take(functionAppName, 32)}'
+  }
+}
+
+module keyVault 'app/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: '${abbrs.keyVault}${resourceToken}'
+    location: location
+    tags: tags
+    defenderClientSecret: defenderClientSecret
+    defenderClientSecretExpiry: defenderClientSecretExpiry
+    noxysSigningSecret: noxysSigningSecret
+  }
+}
+
+module hunting 'app/hunting.bicep' = if (enableHuntingTable) {
+  name: 'hunting'
+  scope: resourceGroup(huntingSubscription, huntingResourceGroup)
+  dependsOn: [rg]
+  params: {
+    location: location
+    tags: tags
+    workspaceId: !empty(sentinelWorkspaceId) ? sentinelWorkspaceId : monitoring.outputs.logAnalyticsId
+    onboardSentinel: empty(sentinelWorkspaceId)
+    dceName: '${abbrs.dataCollectionEndpoint}${resourceToken}'
+    dcrName: '${abbrs.dataCollectionRule}${resourceToken}'
+    publisherPrincipalId: identity.outputs.principalId
+  }
+}
+
+module app 'app/function.bicep' = {
+  name: 'function'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: '${abbrs.plan}${resourceToken}'
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerUrl: '${storage.outputs.blobEndpoint}${storage.outputs.deploymentContainerName}'
+    appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
+    keyVaultUrl: keyVault.outputs.uri
+    defenderTenantId: tenantForDefender
+    defenderClientId: defenderClientId
+    defenderCloud: defenderCloud
+    forwardEventTypes: forwardEventTypes
+    incidentTagging: incidentTagging
+    alertFallback: alertFallback
+    huntingIngestionEndpoint: enableHuntingTable ? hunting.outputs.ingestionEndpoint : ''
+    huntingDcrImmutableId: enableHuntingTable ? hunting.outputs.dcrImmutableId : ''
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+  }
+}
+
+module roles 'app/roles.bicep' = {
+  name: 'roles'
+  scope: rg
+  params: {
+    principalId: identity.outputs.principalId
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    appInsightsName: monitoring.outputs.appInsightsName
+  }
+}
+
+module alerts 'app/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    namePrefix: resourceToken
+    actionGroupName: '${abbrs.actionGroup}${resourceToken}'
+    appInsightsId: monitoring.outputs.appInsightsId
+    alertEmail: alertEmail
+  }
+}
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output WEBHOOK_URL string = 'https://${app.outputs.defaultHostName}/api/noxys/events'
+output FUNCTION_APP_NAME string = app.outputs.name
+output KEY_VAULT_NAME string = keyVault.outputs.name
+output DEPLOYER_PRINCIPAL_ID string = principalId

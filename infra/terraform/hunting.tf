@@ -1,0 +1,120 @@
+# The NoxysInteractions_CL hunting table in the Sentinel workspace, fed through a Data
+# Collection Rule (Logs Ingestion API), plus the detection rule and the dashboard workbook.
+# Column list: ../hunting/columns.json, shared with the code and with Bicep.
+locals {
+  hunting_columns = jsondecode(file("${path.module}/../hunting/columns.json"))
+  workspace_id    = var.sentinel_workspace_id != "" ? var.sentinel_workspace_id : azurerm_log_analytics_workspace.main.id
+  hunting_count   = var.enable_hunting_table ? 1 : 0
+}
+
+resource "azapi_resource" "hunting_table" {
+  count     = local.hunting_count
+  type      = "Microsoft.OperationalInsights/workspaces/tables@2022-10-01"
+  name      = "NoxysInteractions_CL"
+  parent_id = local.workspace_id
+  body = {
+    properties = {
+      plan            = "Analytics"
+      retentionInDays = 90
+      schema = {
+        name    = "NoxysInteractions_CL"
+        columns = [for c in local.hunting_columns : { name = c.name, type = c.type == "datetime" ? "dateTime" : c.type }]
+      }
+    }
+  }
+}
+
+resource "azurerm_monitor_data_collection_endpoint" "hunting" {
+  count                         = local.hunting_count
+  name                          = "dce-${local.resource_token}"
+  resource_group_name           = azurerm_resource_group.main.name
+  location                      = var.location
+  public_network_access_enabled = true
+  tags                          = local.tags
+}
+
+resource "azurerm_monitor_data_collection_rule" "hunting" {
+  count                       = local.hunting_count
+  name                        = "dcr-${local.resource_token}"
+  resource_group_name         = azurerm_resource_group.main.name
+  location                    = var.location
+  data_collection_endpoint_id = azurerm_monitor_data_collection_endpoint.hunting[0].id
+  tags                        = local.tags
+
+  stream_declaration {
+    stream_name = "Custom-NoxysInteractions"
+    dynamic "column" {
+      for_each = local.hunting_columns
+      content {
+        name = column.value.name
+        type = column.value.type
+      }
+    }
+  }
+
+  destinations {
+    log_analytics {
+      workspace_resource_id = local.workspace_id
+      name                  = "sentinel"
+    }
+  }
+
+  data_flow {
+    streams       = ["Custom-NoxysInteractions"]
+    destinations  = ["sentinel"]
+    transform_kql = "source"
+    output_stream = "Custom-NoxysInteractions_CL"
+  }
+
+  depends_on = [azapi_resource.hunting_table]
+}
+
+resource "azurerm_role_assignment" "hunting_publisher" {
+  count              = local.hunting_count
+  scope              = azurerm_monitor_data_collection_rule.hunting[0].id
+  role_definition_id = local.role_id.monitoring_metrics_publisher
+  principal_id       = azurerm_user_assigned_identity.app.principal_id
+  principal_type     = "ServicePrincipal"
+}
+
+resource "azurerm_sentinel_log_analytics_workspace_onboarding" "main" {
+  count        = var.enable_hunting_table && var.sentinel_workspace_id == "" ? 1 : 0
+  workspace_id = azurerm_log_analytics_workspace.main.id
+}
+
+resource "azurerm_sentinel_alert_rule_scheduled" "high_risk_burst" {
+  count                      = local.hunting_count
+  name                       = "noxys-high-risk-burst"
+  log_analytics_workspace_id = local.workspace_id
+  display_name               = "Noxys: 5 or more high-risk AI interactions from one device in an hour"
+  description                = "A device sent five or more prompts that Noxys scored above 0.8 to AI platforms within an hour."
+  severity                   = "Medium"
+  query                      = file("${path.module}/../kql/detection-high-risk-burst.kql")
+  query_frequency            = "PT1H"
+  query_period               = "PT1H"
+  trigger_operator           = "GreaterThan"
+  trigger_threshold          = 0
+  tactics                    = ["Exfiltration"]
+
+  entity_mapping {
+    entity_type = "Host"
+    field_mapping {
+      identifier  = "HostName"
+      column_name = "DeviceName"
+    }
+  }
+
+  depends_on = [azurerm_sentinel_log_analytics_workspace_onboarding.main, azapi_resource.hunting_table]
+}
+
+resource "azurerm_application_insights_workbook" "noxys" {
+  count               = local.hunting_count
+  name                = uuidv5("url", "${local.workspace_id}/noxys-workbook")
+  resource_group_name = azurerm_resource_group.main.name
+  location            = var.location
+  display_name        = "Noxys AI Firewall"
+  category            = "sentinel"
+  source_id           = lower(local.workspace_id)
+  data_json           = file("${path.module}/../workbook/noxys-workbook.json")
+  tags                = local.tags
+}

@@ -1,0 +1,111 @@
+variable "subscription_id" {
+  description = "Subscription to deploy into."
+  type        = string
+}
+
+variable "environment_name" {
+  description = "Short name used to name and tag every resource (like azd's environment name)."
+  type        = string
+}
+
+variable "location" {
+  description = "Azure region for every resource."
+  type        = string
+}
+
+variable "resource_group_name" {
+  description = "Resource group name; empty means rg-<environment_name>."
+  type        = string
+  default     = ""
+}
+
+variable "defender_tenant_id" {
+  description = "Entra tenant of the Defender app registration; empty means the deploying tenant."
+  type        = string
+  default     = ""
+}
+
+variable "defender_client_id" {
+  description = "Client (application) id of the Defender app registration."
+  type        = string
+}
+
+variable "defender_client_secret" {
+  description = "Client secret of the Defender app registration; stored in Key Vault only."
+  type        = string
+  sensitive   = true
+}
+
+variable "defender_client_secret_expiry" {
+  description = "When the client secret expires in Entra ID (RFC 3339, e.g. 2028-11-27T00:00:00Z); set as the Key Vault secret expiry."
+  type        = string
+}
+
+variable "noxys_signing_secret" {
+  description = "Noxys webhook signing secret (whsec_...), or several separated by spaces during rotation."
+  type        = string
+  sensitive   = true
+}
+
+variable "noxys_signing_secret_expiry" {
+  description = "Review date of the signing secret (Key Vault expiry is informational)."
+  type        = string
+}
+
+variable "defender_cloud" {
+  description = "Defender cloud/region: global, us, eu, uk, au, swa, ina, aea, gcc, gcc-high."
+  type        = string
+  default     = "global"
+  validation {
+    condition     = contains(["global", "us", "eu", "uk", "au", "swa", "ina", "aea", "gcc", "gcc-high"], var.defender_cloud)
+    error_message = "defender_cloud must be one of global, us, eu, uk, au, swa, ina, aea, gcc, gcc-high."
+  }
+}
+
+variable "maximum_instance_count" {
+  description = "Most instances the app may scale to. Defender accepts 15 alerts a minute for the whole app: more instances only earn 429s."
+  type        = number
+  default     = 4
+}
+
+variable "instance_memory_mb" {
+  description = "Flex Consumption instance memory."
+  type        = number
+  default     = 2048
+}
+
+variable "forward_event_types" {
+  description = "Comma-separated Noxys event types raised as Defender alerts."
+  type        = string
+  default     = "interaction.policy_violated,interaction.high_risk,alert.severity_critical,alert.severity_high"
+}
+
+variable "incident_tagging" {
+  description = "graph, legacy or off."
+  type        = string
+  default     = "graph"
+}
+
+variable "alert_fallback" {
+  description = "none or graph (Graph beta createAlert when no anchor is found)."
+  type        = string
+  default     = "none"
+}
+
+variable "enable_hunting_table" {
+  description = "Create the NoxysInteractions_CL table, its DCR, the detection rule and the workbook."
+  type        = bool
+  default     = false
+}
+
+variable "sentinel_workspace_id" {
+  description = "Resource id of the Sentinel workspace for the hunting table; empty means the workspace created here (Sentinel is enabled on it)."
+  type        = string
+  default     = ""
+}
+
+variable "alert_email" {
+  description = "E-mail address for the Azure Monitor alerts; empty means no notification."
+  type        = string
+  default     = ""
+}

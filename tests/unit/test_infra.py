@@ -1,0 +1,247 @@
+"""Infrastructure validated with what this machine has: no Bicep compiler, no azurerm provider.
+
+Every .bicep parses (pycep), every .tf parses (python-hcl2) and is `terraform fmt` clean,
+checkov finds nothing it has not been told why, and Bicep and Terraform declare the same app
+settings, role assignments and resource kinds — and provide every setting the code reads (or
+the README documents it as optional with its default).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any, cast
+
+import hcl2
+import pytest
+from pycep import BicepParser
+
+from shared.config import Settings
+from tests.conftest import ROOT
+
+INFRA = ROOT / "infra"
+TF = INFRA / "terraform"
+BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
+TF_FILES = sorted(TF.glob("*.tf"))
+
+# Terraform type → the ARM resource type it creates (azapi_resource carries its type itself)
+TF_TO_ARM = {
+    "azurerm_resource_group": "Microsoft.Resources/resourceGroups",
+    "azurerm_user_assigned_identity": "Microsoft.ManagedIdentity/userAssignedIdentities",
+    "azurerm_log_analytics_workspace": "Microsoft.OperationalInsights/workspaces",
+    "azurerm_application_insights": "Microsoft.Insights/components",
+    "azurerm_storage_account": "Microsoft.Storage/storageAccounts",
+    "azurerm_storage_container": "Microsoft.Storage/storageAccounts/blobServices/containers",
+    "azurerm_storage_queue": "Microsoft.Storage/storageAccounts/queueServices/queues",
+    "azurerm_key_vault": "Microsoft.KeyVault/vaults",
+    "azurerm_key_vault_secret": "Microsoft.KeyVault/vaults/secrets",
+    "azurerm_service_plan": "Microsoft.Web/serverfarms",
+    "azurerm_function_app_flex_consumption": "Microsoft.Web/sites",
+    "azurerm_role_assignment": "Microsoft.Authorization/roleAssignments",
+    "azurerm_monitor_action_group": "Microsoft.Insights/actionGroups",
+    "azurerm_monitor_scheduled_query_rules_alert_v2": "Microsoft.Insights/scheduledQueryRules",
+    "azurerm_monitor_data_collection_endpoint": "Microsoft.Insights/dataCollectionEndpoints",
+    "azurerm_monitor_data_collection_rule": "Microsoft.Insights/dataCollectionRules",
+    "azurerm_sentinel_log_analytics_workspace_onboarding": "Microsoft.SecurityInsights/onboardingStates",
+    "azurerm_sentinel_alert_rule_scheduled": "Microsoft.SecurityInsights/alertRules",
+    "azurerm_application_insights_workbook": "Microsoft.Insights/workbooks",
+}
+# Parents Bicep must declare explicitly and Terraform creates implicitly with the account.
+IMPLICIT_IN_TERRAFORM = {
+    "Microsoft.Storage/storageAccounts/blobServices",
+    "Microsoft.Storage/storageAccounts/queueServices",
+}
+# Terraform writes the Key Vault secrets through the data plane, so the deployer needs this role
+# first; Bicep writes them through ARM and needs no such role.
+TF_ONLY_ROLES = {"b86a8fe4-44ce-4948-aee5-eccb2c155cd7"}  # Key Vault Secrets Officer
+GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+@cache
+def bicep(path: Path) -> dict[str, Any]:
+    return cast(dict[str, Any], BicepParser().parse(file_path=path))
+
+
+@cache
+def terraform(path: Path) -> dict[str, Any]:
+    with path.open() as f:
+        result: dict[str, Any] = hcl2.load(f)
+    return result
+
+
+def _unquote(key: str) -> str:
+    return key.strip('"')
+
+
+@pytest.mark.parametrize("path", BICEP_FILES, ids=lambda p: str(p.relative_to(INFRA)))
+def test_every_bicep_file_parses(path: Path) -> None:
+    tree = bicep(path)
+    assert tree["resources"] or tree.get("modules")
+
+
+@pytest.mark.parametrize("path", TF_FILES, ids=lambda p: p.name)
+def test_every_terraform_file_parses(path: Path) -> None:
+    assert terraform(path)
+
+
+def test_terraform_fmt_is_clean() -> None:
+    exe = shutil.which("terraform")
+    if exe is None:
+        pytest.skip("terraform is not installed on this machine")
+    out = subprocess.run(
+        [exe, "fmt", "-check", "-recursive", "-list=true", str(TF)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, f"not fmt-clean: {out.stdout}"
+
+
+def test_checkov_finds_nothing_unexplained() -> None:
+    checkov = ROOT / ".venv-infra" / "bin" / "checkov"
+    assert checkov.exists(), "checkov is installed by scripts/bootstrap.sh into .venv-infra"
+    out = subprocess.run(
+        [str(checkov), "--skip-download", "-d", str(INFRA), "--framework", "bicep", "terraform", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    reports = json.loads(out.stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    frameworks = {r["check_type"] for r in reports}
+    assert frameworks == {"bicep", "terraform"}, "checkov did not read both flavours"
+    assert all(r["summary"]["parsing_errors"] == 0 for r in reports), (
+        "checkov could not parse a file (and would pass it)"
+    )
+    failed = [(c["check_id"], c["resource"]) for r in reports for c in r["results"]["failed_checks"]]
+    assert failed == []
+    skipped = [c for r in reports for c in r["results"]["skipped_checks"]]
+    assert all(len(c["check_result"].get("suppress_comment", "")) > 20 for c in skipped), "every suppression says why"
+    assert sum(r["summary"]["passed"] for r in reports) > 30
+
+
+# ------------------------------------------------------------------------------ parity
+def bicep_app_settings() -> dict[str, Any]:
+    settings: dict[str, Any] = bicep(INFRA / "app" / "function.bicep")["variables"]["appSettings"]["value"]
+    return settings
+
+
+def terraform_app_settings() -> dict[str, Any]:
+    (locals_,) = terraform(TF / "function.tf")["locals"]
+    return {_unquote(k): v for k, v in locals_["app_settings"].items()}
+
+
+def test_both_flavours_set_the_same_app_settings() -> None:
+    assert set(bicep_app_settings()) == set(terraform_app_settings())
+
+
+def test_app_settings_are_identity_based_only() -> None:
+    for settings in (bicep_app_settings(), terraform_app_settings()):
+        assert settings["AzureWebJobsStorage__credential"].strip('"') == "managedidentity"
+        assert "AzureWebJobsStorage" not in settings  # no connection string
+        text = json.dumps(settings)
+        assert "AccountKey" not in text and "SharedAccessSignature" not in text
+        assert "Authorization=AAD" in text
+
+
+def test_every_setting_the_code_reads_is_provided_or_documented_optional() -> None:
+    readme = (ROOT / "README.md").read_text()
+    provided = set(bicep_app_settings()) & set(terraform_app_settings())
+    missing = []
+    for name, field in Settings.model_fields.items():
+        alias = field.alias or name
+        if alias in provided:
+            continue
+        documented = f"`{alias}`" in readme or f"`{alias.rsplit('_PER_', 1)[0]}" in readme
+        if not (documented and not field.is_required()):
+            missing.append(alias)
+    assert missing == []
+
+
+def _bicep_role_ids() -> set[str]:
+    ids: set[str] = set()
+    for path in BICEP_FILES:
+        text = path.read_text()
+        if "Microsoft.Authorization/roleAssignments" in text:
+            ids |= set(GUID.findall(text))
+    return ids
+
+
+def _terraform_role_ids() -> set[str]:
+    (locals_,) = [b for b in terraform(TF / "main.tf")["locals"] if "roles" in b]
+    declared = {k: v.strip('"') for k, v in locals_["roles"].items()}
+    used = set()
+    for path in TF_FILES:
+        for key in re.findall(r"local\.role_id\.(\w+)", path.read_text()):
+            used.add(declared[key])
+    return used | (set(declared.values()) & TF_ONLY_ROLES)
+
+
+def test_both_flavours_assign_the_same_roles_scoped_to_resources() -> None:
+    assert _bicep_role_ids() == _terraform_role_ids() - TF_ONLY_ROLES
+    for path in TF_FILES:
+        for block in terraform(path).get("resource", []):
+            for assignment in block.get('"azurerm_role_assignment"', {}).values():
+                assert "subscription" not in assignment["scope"].split(".")[0]
+
+
+def _bicep_types() -> set[str]:
+    types = set()
+    for path in BICEP_FILES:
+        for res in bicep(path)["resources"].values():
+            if not res.get("existing"):
+                types.add(res["type"])
+    return types - IMPLICIT_IN_TERRAFORM
+
+
+def _terraform_types() -> set[str]:
+    types = set()
+    for path in TF_FILES:
+        for block in terraform(path).get("resource", []):
+            for quoted, instances in block.items():
+                tf_type = _unquote(quoted)
+                if tf_type == "azapi_resource":
+                    types |= {v["type"].strip('"').split("@")[0] for v in instances.values()}
+                    continue
+                types.add(TF_TO_ARM[tf_type])
+    return types
+
+
+def test_both_flavours_declare_the_same_resource_kinds() -> None:
+    assert _bicep_types() == _terraform_types()
+
+
+def test_queues_match_the_code_defaults() -> None:
+    defaults = Settings.model_fields
+    names = {defaults[f].default for f in ("events_queue_name", "events_priority_queue_name", "hunting_queue_name")}
+    queues = {f"{q}-poison" for q in names if q != "noxys-hunting"} | names
+    storage_bicep = (INFRA / "app" / "storage.bicep").read_text()
+    (tf_locals,) = [b for b in terraform(TF / "main.tf")["locals"] if "queues" in b]
+    assert {q.strip('"') for q in tf_locals["queues"]} == queues
+    assert all(f"'{q}'" in storage_bicep for q in queues)
+
+
+def test_hunting_schema_detection_and_workbook_come_from_the_shared_files() -> None:
+    hunting_bicep = (INFRA / "app" / "hunting.bicep").read_text()
+    hunting_tf = (TF / "hunting.tf").read_text()
+    for shared in (
+        "../hunting/columns.json",
+        "../kql/detection-high-risk-burst.kql",
+        "../workbook/noxys-workbook.json",
+    ):
+        assert shared in hunting_bicep and shared in hunting_tf
+
+
+def test_azd_parameters_exist_in_main_bicep() -> None:
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    declared = bicep(INFRA / "main.bicep")["parameters"]
+    assert set(params) <= set(declared)
+    required = {k for k, v in declared.items() if v.get("default") is None}
+    assert required <= set(params)
+
+
+def test_maximum_instance_count_is_bounded() -> None:
+    param = bicep(INFRA / "main.bicep")["parameters"]["maximumInstanceCount"]
+    assert param["default"] <= 10
+    assert any(d.get("type") == "max_value" and d["argument"] <= 40 for d in param["decorators"])
