@@ -72,6 +72,23 @@ def _queue_stats() -> dict[str, Any]:
     return out
 
 
+def _hunting_stats() -> dict[str, Any]:
+    from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+    from shared.storage import queue_client
+
+    s = get_settings()
+    if not s.hunting_configured:
+        return {"configured": False}
+    try:
+        waiting = queue_client(s, s.hunting_queue_name).get_queue_properties().approximate_message_count or 0
+    except ResourceNotFoundError:
+        waiting = 0
+    except AzureError as exc:
+        return {"configured": True, "error": exc.__class__.__name__}
+    return {"configured": True, "rows_waiting": waiting, "types": s.hunting_event_types}
+
+
 def run_health_check() -> dict[str, Any]:
     """Connectivity, permissions, secret expiry (Key Vault and Entra), queues; stored and logged."""
     s = get_settings()
@@ -179,6 +196,7 @@ def snapshot() -> dict[str, Any]:
         "queues": _queue_stats(),
         "dead_letters": wiring.dead_letters().count(),
         "held": wiring.held().count(),
+        "hunting": _hunting_stats(),
         "health": read_record(),
     }
     snap["findings"] = [asdict(f) for f in explain(snap)]
@@ -204,6 +222,16 @@ def render(snap: dict[str, Any]) -> str:
         f"  queues: {q['waiting']} waiting (oldest {q['oldest_age_seconds'] or 0} s), {q['poison']} poison; "
         f"{snap['dead_letters']} dead letter(s); {snap['held']} held",
     ]
+    hunting = snap.get("hunting") or {}
+    if hunting.get("configured"):
+        lines.append(
+            f"  hunting table NoxysInteractions_CL: on, {hunting.get('rows_waiting', '?')} row(s) waiting to ship"
+        )
+    else:
+        lines.append(
+            "  hunting table NoxysInteractions_CL: not configured (HUNTING_INGESTION_ENDPOINT and "
+            "HUNTING_DCR_IMMUTABLE_ID unset): nothing is sent"
+        )
     if h:
         conn = h.get("connection") or {}
         lines.append(f"  last health check {h.get('checked_at')}: connection {'OK' if conn.get('ok') else 'FAILING'}")

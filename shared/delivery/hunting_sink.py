@@ -76,21 +76,26 @@ def ship(
     report = ShipReport()
     batch: list[tuple[Any, dict[str, Any]]] = []
     seen: set[str] = set()
-    for msg in queue.receive_messages(messages_per_page=32, visibility_timeout=VISIBILITY):
-        if msg.id in seen:  # released back already: this run has seen the whole queue
-            queue.update_message(msg, visibility_timeout=retry_in)
-            break
-        seen.add(msg.id)
-        report.received += 1
-        task = QueuedEvent.model_validate_json(msg.content)
-        delivered = forwarded is None or task.event.type in forwarded
-        final, machine, alert = _ids(ledger, task.event.id) if delivered else (True, None, None)
-        if not final and now - task.first_received_at < enrich_wait:
-            report.deferred += 1  # back in ``retry_in`` seconds, with better ids by then
-            queue.update_message(msg, visibility_timeout=retry_in)
-            continue
-        batch.append((msg, row(task.event, machine_id=machine, alert_id=alert)))
-        if report.received >= max_rows:
+    # Whole pages only: a page fetched and not processed would stay hidden for VISIBILITY seconds.
+    pages = queue.receive_messages(messages_per_page=32, visibility_timeout=VISIBILITY).by_page()
+    for page in pages:
+        done = False
+        for msg in page:
+            if msg.id in seen:  # released back already: this run has seen the whole queue
+                queue.update_message(msg, visibility_timeout=retry_in)
+                done = True
+                continue
+            seen.add(msg.id)
+            report.received += 1
+            task = QueuedEvent.model_validate_json(msg.content)
+            delivered = forwarded is None or task.event.type in forwarded
+            final, machine, alert = _ids(ledger, task.event.id) if delivered else (True, None, None)
+            if not final and now - task.first_received_at < enrich_wait:
+                report.deferred += 1  # back in ``retry_in`` seconds, with better ids by then
+                queue.update_message(msg, visibility_timeout=retry_in)
+                continue
+            batch.append((msg, row(task.event, machine_id=machine, alert_id=alert)))
+        if done or report.received >= max_rows:
             break
     if not batch:
         return report

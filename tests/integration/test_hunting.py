@@ -173,8 +173,20 @@ def test_outage_loses_nothing_and_delays_no_alert(
     assert sorted(r["EventId"] for r in emulator.state.logs.rows) == [f"evt_sim_{i:05d}" for i in range(5)]
 
 
-def test_not_configured_means_nothing_is_attempted(env: Env, host: Any) -> None:
+def test_not_configured_means_nothing_is_attempted(env: Env, host: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from shared.cli import main
+
     body = sample("policy_violated")
     assert post(host, body, signed_headers(body)).status_code == 202
     assert ship_rows() == 0
     assert env.queued_texts("noxys-hunting") == []
+    assert main(["status"]) == 0
+    assert "hunting table NoxysInteractions_CL: not configured" in capsys.readouterr().out
+
+
+def test_status_counts_rows_waiting(hunting: Simulation, capsys: pytest.CaptureFixture[str]) -> None:
+    from shared.cli import main
+
+    hunting.post([violation(1), violation(2, host="BOB-WS-0042")])
+    assert main(["status"]) == 0
+    assert "hunting table NoxysInteractions_CL: on, 2 row(s) waiting to ship" in capsys.readouterr().out
