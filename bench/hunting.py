@@ -107,7 +107,7 @@ def main() -> int:
             t1 = time.monotonic()
             sent = runs = 0
             while True:
-                shipped = ship_rows()
+                shipped = ship_rows().sent
                 if not shipped:
                     break
                 sent, runs = sent + shipped, runs + 1

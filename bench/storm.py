@@ -120,16 +120,9 @@ def main() -> int:
                     "EVENTS_QUEUE_NAME": "storm",
                     "EVENTS_PRIORITY_QUEUE_NAME": "storm-priority",
                     "NOXYS_SIGNING_SECRET": SECRET,
-                    "DEFENDER_TENANT_ID": TENANT,
-                    "DEFENDER_CLIENT_ID": CLIENT,
-                    "DEFENDER_CLIENT_SECRET": CLIENT_SECRET,
-                    "DEFENDER_API_URL": emulator.url,
-                    "DEFENDER_AUTHORITY_HOST": emulator.url,
-                    "GRAPH_API_URL": emulator.url,
-                    "SECURITY_API_URL": emulator.url,
-                    "REQUESTS_CA_BUNDLE": str(emulator.ca_file),
                     "HEALTH_SCHEDULE": "0 0 * * * *",
                     "HUNTING_SCHEDULE": "*/30 * * * * *",
+                    **emulator.connector_settings(tenant=TENANT, client=CLIENT, secret=CLIENT_SECRET),
                 }
             )
             wiring.reset()

@@ -23,24 +23,6 @@ from shared import pii, platforms
 from shared.events import Envelope
 
 Severity = Literal["Low", "Medium", "High"]
-CATEGORIES = (
-    "General",
-    "CommandAndControl",
-    "Collection",
-    "CredentialAccess",
-    "DefenseEvasion",
-    "Discovery",
-    "Exfiltration",
-    "Exploit",
-    "Execution",
-    "InitialAccess",
-    "LateralMovement",
-    "Malware",
-    "Persistence",
-    "PrivilegeEscalation",
-    "Ransomware",
-    "SuspiciousActivity",
-)
 _RANK: dict[Severity, int] = {"Low": 0, "Medium": 1, "High": 2}
 MAX_TITLE = 200
 MAX_DESCRIPTION = 4000

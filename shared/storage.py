@@ -53,15 +53,21 @@ def _identity(client_id: str | None) -> TokenCredential:
     return DefaultAzureCredential()
 
 
-def queue_service_uri(settings: Settings) -> str:
-    if settings.storage_queue_service_uri:
-        return settings.storage_queue_service_uri
+def _service_uri(settings: Settings, service: str, explicit: str | None) -> str:
+    """The identity-based endpoint of one storage service, as the Functions host derives it."""
+    if explicit:
+        return explicit
     if settings.storage_account_name:
-        return f"https://{settings.storage_account_name}.queue.core.windows.net"
+        return f"https://{settings.storage_account_name}.{service}.core.windows.net"
     raise ConfigError(
         "AzureWebJobsStorage",
-        "set a connection string (local) or AzureWebJobsStorage__queueServiceUri / __accountName (managed identity)",
+        f"set a connection string (local) or AzureWebJobsStorage__{service}ServiceUri / __accountName "
+        "(managed identity)",
     )
+
+
+def queue_service_uri(settings: Settings) -> str:
+    return _service_uri(settings, "queue", settings.storage_queue_service_uri)
 
 
 _clients: dict[tuple[str, str], Any] = {}
@@ -125,14 +131,7 @@ def enqueue(
 
 # ---------------------------------------------------------------------------- tables
 def table_service_uri(settings: Settings) -> str:
-    if settings.storage_table_service_uri:
-        return settings.storage_table_service_uri
-    if settings.storage_account_name:
-        return f"https://{settings.storage_account_name}.table.core.windows.net"
-    raise ConfigError(
-        "AzureWebJobsStorage",
-        "set a connection string (local) or AzureWebJobsStorage__tableServiceUri / __accountName (managed identity)",
-    )
+    return _service_uri(settings, "table", settings.storage_table_service_uri)
 
 
 _tables: dict[tuple[str, str], Any] = {}

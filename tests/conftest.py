@@ -23,7 +23,7 @@ from shared import wiring
 from shared.clock import ManualClock
 from shared.webhook import sign
 from tools import azurite as azurite_launcher
-from tools.emulator.server import EmulatorServer
+from tools.emulator.server import DEFAULT_CLIENT, DEFAULT_SECRET, DEFAULT_TENANT, EmulatorServer
 from tools.emulator.state import DefenderState
 from tools.simulation import Simulation, VirtualDelaySender
 
@@ -31,9 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples" / "events"
 CONTRACT_SAMPLES = ROOT.parent / "shared" / "samples" / "events"  # the reference, when checked out beside us
 TEST_SECRET = "whsec_" + base64.b64encode(b"noxys-connector-test-signing-key!").decode()
-EMULATOR_TENANT = "0f6a1f4e-8d55-4b71-9a4c-e0f1d2c3b4a5"
-EMULATOR_CLIENT = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
-EMULATOR_SECRET = "emulator-client-secret"
+EMULATOR_TENANT, EMULATOR_CLIENT, EMULATOR_SECRET = DEFAULT_TENANT, DEFAULT_CLIENT, DEFAULT_SECRET
 LIMITED_CLIENT = ("2d1f7a3b-5c4e-4f60-8a9b-0c1d2e3f4a5b", "emulator-limited-secret")
 EXPIRED_CLIENT = ("9e8d7c6b-5a49-4837-a261-504f3e2d1c0b", "emulator-expired-secret")
 # Emulator time: late on the day of the samples, so their anchors are inside hunting's 30 days.
@@ -128,16 +126,9 @@ def env(monkeypatch: pytest.MonkeyPatch, azurite: azurite_launcher.Azurite, emul
         "EVENTS_PRIORITY_QUEUE_NAME": f"ev-{run}-priority",
         "TABLE_PREFIX": f"T{run}",
         "NOXYS_SIGNING_SECRET": TEST_SECRET,
-        "DEFENDER_TENANT_ID": EMULATOR_TENANT,
-        "DEFENDER_CLIENT_ID": EMULATOR_CLIENT,
-        "DEFENDER_CLIENT_SECRET": EMULATOR_SECRET,
-        "DEFENDER_API_URL": emulator.url,
-        "DEFENDER_AUTHORITY_HOST": emulator.url,
-        "GRAPH_API_URL": emulator.url,
-        "SECURITY_API_URL": emulator.url,
         "HEALTH_SCHEDULE": "0 0 * * * *",
         "HUNTING_SCHEDULE": "*/30 * * * * *",
-        "REQUESTS_CA_BUNDLE": str(emulator.ca_file),
+        **emulator.connector_settings(),
     }
     for name in ("NOXYS_BEARER_TOKEN", "FORWARD_EVENT_TYPES"):
         monkeypatch.delenv(name, raising=False)

@@ -22,9 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ROOT / ".local"
 SETTINGS = ROOT / "local.settings.json"
 EMULATOR_PORT = 8443
-EMULATOR_TENANT = "0f6a1f4e-8d55-4b71-9a4c-e0f1d2c3b4a5"
-EMULATOR_CLIENT = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
-EMULATOR_SECRET = "emulator-client-secret"  # noqa: S105 - the emulator fixture's value, not a real secret
 
 
 def ensure_local_settings() -> dict[str, str]:
@@ -58,16 +55,7 @@ def main() -> int:
 
             ca = LOCAL / "emulator-ca.pem"
             emulator = EmulatorServer(DefenderState(), port=EMULATOR_PORT, ca_file=ca).start()
-            emulated = {
-                "DEFENDER_TENANT_ID": EMULATOR_TENANT,
-                "DEFENDER_CLIENT_ID": EMULATOR_CLIENT,
-                "DEFENDER_CLIENT_SECRET": EMULATOR_SECRET,
-                "DEFENDER_API_URL": emulator.url,
-                "DEFENDER_AUTHORITY_HOST": emulator.url,
-                "GRAPH_API_URL": emulator.url,
-                "SECURITY_API_URL": emulator.url,
-                "REQUESTS_CA_BUNDLE": str(ca),
-            }
+            emulated = emulator.connector_settings()
             os.environ.update(emulated)
             # so that `python -m shared test-connection|status` beside this run use the emulator too
             (LOCAL / "emulator.settings.json").write_text(json.dumps(emulated, indent=2))

@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import azure.functions as func
+
+if TYPE_CHECKING:
+    from shared.delivery.hunting_sink import ShipReport
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
 
 
-def ship_rows() -> int:
-    """One drain of the hunting queue; returns the rows accepted (0 when hunting is not configured)."""
+def ship_rows(*, retry_in: int = 60) -> ShipReport:
+    """One drain of the hunting queue (nothing at all when hunting is not configured).
+
+    ``retry_in``: seconds before a row that waits for its delivery, or was refused, is tried again.
+    """
     from shared.config import get_settings
-    from shared.delivery.hunting_sink import ship
+    from shared.delivery.hunting_sink import ShipReport, ship
     from shared.delivery.ledger import Ledger
     from shared.storage import queue_client
     from shared.wiring import clock, logs_client, table
 
     s = get_settings()
     if not s.hunting_configured:
-        return 0
+        return ShipReport()
     report = ship(
         queue_client(s, s.hunting_queue_name),
         Ledger(table("Ledger")),
@@ -31,6 +38,7 @@ def ship_rows() -> int:
         now=clock().now(),
         enrich_wait=timedelta(minutes=s.hunting_enrich_wait_minutes),
         forwarded=frozenset(s.forward_event_types),
+        retry_in=retry_in,
     )
     if report.sent or report.failed:
         log.info(
@@ -39,7 +47,7 @@ def ship_rows() -> int:
             report.failed,
             report.deferred,
         )
-    return report.sent
+    return report
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%HUNTING_SCHEDULE%", run_on_startup=False)

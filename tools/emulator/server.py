@@ -16,6 +16,11 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from tools.emulator.app import EmulatorApp
 from tools.emulator.state import DefenderState
 
+# The connector's app in the default fixture (fixture values, not real secrets).
+DEFAULT_TENANT = "0f6a1f4e-8d55-4b71-9a4c-e0f1d2c3b4a5"
+DEFAULT_CLIENT = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+DEFAULT_SECRET = "emulator-client-secret"  # noqa: S105 - the emulator fixture's value
+
 
 class _QuietHandler(WSGIRequestHandler):
     """Calls are recorded in the state (``/emulator/state``); no per-request stderr noise."""
@@ -44,6 +49,21 @@ class EmulatorServer:
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="defender-emulator", daemon=True
         )
+
+    def connector_settings(
+        self, *, tenant: str = DEFAULT_TENANT, client: str = DEFAULT_CLIENT, secret: str = DEFAULT_SECRET
+    ) -> dict[str, str]:
+        """The app settings that point the connector at this emulator (one app of its fixture)."""
+        return {
+            "DEFENDER_TENANT_ID": tenant,
+            "DEFENDER_CLIENT_ID": client,
+            "DEFENDER_CLIENT_SECRET": secret,
+            "DEFENDER_API_URL": self.url,
+            "DEFENDER_AUTHORITY_HOST": self.url,
+            "GRAPH_API_URL": self.url,
+            "SECURITY_API_URL": self.url,
+            "REQUESTS_CA_BUNDLE": str(self.ca_file),
+        }
 
     def start(self) -> EmulatorServer:
         self._thread.start()
