@@ -27,9 +27,9 @@ def _entra_expiry(client_id: str, current_secret: str | None) -> datetime | None
     from shared.defender.client import DefenderError
 
     try:
-        body = wiring.graph_client()._request(
-            "GET", f"/v1.0/applications(appId='{client_id}')", params={"$select": "passwordCredentials"}
-        )
+        found = wiring.graph_client().password_credentials(client_id)
+    except ConfigError:
+        return None  # not configured: the connection check has already said which setting
     except DefenderError as exc:
         log.info(
             "health: Entra secret expiry not readable (%s %s; grant Application.Read.All to check it)",
@@ -37,7 +37,7 @@ def _entra_expiry(client_id: str, current_secret: str | None) -> datetime | None
             exc.code,
         )
         return None
-    creds = [c for c in (body or {}).get("passwordCredentials", []) if c.get("endDateTime")]
+    creds = [c for c in found if c.get("endDateTime")]
     mine = [c for c in creds if current_secret and c.get("hint") and current_secret.startswith(c["hint"])]
     ends = [datetime.fromisoformat(str(c["endDateTime"]).replace("Z", "+00:00")) for c in (mine or creds)]
     return min(ends) if ends else None

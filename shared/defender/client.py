@@ -251,6 +251,13 @@ class GraphClient(ApiClient):
     def set_incident_tags(self, incident_id: str, tags: list[str]) -> None:
         self._request("PATCH", f"/v1.0/security/incidents/{quote(incident_id, safe='')}", json={"customTags": tags})
 
+    def password_credentials(self, app_id: str) -> list[dict[str, Any]]:
+        """The app registration's secrets (ids, hints, end dates — never values); needs Application.Read.All."""
+        body = self._request(
+            "GET", f"/v1.0/applications(appId='{quote(app_id, safe='')}')", params={"$select": "passwordCredentials"}
+        )
+        return list(body.get("passwordCredentials", [])) if isinstance(body, dict) else []
+
     def create_alert(self, alert_input: dict[str, Any]) -> dict[str, Any]:
         body = self._request("POST", "/beta/security/alerts_v2/createAlert", json={"createAlertInput": alert_input})
         if not isinstance(body, dict) or "id" not in body:

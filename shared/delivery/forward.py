@@ -231,14 +231,13 @@ class Delivery:
         now = self.d.clock.now()
         draft = draft_alert(event)
 
-        # 1. the machine (checkpointed: a retry after a quota wait does not look it up again)
-        machine_id = entry.get("machine_id") or ""
+        # 1. the machine
+        machine_id, resolved_by = entry.get("machine_id") or "", ""
         if not machine_id:
-            found, why = self._resolve(event)
+            found, resolved_by = self._resolve(event)
             if not found:
-                return self._no_alert(event, entry, draft, Kind.NO_DEVICE, why, machine_id=None)
+                return self._no_alert(event, entry, draft, Kind.NO_DEVICE, resolved_by, machine_id=None)
             machine_id = found
-            self.d.ledger.save(entry, machine_id=machine_id, resolved_by=why)
 
         # 2. an open group for this device and policy: join it, no alert call at all
         window = self.s.coalesce_window_minutes * 60
@@ -246,7 +245,9 @@ class Delivery:
         if key and entry.get("group_role") != "leader":
             group = self.d.groups.try_join(key, event.id, now.timestamp())
             if group:
-                return self._coalesced(entry, key, group.alert_id or "", group.leader)
+                return self._coalesced(entry, key, group.alert_id or "", group.leader, machine_id)
+        if resolved_by:  # checkpoint before the paced steps: a retry does not look the machine up again
+            self.d.ledger.save(entry, machine_id=machine_id, resolved_by=resolved_by)
 
         # 3. a crash may have left our alert behind: find it before creating another
         if entry.state == "creating":
@@ -289,7 +290,7 @@ class Delivery:
         if key and entry.get("group_role") != "leader":
             role, group = self.d.groups.join_or_lead(key, event.id, now.timestamp())
             if role == "join":
-                return self._coalesced(entry, key, group.alert_id, group.leader)
+                return self._coalesced(entry, key, group.alert_id, group.leader, machine_id)
             self.d.ledger.save(entry, group_role="leader", group_key=key)
 
         # 6. create, with the intent recorded first
@@ -369,9 +370,11 @@ class Delivery:
             machine_id=machine_id,
         )
 
-    def _coalesced(self, entry: Entry, key: str, alert_id: str, leader: str) -> Outcome:
+    def _coalesced(self, entry: Entry, key: str, alert_id: str, leader: str, machine_id: str) -> Outcome:
         into = alert_id or f"event {leader}"
-        self.d.ledger.save(entry, "coalesced", coalesced_into=into, group_key=key, alert_id=alert_id or None)
+        self.d.ledger.save(
+            entry, "coalesced", coalesced_into=into, group_key=key, alert_id=alert_id or None, machine_id=machine_id
+        )
         self._schedule_note(key)
         return Outcome(
             Kind.COALESCED,

@@ -18,24 +18,6 @@ log = logging.getLogger(__name__)
 bp = func.Blueprint()
 
 
-def check_connectivity() -> bool:
-    """Token + one cheap call (kept for the quick checks of scripts and tests)."""
-    from shared.config import ConfigError
-    from shared.defender.client import DefenderError
-    from shared.wiring import defender_client
-
-    try:
-        defender_client().list_machines(top=1)
-    except ConfigError as exc:
-        log.error("health: Defender not configured: %s", exc)
-        return False
-    except DefenderError as exc:
-        log.error("health: Defender connectivity FAILED: %s", exc)
-        return False
-    log.info("health: Defender connectivity OK")
-    return True
-
-
 def purge_audit() -> int:
     """Apply AUDIT_RETENTION_DAYS to the audit trail (whole days at a time)."""
     from shared.config import get_settings

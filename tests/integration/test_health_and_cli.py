@@ -12,33 +12,35 @@ import pytest
 
 from shared import wiring
 from shared.cli import main, shift_to_now
-from shared.functions.health import check_connectivity
+from shared.status import run_health_check
 from tests.conftest import SAMPLES, TEST_SECRET, Env
 
 pytestmark = pytest.mark.integration
 
 
-def test_connectivity_ok(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+def test_health_check_connects(env: Env, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    assert check_connectivity() is True
-    assert "Defender connectivity OK" in caplog.text
+    assert run_health_check()["connection"]["ok"] is True
+    assert "Successfully connected to Defender for Endpoint" in caplog.text
 
 
-def test_connectivity_failure_is_named_and_secret_not_logged(
+def test_health_check_failure_is_named_and_secret_not_logged(
     env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("DEFENDER_CLIENT_SECRET", "definitely-wrong-secret")
     wiring.reset()
     caplog.set_level(logging.DEBUG)
-    assert check_connectivity() is False
-    assert "AADSTS7000215" in caplog.text and "definitely-wrong-secret" not in caplog.text
+    record = run_health_check()
+    assert record["connection"]["ok"] is False and record["connection"]["problems"][0]["code"] == "bad_secret"
+    assert "definitely-wrong-secret" not in caplog.text and "definitely-wrong-secret" not in json.dumps(record)
 
 
-def test_connectivity_unconfigured(env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_health_check_unconfigured(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DEFENDER_TENANT_ID")
     wiring.reset()
-    assert check_connectivity() is False
-    assert "DEFENDER_TENANT_ID" in caplog.text
+    record = run_health_check()
+    assert record["connection"]["problems"][0]["code"] == "not_configured"
+    assert "DEFENDER_TENANT_ID" in record["connection"]["problems"][0]["message"]
 
 
 def test_send_sample_posts_a_signed_event(host: Any, env: Env, capsys: pytest.CaptureFixture[str]) -> None:
