@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install what is missing — Python 3.11 virtualenv with pinned packages, Azurite from npm —
-# and nothing else. Quick (two hash checks) when everything is already there.
+# Install what is missing — Python 3.11 virtualenv with pinned packages, Azurite from npm, and
+# with --infra the infrastructure checkers (checkov), which only the tests need — and nothing else.
+# Quick (a few hash checks) when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +30,8 @@ if [ "$(cat .venv/.requirements.sha256 2>/dev/null || true)" != "$want" ]; then
   echo "$want" > .venv/.requirements.sha256
 fi
 
-# checkov pins many packages of its own: it lives in a virtualenv of its own.
+# checkov pins many packages of its own: it lives in a virtualenv of its own (tests only).
+if [ "${1:-}" = "--infra" ]; then
 if [ ! -x .venv-infra/bin/python ]; then
   "$py" -m venv .venv-infra
 fi
@@ -39,6 +41,7 @@ if [ "$(cat .venv-infra/.requirements.sha256 2>/dev/null || true)" != "$want_inf
   .venv-infra/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
   .venv-infra/bin/python -m pip install -q --disable-pip-version-check -r requirements-infra.txt
   echo "$want_infra" > .venv-infra/.requirements.sha256
+fi
 fi
 
 lock=$(sha256sum tools/azurite/package-lock.json | cut -d' ' -f1)

@@ -10,11 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from shared import logsafe
 
 DEFAULT_WEBHOOK_URL = "http://127.0.0.1:7071/api/noxys/events"
 LOCAL_SETTINGS = Path("local.settings.json")
@@ -147,6 +151,9 @@ def cmd_export_audit(args: argparse.Namespace) -> int:
     from shared.wiring import audit
 
     _settings_from_local()
+    if (problem := _storage_problem()) is not None:
+        print(f"✗ {problem}", file=sys.stderr)
+        return 1
     try:
         since, until = _when(args.since), _when(args.until) if args.until else datetime.now(UTC)
     except ValueError as exc:
@@ -184,6 +191,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not (args.all or args.id or args.reason):
         print("say what to replay: --all, --id EVENT_ID (repeatable) or --reason TEXT", file=sys.stderr)
         return 2
+    if (problem := _storage_problem()) is not None:
+        print(f"✗ {problem}", file=sys.stderr)
+        return 1
     try:
         settings = get_settings()
         dead, ledger = DeadLetters(table("DeadLetters")), Ledger(table("Ledger"))
@@ -216,8 +226,12 @@ def cmd_test_connection(args: argparse.Namespace) -> int:
     from shared.wiring import credential
 
     _settings_from_local()
+    problem = _defender_problem()
+    if problem:
+        print(f"✗ {problem}", file=sys.stderr)
+        return 1
     try:
-        report = connection_test(get_settings(), credential())
+        report = connection_test(get_settings(), credential(), strict=args.strict)
     except ConfigError as exc:
         print(f"✗ {exc}", file=sys.stderr)
         return 1
@@ -230,6 +244,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     from shared.status import render, run_health_check, snapshot
 
     _settings_from_local()
+    if (problem := _storage_problem()) is not None:
+        print(f"✗ {problem}", file=sys.stderr)
+        return 1
     try:
         if args.check:
             run_health_check()
@@ -297,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
         "names the exact problem when something is wrong.",
     )
     t.add_argument("--json", action="store_true", help="machine-readable output")
+    t.add_argument(
+        "--strict", action="store_true", help="fail on a missing optional-feature permission too (default: warn)"
+    )
     t.set_defaults(run=cmd_test_connection)
 
     st = sub.add_parser("status", help="health record, counters, queues and the likely cause of missing alerts")
@@ -306,7 +326,73 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _storage_problem() -> str | None:
+    """Storage the commands need, checked in a second instead of a minute of SDK retries and a
+    traceback: the endpoint, and what to do when nothing answers there."""
+    from shared.config import ConfigError, get_settings
+    from shared.storage import connection_string, table_service_uri
+
+    try:
+        settings = get_settings()
+        conn = connection_string(settings)
+        if conn:
+            parts = dict(p.split("=", 1) for p in conn.split(";") if "=" in p)
+            endpoint = parts.get("TableEndpoint") or (
+                f"{parts.get('DefaultEndpointsProtocol', 'https')}://{parts.get('AccountName')}.table."
+                f"{parts.get('EndpointSuffix', 'core.windows.net')}"
+            )
+        else:
+            endpoint = table_service_uri(settings)
+    except ConfigError as exc:
+        return str(exc)
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=3).close()
+    except OSError:
+        local = url.hostname in ("127.0.0.1", "localhost")
+        hint = (
+            "is command 1 (./scripts/dev.sh) running?"
+            if local
+            else "check AzureWebJobsStorage and your network (private endpoint, firewall)"
+        )
+        return f"storage unreachable at {url.scheme}://{url.hostname}:{port} — {hint}"
+    return None
+
+
+def _defender_problem() -> str | None:
+    """With no tenant configured, the local emulator is the Defender: say so when it is not running."""
+    emulated = emulator_values()
+    if emulated:
+        url = urlsplit(emulated.get("DEFENDER_API_URL", ""))
+        try:
+            socket.create_connection((url.hostname or "", url.port or 443), timeout=3).close()
+        except OSError:
+            return (
+                f"the local Defender emulator is not running (nothing answers at {url.scheme}://{url.netloc}): "
+                "start command 1 (./scripts/dev.sh)"
+            )
+        return None
+    if os.environ.get("DEFENDER_TENANT_ID"):
+        return None
+    return (
+        "no Defender tenant is configured and the local Defender emulator is not running: start command 1 "
+        "(./scripts/dev.sh), or set DEFENDER_TENANT_ID, DEFENDER_CLIENT_ID and the secret in local.settings.json"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
+    from azure.core.exceptions import AzureError
+
+    logsafe.install()
     args = build_parser().parse_args(argv)
-    result: int = args.run(args)
+    try:
+        result: int = args.run(args)
+    except BrokenPipeError:  # `... | head`: the reader has gone, which is not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except AzureError as exc:  # storage failed half-way: say what, not a traceback
+        print(f"✗ storage error: {exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}", file=sys.stderr)
+        return 1
     return result

@@ -99,6 +99,8 @@ class Settings(BaseSettings):
         default_factory=lambda: list(DEFAULT_FORWARD_EVENT_TYPES), alias="FORWARD_EVENT_TYPES"
     )
     events_queue_name: str = Field(default="noxys-events", alias="EVENTS_QUEUE_NAME")
+    event_max_past_days: int = Field(default=90, ge=1, le=3650, alias="EVENT_MAX_PAST_DAYS")
+    event_max_future_hours: int = Field(default=24, ge=0, le=168, alias="EVENT_MAX_FUTURE_HOURS")
 
     # --- storage (the same account the Functions host uses) ---
     storage_connection: str | None = Field(default=None, alias="AzureWebJobsStorage")
@@ -137,6 +139,8 @@ class Settings(BaseSettings):
     graph_rate_per_minute: int = Field(default=60, ge=1, alias="GRAPH_RATE_PER_MINUTE")
     incidents_rate_per_minute: int = Field(default=50, ge=1, alias="INCIDENTS_RATE_PER_MINUTE")
     max_event_age_hours: float = Field(default=24, gt=0, le=168, alias="MAX_EVENT_AGE_HOURS")
+    delivery_lease_seconds: int = Field(default=300, ge=5, le=600, alias="DELIVERY_LEASE_SECONDS")
+    max_delivery_errors: int = Field(default=5, ge=1, le=50, alias="MAX_DELIVERY_ERRORS")
     retry_base_seconds: int = Field(default=30, ge=1, alias="RETRY_BASE_SECONDS")
     retry_max_seconds: int = Field(default=900, ge=1, le=86400, alias="RETRY_MAX_SECONDS")
     coalesce_window_minutes: int = Field(default=15, ge=0, le=1440, alias="COALESCE_WINDOW_MINUTES")

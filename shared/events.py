@@ -7,24 +7,72 @@ is built from these models, never from the raw body.
 
 Unknown fields are ignored (forward compatibility, as the contract asks); known fields with a
 wrong type are errors naming their path, e.g. ``[2].data.interaction.risk_score``.
+
+Hostile input is refused here, before anything is queued, so that no correctly signed body can
+reach a 500 or an event that loops later: every kept string has a maximum length (the table in
+``docs/webhook.md``), identifiers may not contain control characters (a hostname with a newline
+would forge log lines), display text has its control characters replaced, lone surrogates are
+refused (they cannot be serialised onto the queue), and timestamps must lie in a window around now.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from typing import Annotated, Literal
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 MAX_EVENTS_PER_REQUEST = 100
+# Timestamps outside [now - past, now + future] are impossible for a live event (defaults; the
+# settings EVENT_MAX_PAST_DAYS / EVENT_MAX_FUTURE_HOURS change them).
+DEFAULT_MAX_PAST = timedelta(days=90)
+DEFAULT_MAX_FUTURE = timedelta(hours=24)
 
 
 def _as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00 has no UTC equivalent
+        raise ValueError("date out of range once converted to UTC") from None
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _no_surrogate(value: str) -> str:
+    if _SURROGATE.search(value):
+        raise ValueError("contains an unpaired surrogate (not valid Unicode text)")
+    return value
+
+
+def _identifier(value: str) -> str:
+    """Identifiers end up in log lines and table keys: a control character is never legitimate."""
+    if _CONTROL.search(_no_surrogate(value)):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _label(value: str) -> str:
+    """Display text (a policy name, a title): control characters become spaces, never an error."""
+    return _CONTROL.sub(" ", _no_surrogate(value))
+
+
+def _prose(value: str) -> str:
+    """Multi-line text (a description): newlines and tabs stay, other controls become spaces."""
+    return _CONTROL_BUT_NEWLINE.sub(" ", _no_surrogate(value))
+
+
+ID, LABEL, PROSE = AfterValidator(_identifier), AfterValidator(_label), AfterValidator(_prose)
+
+
+def Max(n: int) -> StringConstraints:
+    return StringConstraints(max_length=n)
 
 
 class _Model(BaseModel):
@@ -32,11 +80,11 @@ class _Model(BaseModel):
 
 
 class Device(_Model):
-    hostname: str | None = None
-    fqdn: str | None = None
-    aad_device_id: str | None = None
-    ip_address: str | None = None
-    os: str | None = None
+    hostname: Annotated[str, Max(255), ID] | None = None
+    fqdn: Annotated[str, Max(255), ID] | None = None
+    aad_device_id: Annotated[str, Max(64), ID] | None = None
+    ip_address: Annotated[str, Max(45), ID] | None = None
+    os: Annotated[str, Max(100), LABEL] | None = None
 
     @property
     def display_name(self) -> str:
@@ -46,51 +94,51 @@ class Device(_Model):
 class Classification(_Model):
     """One PII finding: its type and confidence. The PII value itself is deliberately absent."""
 
-    type: str = Field(min_length=1, max_length=64)
+    type: Annotated[str, StringConstraints(min_length=1, max_length=64), ID]
     score: float | None = Field(default=None, ge=0, le=1)
 
 
 class ContentMetadata(_Model):
     """Only the keys known to be free of prompt content are kept (an allowlist, not a denylist)."""
 
-    url: str | None = None
-    model: str | None = None
+    url: Annotated[str, Max(2048), ID] | None = None
+    model: Annotated[str, Max(100), LABEL] | None = None
 
 
 class Policy(_Model):
-    id: str | None = None
-    name: str | None = None
-    action: str | None = None
+    id: Annotated[str, Max(200), ID] | None = None
+    name: Annotated[str, Max(1024), LABEL] | None = None
+    action: Annotated[str, Max(32), ID] | None = None
 
 
 class Interaction(_Model):
-    id: str | None = None
-    platform_id: str | None = None
-    platform_name: str | None = None
-    interaction_type: str | None = None
-    content_hash: str | None = None
+    id: Annotated[str, Max(200), ID] | None = None
+    platform_id: Annotated[str, Max(64), ID] | None = None
+    platform_name: Annotated[str, Max(100), LABEL] | None = None
+    interaction_type: Annotated[str, Max(32), ID] | None = None
+    content_hash: Annotated[str, Max(128), ID] | None = None
     content_metadata: ContentMetadata | None = None
-    classifications: list[Classification] = Field(default_factory=list)
-    classification_level: str | None = None
+    classifications: list[Classification] = Field(default_factory=list, max_length=200)
+    classification_level: Annotated[str, Max(32), ID] | None = None
     risk_score: float | None = Field(default=None, ge=0, le=1)
-    direction: str | None = None
-    source: str | None = None
-    user_id: str | None = None
-    user_email: str | None = None
+    direction: Annotated[str, Max(16), ID] | None = None
+    source: Annotated[str, Max(32), ID] | None = None
+    user_id: Annotated[str, Max(200), ID] | None = None
+    user_email: Annotated[str, Max(320), ID] | None = None
     device: Device | None = None
     occurred_at: UtcDatetime | None = None
 
 
 class NoxysAlert(_Model):
-    id: str | None = None
-    title: str | None = None
-    severity: str | None = None
-    description: str | None = None
+    id: Annotated[str, Max(200), ID] | None = None
+    title: Annotated[str, Max(500), LABEL] | None = None
+    severity: Annotated[str, Max(16), ID] | None = None
+    description: Annotated[str, Max(4000), PROSE] | None = None
     risk_score: float | None = Field(default=None, ge=0, le=1)
-    user_email: str | None = None
+    user_email: Annotated[str, Max(320), ID] | None = None
     device: Device | None = None
-    platform_id: str | None = None
-    interaction_ids: list[str] = Field(default_factory=list)
+    platform_id: Annotated[str, Max(64), ID] | None = None
+    interaction_ids: list[Annotated[str, Max(200), ID]] = Field(default_factory=list, max_length=100)
     created_at: UtcDatetime | None = None
 
 
@@ -101,18 +149,20 @@ class EventData(_Model):
 
 
 class Envelope(_Model):
-    id: str = Field(min_length=1, max_length=200)
-    type: str = Field(min_length=1, max_length=100)
+    id: Annotated[str, StringConstraints(min_length=1, max_length=200), ID]
+    type: Annotated[str, StringConstraints(min_length=1, max_length=100), ID]
     created_at: UtcDatetime
-    tenant_id: str | None = None
+    tenant_id: Annotated[str, Max(200), ID] | None = None
     data: EventData
 
-    @field_validator("id")
-    @classmethod
-    def _printable_id(cls, value: str) -> str:
-        if not value.isprintable():
-            raise ValueError("must be printable text")
-        return value
+    def timestamps(self) -> list[tuple[str, datetime]]:
+        """Every timestamp the delivery computes with, by field path (for the window check)."""
+        found = [("created_at", self.created_at)]
+        if self.data.interaction and self.data.interaction.occurred_at:
+            found.append(("data.interaction.occurred_at", self.data.interaction.occurred_at))
+        if self.data.alert and self.data.alert.created_at:
+            found.append(("data.alert.created_at", self.data.alert.created_at))
+        return found
 
     def missing_payload(self) -> str | None:
         """The ``data`` member this event type needs but lacks, if any."""
@@ -173,9 +223,10 @@ class FieldError(_Model):
 class InvalidEvents(Exception):
     """The body is not acceptable; ``errors`` name each failing field (never echo its value)."""
 
-    def __init__(self, errors: list[FieldError]) -> None:
+    def __init__(self, errors: list[FieldError], status: int = 400) -> None:
         super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
         self.errors = errors
+        self.status = status
 
 
 def _path(prefix: str, loc: tuple[int | str, ...]) -> str:
@@ -185,15 +236,49 @@ def _path(prefix: str, loc: tuple[int | str, ...]) -> str:
     return out or "body"
 
 
-def parse_events(body: bytes) -> list[Envelope]:
+def _decode(body: bytes) -> Any:
+    """JSON text to Python, with every way the decoder can fail named as a body error."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        problem = "nested too deeply"
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        problem = f"invalid JSON ({exc.__class__.__name__})"
+    except ValueError:  # Python's int-digit limit (a number of thousands of digits)
+        problem = "a number has too many digits"
+    raise InvalidEvents([FieldError(field="body", message=problem)])
+
+
+def _outside_window(
+    event: Envelope, prefix: str, now: datetime, max_past: timedelta, max_future: timedelta
+) -> list[FieldError]:
+    errors: list[FieldError] = []
+    for path, when in event.timestamps():
+        if not now - max_past <= when <= now + max_future:
+            errors.append(
+                FieldError(
+                    field=f"{prefix}.{path}" if prefix else path,
+                    message=f"must lie between {max_past.days} days before and "
+                    f"{max_future.total_seconds() / 3600:g} hours after the receiver's clock",
+                )
+            )
+    return errors
+
+
+def parse_events(
+    body: bytes,
+    *,
+    now: datetime | None = None,
+    max_past: timedelta = DEFAULT_MAX_PAST,
+    max_future: timedelta = DEFAULT_MAX_FUTURE,
+) -> list[Envelope]:
     """Parse one envelope or a JSON array of up to 100 into validated Envelopes.
 
     Raises InvalidEvents naming every failing field. Duplicate ids in one request are kept once.
+    With ``now``, every timestamp must also lie in ``[now - max_past, now + max_future]``: an
+    event dated year 9999 is refused at the door instead of failing later in the delivery.
     """
-    try:
-        doc = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidEvents([FieldError(field="body", message=f"invalid JSON ({exc.__class__.__name__})")]) from None
+    doc = _decode(body)
     batch = isinstance(doc, list)
     items = doc if batch else [doc]
     if not items:
@@ -221,6 +306,9 @@ def parse_events(body: bytes) -> list[Envelope]:
         if missing:
             field = f"{prefix}.data.{missing}" if prefix else f"data.{missing}"
             errors.append(FieldError(field=field, message=f"required for {event.type}"))
+            continue
+        if now is not None and (late := _outside_window(event, prefix, now, max_past, max_future)):
+            errors.extend(late)
             continue
         if event.id not in seen:
             seen.add(event.id)

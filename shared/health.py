@@ -50,9 +50,13 @@ class Problem:
 
 @dataclass
 class ConnectionReport:
+    """``problems`` break the alert path (exit 1); ``warnings`` name an optional feature that is
+    lost and what restores it (exit 0, unless the caller asks for ``strict``)."""
+
     ok: bool = False
     lines: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
     granted: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     latency_ms: float | None = None
@@ -62,11 +66,16 @@ class ConnectionReport:
         self.lines.append(f"✗ {message}")
         return self
 
+    def warn(self, code: str, message: str) -> None:
+        self.warnings.append(Problem(code, message))
+        self.lines.append(f"⚠ {message}")
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "lines": self.lines,
             "problems": [vars(p) for p in self.problems],
+            "warnings": [vars(p) for p in self.warnings],
             "granted": self.granted,
             "missing": self.missing,
             "latency_ms": self.latency_ms,
@@ -84,18 +93,29 @@ def roles_of(token: str) -> list[str]:
     return sorted(str(r) for r in claims.get("roles", []))
 
 
-def required_permissions(settings: Settings) -> dict[str, tuple[str, ...]]:
-    """Permissions per API the enabled features need: {scope: (roles...)}."""
-    needs: dict[str, tuple[str, ...]] = {settings.defender_scope: REQUIRED}
-    graph: list[str] = []
+@dataclass(frozen=True)
+class Need:
+    """A permission one enabled function needs; ``feature`` is None for the alert path itself."""
+
+    role: str
+    feature: str | None = None
+    restore: str = ""
+
+
+def required_permissions(settings: Settings) -> dict[str, tuple[Need, ...]]:
+    """Permissions per API that the enabled functions need: {scope: (needs...)}."""
+    needs: dict[str, tuple[Need, ...]] = {settings.defender_scope: tuple(Need(r) for r in REQUIRED)}
+    graph: list[Need] = []
     if settings.incident_tagging == "graph":
-        graph.append("SecurityIncident.ReadWrite.All")
+        graph.append(Need("SecurityIncident.ReadWrite.All", "incident tagging", "or set INCIDENT_TAGGING=off"))
     if settings.alert_fallback == "graph":
-        graph.append("SecurityAlert.Create.All")
+        graph.append(Need("SecurityAlert.Create.All", "the Graph alert fallback", "or set ALERT_FALLBACK=none"))
     if graph:
         needs[settings.graph_scope] = tuple(graph)
     if settings.incident_tagging == "legacy":
-        needs[settings.security_scope] = ("Incident.ReadWrite.All",)
+        needs[settings.security_scope] = (
+            Need("Incident.ReadWrite.All", "incident tagging", "or set INCIDENT_TAGGING=off"),
+        )
     return needs
 
 
@@ -121,9 +141,12 @@ def _token_problem(report: ConnectionReport, settings: Settings, text: str, scop
 
 
 def connection_test(
-    settings: Settings, credential: Any, *, session: requests.Session | None = None
+    settings: Settings, credential: Any, *, session: requests.Session | None = None, strict: bool = False
 ) -> ConnectionReport:
-    """Token → roles → GET /api/machines?$top=1 → every needed permission, each failure named."""
+    """Token → roles → GET /api/machines?$top=1 → every needed permission, each failure named.
+
+    Only what the alert path needs can fail the test; a feature's missing permission is a
+    warning naming the feature and the fix, unless ``strict``."""
     from azure.core.exceptions import ClientAuthenticationError
 
     from shared.secrets import VaultUnavailable
@@ -131,31 +154,35 @@ def connection_test(
     report = ConnectionReport()
     tokens: dict[str, str] = {}
     for scope, needed in required_permissions(settings).items():
+        alert_path = scope == settings.defender_scope
         try:
             tokens[scope] = credential.get_token(scope).token
         except VaultUnavailable as exc:
             return report.fail("secret_unavailable", f"the Defender client secret could not be read: {exc}")
         except ClientAuthenticationError as exc:
-            return _token_problem(report, settings, str(getattr(exc, "message", None) or exc), scope)
+            if alert_path:
+                return _token_problem(report, settings, str(getattr(exc, "message", None) or exc), scope)
+            features = ", ".join(sorted({n.feature or "" for n in needed}))
+            report.warn("feature_token", f"{features} lost: no token for {scope} ({str(exc)[:160]})")
+            continue
         granted = roles_of(tokens[scope])
         report.granted += [r for r in granted if r not in report.granted]
-        missing = [r for r in needed if r not in granted]
-        report.missing += missing
-        api = (
-            "Defender for Endpoint (WindowsDefenderATP)"
-            if scope == settings.defender_scope
-            else scope.removesuffix("/.default")
-        )
-        if scope == settings.defender_scope:
+        missing = [n for n in needed if n.role not in granted]
+        report.missing += [n.role for n in missing]
+        api = "Defender for Endpoint (WindowsDefenderATP)" if alert_path else scope.removesuffix("/.default")
+        if alert_path:
             report.lines.append(
                 f"✓ token for {scope} (tenant {settings.defender_tenant_id}, app {settings.defender_client_id})"
             )
-        for role in missing:
-            report.fail(
-                "missing_permission",
-                f"permission {role} of {api} is not granted (add it as an application "
-                "permission and grant admin consent)",
+        for need in missing:
+            grant = (
+                f"permission {need.role} of {api} is not granted "
+                "(add it as an application permission and grant admin consent"
             )
+            if need.feature is None:
+                report.fail("missing_permission", f"{grant})")
+            else:
+                report.warn("feature_permission", f"{need.feature} is lost: {grant}, {need.restore})")
 
     http = session or requests.Session()
     url = f"{settings.defender_api_url}/api/machines"
@@ -194,10 +221,12 @@ def connection_test(
         report.lines.append(
             f"✓ {settings.defender_api_url} answered GET /api/machines?$top=1 in {report.latency_ms:.0f} ms"
         )
-    if not report.problems:
+    if not report.problems and not (strict and report.warnings):
         report.ok = True
         report.lines.append(f"✓ permissions granted: {', '.join(report.granted)}")
-        report.lines.append(f"✓ {OK_MESSAGE}")
+        report.lines.append(f"✓ {OK_MESSAGE}" + (" (with the warnings above)" if report.warnings else ""))
+    elif report.warnings and not report.problems:
+        report.lines.append("✗ --strict: the warnings above count as failures")
     return report
 
 

@@ -238,7 +238,7 @@ def render(snap: dict[str, Any]) -> str:
         lines += [f"    {line}" for line in conn.get("lines", [])]
         lines += [f"    ! {w['message']}" for w in h.get("expiry", [])]
     else:
-        lines.append("  no health check has run yet (python -m shared test-connection tests now)")
+        lines.append("  no health check has run yet (`python -m shared status --check` runs one now and records it)")
     findings = snap.get("findings", [])
     lines.append("Findings:" if findings else "Findings: none — events should be flowing.")
     lines += [f"  - [{f['question']}] {f['cause']}" for f in findings]

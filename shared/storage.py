@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import re
 import threading
 from typing import TYPE_CHECKING, Any
@@ -159,9 +160,23 @@ def table_client(settings: Settings, name: str) -> TableClient:
         return client
 
 
-_KEY_UNSAFE = re.compile(r"[/\\#?%\x00-\x1f\x7f]")
+_KEY_UNSAFE = re.compile(r"[/\\#?%\x00-\x1f\x7f-\x9f]")
+KEY_READABLE_MAX = 200  # UTF-16 code units; Table keys allow 1 KiB (512 units)
+DIGEST_MARK = "%H"  # never produced by the escaping: an escape is '%' + two hex digits
 
 
 def table_key(text: str) -> str:
-    """A PartitionKey/RowKey for arbitrary text: '/', '\\', '#', '?' and controls are not allowed."""
-    return _KEY_UNSAFE.sub(lambda m: f"%{ord(m.group(0)):02X}", text)[:512]
+    """A collision-free PartitionKey/RowKey for arbitrary text (sender input included).
+
+    Short text stays readable: '/', '\\', '#', '?', '%' and control characters are escaped as
+    ``%XX`` (an injective escaping, so two texts never share a key). Longer text keeps a readable
+    prefix followed by ``%H`` and the SHA-256 of the whole text: ``%H`` never occurs in an escaped
+    text, so a digest key cannot equal a readable key, and cutting can no longer make two ids
+    that share a long prefix land on one row (the entity keeps the original id as a property).
+    """
+    escaped = _KEY_UNSAFE.sub(lambda m: f"%{ord(m.group(0)):02X}", text)
+    if len(escaped.encode("utf-16-le")) <= KEY_READABLE_MAX * 2:
+        return escaped
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    prefix = "".join(ch for ch in escaped[:64] if ord(ch) < 0x10000)
+    return f"{prefix}{DIGEST_MARK}{digest}"

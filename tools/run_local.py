@@ -7,16 +7,20 @@ same command talks to your real Defender instead.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
 import threading
 from pathlib import Path
 from types import FrameType
+
+from shared import logsafe
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ROOT / ".local"
@@ -34,7 +38,15 @@ def ensure_local_settings() -> dict[str, str]:
     return {k: str(v) for k, v in json.loads(SETTINGS.read_text())["Values"].items()}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/dev.sh", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--reset",
+        action="store_true",
+        help="forget the local state first: Azurite's data (ledger, queues) and the emulator's alerts",
+    )
+    args = parser.parse_args(argv)
+    logsafe.install()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     for noisy in ("azure", "urllib3", "msal"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -45,16 +57,26 @@ def main() -> int:
     from tools import azurite
 
     LOCAL.mkdir(exist_ok=True)
+    if args.reset:  # both together: a ledger without its alerts (or the reverse) is inconsistent
+        shutil.rmtree(LOCAL / "azurite", ignore_errors=True)
+        (LOCAL / "emulator-state.json").unlink(missing_ok=True)
+        print("local state reset: Azurite data and emulator alerts forgotten")
     store = azurite.start(location=LOCAL / "azurite", ports=(10000, 10001, 10002), log_file=LOCAL / "azurite.log")
     print(f"Azurite running (pid {store.pid}), data in {LOCAL / 'azurite'}")
     emulator = None
     try:
         if not os.environ.get("DEFENDER_TENANT_ID"):
+            from tools.emulator.persist import StateFile
             from tools.emulator.server import EmulatorServer
             from tools.emulator.state import DefenderState
 
             ca = LOCAL / "emulator-ca.pem"
-            emulator = EmulatorServer(DefenderState(), port=EMULATOR_PORT, ca_file=ca).start()
+            state = DefenderState()
+            saved = StateFile(LOCAL / "emulator-state.json", state)
+            if saved.load():
+                print(f"Defender emulator: {len(state.alerts)} alert(s) kept from the last run (--reset forgets them)")
+            state.on_change = saved.save
+            emulator = EmulatorServer(state, port=EMULATOR_PORT, ca_file=ca).start()
             emulated = emulator.connector_settings()
             os.environ.update(emulated)
             # so that `python -m shared test-connection|status` beside this run use the emulator too

@@ -25,6 +25,7 @@ dead-lettered at once with Defender's error code and correlation id.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -32,6 +33,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
+
+from azure.core.exceptions import AzureError
 
 from shared import anchor, devices
 from shared.clock import Clock
@@ -49,7 +52,6 @@ from shared.events import Envelope
 from shared.mapping import AlertDraft, draft_alert
 
 log = logging.getLogger(__name__)
-LEASE_SECONDS = 300.0  # longer than one delivery can take (functionTimeout is 5 min)
 MARKER = "Noxys event id: "
 
 
@@ -164,7 +166,7 @@ class Delivery:
         due = frozenset(api for api, slot in task.tickets.items() if slot <= now + timedelta(seconds=0.5))
         with calls_for(CallContext(event.id, task.attempt, priority, due)):
             try:
-                entry = self.d.ledger.claim(event.id, event.type, now.timestamp(), LEASE_SECONDS)
+                entry = self.d.ledger.claim(event.id, event.type, now.timestamp(), self.s.delivery_lease_seconds)
             except LeaseHeld as held:
                 outcome = Outcome(Kind.RETRY_AFTER, detail="another attempt holds this event", retry_after=held.wait)
                 self._requeue(task, queue, outcome)
@@ -182,8 +184,29 @@ class Delivery:
                     outcome = self._deliver(event, entry)
                 except DefenderError as exc:
                     outcome = _failed(exc, "Defender")
+                except AzureError:  # our own storage failed: free the lease, let the host retry
+                    with contextlib.suppress(Exception):
+                        self.d.ledger.save(entry, release=True)
+                    raise
+                except Exception as exc:  # a bug or an impossible value: counted, never an endless cycle
+                    outcome = self._unexpected(entry, exc)
             self._settle(task, queue, entry, outcome)
             return outcome
+
+    def _unexpected(self, entry: Entry, exc: Exception) -> Outcome:
+        """An exception nobody planned for. Retrying may help (a passing glitch), so it is retried
+        with backoff — but at most ``MAX_DELIVERY_ERRORS`` times in all, counted in the ledger
+        (a re-enqueued copy is a new queue message, so the host's dequeue count cannot bound it),
+        and then the event is dead-lettered with the reason, where ``replay`` can bring it back."""
+        errors = int(entry.get("errors") or 0) + 1
+        what = f"unexpected {exc.__class__.__name__}: {str(exc)[:300]}"
+        log.error(
+            "event %s: %s (error %d of %d)", entry.event_id, what, errors, self.s.max_delivery_errors, exc_info=exc
+        )
+        entry.fields["errors"] = errors
+        if errors >= self.s.max_delivery_errors:
+            return Outcome(Kind.DEAD_LETTER, detail=f"{what} (after {errors} tries)", error_code="UnexpectedError")
+        return Outcome(Kind.RETRY_AFTER, detail=what, transient_failure=True)
 
     def _settle(self, task: QueuedEvent, queue: str, entry: Entry, outcome: Outcome) -> None:
         """Make the outcome durable: a retry is re-enqueued, a dead letter is stored, the lease freed."""

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import azure.functions as func
 
-from shared.config import ConfigError, get_settings
+from shared.config import KNOWN_EVENT_TYPES, ConfigError, Settings, get_settings
 from shared.delivery.message import QueuedEvent
-from shared.events import InvalidEvents, parse_events
+from shared.events import Envelope, FieldError, InvalidEvents, parse_events
 from shared.functions.http import json_response
 from shared.webhook import WebhookError, check_bearer, verify_signature
 
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 bp = func.Blueprint()
 
 MAX_BODY_BYTES = 1024 * 1024
+MAX_MESSAGE_BYTES = 64 * 1024  # Azure Storage queue message limit
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -70,8 +71,16 @@ def handle(body: bytes, headers: Mapping[str, str], *, now: datetime | None = No
             _count("ingest.refused.signature")
         error = "not_configured" if exc.status == 503 else "unauthorized"
         return json_response(exc.status, {"error": error, "message": exc.reason})
+    from shared.wiring import clock
+
+    stamp = clock().now()
     try:
-        events = parse_events(body)
+        events = parse_events(
+            body,
+            now=stamp,
+            max_past=timedelta(days=settings.event_max_past_days),
+            max_future=timedelta(hours=settings.event_max_future_hours),
+        )
     except InvalidEvents as exc:
         log.warning("webhook rejected %d invalid field(s): %s", len(exc.errors), ", ".join(e.field for e in exc.errors))
         _count("ingest.refused.invalid")
@@ -80,41 +89,77 @@ def handle(body: bytes, headers: Mapping[str, str], *, now: datetime | None = No
     wanted = set(settings.forward_event_types)
     accepted = [e for e in events if e.type in wanted]
     ignored = [e.id for e in events if e.type not in wanted]
+    try:
+        messages = _messages(settings, events, accepted, stamp, batch=body.lstrip().startswith(b"["))
+    except InvalidEvents as exc:  # judged as a whole: nothing of this request has been queued
+        log.warning(
+            "webhook rejected %d unqueueable event(s): %s", len(exc.errors), ", ".join(e.field for e in exc.errors)
+        )
+        _count("ingest.refused.invalid")
+        error = "event_too_large" if exc.status == 413 else "invalid_event"
+        return json_response(exc.status, {"error": error, "errors": [e.model_dump() for e in exc.errors]})
 
-    from shared.mapping import is_critical
     from shared.storage import QueueUnavailable, enqueue
-    from shared.wiring import clock
 
-    stamp = clock().now()
-    done: list[str] = []
-    for event in accepted:
-        queue = settings.events_priority_queue_name if is_critical(event) else settings.events_queue_name
+    for queue, text, ttl in messages:
         try:
-            enqueue(settings, queue, QueuedEvent.new(event, stamp).to_text())
+            enqueue(settings, queue, text, time_to_live=ttl)
         except QueueUnavailable as exc:
-            log.error(
-                "webhook could not queue event %s: %s (answering 503, %d already queued)", event.id, exc, len(done)
-            )
+            log.error("webhook could not queue to %s: %s (answering 503)", queue, exc)
             return json_response(
                 503, {"error": "queue_unavailable", "message": "events could not be queued; retry later"}
             )
-        done.append(event.id)
-    if settings.hunting_configured:  # rows for the hunting table: as durable as the events, never expiring
-        for event in (e for e in events if e.type in settings.hunting_event_types):
-            try:
-                enqueue(settings, settings.hunting_queue_name, QueuedEvent.new(event, stamp).to_text(), time_to_live=-1)
-            except QueueUnavailable as exc:
-                log.error("webhook could not keep the hunting row of %s: %s (answering 503)", event.id, exc)
-                return json_response(
-                    503, {"error": "queue_unavailable", "message": "events could not be queued; retry later"}
-                )
+    done = [e.id for e in accepted]
     _count("ingest.accepted", len(done))
     for kind in {e.type for e in events if e.type not in wanted}:
-        _count(f"ingest.ignored.{kind}", sum(1 for e in events if e.type == kind))
+        name = kind if kind in KNOWN_EVENT_TYPES else "unknown"  # sender-chosen names stay bounded
+        _count(f"ingest.ignored.{name}", sum(1 for e in events if e.type == kind))
     if ignored:
         log.info("webhook ignored %d event(s) of types not in FORWARD_EVENT_TYPES", len(ignored))
     log.info("webhook accepted %d event(s)", len(done))
     return json_response(202, {"accepted": done, "ignored": ignored})
+
+
+def _messages(
+    settings: Settings, events: list[Envelope], accepted: list[Envelope], stamp: datetime, *, batch: bool
+) -> list[tuple[str, str, int | None]]:
+    """Every queue message of the request, serialised and size-checked before any is sent.
+
+    A message over the queue's 64 KiB limit would fail at enqueue, which used to answer 503
+    (\"retry\") for a body that can never succeed; the field limits make this unreachable for
+    valid events, and this check keeps it a 413 naming the event if they ever do not.
+    """
+    from shared.mapping import is_critical
+
+    out: list[tuple[str, str, int | None]] = []
+    errors: list[FieldError] = []
+    positions = {e.id: i for i, e in enumerate(events)}
+    hunting = [e for e in events if e.type in settings.hunting_event_types] if settings.hunting_configured else []
+    plan = [
+        *(
+            (settings.events_priority_queue_name if is_critical(e) else settings.events_queue_name, e, None)
+            for e in accepted
+        ),
+        *((settings.hunting_queue_name, e, -1) for e in hunting),  # rows for the hunting table never expire
+    ]
+    status = 413
+    for queue, event, ttl in plan:
+        where = f"[{positions[event.id]}]" if batch else "body"
+        try:
+            text = QueuedEvent.new(event, stamp).to_text()
+            size = 4 * ((len(text.encode("utf-8")) + 2) // 3)  # base64, as host.json's messageEncoding says
+        except ValueError as exc:  # pydantic's serialisation error is a ValueError too
+            errors.append(FieldError(field=where, message=f"cannot be serialised ({exc.__class__.__name__})"))
+            status = 400
+            continue
+        if size > MAX_MESSAGE_BYTES:
+            errors.append(
+                FieldError(field=where, message=f"too large for the queue ({size} > {MAX_MESSAGE_BYTES} bytes encoded)")
+            )
+        out.append((queue, text, ttl))
+    if errors:
+        raise InvalidEvents(errors, status)
+    return out
 
 
 def _count(name: str, n: int = 1) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from shared import wiring
 from shared.clock import ManualClock
-from tests.conftest import DEVICES, Env, critical, ledger_states, send_raw, violation
+from tests.support import DEVICES, Env, critical, ledger_states, send_raw, violation
 from tools.emulator.server import EmulatorServer
 from tools.simulation import Arrival, Simulation
 

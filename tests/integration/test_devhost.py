@@ -13,7 +13,7 @@ import azure.functions as func
 import pytest
 import requests
 
-from tests.conftest import ROOT
+from tests.support import ROOT
 from tools.azurite import Azurite
 from tools.devhost.host import DevHost, HostError, QueueSettings, timespan
 

@@ -12,7 +12,7 @@ import requests
 from shared.config import load_settings
 from shared.defender.auth import CredentialTokenProvider, build_credential
 from shared.defender.client import DefenderClient, DefenderError
-from tests.conftest import EMULATOR_CLIENT, EMULATOR_SECRET, EMULATOR_TENANT, EXPIRED_CLIENT, LIMITED_CLIENT
+from tests.support import EMULATOR_CLIENT, EMULATOR_SECRET, EMULATOR_TENANT, EXPIRED_CLIENT, LIMITED_CLIENT
 from tools.emulator.server import EmulatorServer
 from tools.emulator.state import ManualClock
 

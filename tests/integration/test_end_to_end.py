@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Env, dumps, emulator_state, post, sample, signed_headers
+from tests.support import Env, dumps, emulator_state, post, sample, signed_headers
 from tools.emulator.server import EmulatorServer
 
 pytestmark = pytest.mark.integration
@@ -86,7 +86,7 @@ def test_refusal_retrying_cannot_fix_is_dead_lettered_at_once_with_code_and_corr
     host: Any, env: Env, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from shared import wiring
-    from tests.conftest import LIMITED_CLIENT
+    from tests.support import LIMITED_CLIENT
 
     monkeypatch.setenv("DEFENDER_CLIENT_ID", LIMITED_CLIENT[0])
     monkeypatch.setenv("DEFENDER_CLIENT_SECRET", LIMITED_CLIENT[1])

@@ -13,7 +13,7 @@ import pytest
 from shared import wiring
 from shared.cli import main, shift_to_now
 from shared.status import run_health_check
-from tests.conftest import SAMPLES, TEST_SECRET, Env
+from tests.support import SAMPLES, TEST_SECRET, Env
 
 pytestmark = pytest.mark.integration
 

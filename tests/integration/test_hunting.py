@@ -17,7 +17,7 @@ from shared.delivery.message import QueuedEvent
 from shared.events import parse_events
 from shared.functions.hunting import ship_rows
 from shared.hunting import COLUMNS
-from tests.conftest import Env, ledger_states, post, sample, signed_headers, violation
+from tests.support import Env, ledger_states, post, sample, signed_headers, violation
 from tools.emulator.server import EmulatorServer
 from tools.simulation import Arrival, Simulation
 
@@ -83,9 +83,13 @@ def test_more_than_one_megabyte_is_split(hunting: Simulation, env: Env, emulator
     from shared.storage import enqueue
 
     s = get_settings()
-    long_name = "Block confidential data " * 80  # ~2 KB per row
+    long_name = "Block confidential data " * 40  # with the other long fields, ~1.6 KB per row
     for i in range(700):
-        (event,) = parse_events(json.dumps(violation(i, policy=f"{long_name}{i}")).encode())
+        doc = violation(i, policy=str(i))
+        doc["data"]["policy"]["name"] = f"{long_name}{i}"
+        doc["data"]["interaction"]["id"] = f"int_{i:05d}_" + "x" * 190
+        doc["data"]["interaction"]["user_email"] = "u" * 250 + "@acme.example"
+        (event,) = parse_events(json.dumps(doc).encode())
         enqueue(s, s.hunting_queue_name, QueuedEvent.new(event, hunting.clock.now() - timedelta(hours=1)).to_text())
     assert ship_rows().sent == 700
     calls = emulator.state.logs.calls

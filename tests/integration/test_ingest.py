@@ -10,7 +10,7 @@ import pytest
 
 from shared import wiring
 from shared.delivery.message import QueuedEvent
-from tests.conftest import Env, post, sample, signed_headers
+from tests.support import Env, post, sample, signed_headers
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import pytest
 from shared import wiring
 from shared.cli import main
 from shared.clock import ManualClock
-from tests.conftest import Env, ledger_states, violation
+from tests.support import Env, ledger_states, violation
 from tools.emulator.server import EmulatorServer
 from tools.simulation import Arrival, Simulation
 

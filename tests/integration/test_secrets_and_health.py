@@ -14,7 +14,8 @@ from shared import wiring
 from shared.cli import main
 from shared.clock import ManualClock
 from shared.health import OK_MESSAGE, connection_test, expiry_warning
-from tests.conftest import (
+from tests.support import (
+    ALERTS_ONLY_CLIENT,
     EMULATOR_CLIENT,
     EMULATOR_SECRET,
     EXPIRED_CLIENT,
@@ -210,7 +211,24 @@ def test_connection_names_each_missing_permission(
     report = json.loads(capsys.readouterr().out)
     assert report["missing"] == ["Alert.ReadWrite.All", "AdvancedQuery.Read.All", "SecurityIncident.ReadWrite.All"]
     assert report["granted"] == ["Machine.Read.All"]
-    assert all(p["code"] == "missing_permission" for p in report["problems"])
+    assert [p["code"] for p in report["problems"]] == ["missing_permission", "missing_permission"]
+    (warning,) = report["warnings"]  # incident tagging is a feature: a warning, not the failure
+    assert warning["code"] == "feature_permission" and "incident tagging is lost" in warning["message"]
+
+
+def test_a_missing_feature_permission_warns_and_strict_fails(
+    env: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DEFENDER_CLIENT_ID", ALERTS_ONLY_CLIENT[0])
+    monkeypatch.setenv("DEFENDER_CLIENT_SECRET", ALERTS_ONLY_CLIENT[1])
+    wiring.reset()
+    assert main(["test-connection"]) == 0
+    out = capsys.readouterr().out
+    assert "Successfully connected to Defender for Endpoint (with the warnings above)" in out
+    assert "⚠ incident tagging is lost: permission SecurityIncident.ReadWrite.All" in out
+    assert "or set INCIDENT_TAGGING=off" in out
+    assert main(["test-connection", "--strict"]) == 1
+    assert "--strict" in capsys.readouterr().out
 
 
 def test_connection_endpoint_behind_the_admin_key(host: Any, env: Env) -> None:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from shared.events import MAX_EVENTS_PER_REQUEST, InvalidEvents, parse_events
-from tests.conftest import SAMPLES, sample
+from tests.support import SAMPLES, sample
 
 PII_VALUES = ["alice@acme.fr", "+33 6 12 34 56 78", "sk-live-0000000000000000", "FR7630006000011234567890189"]
 PROMPT = "Please summarise the contract"
@@ -109,7 +109,7 @@ def test_more_than_100_events_is_refused() -> None:
 
 
 def test_in_repo_samples_match_the_contract_samples() -> None:
-    from tests.conftest import CONTRACT_SAMPLES
+    from tests.support import CONTRACT_SAMPLES
 
     if not CONTRACT_SAMPLES.is_dir():
         pytest.skip("the reference samples (../shared) are not checked out beside this repository")

@@ -21,7 +21,7 @@ import pytest
 from pycep import BicepParser
 
 from shared.config import Settings
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 INFRA = ROOT / "infra"
 TF = INFRA / "terraform"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from shared.hunting import COLUMNS, TABLE
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 KQL_DIR = ROOT / "infra" / "kql"
 DEFENDER_TABLES = {

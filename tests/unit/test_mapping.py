@@ -8,7 +8,7 @@ import pytest
 
 from shared.events import Envelope, parse_events
 from shared.mapping import draft_alert, severity_from_risk
-from tests.conftest import sample
+from tests.support import sample
 from tools.emulator.state import CATEGORIES  # Defender's rule, as the emulator enforces it
 
 

@@ -138,6 +138,7 @@ class DevHost:
         root: Path,
         env: Mapping[str, str] | None = None,
         http_port: int = 7071,
+        lock_seconds: float = LOCK_SECONDS,
     ) -> None:
         self.env = env if env is not None else os.environ
         host_json = json.loads((root / "host.json").read_text())
@@ -151,6 +152,7 @@ class DevHost:
         for f in index_functions(app):
             self._register(f)
         self.http_port = http_port
+        self.lock_seconds = lock_seconds  # the real host: 10 min, renewed; shorter only to test crashes
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: ThreadingHTTPServer | None = None
@@ -283,7 +285,7 @@ class DevHost:
         client = self._client(qf.connection, qf.queue)
         try:
             pages = client.receive_messages(
-                messages_per_page=self.queue_settings.batch_size, visibility_timeout=LOCK_SECONDS
+                messages_per_page=self.queue_settings.batch_size, visibility_timeout=int(self.lock_seconds)
             ).by_page()
             batch = list(next(pages, []))
         except ResourceNotFoundError:

@@ -94,6 +94,8 @@ class EmulatorApp:
             response = _json(
                 exc.code or 400, {"error": {"code": "BadRequest", "message": exc.description, "target": correlation}}
             )
+        if self.state.on_change and request.method != "GET" and response.status_code < 300:
+            self.state.on_change()  # what Defender would remember survives a restart
         if request.path.startswith(("/api/", "/v1.0/", "/beta/")):
             with self.state.lock:
                 self.state.record(request.method, request.full_path.rstrip("?"), response.status_code)

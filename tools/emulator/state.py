@@ -15,6 +15,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -238,8 +239,9 @@ class DefenderState:
         self.logs = LogsState(columns=declared_columns())
         self.faults = Faults()
         self._rng = random.Random(self.faults.seed)  # noqa: S311 - reproducible fault injection
-        self._next_alert = 1
+        self.next_alert = 1
         self.graph_alerts: list[dict[str, Any]] = []
+        self.on_change: Callable[[], None] | None = None  # persistence (tools.emulator.persist)
         self.load(fixture if fixture is not None else json.loads(DEFAULT_FIXTURE.read_text()))
 
     # ---------------------------------------------------------------- fixture
@@ -504,7 +506,7 @@ class DefenderState:
             }
             self.incidents[str(incident["incidentId"])] = incident
         alert = {
-            "id": f"da{now:%Y%m%d}{self._next_alert:010d}_{secrets.randbelow(10**9):09d}",
+            "id": f"da{now:%Y%m%d}{self.next_alert:010d}_{secrets.randbelow(10**9):09d}",
             "incidentId": incident["incidentId"],
             "machineId": machine_id,
             "computerDnsName": machine.get("computerDnsName"),
@@ -521,7 +523,7 @@ class DefenderState:
             "lastUpdateTime": format_time(now),
             "comments": [],
         }
-        self._next_alert += 1
+        self.next_alert += 1
         self.alerts.append(alert)
         return dict(alert)
 

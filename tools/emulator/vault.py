@@ -36,6 +36,7 @@ class VaultState:
     identities: set[str] = field(default_factory=set)  # managed identity client ids that exist
     readers: set[str] = field(default_factory=set)  # those with 'Key Vault Secrets User'
     secrets: dict[str, list[Version]] = field(default_factory=dict)
+    outage: bool = False  # every vault call answers 503 (a regional outage, a firewall change)
 
     def set(
         self, name: str, value: str, *, now: datetime, expires: datetime | None = None, enabled: bool = True
@@ -106,6 +107,9 @@ def managed_identity_token(
 def authorize(state: DefenderState, vault: VaultState, header: str | None, base: str) -> None:
     import jwt
 
+    if vault.outage:
+        state.faults.count("vault_outage")
+        raise ApiError(503, "ServiceUnavailable", "The service is temporarily unavailable.", retry_after=1)
     if not header or not header.startswith("Bearer "):
         challenge = f'Bearer authorization="{base}/managed", resource="{VAULT_AUDIENCE}"'
         raise ApiError(

@@ -1,0 +1,53 @@
+"""Keep what the local emulator has been told across restarts of command 1.
+
+Azurite keeps the connector's ledger on disk under ``.local/``; if the emulator forgot its alerts
+at every restart, an event coalesced into an "existing" alert would find no alert to note and end
+as a dead letter. So what Defender would remember (alerts, incidents, Graph alerts, hunting-table
+rows) is written to ``.local/emulator-state.json`` after every change, atomically, and read back at
+start. Tokens are not kept: the connector simply asks for a new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from tools.emulator.state import DefenderState
+
+
+class StateFile:
+    def __init__(self, path: Path, state: DefenderState) -> None:
+        self.path = path
+        self.state = state
+
+    def load(self) -> bool:
+        """Restore a saved state; False when there is none (a first run, or after --reset)."""
+        try:
+            saved: dict[str, Any] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return False
+        with self.state.lock:
+            self.state.alerts = list(saved.get("alerts", []))
+            self.state.incidents = dict(saved.get("incidents", {}))
+            self.state.graph_alerts = list(saved.get("graph_alerts", []))
+            self.state.merged = dict(saved.get("merged", {}))
+            self.state.logs.rows = list(saved.get("hunting_rows", []))
+            self.state.next_alert = int(saved.get("next_alert", len(self.state.alerts) + 1))
+        return True
+
+    def save(self) -> None:
+        with self.state.lock:
+            doc = {
+                "alerts": self.state.alerts,
+                "incidents": self.state.incidents,
+                "graph_alerts": self.state.graph_alerts,
+                "merged": self.state.merged,
+                "hunting_rows": self.state.logs.rows,
+                "next_alert": self.state.next_alert,
+            }
+            text = json.dumps(doc, default=str)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.path)  # a crash mid-write never leaves half a file behind
