@@ -89,7 +89,7 @@ def test_malformed_headers_are_401_not_crashes(bad: dict[str, str]) -> None:
     assert err.value.status == 401
 
 
-def test_non_utf8_body_is_401() -> None:
+def test_non_utf8_body_with_a_wrong_signature_is_401() -> None:
     with pytest.raises(WebhookError) as err:
         verify_signature(b"\xff\xfe", headers("v1,abc"), [SECRET], now=NOW)
     assert err.value.status == 401
@@ -114,3 +114,12 @@ def test_bearer_checked_only_when_configured() -> None:
         with pytest.raises(WebhookError) as err:
             check_bearer(wrong, "tok-123")
         assert err.value.status == 401
+
+
+def test_a_signed_body_that_is_not_utf8_verifies_and_is_left_to_the_parser() -> None:
+    """The scheme signs raw bytes: such a body is the parser's 400, not a misleading 401."""
+    body = b'{"id": "\xff"}'
+    key = base64.b64decode(SECRET.removeprefix("whsec_"))
+    sig = base64.b64encode(hmac.new(key, f"msg_9.{TS}.".encode() + body, hashlib.sha256).digest()).decode()
+    headers = {"webhook-id": "msg_9", "webhook-timestamp": str(TS), "webhook-signature": f"v1,{sig}"}
+    assert verify_signature(body, headers, [SECRET], now=NOW) == "msg_9"
