@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -61,9 +60,8 @@ class Plan:
     azurite_restarts: int = 1
     error_rate: float = 0.1
     bursts_429: int = 2
-    outage_seconds: float = 3.0
+    outage_seconds: float = 5.0
     deadline_seconds: float = 300.0
-    seed: int = 11
 
 
 @dataclass
@@ -112,11 +110,10 @@ class Run:
     def __init__(self, plan: Plan, workdir: Path, *, log: Any = None) -> None:
         self.plan, self.workdir, self.log = plan, workdir, log or (lambda line: None)
         self.report = Report()
-        self.rng = random.Random(plan.seed)  # noqa: S311 - a reproducible fault schedule
         self.ports = (azurite_launcher.free_port(), azurite_launcher.free_port(), azurite_launcher.free_port())
         self.store = azurite_launcher.start(location=workdir / "azurite", ports=self.ports)
         self.state = DefenderState()
-        self.state.token_lifetime = 8  # tokens are needed again during the outages
+        self.state.token_lifetime = 4  # tokens are needed again during the outages
         self.state.faults.latency, self.state.faults.latency_path = 1.5, "CreateAlertByReference"
         self.state.faults.error_rate = plan.error_rate
         self.state.vault.set("defender-client-secret", "emulator-client-secret", now=datetime.now(UTC))
@@ -142,7 +139,7 @@ class Run:
                 "IDENTITY_ENDPOINT": f"{self.emulator.url}/msi/token",
                 "IDENTITY_HEADER": self.state.vault.identity_header,
                 "AZURE_CLIENT_ID": IDENTITY,
-                "SECRET_CACHE_SECONDS": "2",
+                "SECRET_CACHE_SECONDS": "1",
                 "RETRY_BASE_SECONDS": "1",
                 "RETRY_MAX_SECONDS": "4",
                 "DELIVERY_LEASE_SECONDS": "6",
@@ -195,14 +192,20 @@ class Run:
         sender.join(timeout=max(1.0, deadline - time.monotonic()))
 
     def outage(self, what: str) -> None:
+        """Take the token endpoint or Key Vault down for a while, in the background: events keep
+        arriving (the webhook re-reads its signing secret) and the worker keeps needing tokens."""
         self.log(f"{what} outage for {self.plan.outage_seconds:g} s")
         if what == "token":
             self.state.faults.token_outage = True
         else:
             self.state.vault.outage = True
-        time.sleep(self.plan.outage_seconds)
-        self.state.faults.token_outage = False
-        self.state.vault.outage = False
+
+        def end() -> None:
+            time.sleep(self.plan.outage_seconds)
+            self.state.faults.token_outage = False
+            self.state.vault.outage = False
+
+        threading.Thread(target=end, daemon=True).start()
 
     # ------------------------------------------------------------------ events
     def send(self, events: list[dict[str, Any]], deadline: float) -> None:
@@ -243,25 +246,24 @@ class Run:
         events = [_event(i, self.plan, now) for i in range(self.plan.events)]
         size = max(1, len(events) // self.plan.batches)
         batches = [events[i : i + size] for i in range(0, len(events), size)]
-        faults: list[str] = (
-            ["kill"] * self.plan.kills
-            + ["azurite"] * self.plan.azurite_restarts
-            + ["token", "vault"]
-            + ["429"] * self.plan.bursts_429
-        )
-        self.rng.shuffle(faults)
+        # kills first and interleaved (they need alerts still to be created), outages while events flow
+        others = ["token", "vault", *(["azurite"] * self.plan.azurite_restarts), *(["429"] * self.plan.bursts_429)]
+        faults: list[str] = []
+        for i in range(max(self.plan.kills, len(others))):
+            faults += (["kill"] if i < self.plan.kills else []) + others[i : i + 1]
+        faults.reverse()  # popped from the end
         every = max(1, len(batches) // (len(faults) + 1))
         pending = list(batches)
         n = 0
         while pending:
+            self.send(pending.pop(0), deadline)
             n += 1
             if n % every == 0 and faults:
                 fault = faults.pop()
-                if fault == "azurite":
-                    self.restart_azurite(pending.pop(0), deadline)
-                    continue
-                self._fault(fault, deadline)
-            self.send(pending.pop(0), deadline)
+                if fault == "azurite":  # the next batch arrives while storage is down
+                    self.restart_azurite(pending.pop(0) if pending else [], deadline)
+                else:
+                    self._fault(fault, deadline)
         for fault in faults:
             self._fault(fault, deadline)
         self._settle(deadline)
