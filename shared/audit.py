@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from shared.defender.client import CallRecord
+from shared.defender.errors import CallRecord
 
 FIELDS = (
     "time",

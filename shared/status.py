@@ -24,7 +24,7 @@ PARTITION, ROW = "health", "latest"
 
 def _entra_expiry(client_id: str, current_secret: str | None) -> datetime | None:
     """The Entra app secret's real end date (Graph), when the app may read its own registration."""
-    from shared.defender.client import DefenderError
+    from shared.defender.errors import DefenderError
 
     try:
         found = wiring.graph_client().password_credentials(client_id)
@@ -148,7 +148,7 @@ def _expiry(record: dict[str, Any], expires_on: datetime | None, now: datetime, 
 
 def _expiry_alert(message: str, now: datetime) -> None:
     """A Defender alert of the connector's own (Graph createAlert), at most once a day."""
-    from shared.defender.client import DefenderError
+    from shared.defender.errors import DefenderError
 
     counters = wiring.counters()
     day = now.strftime("%Y-%m-%d")

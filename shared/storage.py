@@ -180,3 +180,10 @@ def table_key(text: str) -> str:
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     prefix = "".join(ch for ch in escaped[:64] if ord(ch) < 0x10000)
     return f"{prefix}{DIGEST_MARK}{digest}"
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """An Azure SDK error (storage down or refusing): the host's retry is the right answer."""
+    from azure.core.exceptions import AzureError
+
+    return isinstance(exc, AzureError)

@@ -208,8 +208,9 @@ def incidents_client() -> IncidentsClient:
 def delivery() -> Delivery:
     from shared.delivery.coalesce import Groups
     from shared.delivery.devicecache import DeviceCache
-    from shared.delivery.forward import Delivery, Deps, IncidentApi
+    from shared.delivery.forward import Delivery
     from shared.delivery.ledger import Ledger
+    from shared.delivery.ports import Deps, IncidentApi
     from shared.delivery.sender import AzureQueueSender
 
     s = get_settings()

@@ -12,71 +12,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import requests
-
 from shared.defender.auth import TokenProvider
+from shared.defender.budget import Budget, BudgetSpent, api_of
 from shared.defender.context import current
+from shared.defender.errors import CallRecord, DefenderError, Paced
+from shared.secrets import VaultUnavailable
 
 if TYPE_CHECKING:
-    from shared.delivery.pacing import Pacer
+    import requests
 
 log = logging.getLogger(__name__)
 USER_AGENT = "noxys-defender-connector/0.1"
-
-
-class DefenderError(Exception):
-    """A failed call. ``status`` 0 means no HTTP answer (network, timeout, token)."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        target: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(f"{status} {code}: {message}" + (f" (correlation id {target})" if target else ""))
-        self.status = status
-        self.code = code
-        self.message = message
-        self.target = target
-        self.retry_after = retry_after
-
-    @property
-    def transient(self) -> bool:
-        """Worth retrying later: throttling, server errors, timeouts, network trouble."""
-        return self.status in (0, 408, 429) or self.status >= 500
-
-
-class Paced(DefenderError):
-    """Our own budget said wait: no call was made. ``slot`` is the reserved time to come back."""
-
-    def __init__(self, api: str, wait: float, slot: datetime) -> None:
-        super().__init__(429, "PacingBudget", f"{api} budget spent; next slot in {wait:.0f}s", retry_after=wait)
-        self.api = api
-        self.slot = slot
-
-
-@dataclass(frozen=True)
-class CallRecord:
-    """What the audit trail keeps of one call: no token, no body."""
-
-    time: float
-    service: str
-    method: str
-    path: str
-    status: int
-    latency_ms: float
-    correlation_id: str | None
-    error_code: str | None
-    event_id: str | None
-    attempt: int
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -99,8 +49,10 @@ class ApiClient:
         session: requests.Session | None = None,
         timeout: float = 30.0,
         observers: list[Callable[[CallRecord], None]] | None = None,
-        pacer: Pacer | None = None,
+        pacer: Budget | None = None,
     ) -> None:
+        import requests  # an HTTP stack: only once a client is built, never at import
+
         self.api_url = api_url.rstrip("/")
         self._tokens = tokens
         self._session = session or requests.Session()
@@ -109,7 +61,7 @@ class ApiClient:
         self.pacer = pacer
 
     def _request(self, method: str, path: str, *, params: dict[str, str] | None = None, json: Any = None) -> Any:
-        from shared.delivery.pacing import BudgetSpent, api_of
+        import requests
 
         ctx = current()
         api = api_of(method, path)
@@ -180,8 +132,6 @@ class ApiClient:
 
     def _token(self) -> str:
         from azure.core.exceptions import ClientAuthenticationError
-
-        from shared.secrets import VaultUnavailable
 
         try:
             return self._tokens.token()

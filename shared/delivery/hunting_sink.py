@@ -49,12 +49,12 @@ def _ids(ledger: Ledger, event_id: str) -> tuple[bool, str | None, str | None]:
     entry = ledger.get(event_id)
     if entry is None:
         return False, None, None
-    alert = entry.get("alert_id") or None
-    into = str(entry.get("coalesced_into") or "")
+    alert = entry.alert_id or None
+    into = entry.coalesced_into or ""
     if not alert and into.startswith("event "):  # coalesced before the leader's alert existed
         leader = ledger.get(into.removeprefix("event "))
-        alert = leader.get("alert_id") if leader else None
-    return entry.final, entry.get("machine_id") or None, alert
+        alert = leader.alert_id if leader else None
+    return entry.final, entry.machine_id or None, alert
 
 
 def ship(

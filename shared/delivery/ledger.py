@@ -1,26 +1,46 @@
 """The idempotency ledger: one Table entity per Noxys event id, with its delivery state.
 
-States: ``received`` → ``creating`` (intent recorded just before CreateAlertByReference) →
-``alert_created`` | ``coalesced`` | ``no_device`` | ``no_anchor`` | ``dead_lettered``.
-The last five are final: a redelivered or duplicate message for that event does nothing.
+States (:class:`LedgerState`): ``received`` → ``creating`` (intent recorded just before
+CreateAlertByReference) → ``alert_created`` | ``coalesced`` | ``no_device`` | ``no_anchor`` |
+``dead_lettered``. The last five are final: a redelivered or duplicate message for that event
+does nothing.
 
 Two copies of one event can be processed at the same moment (at-least-once delivery, or Noxys
 retrying a POST), so an attempt first takes a **lease** on the entry (ETag-conditional); a copy
 that finds the lease held waits and tries later. A crash after the Defender call but before the
 ledger write leaves ``creating`` behind, which tells the next attempt to look for the alert it
 may already have made before creating one.
+
+Every change is a named transition (``checkpoint_device``, ``mark_creating``, ``mark_created``,
+…) on a typed :class:`Entry`, so the exactly-once logic reads as a state machine and mypy sees
+every field; the Table row keeps the same property names as before.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
 
 from shared.storage import table_key
 
-FINAL = frozenset({"alert_created", "coalesced", "no_device", "no_anchor", "dead_lettered"})
 ROW = "event"
+
+
+class LedgerState(StrEnum):
+    RECEIVED = "received"
+    CREATING = "creating"
+    ALERT_CREATED = "alert_created"
+    COALESCED = "coalesced"
+    NO_DEVICE = "no_device"
+    NO_ANCHOR = "no_anchor"
+    DEAD_LETTERED = "dead_lettered"
+
+    @property
+    def final(self) -> bool:
+        return self not in (LedgerState.RECEIVED, LedgerState.CREATING)
 
 
 class LeaseHeld(Exception):
@@ -33,118 +53,89 @@ class LeaseHeld(Exception):
 
 @dataclass
 class Entry:
-    event_id: str
-    state: str = "received"
-    fields: dict[str, Any] = field(default_factory=dict)
-    etag: str | None = None
-    owner: str = ""
+    """One event's delivery record. Field names are the Table properties."""
 
-    def get(self, name: str, default: Any = None) -> Any:
-        return self.fields.get(name, default)
+    event_id: str
+    state: LedgerState = LedgerState.RECEIVED
+    event_type: str = ""
+    received_at: float = 0.0
+    updated_at: float = 0.0
+    attempts: int = 0
+    errors: int = 0  # unexpected exceptions so far (bounded by MAX_DELIVERY_ERRORS)
+    lease_owner: str = ""
+    lease_until: float = 0.0
+    machine_id: str | None = None
+    resolved_by: str | None = None
+    anchor_report_id: str | None = None
+    anchor_event_time: str | None = None
+    group_role: str | None = None  # "leader" once this event leads its coalescing group
+    group_key: str | None = None
+    intent_at: float | None = None
+    alert_id: str | None = None
+    incident_id: str | None = None
+    coalesced_into: str | None = None
+    via: str | None = None
+    reason: str | None = None
+    error_code: str | None = None
+    correlation_id: str | None = None
+    last_problem: str | None = None
+    etag: str | None = None
 
     @property
     def final(self) -> bool:
-        return self.state in FINAL
+        return self.state.final
+
+    @property
+    def leads_group(self) -> bool:
+        return self.group_role == "leader"
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Entry) if f.name != "etag"}
+_INTS = {"attempts", "errors"}
+_FLOATS = {"received_at", "updated_at", "lease_until", "intent_at"}
+
+
+def _from_entity(e: Any) -> Entry:
+    values: dict[str, Any] = {}
+    for name in _FIELDS:
+        if name == "state" or e.get(name) is None:
+            continue
+        raw = e[name]
+        values[name] = int(raw) if name in _INTS else float(raw) if name in _FLOATS else str(raw)
+    values.setdefault("event_id", "")
+    return Entry(**values, state=LedgerState(str(e.get("state") or "received")), etag=e.metadata.get("etag"))
+
+
+def _to_row(entry: Entry) -> dict[str, Any]:
+    row: dict[str, Any] = {"PartitionKey": table_key(entry.event_id), "RowKey": ROW}
+    for name in _FIELDS:
+        value = getattr(entry, name)
+        if value is not None:
+            row[name] = value.value if isinstance(value, LedgerState) else value
+    return row
+
+
+class EntityTable(Protocol):
+    """The slice of ``azure.data.tables.TableClient`` the ledger uses."""
+
+    def get_entity(self, partition_key: str, row_key: str) -> Any: ...
+    def create_entity(self, entity: dict[str, Any]) -> Any: ...
+    def update_entity(self, entity: dict[str, Any], **kwargs: Any) -> Any: ...
+    def query_entities(self, query_filter: str, **kwargs: Any) -> Any: ...
 
 
 class Ledger:
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: EntityTable) -> None:
         self._table = table
 
+    # ------------------------------------------------------------------ reads
     def get(self, event_id: str) -> Entry | None:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            e = self._table.get_entity(table_key(event_id), ROW)
+            return _from_entity(self._table.get_entity(table_key(event_id), ROW))
         except ResourceNotFoundError:
             return None
-        return _entry(event_id, e)
-
-    def claim(self, event_id: str, event_type: str, now: float, lease_seconds: float) -> Entry:
-        """Take the lease on ``event_id`` (creating the entry), or raise LeaseHeld.
-
-        A final entry is returned without a lease: the caller sees it is done and stops.
-        """
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
-        from azure.data.tables import UpdateMode
-
-        owner = uuid.uuid4().hex
-        for _ in range(5):
-            entry = self.get(event_id)
-            if entry is None:
-                row = {
-                    "PartitionKey": table_key(event_id),
-                    "RowKey": ROW,
-                    "event_id": event_id,
-                    "state": "received",
-                    "event_type": event_type,
-                    "received_at": now,
-                    "updated_at": now,
-                    "attempts": 1,
-                    "lease_owner": owner,
-                    "lease_until": now + lease_seconds,
-                }
-                try:
-                    meta = self._table.create_entity(row)
-                except ResourceExistsError:
-                    continue
-                return Entry(
-                    event_id,
-                    "received",
-                    {k: v for k, v in row.items() if k not in ("PartitionKey", "RowKey")},
-                    meta.get("etag"),
-                    owner,
-                )
-            if entry.final:
-                return entry
-            held_until = float(entry.get("lease_until") or 0)
-            if held_until > now:
-                raise LeaseHeld(held_until - now)
-            entry.fields.update(
-                lease_owner=owner,
-                lease_until=now + lease_seconds,
-                updated_at=now,
-                attempts=int(entry.get("attempts") or 0) + 1,
-            )
-            try:
-                meta = self._table.update_entity(
-                    _row(entry), mode=UpdateMode.REPLACE, etag=entry.etag, match_condition=MatchConditions.IfNotModified
-                )
-            except ResourceModifiedError:
-                continue
-            entry.etag, entry.owner = meta.get("etag"), owner
-            return entry
-        raise LeaseHeld(5.0)
-
-    def save(self, entry: Entry, state: str | None = None, *, release: bool = False, **fields: Any) -> None:
-        """Write the entry (we hold its lease, so the ETag matches unless the lease was stolen)."""
-        from azure.core import MatchConditions
-        from azure.data.tables import UpdateMode
-
-        if state:
-            entry.state = state
-        entry.fields.update({k: v for k, v in fields.items() if v is not None})
-        if release or entry.final:
-            entry.fields["lease_until"] = 0.0
-        meta = self._table.update_entity(
-            _row(entry), mode=UpdateMode.REPLACE, etag=entry.etag, match_condition=MatchConditions.IfNotModified
-        )
-        entry.etag = meta.get("etag")
-
-    def reopen(self, event_id: str) -> bool:
-        """Replay: make a dead-lettered (or stuck) event deliverable again. False if it was delivered."""
-        from azure.data.tables import UpdateMode
-
-        entry = self.get(event_id)
-        if entry is None:
-            return True
-        if entry.final and entry.state != "dead_lettered":
-            return False
-        entry.state = "received"
-        entry.fields["lease_until"] = 0.0
-        self._table.update_entity(_row(entry), mode=UpdateMode.REPLACE)
-        return True
 
     def counts(self) -> dict[str, int]:
         """How many events are in each state (a full scan: for status, not for the hot path)."""
@@ -153,13 +144,138 @@ class Ledger:
             out[str(e["state"])] = out.get(str(e["state"]), 0) + 1
         return out
 
+    # ------------------------------------------------------------------ the lease
+    def claim(self, event_id: str, event_type: str, now: float, lease_seconds: float) -> Entry:
+        """Take the lease on ``event_id`` (creating the entry), or raise LeaseHeld.
 
-def _entry(event_id: str, e: Any) -> Entry:
-    fields = {k: v for k, v in e.items() if k not in ("PartitionKey", "RowKey", "state")}
-    return Entry(
-        event_id, str(e.get("state") or "received"), fields, e.metadata.get("etag"), str(e.get("lease_owner") or "")
-    )
+        A final entry is returned without a lease: the caller sees it is done and stops.
+        """
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
 
+        owner = uuid.uuid4().hex
+        for _ in range(5):
+            entry = self.get(event_id)
+            if entry is None:
+                fresh = Entry(event_id, LedgerState.RECEIVED, event_type, now, now, 1, 0, owner, now + lease_seconds)
+                try:
+                    fresh.etag = self._table.create_entity(_to_row(fresh)).get("etag")
+                except ResourceExistsError:
+                    continue
+                return fresh
+            if entry.final:
+                return entry
+            if entry.lease_until > now:
+                raise LeaseHeld(entry.lease_until - now)
+            entry.lease_owner, entry.lease_until = owner, now + lease_seconds
+            entry.updated_at, entry.attempts = now, entry.attempts + 1
+            try:
+                self._write(entry)
+            except ResourceModifiedError:
+                continue
+            return entry
+        raise LeaseHeld(5.0)
 
-def _row(entry: Entry) -> dict[str, Any]:
-    return {"PartitionKey": table_key(entry.event_id), "RowKey": ROW, **entry.fields, "state": entry.state}
+    def release(self, entry: Entry, *, last_problem: str | None = None) -> None:
+        """Give the lease back (the event will be tried again), noting why."""
+        self._apply(entry, lease_until=0.0, last_problem=last_problem[:500] if last_problem else entry.last_problem)
+
+    # ------------------------------------------------------------------ checkpoints (state unchanged)
+    def checkpoint_device(self, entry: Entry, machine_id: str, resolved_by: str) -> None:
+        """The machine is known: a retry does not look it up again."""
+        self._apply(entry, machine_id=machine_id, resolved_by=resolved_by)
+
+    def checkpoint_anchor(self, entry: Entry, report_id: str, event_time: str) -> None:
+        self._apply(entry, anchor_report_id=report_id, anchor_event_time=event_time)
+
+    def mark_leader(self, entry: Entry, group_key: str) -> None:
+        self._apply(entry, group_role="leader", group_key=group_key)
+
+    def count_error(self, entry: Entry) -> int:
+        """One more unexpected error (kept in memory; written with the next transition)."""
+        entry.errors += 1
+        return entry.errors
+
+    # ------------------------------------------------------------------ transitions
+    def mark_creating(self, entry: Entry, intent_at: float) -> None:
+        """The intent, written before CreateAlertByReference: a crash after the call is findable."""
+        self._apply(entry, state=LedgerState.CREATING, intent_at=intent_at)
+
+    def mark_not_created(self, entry: Entry) -> None:
+        """Defender answered the create with an error: nothing exists, nothing to look for."""
+        self._apply(entry, state=LedgerState.RECEIVED)
+
+    def mark_created(
+        self,
+        entry: Entry,
+        alert_id: str,
+        incident_id: str | None,
+        *,
+        machine_id: str | None = None,
+        via: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self._apply(
+            entry,
+            state=LedgerState.ALERT_CREATED,
+            alert_id=alert_id,
+            incident_id=incident_id or entry.incident_id,
+            machine_id=machine_id or entry.machine_id,
+            via=via or entry.via,
+            reason=reason or entry.reason,
+        )
+
+    def mark_coalesced(self, entry: Entry, into: str, group_key: str, alert_id: str | None, machine_id: str) -> None:
+        self._apply(
+            entry,
+            state=LedgerState.COALESCED,
+            coalesced_into=into,
+            group_key=group_key,
+            alert_id=alert_id or entry.alert_id,
+            machine_id=machine_id,
+        )
+
+    def mark_no_alert(self, entry: Entry, state: LedgerState, reason: str, machine_id: str | None) -> None:
+        assert state in (LedgerState.NO_DEVICE, LedgerState.NO_ANCHOR)
+        self._apply(entry, state=state, reason=reason, machine_id=machine_id or entry.machine_id)
+
+    def mark_dead(self, entry: Entry, reason: str, error_code: str | None, correlation_id: str | None) -> None:
+        self._apply(
+            entry,
+            state=LedgerState.DEAD_LETTERED,
+            reason=reason[:2000],
+            error_code=error_code or entry.error_code,
+            correlation_id=correlation_id or entry.correlation_id,
+        )
+
+    def reopen(self, event_id: str) -> bool:
+        """Replay: make a dead-lettered (or stuck) event deliverable again. False if it was delivered."""
+        from azure.data.tables import UpdateMode
+
+        entry = self.get(event_id)
+        if entry is None:
+            return True
+        if entry.final and entry.state != LedgerState.DEAD_LETTERED:
+            return False
+        entry.state, entry.lease_until = LedgerState.RECEIVED, 0.0
+        self._table.update_entity(_to_row(entry), mode=UpdateMode.REPLACE)
+        return True
+
+    # ------------------------------------------------------------------ writing
+    def _apply(self, entry: Entry, **changes: Any) -> None:
+        """A transition is all or nothing: the entry in memory changes only once the row is written,
+        so a failed write (storage down, lease stolen) never leaves a state that was not stored."""
+        after = dataclasses.replace(entry, **changes)
+        if after.final:
+            after.lease_until = 0.0  # a final entry holds no lease
+        self._write(after)
+        entry.__dict__.update(after.__dict__)
+
+    def _write(self, entry: Entry) -> None:
+        """Write the entry (we hold its lease, so the ETag matches unless the lease was stolen)."""
+        from azure.core import MatchConditions
+        from azure.data.tables import UpdateMode
+
+        meta = self._table.update_entity(
+            _to_row(entry), mode=UpdateMode.REPLACE, etag=entry.etag, match_condition=MatchConditions.IfNotModified
+        )
+        entry.etag = meta.get("etag")

@@ -23,6 +23,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.clock import Clock
+from shared.defender.budget import BudgetSpent, api_of
+
+__all__ = ["BudgetSpent", "Pacer", "Quota", "api_of", "decide", "quotas_from"]
 
 log = logging.getLogger(__name__)
 MARGIN_SECONDS = 1.0  # our clocks and Defender's differ a little; count each call a bit longer
@@ -82,16 +85,6 @@ def decide(state: BudgetState, now: float, quota: Quota, *, priority: bool = Fal
     slot = max(free_at, state.tail + interval)
     state.tail = slot
     return Decision(False, wait=slot - now, slot=slot)
-
-
-class BudgetSpent(Exception):
-    """This call must wait ``wait`` seconds; the caller comes back holding a ticket for ``slot``."""
-
-    def __init__(self, api: str, wait: float, slot: datetime) -> None:
-        super().__init__(f"{api} budget spent: next slot in {wait:.1f}s")
-        self.api = api
-        self.wait = wait
-        self.slot = slot
 
 
 class Pacer:
@@ -202,21 +195,3 @@ def quotas_from(settings: Any) -> dict[str, Quota]:
         "graph": Quota(((60, settings.graph_rate_per_minute),)),
         "incidents": Quota(((60, settings.incidents_rate_per_minute),)),
     }
-
-
-def api_of(method: str, path: str) -> str:
-    """Which budget a call spends (the path without host and query)."""
-    p = path.split("?")[0].lower()
-    if p.startswith("/api/alerts/createalertbyreference"):
-        return "alerts.create"
-    if p.startswith("/api/alerts"):
-        return "alerts"
-    if p.startswith("/api/machines"):
-        return "machines"
-    if p.startswith("/api/advancedqueries"):
-        return "hunting"
-    if p.startswith("/api/incidents"):
-        return "incidents"
-    if p.startswith(("/v1.0/", "/beta/")):
-        return "graph"
-    return "other"

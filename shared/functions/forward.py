@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import azure.functions as func
 
 if TYPE_CHECKING:
-    from shared.delivery.forward import Outcome
+    from shared.delivery.outcome import Outcome
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -22,7 +22,7 @@ bp = func.Blueprint()
 
 def process(body: str, *, priority: bool = False, dequeue_count: int = 1) -> Outcome:
     from shared.config import get_settings
-    from shared.delivery.forward import Kind
+    from shared.delivery.outcome import Kind
     from shared.wiring import clock, counters, delivery
 
     settings = get_settings()

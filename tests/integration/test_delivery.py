@@ -49,16 +49,16 @@ def test_crash_between_defender_call_and_ledger_write_makes_one_alert(
 ) -> None:
     from shared.delivery.ledger import Ledger
 
-    real_save = Ledger.save
+    real_mark = Ledger.mark_created
     crashes: list[str] = []
 
-    def crash_once(self: Ledger, entry: Any, state: str | None = None, **kw: Any) -> None:
-        if state == "alert_created" and not crashes:
+    def crash_once(self: Ledger, entry: Any, *args: Any, **kw: Any) -> None:
+        if not crashes:
             crashes.append(entry.event_id)
             raise RuntimeError("worker killed after CreateAlertByReference")
-        real_save(self, entry, state, **kw)
+        real_mark(self, entry, *args, **kw)
 
-    monkeypatch.setattr(Ledger, "save", crash_once)
+    monkeypatch.setattr(Ledger, "mark_created", crash_once)
     sim.post([violation(3)])
     sim.run([])
     assert crashes == ["evt_sim_00003"]

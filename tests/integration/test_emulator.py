@@ -11,7 +11,8 @@ import requests
 
 from shared.config import load_settings
 from shared.defender.auth import CredentialTokenProvider, build_credential
-from shared.defender.client import DefenderClient, DefenderError
+from shared.defender.client import DefenderClient
+from shared.defender.errors import DefenderError
 from tests.support import EMULATOR_CLIENT, EMULATOR_SECRET, EMULATOR_TENANT, EXPIRED_CLIENT, LIMITED_CLIENT
 from tools.emulator.server import EmulatorServer
 from tools.emulator.state import ManualClock

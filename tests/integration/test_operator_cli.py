@@ -124,7 +124,7 @@ def test_audit_retention_deletes_old_days(env: Env) -> None:
     from datetime import UTC, datetime
 
     from shared.audit import AuditTrail
-    from shared.defender.client import CallRecord
+    from shared.defender.errors import CallRecord
 
     trail = AuditTrail(wiring.table("Audit"))
     now = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
