@@ -70,7 +70,7 @@ def main() -> int:
     from shared.delivery.message import QueuedEvent
     from shared.events import parse_events
     from shared.functions.hunting import ship_rows
-    from shared.storage import enqueue
+    from shared.wiring import enqueue
     from tools import azurite
     from tools.emulator.server import EmulatorServer
     from tools.emulator.state import DefenderState
@@ -100,9 +100,7 @@ def main() -> int:
             t0 = time.monotonic()
             for doc in events:
                 (event,) = parse_events(json.dumps(doc).encode())
-                enqueue(
-                    s, s.hunting_queue_name, QueuedEvent.new(event, datetime.now(UTC) - timedelta(hours=1)).to_text()
-                )
+                enqueue(s.hunting_queue_name, QueuedEvent.new(event, datetime.now(UTC) - timedelta(hours=1)).to_text())
             queued_s = time.monotonic() - t0
             t1 = time.monotonic()
             sent = runs = 0

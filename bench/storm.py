@@ -97,8 +97,7 @@ def main() -> int:
     import function_app
     from shared import wiring
     from shared.clock import ManualClock
-    from shared.config import get_settings
-    from shared.delivery.sender import AzureQueueSender
+    from shared.delivery.sender import StorageQueueSender
     from tools import azurite
     from tools.devhost.host import DevHost
     from tools.emulator.server import EmulatorServer
@@ -126,7 +125,7 @@ def main() -> int:
                 }
             )
             wiring.reset()
-            sender = VirtualDelaySender(AzureQueueSender(get_settings()), clock)
+            sender = VirtualDelaySender(StorageQueueSender(wiring.enqueue), clock)
             wiring.use(clock=clock, sender=sender)
             host = DevHost(function_app.app, root=ROOT, http_port=0).start(queues=False, timers=False)
             sim = Simulation(host, clock, sender, SECRET)

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared import logsafe
+from azure.core.exceptions import AzureError
+
+from shared import logsafe, status, wiring
+from shared.audit import export
+from shared.config import ConfigError
+from shared.health import connection_test
+from shared.replay import candidates, replay
+from shared.storage import connection_string, table_service_uri
+from shared.webhook import sign
 
 DEFAULT_WEBHOOK_URL = "http://127.0.0.1:7071/api/noxys/events"
 LOCAL_SETTINGS = Path("local.settings.json")
@@ -46,52 +54,52 @@ def emulator_values() -> dict[str, str]:
         return {}
 
 
+STAMP_KEYS = ("created_at", "occurred_at")
+
+
+def _stamps(node: Any) -> list[datetime]:
+    if isinstance(node, dict):
+        return [
+            found
+            for k, v in node.items()
+            for found in (
+                [datetime.fromisoformat(v.replace("Z", "+00:00"))]
+                if k in STAMP_KEYS and isinstance(v, str)
+                else _stamps(v)
+            )
+        ]
+    if isinstance(node, list):
+        return [found for v in node for found in _stamps(v)]
+    return []
+
+
+def _shifted(node: Any, delta: timedelta) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: (
+                (datetime.fromisoformat(v.replace("Z", "+00:00")) + delta).strftime("%Y-%m-%dT%H:%M:%SZ")
+                if k in STAMP_KEYS and isinstance(v, str)
+                else _shifted(v, delta)
+            )
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_shifted(v, delta) for v in node]
+    return node
+
+
 def shift_to_now(doc: Any, now: datetime) -> Any:
     """Move every timestamp of a sample so that the newest one is ``now`` (keeps the gaps).
 
     Advanced hunting keeps 30 days of data, so a sample dated months ago can never find its
     anchor event; shifted, it behaves like an event that just happened.
     """
-    keys = ("created_at", "occurred_at")
-    stamps: list[datetime] = []
-
-    def collect(node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                if k in keys and isinstance(v, str):
-                    stamps.append(datetime.fromisoformat(v.replace("Z", "+00:00")))
-                else:
-                    collect(v)
-        elif isinstance(node, list):
-            for v in node:
-                collect(v)
-
-    collect(doc)
-    if not stamps:
-        return doc
-    delta: timedelta = now - max(stamps)
-
-    def shift(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {
-                k: (
-                    (datetime.fromisoformat(v.replace("Z", "+00:00")) + delta).strftime("%Y-%m-%dT%H:%M:%SZ")
-                    if k in keys and isinstance(v, str)
-                    else shift(v)
-                )
-                for k, v in node.items()
-            }
-        if isinstance(node, list):
-            return [shift(v) for v in node]
-        return node
-
-    return shift(doc)
+    stamps = _stamps(doc)
+    return _shifted(doc, now - max(stamps)) if stamps else doc
 
 
 def cmd_send_sample(args: argparse.Namespace) -> int:
     import requests
-
-    from shared.webhook import sign
 
     values = local_values()
     secrets = args.secret or os.environ.get("NOXYS_SIGNING_SECRET") or values.get("NOXYS_SIGNING_SECRET", "")
@@ -146,10 +154,6 @@ def _when(text: str) -> datetime:
 
 
 def cmd_export_audit(args: argparse.Namespace) -> int:
-    from shared.audit import export
-    from shared.config import ConfigError
-    from shared.wiring import audit
-
     _settings_from_local()
     if (problem := _storage_problem()) is not None:
         print(f"✗ {problem}", file=sys.stderr)
@@ -160,7 +164,7 @@ def cmd_export_audit(args: argparse.Namespace) -> int:
         print(f"bad time: {exc} (use ISO 8601, e.g. 2026-03-20T00:00:00Z)", file=sys.stderr)
         return 2
     try:
-        rows = audit().rows(since, until)
+        rows = wiring.audit().rows(since, until)
         out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
         count = 0
         try:
@@ -181,12 +185,6 @@ def cmd_export_audit(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from shared.config import ConfigError, get_settings
-    from shared.delivery.deadletter import DeadLetters
-    from shared.delivery.ledger import Ledger
-    from shared.replay import candidates, replay
-    from shared.wiring import clock, table
-
     _settings_from_local()
     if not (args.all or args.id or args.reason):
         print("say what to replay: --all, --id EVENT_ID (repeatable) or --reason TEXT", file=sys.stderr)
@@ -195,12 +193,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"✗ {problem}", file=sys.stderr)
         return 1
     try:
-        settings = get_settings()
-        dead, ledger = DeadLetters(table("DeadLetters")), Ledger(table("Ledger"))
+        settings = wiring.settings()
+        dead, ledger = wiring.dead_letters(), wiring.ledger()
         sources = {"dead", "poison"} if args.source == "all" else {args.source}
         chosen = [
             c
-            for c in candidates(settings, dead, sources, peek=args.dry_run)
+            for c in candidates(settings, dead, sources, wiring.raw_queue, peek=args.dry_run)
             if args.all or c.event_id in (args.id or []) or (args.reason and args.reason.lower() in c.reason.lower())
         ]
     except ConfigError as exc:
@@ -212,26 +210,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"{len(chosen)} event(s) would be replayed (dry run: nothing moved)")
         return 0
     results: dict[str, int] = {}
-    now = clock().now()
+    now = wiring.clock().now()
     for c in tqdm(chosen, desc="replaying", unit="event", disable=not chosen or args.quiet):
-        outcome = replay(settings, ledger, dead, c, now)
+        outcome = replay(wiring.enqueue, ledger, dead, c, now)
         results[outcome] = results.get(outcome, 0) + 1
     print(", ".join(f"{n} {what}" for what, n in results.items()) or "nothing matched")
     return 0
 
 
 def cmd_test_connection(args: argparse.Namespace) -> int:
-    from shared.config import ConfigError, get_settings
-    from shared.health import connection_test
-    from shared.wiring import credential
-
     _settings_from_local()
     problem = _defender_problem()
     if problem:
         print(f"✗ {problem}", file=sys.stderr)
         return 1
     try:
-        report = connection_test(get_settings(), credential(), strict=args.strict)
+        report = connection_test(wiring.settings(), wiring.credential(), strict=args.strict)
     except ConfigError as exc:
         print(f"✗ {exc}", file=sys.stderr)
         return 1
@@ -240,21 +234,19 @@ def cmd_test_connection(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from shared.config import ConfigError
-    from shared.status import render, run_health_check, snapshot
-
     _settings_from_local()
     if (problem := _storage_problem()) is not None:
         print(f"✗ {problem}", file=sys.stderr)
         return 1
     try:
+        deps = wiring.status_deps()
         if args.check:
-            run_health_check()
-        snap = snapshot()
+            status.run_health_check(deps)
+        snap = status.snapshot(deps)
     except ConfigError as exc:
         print(f"✗ {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(snap, indent=2, default=str) if args.json else render(snap))
+    print(json.dumps(snap, indent=2, default=str) if args.json else status.render(snap))
     return 0
 
 
@@ -264,7 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Noxys → Microsoft Defender for Endpoint connector: operator and developer commands.",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_send_sample, _add_export_audit, _add_replay, _add_test_connection, _add_status):
+        add(sub)
+    return p
 
+
+def _add_send_sample(sub: Any) -> None:
     s = sub.add_parser(
         "send-sample",
         help="sign a Noxys event like Noxys does and POST it to the webhook",
@@ -281,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--new-id", action="store_true", help="give the event a fresh id (send the same sample twice)")
     s.set_defaults(run=cmd_send_sample)
 
+
+def _add_export_audit(sub: Any) -> None:
     e = sub.add_parser(
         "export-audit",
         help="export the audit trail of Defender/Graph calls",
@@ -293,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output", help="write to this file instead of standard output")
     e.set_defaults(run=cmd_export_audit)
 
+
+def _add_replay(sub: Any) -> None:
     r = sub.add_parser(
         "replay",
         help="move dead-lettered and poison events back onto their queue",
@@ -307,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(run=cmd_replay)
 
+
+def _add_test_connection(sub: Any) -> None:
     t = sub.add_parser(
         "test-connection",
         help="check credentials, permissions and the Defender API",
@@ -319,21 +322,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.set_defaults(run=cmd_test_connection)
 
+
+def _add_status(sub: Any) -> None:
     st = sub.add_parser("status", help="health record, counters, queues and the likely cause of missing alerts")
     st.add_argument("--check", action="store_true", help="run the full health check first (calls Defender)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(run=cmd_status)
-    return p
 
 
 def _storage_problem() -> str | None:
     """Storage the commands need, checked in a second instead of a minute of SDK retries and a
     traceback: the endpoint, and what to do when nothing answers there."""
-    from shared.config import ConfigError, get_settings
-    from shared.storage import connection_string, table_service_uri
-
     try:
-        settings = get_settings()
+        settings = wiring.settings()
         conn = connection_string(settings)
         if conn:
             parts = dict(p.split("=", 1) for p in conn.split(";") if "=" in p)
@@ -382,8 +383,6 @@ def _defender_problem() -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from azure.core.exceptions import AzureError
-
     logsafe.install()
     args = build_parser().parse_args(argv)
     try:

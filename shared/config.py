@@ -42,7 +42,7 @@ class Cloud:
 
 
 _PUBLIC = "https://login.microsoftonline.com"
-# defender-api.md §1. GCC High's token scope host is unconfirmed: DEFENDER_SCOPE overrides it.
+# docs/reference/defender-api.md §1. GCC High's token scope host is unconfirmed: DEFENDER_SCOPE overrides it.
 CLOUDS: dict[str, Cloud] = {
     "global": Cloud("https://api.securitycenter.microsoft.com", _PUBLIC, DEFENDER_SCOPE_PUBLIC),
     **{

@@ -289,30 +289,33 @@ def parse_events(
         )
     events: list[Envelope] = []
     errors: list[FieldError] = []
-    seen: set[str] = set()
     for index, item in enumerate(items):
-        prefix = f"[{index}]" if batch else ""
-        if not isinstance(item, dict):
-            errors.append(FieldError(field=prefix or "body", message="expected a JSON object (an event envelope)"))
-            continue
-        try:
-            event = Envelope.model_validate(item)
-        except ValidationError as exc:
-            for err in exc.errors(include_input=False, include_url=False):
-                msg = err["msg"].removeprefix("Value error, ")
-                errors.append(FieldError(field=_path(prefix, tuple(err["loc"])), message=msg))
-            continue
-        missing = event.missing_payload()
-        if missing:
-            field = f"{prefix}.data.{missing}" if prefix else f"data.{missing}"
-            errors.append(FieldError(field=field, message=f"required for {event.type}"))
-            continue
-        if now is not None and (late := _outside_window(event, prefix, now, max_past, max_future)):
-            errors.extend(late)
-            continue
-        if event.id not in seen:
-            seen.add(event.id)
+        event, problems = _one(item, f"[{index}]" if batch else "", now, max_past, max_future)
+        errors += problems
+        if event is not None and event.id not in {e.id for e in events}:
             events.append(event)
     if errors:
         raise InvalidEvents(errors)
     return events
+
+
+def _one(
+    item: Any, prefix: str, now: datetime | None, max_past: timedelta, max_future: timedelta
+) -> tuple[Envelope | None, list[FieldError]]:
+    """One envelope, or the errors naming its fields (``prefix`` is its place in a batch)."""
+    if not isinstance(item, dict):
+        return None, [FieldError(field=prefix or "body", message="expected a JSON object (an event envelope)")]
+    try:
+        event = Envelope.model_validate(item)
+    except ValidationError as exc:
+        return None, [
+            FieldError(field=_path(prefix, tuple(err["loc"])), message=err["msg"].removeprefix("Value error, "))
+            for err in exc.errors(include_input=False, include_url=False)
+        ]
+    missing = event.missing_payload()
+    if missing:
+        field = f"{prefix}.data.{missing}" if prefix else f"data.{missing}"
+        return None, [FieldError(field=field, message=f"required for {event.type}")]
+    if now is not None and (late := _outside_window(event, prefix, now, max_past, max_future)):
+        return None, late
+    return event, []

@@ -13,11 +13,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from shared.config import Settings
+from shared.secrets import VaultUnavailable
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 REQUIRED = ("Alert.ReadWrite.All", "Machine.Read.All", "AdvancedQuery.Read.All")
@@ -147,80 +149,10 @@ def connection_test(
 
     Only what the alert path needs can fail the test; a feature's missing permission is a
     warning naming the feature and the fix, unless ``strict``."""
-    from azure.core.exceptions import ClientAuthenticationError
-
-    from shared.secrets import VaultUnavailable
-
     report = ConnectionReport()
-    tokens: dict[str, str] = {}
-    for scope, needed in required_permissions(settings).items():
-        alert_path = scope == settings.defender_scope
-        try:
-            tokens[scope] = credential.get_token(scope).token
-        except VaultUnavailable as exc:
-            return report.fail("secret_unavailable", f"the Defender client secret could not be read: {exc}")
-        except ClientAuthenticationError as exc:
-            if alert_path:
-                return _token_problem(report, settings, str(getattr(exc, "message", None) or exc), scope)
-            features = ", ".join(sorted({n.feature or "" for n in needed}))
-            report.warn("feature_token", f"{features} lost: no token for {scope} ({str(exc)[:160]})")
-            continue
-        granted = roles_of(tokens[scope])
-        report.granted += [r for r in granted if r not in report.granted]
-        missing = [n for n in needed if n.role not in granted]
-        report.missing += [n.role for n in missing]
-        api = "Defender for Endpoint (WindowsDefenderATP)" if alert_path else scope.removesuffix("/.default")
-        if alert_path:
-            report.lines.append(
-                f"✓ token for {scope} (tenant {settings.defender_tenant_id}, app {settings.defender_client_id})"
-            )
-        for need in missing:
-            grant = (
-                f"permission {need.role} of {api} is not granted "
-                "(add it as an application permission and grant admin consent"
-            )
-            if need.feature is None:
-                report.fail("missing_permission", f"{grant})")
-            else:
-                report.warn("feature_permission", f"{need.feature} is lost: {grant}, {need.restore})")
-
-    http = session or requests.Session()
-    url = f"{settings.defender_api_url}/api/machines"
-    started = time.monotonic()
-    try:
-        resp = http.get(
-            url,
-            params={"$top": "1"},
-            timeout=settings.http_timeout_seconds,
-            headers={"Authorization": f"Bearer {tokens[settings.defender_scope]}", "Accept": "application/json"},
-        )
-    except requests.RequestException as exc:
-        return report.fail(
-            "api_unreachable",
-            f"cannot reach {settings.defender_api_url} ({exc.__class__.__name__}): check "
-            "DEFENDER_API_URL / DEFENDER_CLOUD and outbound network",
-        )
-    report.latency_ms = round((time.monotonic() - started) * 1000, 1)
-    if resp.status_code == 403 and "audience" in resp.text.lower():
-        return report.fail(
-            "wrong_audience",
-            f"{settings.defender_api_url} refused the token's audience: DEFENDER_SCOPE "
-            f"({settings.defender_scope}) does not belong to this API",
-        )
-    if resp.status_code == 403:
-        report.fail("forbidden", f"{settings.defender_api_url} answered 403: {_api_message(resp)}")
-    elif resp.status_code in (404, 400) or "json" not in resp.headers.get("Content-Type", ""):
-        return report.fail(
-            "wrong_api_url",
-            f"{url} answered {resp.status_code}: this is not the Defender API — check "
-            "DEFENDER_API_URL (region) or DEFENDER_CLOUD",
-        )
-    elif resp.status_code >= 400:
-        return report.fail("api_error", f"{url} answered {resp.status_code}: {_api_message(resp)}")
-    else:
-        report.lines.append(
-            f"✓ {settings.defender_api_url} answered GET /api/machines?$top=1 in {report.latency_ms:.0f} ms"
-        )
+    token = _tokens_and_roles(report, settings, credential)
+    if token is None or not _probe_api(report, settings, token, session):
+        return report
     if not report.problems and not (strict and report.warnings):
         report.ok = True
         report.lines.append(f"✓ permissions granted: {', '.join(report.granted)}")
@@ -228,6 +160,102 @@ def connection_test(
     elif report.warnings and not report.problems:
         report.lines.append("✗ --strict: the warnings above count as failures")
     return report
+
+
+def _tokens_and_roles(report: ConnectionReport, settings: Settings, credential: Any) -> str | None:
+    """A token per API the enabled functions use, and their roles checked; the Defender token, or
+    None when the alert path cannot get one (the report says why)."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    defender: str | None = None
+    for scope, needed in required_permissions(settings).items():
+        alert_path = scope == settings.defender_scope
+        try:
+            token = credential.get_token(scope).token
+        except VaultUnavailable as exc:
+            report.fail("secret_unavailable", f"the Defender client secret could not be read: {exc}")
+            return None
+        except ClientAuthenticationError as exc:
+            if alert_path:
+                _token_problem(report, settings, str(getattr(exc, "message", None) or exc), scope)
+                return None
+            features = ", ".join(sorted({n.feature or "" for n in needed}))
+            report.warn("feature_token", f"{features} lost: no token for {scope} ({str(exc)[:160]})")
+            continue
+        if alert_path:
+            defender = token
+            report.lines.append(
+                f"✓ token for {scope} (tenant {settings.defender_tenant_id}, app {settings.defender_client_id})"
+            )
+        _check_roles(report, settings, scope, token, needed)
+    return defender
+
+
+def _check_roles(
+    report: ConnectionReport, settings: Settings, scope: str, token: str, needed: tuple[Need, ...]
+) -> None:
+    granted = roles_of(token)
+    report.granted += [r for r in granted if r not in report.granted]
+    missing = [n for n in needed if n.role not in granted]
+    report.missing += [n.role for n in missing]
+    alert_path = scope == settings.defender_scope
+    api = "Defender for Endpoint (WindowsDefenderATP)" if alert_path else scope.removesuffix("/.default")
+    for need in missing:
+        grant = (
+            f"permission {need.role} of {api} is not granted "
+            "(add it as an application permission and grant admin consent"
+        )
+        if need.feature is None:
+            report.fail("missing_permission", f"{grant})")
+        else:
+            report.warn("feature_permission", f"{need.feature} is lost: {grant}, {need.restore})")
+
+
+def _probe_api(report: ConnectionReport, settings: Settings, token: str, session: requests.Session | None) -> bool:
+    """GET /api/machines?$top=1 with the token; False when the API answer ends the test."""
+    import requests
+
+    url = f"{settings.defender_api_url}/api/machines"
+    started = time.monotonic()
+    try:
+        resp = (session or requests.Session()).get(
+            url,
+            params={"$top": "1"},
+            timeout=settings.http_timeout_seconds,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+        )
+    except requests.RequestException as exc:
+        report.fail(
+            "api_unreachable",
+            f"cannot reach {settings.defender_api_url} ({exc.__class__.__name__}): check "
+            "DEFENDER_API_URL / DEFENDER_CLOUD and outbound network",
+        )
+        return False
+    report.latency_ms = round((time.monotonic() - started) * 1000, 1)
+    if resp.status_code == 403 and "audience" in resp.text.lower():
+        report.fail(
+            "wrong_audience",
+            f"{settings.defender_api_url} refused the token's audience: DEFENDER_SCOPE "
+            f"({settings.defender_scope}) does not belong to this API",
+        )
+        return False
+    if resp.status_code == 403:
+        report.fail("forbidden", f"{settings.defender_api_url} answered 403: {_api_message(resp)}")
+        return True
+    if resp.status_code in (404, 400) or "json" not in resp.headers.get("Content-Type", ""):
+        report.fail(
+            "wrong_api_url",
+            f"{url} answered {resp.status_code}: this is not the Defender API — check "
+            "DEFENDER_API_URL (region) or DEFENDER_CLOUD",
+        )
+        return False
+    if resp.status_code >= 400:
+        report.fail("api_error", f"{url} answered {resp.status_code}: {_api_message(resp)}")
+        return False
+    report.lines.append(
+        f"✓ {settings.defender_api_url} answered GET /api/machines?$top=1 in {report.latency_ms:.0f} ms"
+    )
+    return True
 
 
 def _api_message(resp: requests.Response) -> str:
@@ -261,75 +289,94 @@ class Finding:
     cause: str
 
 
+NOT_APPEARING, NO_INCIDENT, NO_CORRELATION = (
+    "events not appearing",
+    "incidents not created",
+    "correlation not working",
+)
+
+
+def _switched_off(snap: dict[str, Any], c: dict[str, int]) -> Finding | None:
+    if snap.get("integration_enabled", True):
+        return None
+    return Finding(
+        NOT_APPEARING,
+        f"the integration is switched off (INTEGRATION_ENABLED=false): {snap.get('held', 0)} event(s) are kept "
+        "and will be delivered, oldest first, when it is switched on",
+    )
+
+
+def _signatures(snap: dict[str, Any], c: dict[str, int]) -> Finding | None:
+    if not c.get("ingest.refused.signature"):
+        return None
+    return Finding(
+        NOT_APPEARING,
+        f"{c['ingest.refused.signature']} webhook call(s) refused for their signature: "
+        "the signing secret in Noxys and the connector's differ, or the sender's clock is off",
+    )
+
+
+def _ignored(snap: dict[str, Any], c: dict[str, int]) -> Finding | None:
+    ignored = {k.removeprefix("ingest.ignored."): v for k, v in c.items() if k.startswith("ingest.ignored.")}
+    if not ignored:
+        return None
+    kinds = ", ".join(f"{n} {t}" for t, n in sorted(ignored.items()))
+    return Finding(NOT_APPEARING, f"event types not forwarded (FORWARD_EVENT_TYPES): {kinds}")
+
+
+def _no_device(snap: dict[str, Any], c: dict[str, int]) -> Finding | None:
+    if not c.get("outcome.no_device"):
+        return None
+    return Finding(
+        NO_INCIDENT,
+        f"{c['outcome.no_device']} event(s) matched no Defender device (not onboarded, "
+        "or Noxys reports a name Defender does not use)",
+    )
+
+
+def _no_anchor(snap: dict[str, Any], c: dict[str, int]) -> Finding | None:
+    if not c.get("outcome.no_anchor"):
+        return None
+    return Finding(
+        NO_CORRELATION,
+        f"{c['outcome.no_anchor']} event(s) found no network connection from the device to the AI platform "
+        "near the interaction time, so no alert could be anchored (is network protection / network event "
+        "collection on for these devices?)",
+    )
+
+
+def _waiting(snap: dict[str, Any], c: dict[str, int]) -> Finding | None:
+    waiting = snap.get("queues", {}).get("waiting", 0)
+    if not waiting:
+        return None
+    return Finding(
+        NOT_APPEARING,
+        f"{waiting} event(s) waiting in the queues: Defender accepts 15 alerts a minute, storms are paced "
+        "(criticals go first)",
+    )
+
+
+def _dead_letters(snap: dict[str, Any], c: dict[str, int]) -> Finding | None:
+    if not snap.get("dead_letters"):
+        return None
+    return Finding(
+        NOT_APPEARING,
+        f"{snap['dead_letters']} event(s) were given up on: `python -m shared replay --all --dry-run` shows why",
+    )
+
+
+RULES = (_switched_off, _signatures, _ignored, _no_device, _no_anchor, _waiting, _dead_letters)
+
+
 def explain(snapshot: dict[str, Any]) -> list[Finding]:
     """Causes, in the words of the troubleshooting list, from counters and the health record."""
-    c = snapshot.get("counters", {})
-    h = snapshot.get("health") or {}
-    out: list[Finding] = []
-    not_appearing, no_incident, no_correlation = (
-        "events not appearing",
-        "incidents not created",
-        "correlation not working",
-    )
-    if not snapshot.get("integration_enabled", True):
-        out.append(
-            Finding(
-                not_appearing,
-                f"the integration is switched off (INTEGRATION_ENABLED=false): "
-                f"{snapshot.get('held', 0)} event(s) are kept and will be delivered, oldest first, when it is "
-                "switched on",
-            )
-        )
-    if c.get("ingest.refused.signature"):
-        out.append(
-            Finding(
-                not_appearing,
-                f"{c['ingest.refused.signature']} webhook call(s) refused for their signature: "
-                "the signing secret in Noxys and the connector's differ, or the sender's clock is off",
-            )
-        )
-    ignored = {k.removeprefix("ingest.ignored."): v for k, v in c.items() if k.startswith("ingest.ignored.")}
-    if ignored:
-        kinds = ", ".join(f"{n} {t}" for t, n in sorted(ignored.items()))
-        out.append(Finding(not_appearing, f"event types not forwarded (FORWARD_EVENT_TYPES): {kinds}"))
-    if c.get("outcome.no_device"):
-        out.append(
-            Finding(
-                no_incident,
-                f"{c['outcome.no_device']} event(s) matched no Defender device (not onboarded, "
-                "or Noxys reports a name Defender does not use)",
-            )
-        )
-    if c.get("outcome.no_anchor"):
-        out.append(
-            Finding(
-                no_correlation,
-                f"{c['outcome.no_anchor']} event(s) found no network connection from the "
-                "device to the AI platform near the interaction time, so no alert could be anchored (is "
-                "network protection / network event collection on for these devices?)",
-            )
-        )
-    waiting = snapshot.get("queues", {}).get("waiting", 0)
-    if waiting:
-        out.append(
-            Finding(
-                not_appearing,
-                f"{waiting} event(s) waiting in the queues: Defender accepts 15 alerts a "
-                "minute, storms are paced (criticals go first)",
-            )
-        )
-    if snapshot.get("dead_letters"):
-        out.append(
-            Finding(
-                not_appearing,
-                f"{snapshot['dead_letters']} event(s) were given up on: "
-                "`python -m shared replay --all --dry-run` shows why",
-            )
-        )
-    for problem in (h.get("connection") or {}).get("problems", []):
-        question = no_incident if problem["code"] in ("missing_permission", "forbidden") else not_appearing
+    counters = snapshot.get("counters", {})
+    out = [f for rule in RULES if (f := rule(snapshot, counters)) is not None]
+    health = snapshot.get("health") or {}
+    for problem in (health.get("connection") or {}).get("problems", []):
+        question = NO_INCIDENT if problem["code"] in ("missing_permission", "forbidden") else NOT_APPEARING
         out.append(Finding(question, problem["message"]))
-    for warning in h.get("expiry", []):
-        if warning.get("level", 0) >= logging.WARNING:
-            out.append(Finding(not_appearing, warning["message"]))
+    out += [
+        Finding(NOT_APPEARING, w["message"]) for w in health.get("expiry", []) if w.get("level", 0) >= logging.WARNING
+    ]
     return out

@@ -97,11 +97,29 @@ def _draft_for_interaction(event: Envelope) -> AlertDraft:
     else:
         title = f"High-risk AI interaction detected - {platform.name}"
         headline = f"Noxys AI Firewall: a high-risk interaction with {platform.name}"
-
-    pii_lines = pii.summarise(it.classifications)
     outbound_pii = bool(it.classifications) and (it.direction or "outbound") == "outbound"
-    category = "Exfiltration" if outbound_pii else "SuspiciousActivity"
+    recommended = (
+        f"Review the {platform.name} interaction in Noxys (event {event.id}). Confirm with the user "
+        "whether the data shared was authorised; if not, ask for the conversation to be deleted on "
+        "the platform, rotate any exposed credential, and review the user's other AI activity with "
+        "the NoxysInteractions hunting table."
+    )
+    return AlertDraft(
+        title=_clip(title, MAX_TITLE),
+        severity=severity,
+        category="Exfiltration" if outbound_pii else "SuspiciousActivity",
+        description=_clip("\n".join(_interaction_lines(event, headline, platform, action)), MAX_DESCRIPTION),
+        recommended_action=recommended,
+        platform=platform,
+    )
 
+
+def _interaction_lines(event: Envelope, headline: str, platform: platforms.Platform, action: str) -> list[str]:
+    """The alert description, one fact a line, as an analyst reads it in the Defender portal."""
+    it, policy = event.data.interaction, event.data.policy
+    assert it is not None
+    metadata = it.content_metadata
+    pii_lines = pii.summarise(it.classifications)
     lines = [
         headline + ".",
         "",
@@ -115,27 +133,14 @@ def _draft_for_interaction(event: Envelope) -> AlertDraft:
     if policy:
         words = ACTION_WORDS.get(action, f"action {action}" if action else "no action given")
         lines.append(f"Policy: {policy.name or policy.id or 'unnamed'} (action: {action or 'n/a'} - {words})")
-    lines += [
+    return [
+        *lines,
         f"Interaction: {it.interaction_type or 'prompt'}, {it.direction or 'outbound'}, "
         f"via {it.source or 'unknown source'}" + (f", model {metadata.model}" if metadata and metadata.model else ""),
         f"Timestamp: {_iso(event)}",
         f"Noxys event id: {event.id}",
         f"Noxys interaction id: {it.id or 'n/a'}",
     ]
-    recommended = (
-        f"Review the {platform.name} interaction in Noxys (event {event.id}). Confirm with the user "
-        "whether the data shared was authorised; if not, ask for the conversation to be deleted on "
-        "the platform, rotate any exposed credential, and review the user's other AI activity with "
-        "the NoxysInteractions hunting table."
-    )
-    return AlertDraft(
-        title=_clip(title, MAX_TITLE),
-        severity=severity,
-        category=category,
-        description=_clip("\n".join(lines), MAX_DESCRIPTION),
-        recommended_action=recommended,
-        platform=platform,
-    )
 
 
 def _draft_for_alert(event: Envelope) -> AlertDraft:

@@ -46,9 +46,17 @@ def _event_id(text: str) -> str:
     return task.event.id if isinstance(task, QueuedEvent) else f"{task.kind} task"
 
 
-def candidates(settings: Settings, dead: DeadLetters, sources: set[str], *, peek: bool = False) -> Iterator[Candidate]:
-    """What could be replayed. ``peek`` (dry run) only looks at poison messages (at most 32 per
-    queue), because receiving one hides it from a real replay for five minutes."""
+def candidates(
+    settings: Settings,
+    dead: DeadLetters,
+    sources: set[str],
+    raw_queue: Callable[[str], Any],
+    *,
+    peek: bool = False,
+) -> Iterator[Candidate]:
+    """What could be replayed. ``raw_queue(name)`` is a queue client without message decoding (a
+    poison message need not be valid base64). ``peek`` (dry run) only looks at poison messages
+    (at most 32 per queue), because receiving one hides it from a real replay for five minutes."""
     if "dead" in sources:
         for letter in dead.all():
             yield Candidate(
@@ -62,10 +70,8 @@ def candidates(settings: Settings, dead: DeadLetters, sources: set[str], *, peek
     if "poison" in sources:
         from azure.core.exceptions import ResourceNotFoundError
 
-        from shared.storage import connection_string, queue_client
-
         for queue in (settings.events_queue_name, settings.events_priority_queue_name):
-            raw = _raw_queue(settings, f"{queue}-poison", connection_string, queue_client)
+            raw = raw_queue(f"{queue}-poison")
             try:
                 received = (
                     list(raw.peek_messages(max_messages=32))
@@ -84,26 +90,14 @@ def candidates(settings: Settings, dead: DeadLetters, sources: set[str], *, peek
                 )
 
 
-def _raw_queue(
-    settings: Settings, name: str, connection_string: Callable[[Settings], str | None], queue_client: Any
-) -> Any:
-    from azure.storage.queue import QueueClient
-
-    conn = connection_string(settings)
-    if conn:
-        return QueueClient.from_connection_string(conn, name)
-    client = queue_client(settings, name)
-    return QueueClient(client.url.rsplit("/", 1)[0], name, credential=client.credential)
-
-
-def replay(settings: Settings, ledger: Ledger, dead: DeadLetters, item: Candidate, now: datetime) -> str:
+def replay(
+    enqueue: Callable[[str, str], object], ledger: Ledger, dead: DeadLetters, item: Candidate, now: datetime
+) -> str:
     """Put one candidate back; returns 'replayed' or why it was skipped."""
-    from shared.storage import enqueue
-
     if item.event_id not in ("?",) and not item.event_id.endswith(" task") and not ledger.reopen(item.event_id):
         outcome = "skipped: already delivered"
     else:
-        enqueue(settings, item.queue, _fresh(item.text, now))
+        enqueue(item.queue, _fresh(item.text, now))
         outcome = "replayed"
     if item.source == "dead-letter":
         dead.delete(item.handle)

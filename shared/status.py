@@ -10,24 +10,51 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shared import wiring
-from shared.config import ConfigError, get_settings
+from shared.clock import Clock
+from shared.config import ConfigError, Settings
+from shared.counters import Counters
+from shared.defender.errors import DefenderError
+from shared.delivery.deadletter import DeadLetters
+from shared.delivery.hold import Held
 from shared.health import connection_test, expiry_warning, explain
+from shared.secrets import SecretStore, VaultUnavailable
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+    from shared.defender.client import GraphClient
+
+
+@dataclass(frozen=True)
+class StatusDeps:
+    """What the health check and the snapshot read: built by ``shared.wiring``. Callables, so that
+    an unconfigured Defender tenant fails only the part that needs it."""
+
+    settings: Settings
+    clock: Clock
+    queue: Callable[[str], Any]
+    table: Callable[[str], Any]
+    counters: Callable[[], Counters]
+    dead_letters: Callable[[], DeadLetters]
+    held: Callable[[], Held]
+    credential: Callable[[], TokenCredential]
+    secret_store: Callable[[], SecretStore | None]
+    graph: Callable[[], GraphClient]
+
 
 log = logging.getLogger(__name__)
 PARTITION, ROW = "health", "latest"
 
 
-def _entra_expiry(client_id: str, current_secret: str | None) -> datetime | None:
+def _entra_expiry(deps: StatusDeps, client_id: str, current_secret: str | None) -> datetime | None:
     """The Entra app secret's real end date (Graph), when the app may read its own registration."""
-    from shared.defender.errors import DefenderError
-
     try:
-        found = wiring.graph_client().password_credentials(client_id)
+        found = deps.graph().password_credentials(client_id)
     except ConfigError:
         return None  # not configured: the connection check has already said which setting
     except DefenderError as exc:
@@ -43,12 +70,10 @@ def _entra_expiry(client_id: str, current_secret: str | None) -> datetime | None
     return min(ends) if ends else None
 
 
-def _queue_stats() -> dict[str, Any]:
+def _queue_stats(deps: StatusDeps) -> dict[str, Any]:
     from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-    from shared.storage import queue_client
-
-    s = get_settings()
+    s = deps.settings
     out: dict[str, Any] = {"waiting": 0, "poison": 0, "oldest_age_seconds": None}
     now = datetime.now(UTC)
     for name, key in (
@@ -58,7 +83,7 @@ def _queue_stats() -> dict[str, Any]:
         (f"{s.events_priority_queue_name}-poison", "poison"),
     ):
         try:
-            client = queue_client(s, name)
+            client = deps.queue(name)
             out[key] += client.get_queue_properties().approximate_message_count or 0
             if key == "waiting":
                 for msg in client.peek_messages(max_messages=1):
@@ -72,16 +97,14 @@ def _queue_stats() -> dict[str, Any]:
     return out
 
 
-def _hunting_stats() -> dict[str, Any]:
+def _hunting_stats(deps: StatusDeps) -> dict[str, Any]:
     from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-    from shared.storage import queue_client
-
-    s = get_settings()
+    s = deps.settings
     if not s.hunting_configured:
         return {"configured": False}
     try:
-        waiting = queue_client(s, s.hunting_queue_name).get_queue_properties().approximate_message_count or 0
+        waiting = deps.queue(s.hunting_queue_name).get_queue_properties().approximate_message_count or 0
     except ResourceNotFoundError:
         waiting = 0
     except AzureError as exc:
@@ -89,13 +112,13 @@ def _hunting_stats() -> dict[str, Any]:
     return {"configured": True, "rows_waiting": waiting, "types": s.hunting_event_types}
 
 
-def run_health_check() -> dict[str, Any]:
+def run_health_check(deps: StatusDeps) -> dict[str, Any]:
     """Connectivity, permissions, secret expiry (Key Vault and Entra), queues; stored and logged."""
-    s = get_settings()
-    now = wiring.clock().now()
+    s = deps.settings
+    now = deps.clock.now()
     record: dict[str, Any] = {"checked_at": now.isoformat(), "integration_enabled": s.integration_enabled, "expiry": []}
     try:
-        report = connection_test(s, wiring.credential())
+        report = connection_test(s, deps.credential())
     except ConfigError as exc:
         record["connection"] = {"ok": False, "problems": [{"code": "not_configured", "message": str(exc)}], "lines": []}
     else:
@@ -104,37 +127,36 @@ def run_health_check() -> dict[str, Any]:
         log.log(level, "health: %s", "; ".join(report.lines))
 
     current_secret: str | None = None
-    store = wiring.secret_store() if s.key_vault_url else None
+    store = deps.secret_store() if s.key_vault_url else None
     if store is not None:
-        from shared.secrets import VaultUnavailable
-
         try:
             secret = store.get(s.defender_client_secret_name)
             current_secret = secret.value
-            _expiry(record, secret.expires_on, now, f"the Defender client secret (Key Vault {secret.name})")
+            _expiry(deps, record, secret.expires_on, now, f"the Defender client secret (Key Vault {secret.name})")
         except VaultUnavailable as exc:
             record["expiry"].append({"level": logging.ERROR, "message": str(exc)})
             log.error("health: %s", exc)
     else:
         current_secret = s.defender_client_secret
     if s.defender_client_id:
-        _expiry(record, _entra_expiry(s.defender_client_id, current_secret), now, "the Entra app's client secret")
+        expires = _entra_expiry(deps, s.defender_client_id, current_secret)
+        _expiry(deps, record, expires, now, "the Entra app's client secret")
 
-    record["queues"] = _queue_stats()
+    record["queues"] = _queue_stats(deps)
     try:
-        record["dead_letters"] = wiring.dead_letters().count()
-        record["held"] = wiring.held().count()
+        record["dead_letters"] = deps.dead_letters().count()
+        record["held"] = deps.held().count()
     except Exception as exc:  # status must still be written when a table is unreachable
         record["tables_error"] = exc.__class__.__name__
     from azure.data.tables import UpdateMode
 
-    wiring.table("Health").upsert_entity(
+    deps.table("Health").upsert_entity(
         {"PartitionKey": PARTITION, "RowKey": ROW, "record": json.dumps(record)}, mode=UpdateMode.REPLACE
     )
     return record
 
 
-def _expiry(record: dict[str, Any], expires_on: datetime | None, now: datetime, what: str) -> None:
+def _expiry(deps: StatusDeps, record: dict[str, Any], expires_on: datetime | None, now: datetime, what: str) -> None:
     warning = expiry_warning(expires_on, now, what)
     if expires_on:
         record.setdefault("secret_expires_on", {})[what] = expires_on.isoformat()
@@ -142,20 +164,18 @@ def _expiry(record: dict[str, Any], expires_on: datetime | None, now: datetime, 
         level, message = warning
         log.log(level, "health: %s", message)
         record["expiry"].append({"level": level, "message": message})
-        if level >= logging.ERROR and get_settings().expiry_alert:
-            _expiry_alert(message, now)
+        if level >= logging.ERROR and deps.settings.expiry_alert:
+            _expiry_alert(deps, message, now)
 
 
-def _expiry_alert(message: str, now: datetime) -> None:
+def _expiry_alert(deps: StatusDeps, message: str, now: datetime) -> None:
     """A Defender alert of the connector's own (Graph createAlert), at most once a day."""
-    from shared.defender.errors import DefenderError
-
-    counters = wiring.counters()
+    counters = deps.counters()
     day = now.strftime("%Y-%m-%d")
     if counters.marks().get("expiry_alert_day") == day:
         return
     try:
-        wiring.graph_client().create_alert(
+        deps.graph().create_alert(
             {
                 "title": "Noxys connector: Defender client secret about to expire",
                 "severity": "medium",
@@ -171,33 +191,33 @@ def _expiry_alert(message: str, now: datetime) -> None:
         log.warning("health: expiry alert not raised: %s%s", exc, hint)
 
 
-def read_record() -> dict[str, Any] | None:
+def read_record(deps: StatusDeps) -> dict[str, Any] | None:
     from azure.core.exceptions import ResourceNotFoundError
 
     try:
-        e = wiring.table("Health").get_entity(PARTITION, ROW)
+        e = deps.table("Health").get_entity(PARTITION, ROW)
     except ResourceNotFoundError:
         return None
     record: dict[str, Any] = json.loads(e["record"])
     return record
 
 
-def snapshot() -> dict[str, Any]:
+def snapshot(deps: StatusDeps) -> dict[str, Any]:
     """The health record plus live counters (24 h), queue depths, dead letters and held events."""
-    s = get_settings()
-    now = wiring.clock().now()
-    counters = wiring.counters()
+    s = deps.settings
+    now = deps.clock.now()
+    counters = deps.counters()
     snap: dict[str, Any] = {
         "at": now.isoformat(),
         "integration_enabled": s.integration_enabled,
         "forwarded_types": s.forward_event_types,
         "counters": counters.totals(now),
         "marks": counters.marks(),
-        "queues": _queue_stats(),
-        "dead_letters": wiring.dead_letters().count(),
-        "held": wiring.held().count(),
-        "hunting": _hunting_stats(),
-        "health": read_record(),
+        "queues": _queue_stats(deps),
+        "dead_letters": deps.dead_letters().count(),
+        "held": deps.held().count(),
+        "hunting": _hunting_stats(deps),
+        "health": read_record(deps),
     }
     snap["findings"] = [asdict(f) for f in explain(snap)]
     return snap

@@ -1,4 +1,5 @@
-"""Queue (and later table) clients from the same settings the Functions host uses.
+"""Queue and table clients from the same settings the Functions host uses (factories only: the
+clients are built once and kept by ``shared.wiring``, the composition root).
 
 Two ways in, like the host: a connection string in ``AzureWebJobsStorage`` (local, Azurite), or
 identity-based ``AzureWebJobsStorage__queueServiceUri`` / ``__accountName`` with a managed
@@ -11,10 +12,8 @@ does not match the host's encoding goes straight to poison with no clear error.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import re
-import threading
 from typing import TYPE_CHECKING, Any
 
 from shared.config import ConfigError, Settings
@@ -39,19 +38,23 @@ class QueueUnavailable(Exception):
 
 
 def connection_string(settings: Settings) -> str | None:
-    conn = settings.storage_connection
-    if conn and conn.strip().rstrip(";").lower() == "usedevelopmentstorage=true":
+    """The connection string to use, or None for identity-based access.
+
+    A connection string without a usable credential (an empty ``AccountKey`` and no SAS, as the
+    azurerm provider writes beside identity settings) never wins over the identity-based
+    ``AzureWebJobsStorage__*`` settings: it would fail every call.
+    """
+    conn = (settings.storage_connection or "").strip()
+    if conn.rstrip(";").lower() == "usedevelopmentstorage=true":
         return AZURITE_CONNECTION
-    return conn or None
-
-
-@functools.cache
-def _identity(client_id: str | None) -> TokenCredential:
-    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
-
-    if client_id:
-        return ManagedIdentityCredential(client_id=client_id)
-    return DefaultAzureCredential()
+    if not conn:
+        return None
+    parts = {k.strip().lower(): v for k, _, v in (p.partition("=") for p in conn.split(";")) if k.strip()}
+    usable = parts.get("accountkey") or parts.get("sharedaccesssignature")
+    identity = settings.storage_account_name or settings.storage_queue_service_uri or settings.storage_table_service_uri
+    if not usable and identity:
+        return None
+    return conn
 
 
 def _service_uri(settings: Settings, service: str, explicit: str | None) -> str:
@@ -71,53 +74,71 @@ def queue_service_uri(settings: Settings) -> str:
     return _service_uri(settings, "queue", settings.storage_queue_service_uri)
 
 
-_clients: dict[tuple[str, str], Any] = {}
-_lock = threading.Lock()
+def table_service_uri(settings: Settings) -> str:
+    return _service_uri(settings, "table", settings.storage_table_service_uri)
 
 
-def queue_client(settings: Settings, name: str) -> QueueClient:
-    """A cached QueueClient with base64 text encoding, matching host.json."""
+def identity_credential(settings: Settings) -> TokenCredential:
+    """The storage identity, as the host uses it: the user-assigned identity named by
+    ``AzureWebJobsStorage__clientId``, else whatever DefaultAzureCredential finds (az login locally)."""
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    if settings.storage_client_id:
+        return ManagedIdentityCredential(client_id=settings.storage_client_id)
+    return DefaultAzureCredential()
+
+
+def build_queue_client(
+    settings: Settings, name: str, credential: TokenCredential | None, *, raw: bool = False
+) -> QueueClient:
+    """A QueueClient with base64 text encoding, matching host.json (``credential`` for identity
+    access); ``raw``: no encoding at all, to read what may not be valid base64 (poison messages)."""
     from azure.storage.queue import LinearRetry, QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
+    policies: dict[str, Any] = (
+        {}
+        if raw
+        else {
+            "message_encode_policy": TextBase64EncodePolicy(),
+            "message_decode_policy": TextBase64DecodePolicy(),
+        }
+    )
+    policies |= {
+        # The SDK default waits 15 s and more between tries; the webhook must answer
+        # 503 within seconds so that Noxys retries instead of timing out.
+        "retry_policy": LinearRetry(backoff=1, retry_total=2, random_jitter_range=1),
+        "connection_timeout": 5,
+        "read_timeout": 10,
+    }
     conn = connection_string(settings)
-    key = (conn or queue_service_uri(settings), name)
-    with _lock:
-        client = _clients.get(key)
-        if client is None:
-            policies: dict[str, Any] = {
-                "message_encode_policy": TextBase64EncodePolicy(),
-                "message_decode_policy": TextBase64DecodePolicy(),
-                # The SDK default waits 15 s and more between tries; the webhook must answer
-                # 503 within seconds so that Noxys retries instead of timing out.
-                "retry_policy": LinearRetry(backoff=1, retry_total=2, random_jitter_range=1),
-                "connection_timeout": 5,
-                "read_timeout": 10,
-            }
-            if conn:
-                client = QueueClient.from_connection_string(conn, name, **policies)
-            else:
-                client = QueueClient(
-                    queue_service_uri(settings), name, credential=_identity(settings.storage_client_id), **policies
-                )
-            _clients[key] = client
-        return client
+    if conn:
+        return QueueClient.from_connection_string(conn, name, **policies)
+    return QueueClient(queue_service_uri(settings), name, credential=credential, **policies)
 
 
-def reset_clients() -> None:
-    with _lock:
-        _clients.clear()
-        _tables.clear()
+def build_table_client(settings: Settings, name: str, credential: TokenCredential | None) -> TableClient:
+    """A TableClient; the table is created if it does not exist yet."""
+    from azure.core.exceptions import ResourceExistsError
+    from azure.data.tables import TableClient
+
+    conn = connection_string(settings)
+    if conn:
+        client = TableClient.from_connection_string(conn, table_name=name)
+    else:
+        client = TableClient(table_service_uri(settings), table_name=name, credential=credential)
+    with contextlib.suppress(ResourceExistsError):
+        client.create_table()
+    return client
 
 
-def enqueue(
-    settings: Settings, queue: str, text: str, *, visibility_timeout: int | None = None, time_to_live: int | None = None
+def send(
+    client: QueueClient, text: str, *, visibility_timeout: int | None = None, time_to_live: int | None = None
 ) -> str:
     """Durably add one message; create the queue once if it is missing. Raises QueueUnavailable.
 
     ``time_to_live=-1`` keeps the message until it is deleted (the default is 7 days)."""
     from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 
-    client = queue_client(settings, queue)
     try:
         try:
             sent = client.send_message(text, visibility_timeout=visibility_timeout, time_to_live=time_to_live)
@@ -126,38 +147,8 @@ def enqueue(
                 client.create_queue()
             sent = client.send_message(text, visibility_timeout=visibility_timeout, time_to_live=time_to_live)
     except AzureError as exc:
-        raise QueueUnavailable(f"queue {queue}: {exc.__class__.__name__}") from None
+        raise QueueUnavailable(f"queue {client.queue_name}: {exc.__class__.__name__}") from None
     return str(sent.id)
-
-
-# ---------------------------------------------------------------------------- tables
-def table_service_uri(settings: Settings) -> str:
-    return _service_uri(settings, "table", settings.storage_table_service_uri)
-
-
-_tables: dict[tuple[str, str], Any] = {}
-
-
-def table_client(settings: Settings, name: str) -> TableClient:
-    """A cached TableClient; the table is created on first use (once per process)."""
-    from azure.core.exceptions import ResourceExistsError
-    from azure.data.tables import TableClient
-
-    conn = connection_string(settings)
-    key = (conn or table_service_uri(settings), name)
-    with _lock:
-        client = _tables.get(key)
-        if client is None:
-            if conn:
-                client = TableClient.from_connection_string(conn, table_name=name)
-            else:
-                client = TableClient(
-                    table_service_uri(settings), table_name=name, credential=_identity(settings.storage_client_id)
-                )
-            with contextlib.suppress(ResourceExistsError):
-                client.create_table()
-            _tables[key] = client
-        return client
 
 
 _KEY_UNSAFE = re.compile(r"[/\\#?%\x00-\x1f\x7f-\x9f]")

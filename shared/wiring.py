@@ -1,34 +1,46 @@
-"""The composition root: builds the adapters from settings once per process, lazily.
+"""The composition root: every client and adapter is built here, from settings, once per process.
 
-Triggers ask here for the delivery service or a client instead of constructing one, so a worker
-reuses one HTTP session, one token cache and one set of table clients, nothing is built at
-import time, and tests swap settings by calling :func:`reset`. The benchmark and the simulated
-time tests replace the clock and the delayed-message sender with :func:`use`.
+Triggers and commands ask here for the use case they run (the delivery, the intake, the status
+dependencies) instead of constructing anything, so a worker reuses one HTTP session, one token
+cache and one set of queue and table clients; nothing is built at import time, and tests swap
+settings with :func:`reset`. The benchmark and the simulated-time tests replace the clock and the
+delayed-message sender with :func:`use`. Dependencies point one way: the rest of ``shared`` never
+imports this module, except the thin blueprints and the command line.
 """
 
 from __future__ import annotations
 
-import functools
+import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from shared.config import get_settings, reset_settings
+from shared import storage
+from shared.audit import AuditTrail
+from shared.clock import Clock, SystemClock
+from shared.config import Settings, get_settings, reset_settings, signing_secret_ok
+from shared.counters import Counters
+from shared.defender.auth import CredentialTokenProvider, build_credential
+from shared.defender.client import DefenderClient, GraphClient, IncidentsClient
+from shared.delivery.coalesce import Groups
+from shared.delivery.deadletter import DeadLetters
+from shared.delivery.devicecache import DeviceCache
+from shared.delivery.forward import Delivery
+from shared.delivery.hold import Held
+from shared.delivery.ledger import Ledger
+from shared.delivery.pacing import Pacer, quotas_from
+from shared.delivery.ports import Deps, IncidentApi
+from shared.delivery.sender import QueueSender, StorageQueueSender
+from shared.intake import Intake
+from shared.secrets import SecretStore, build_store
+from shared.status import StatusDeps
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
+    from azure.data.tables import TableClient
+    from azure.storage.queue import QueueClient
 
-    from shared.audit import AuditTrail
-    from shared.clock import Clock
-    from shared.counters import Counters
-    from shared.defender.client import DefenderClient, GraphClient, IncidentsClient
-    from shared.delivery.deadletter import DeadLetters
-    from shared.delivery.forward import Delivery
-    from shared.delivery.hold import Held
-    from shared.delivery.pacing import Pacer
-    from shared.delivery.sender import QueueSender
-    from shared.secrets import SecretStore
-
+log = logging.getLogger(__name__)
 _overrides: dict[str, Any] = {}
 _build_lock = threading.RLock()
 T = TypeVar("T")
@@ -63,49 +75,84 @@ def use(*, clock: Clock | None = None, sender: QueueSender | None = None) -> Non
     _clear_caches()
 
 
-def clock() -> Clock:
-    from shared.clock import SystemClock
+def settings() -> Settings:
+    return get_settings()
 
-    found: Clock = _overrides.get("clock") or _system_clock(SystemClock)
+
+def clock() -> Clock:
+    found: Clock = _overrides.get("clock") or _system_clock()
     return found
 
 
-@functools.cache
-def _system_clock(factory: Any) -> Clock:
-    result: Clock = factory()
-    return result
+@_once
+def _system_clock() -> Clock:
+    return SystemClock()
 
 
-def table(name: str) -> Any:
-    from shared.storage import table_client
-
-    settings = get_settings()
-    return table_client(settings, f"{settings.table_prefix}{name}")
+# ---------------------------------------------------------------------------------- storage
+_queues: dict[str, QueueClient] = {}
+_tables: dict[str, TableClient] = {}
 
 
+@_once
+def storage_credential() -> TokenCredential | None:
+    """The identity for storage; None when a connection string is used (local, Azurite)."""
+    s = settings()
+    return None if storage.connection_string(s) else storage.identity_credential(s)
+
+
+def queue(name: str) -> QueueClient:
+    with _build_lock:
+        if name not in _queues:
+            _queues[name] = storage.build_queue_client(settings(), name, storage_credential())
+        return _queues[name]
+
+
+def raw_queue(name: str) -> QueueClient:
+    """A client without base64 decoding, for messages that may not be valid base64 (poison)."""
+    return storage.build_queue_client(settings(), name, storage_credential(), raw=True)
+
+
+def table(name: str) -> TableClient:
+    """The table ``<TABLE_PREFIX><name>``, created on first use (once per process)."""
+    with _build_lock:
+        if name not in _tables:
+            s = settings()
+            _tables[name] = storage.build_table_client(s, f"{s.table_prefix}{name}", storage_credential())
+        return _tables[name]
+
+
+def enqueue(name: str, text: str, *, visibility_timeout: int | None = None, time_to_live: int | None = None) -> object:
+    """Durably add one message to a queue; raises storage.QueueUnavailable."""
+    return storage.send(queue(name), text, visibility_timeout=visibility_timeout, time_to_live=time_to_live)
+
+
+def queue_sender() -> QueueSender:
+    """Delayed messages: the simulated-time sender when one is in use, else visibility timeouts."""
+    found: QueueSender = _overrides.get("sender") or StorageQueueSender(enqueue)
+    return found
+
+
+# ---------------------------------------------------------------------------------- identity and secrets
 @_once
 def identity_credential() -> TokenCredential:
     """The app's own identity (managed identity in Azure; your az login locally) for Key Vault."""
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential(
-        managed_identity_client_id=get_settings().azure_client_id, exclude_interactive_browser_credential=True
+        managed_identity_client_id=settings().azure_client_id, exclude_interactive_browser_credential=True
     )
 
 
 @_once
 def secret_store() -> SecretStore | None:
-    from shared.secrets import build_store
-
-    s = get_settings()
+    s = settings()
     return build_store(s, identity_credential()) if s.key_vault_url else None
 
 
-def signing_secrets(*, refresh: bool = False) -> list[str]:
+def signing_secrets(refresh: bool = False) -> list[str]:
     """The accepted Noxys signing secrets: every enabled Key Vault version, else the setting."""
-    from shared.config import signing_secret_ok
-
-    store, s = secret_store(), get_settings()
+    store, s = secret_store(), settings()
     if store is None:
         return list(s.noxys_signing_secrets)
     return [v for v in store.enabled_values(s.noxys_signing_secret_name, refresh=refresh) if signing_secret_ok(v)]
@@ -113,9 +160,7 @@ def signing_secrets(*, refresh: bool = False) -> list[str]:
 
 @_once
 def credential() -> TokenCredential:
-    from shared.defender.auth import build_credential
-
-    s, store = get_settings(), secret_store()
+    s, store = settings(), secret_store()
     if store is None:
         return build_credential(s)
 
@@ -125,95 +170,76 @@ def credential() -> TokenCredential:
     return build_credential(s, from_vault)
 
 
+# ---------------------------------------------------------------------------------- state tables
 @_once
 def pacer() -> Pacer:
-    from shared.delivery.pacing import Pacer, quotas_from
-
-    return Pacer(table("Pacing"), quotas_from(get_settings()), clock())
+    return Pacer(table("Pacing"), quotas_from(settings()), clock())
 
 
 @_once
 def audit() -> AuditTrail:
-    from shared.audit import AuditTrail
-
     return AuditTrail(table("Audit"))
 
 
 @_once
 def counters() -> Counters:
-    from shared.counters import Counters
-
     return Counters(table("Counters"))
 
 
 @_once
 def held() -> Held:
-    from shared.delivery.hold import Held
-
     return Held(table("Held"))
 
 
 @_once
 def dead_letters() -> DeadLetters:
-    from shared.delivery.deadletter import DeadLetters
-
     return DeadLetters(table("DeadLetters"))
 
 
+@_once
+def ledger() -> Ledger:
+    return Ledger(table("Ledger"))
+
+
+# ---------------------------------------------------------------------------------- outbound APIs
 @_once
 def logs_client() -> Any:
     """LogsIngestionClient for the hunting table, with the app's managed identity."""
     from azure.monitor.ingestion import LogsIngestionClient
 
-    s = get_settings()
+    s = settings()
     return LogsIngestionClient(str(s.hunting_ingestion_endpoint), credential=identity_credential(), retry_total=3)
 
 
 def _client_kwargs() -> dict[str, Any]:
-    return {"timeout": get_settings().http_timeout_seconds, "observers": [audit().record], "pacer": pacer()}
+    return {"timeout": settings().http_timeout_seconds, "observers": [audit().record], "pacer": pacer()}
 
 
 @_once
 def defender_client() -> DefenderClient:
-    from shared.defender.auth import CredentialTokenProvider
-    from shared.defender.client import DefenderClient
-
-    s = get_settings()
-    return DefenderClient(
-        s.defender_api_url, CredentialTokenProvider(credential(), s.defender_scope), **_client_kwargs()
-    )
+    s = settings()
+    tokens = CredentialTokenProvider(credential(), s.defender_scope)
+    return DefenderClient(s.defender_api_url, tokens, **_client_kwargs())
 
 
 @_once
 def graph_client() -> GraphClient:
-    from shared.defender.auth import CredentialTokenProvider
-    from shared.defender.client import GraphClient
-
-    s = get_settings()
+    s = settings()
     return GraphClient(s.graph_api_url, CredentialTokenProvider(credential(), s.graph_scope), **_client_kwargs())
 
 
 @_once
 def incidents_client() -> IncidentsClient:
-    from shared.defender.auth import CredentialTokenProvider
-    from shared.defender.client import IncidentsClient
-
-    s = get_settings()
+    s = settings()
     return IncidentsClient(
         s.security_api_url, CredentialTokenProvider(credential(), s.security_scope), **_client_kwargs()
     )
 
 
+# ---------------------------------------------------------------------------------- use cases
 @_once
 def delivery() -> Delivery:
-    from shared.delivery.coalesce import Groups
-    from shared.delivery.devicecache import DeviceCache
-    from shared.delivery.forward import Delivery
-    from shared.delivery.ledger import Ledger
-    from shared.delivery.ports import Deps, IncidentApi
-    from shared.delivery.sender import AzureQueueSender
-
-    s = get_settings()
+    s = settings()
     incidents: IncidentApi | None = None
     if s.incident_tagging == "graph":
         incidents = graph_client()
@@ -223,12 +249,12 @@ def delivery() -> Delivery:
         Deps(
             settings=s,
             mde=defender_client(),
-            ledger=Ledger(table("Ledger")),
+            ledger=ledger(),
             groups=Groups(table("Groups")),
             devices=DeviceCache(table("Devices")),
             dead=dead_letters(),
             held=held(),
-            sender=_overrides.get("sender") or AzureQueueSender(s),
+            sender=queue_sender(),
             clock=clock(),
             incidents=incidents,
             fallback=graph_client() if s.alert_fallback == "graph" else None,
@@ -236,8 +262,41 @@ def delivery() -> Delivery:
     )
 
 
+def _count(name: str, n: int) -> None:
+    """Best effort: counting must never change the webhook's answer."""
+    try:
+        counters().add(name, clock().now(), n)
+    except Exception as exc:
+        log.warning("counter %s not updated: %s", name, exc.__class__.__name__)
+
+
+def _send(queue: str, text: str, *, time_to_live: int | None = None) -> object:
+    return enqueue(queue, text, time_to_live=time_to_live)
+
+
+@_once
+def intake() -> Intake:
+    return Intake(settings(), signing_secrets, _send, _count, clock())
+
+
+def status_deps() -> StatusDeps:
+    return StatusDeps(
+        settings=settings(),
+        clock=clock(),
+        queue=queue,
+        table=table,
+        counters=counters,
+        dead_letters=dead_letters,
+        held=held,
+        credential=credential,
+        secret_store=secret_store,
+        graph=graph_client,
+    )
+
+
 def _clear_caches() -> None:
     for cached in (
+        storage_credential,
         identity_credential,
         secret_store,
         credential,
@@ -249,17 +308,19 @@ def _clear_caches() -> None:
         counters,
         held,
         dead_letters,
+        ledger,
         logs_client,
         delivery,
+        intake,
     ):
         cached.cache_clear()
 
 
 def reset() -> None:
     """Forget settings, overrides and every cached adapter (the environment changed)."""
-    from shared import storage
-
     reset_settings()
     _overrides.clear()
     _clear_caches()
-    storage.reset_clients()
+    with _build_lock:
+        _queues.clear()
+        _tables.clear()

@@ -96,12 +96,11 @@ def fast_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def sim(env: Env, clock: ManualClock, emulator: EmulatorServer, fast_root: Path) -> Iterator[Simulation]:
     import function_app
-    from shared.config import get_settings
-    from shared.delivery.sender import AzureQueueSender
+    from shared.delivery.sender import StorageQueueSender
     from tools.devhost.host import DevHost
 
     emulator.state.token_lifetime = 30 * 86400
-    sender = VirtualDelaySender(AzureQueueSender(get_settings()), clock)
+    sender = VirtualDelaySender(StorageQueueSender(wiring.enqueue), clock)
     wiring.use(clock=clock, sender=sender)
     host = DevHost(function_app.app, root=fast_root, http_port=0).start(queues=False, timers=False)
     yield Simulation(host, clock, sender, TEST_SECRET)

@@ -21,7 +21,6 @@ from tools.emulator.server import DEFAULT_CLIENT, DEFAULT_SECRET, DEFAULT_TENANT
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples" / "events"
-CONTRACT_SAMPLES = ROOT.parent / "shared" / "samples" / "events"  # the reference, when checked out beside us
 TEST_SECRET = "whsec_" + base64.b64encode(b"noxys-connector-test-signing-key!").decode()
 EMULATOR_TENANT, EMULATOR_CLIENT, EMULATOR_SECRET = DEFAULT_TENANT, DEFAULT_CLIENT, DEFAULT_SECRET
 LIMITED_CLIENT = ("2d1f7a3b-5c4e-4f60-8a9b-0c1d2e3f4a5b", "emulator-limited-secret")

@@ -21,6 +21,9 @@ from pathlib import Path
 from types import FrameType
 
 from shared import logsafe
+from tools.emulator.persist import StateFile
+from tools.emulator.server import EmulatorServer
+from tools.emulator.state import DefenderState
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ROOT / ".local"
@@ -36,6 +39,22 @@ def ensure_local_settings() -> dict[str, str]:
         SETTINGS.write_text(json.dumps(doc, indent=2) + "\n")
         print(f"created {SETTINGS.name} with a new local signing secret")
     return {k: str(v) for k, v in json.loads(SETTINGS.read_text())["Values"].items()}
+
+
+def start_emulator() -> EmulatorServer:
+    """The embedded Defender emulator, with what it was told before the last stop, and its
+    settings published for `python -m shared test-connection|status` run beside it."""
+    state = DefenderState()
+    saved = StateFile(LOCAL / "emulator-state.json", state)
+    if saved.load():
+        print(f"Defender emulator: {len(state.alerts)} alert(s) kept from the last run (--reset forgets them)")
+    state.on_change = saved.save
+    emulator = EmulatorServer(state, port=EMULATOR_PORT, ca_file=LOCAL / "emulator-ca.pem").start()
+    emulated = emulator.connector_settings()
+    os.environ.update(emulated)
+    (LOCAL / "emulator.settings.json").write_text(json.dumps(emulated, indent=2))
+    print(f"Defender emulator on {emulator.url} (no DEFENDER_TENANT_ID configured)")
+    return emulator
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,22 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     emulator = None
     try:
         if not os.environ.get("DEFENDER_TENANT_ID"):
-            from tools.emulator.persist import StateFile
-            from tools.emulator.server import EmulatorServer
-            from tools.emulator.state import DefenderState
-
-            ca = LOCAL / "emulator-ca.pem"
-            state = DefenderState()
-            saved = StateFile(LOCAL / "emulator-state.json", state)
-            if saved.load():
-                print(f"Defender emulator: {len(state.alerts)} alert(s) kept from the last run (--reset forgets them)")
-            state.on_change = saved.save
-            emulator = EmulatorServer(state, port=EMULATOR_PORT, ca_file=ca).start()
-            emulated = emulator.connector_settings()
-            os.environ.update(emulated)
-            # so that `python -m shared test-connection|status` beside this run use the emulator too
-            (LOCAL / "emulator.settings.json").write_text(json.dumps(emulated, indent=2))
-            print(f"Defender emulator on {emulator.url} (no DEFENDER_TENANT_ID configured)")
+            emulator = start_emulator()
 
         import function_app
         from tools.devhost.host import DevHost

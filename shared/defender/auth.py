@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 from shared.config import Settings
+from shared.secrets import RotatingSecretCredential
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -64,8 +65,6 @@ def client_secret_credential(settings: Settings, secret: str) -> TokenCredential
 def build_credential(settings: Settings, secret_source: Callable[[bool], str] | None = None) -> TokenCredential:
     """The Defender app's credential; its secret comes from ``secret_source`` (Key Vault) or the
     DEFENDER_CLIENT_SECRET setting, and is re-read once when Entra says it is no longer valid."""
-    from shared.secrets import RotatingSecretCredential
-
     settings.require("defender_tenant_id", "defender_client_id")
     if secret_source is None:
         settings.require("defender_client_secret")

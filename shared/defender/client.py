@@ -61,8 +61,8 @@ class ApiClient:
         self.pacer = pacer
 
     def _request(self, method: str, path: str, *, params: dict[str, str] | None = None, json: Any = None) -> Any:
-        import requests
-
+        """One call: take the budget, send (once more with a fresh token on 401), type the error,
+        tell the observers — whatever happens."""
         ctx = current()
         api = api_of(method, path)
         if self.pacer:
@@ -73,62 +73,80 @@ class ApiClient:
         started, wall = time.monotonic(), time.time()
         status, code, target = 0, None, None
         try:
-            for fresh_token in (False, True):
-                if fresh_token:  # 401: the cached token is stale or revoked; one retry with a new one
-                    self._tokens.invalidate()
-                token = self._token()
-                try:
-                    resp = self._session.request(
-                        method,
-                        self.api_url + path,
-                        params=params,
-                        json=json,
-                        timeout=self._timeout,
-                        headers={
-                            "Authorization": f"Bearer {token}",
-                            "Accept": "application/json",
-                            "User-Agent": USER_AGENT,
-                        },
-                    )
-                except requests.Timeout:
-                    code = "Timeout"
-                    raise DefenderError(0, code, f"no answer from {self.api_url} within {self._timeout:.0f}s") from None
-                except requests.RequestException as exc:
-                    code = "Unreachable"
-                    raise DefenderError(0, code, f"cannot reach {self.api_url}: {exc.__class__.__name__}") from None
-                if resp.status_code != 401:
-                    break
+            resp = self._send(method, path, params, json)
             status = resp.status_code
             if status >= 400:
-                err = _error_body(resp)
-                code, target = str(err.get("code") or resp.reason or "Error"), err.get("target")
-                wait = _retry_after(resp.headers.get("Retry-After"))
-                if status == 429 and self.pacer:
-                    self.pacer.block(api, wait or 60.0)
-                raise DefenderError(
-                    status, code, str(err.get("message") or resp.reason or ""), target=target, retry_after=wait
-                )
-            if status == 204 or not resp.content:
-                return None
-            return resp.json()
+                error = self._error(api, resp)
+                code, target = error.code, error.target
+                raise error
+            return None if status == 204 or not resp.content else resp.json()
+        except DefenderError as exc:
+            code = code or exc.code
+            raise
         finally:
-            record = CallRecord(
-                time=wall,
-                service=self.service,
-                method=method,
-                path=path,
-                status=status,
-                latency_ms=round((time.monotonic() - started) * 1000, 1),
-                correlation_id=target,
-                error_code=code,
-                event_id=ctx.event_id,
-                attempt=ctx.attempt,
-            )
-            for observe in self.observers:
-                try:
-                    observe(record)
-                except Exception as exc:  # the audit must never break delivery
-                    log.warning("call observer failed: %s", exc.__class__.__name__)
+            self._observe(method, path, status, started, wall, target, code)
+
+    def _send(self, method: str, path: str, params: dict[str, str] | None, json: Any) -> requests.Response:
+        import requests
+
+        for fresh_token in (False, True):
+            if fresh_token:  # 401: the cached token is stale or revoked; one retry with a new one
+                self._tokens.invalidate()
+            headers = {
+                "Authorization": f"Bearer {self._token()}",
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+            }
+            try:
+                resp = self._session.request(
+                    method, self.api_url + path, params=params, json=json, timeout=self._timeout, headers=headers
+                )
+            except requests.Timeout:
+                raise DefenderError(
+                    0, "Timeout", f"no answer from {self.api_url} within {self._timeout:.0f}s"
+                ) from None
+            except requests.RequestException as exc:
+                raise DefenderError(
+                    0, "Unreachable", f"cannot reach {self.api_url}: {exc.__class__.__name__}"
+                ) from None
+            if resp.status_code != 401:
+                break
+        return resp
+
+    def _error(self, api: str, resp: requests.Response) -> DefenderError:
+        err = _error_body(resp)
+        wait = _retry_after(resp.headers.get("Retry-After"))
+        if resp.status_code == 429 and self.pacer:
+            self.pacer.block(api, wait or 60.0)  # every instance waits, not only this one
+        return DefenderError(
+            resp.status_code,
+            str(err.get("code") or resp.reason or "Error"),
+            str(err.get("message") or resp.reason or ""),
+            target=err.get("target"),
+            retry_after=wait,
+        )
+
+    def _observe(
+        self, method: str, path: str, status: int, started: float, wall: float, target: str | None, code: str | None
+    ) -> None:
+        ctx = current()
+        record = CallRecord(
+            time=wall,
+            service=self.service,
+            method=method,
+            path=path,
+            status=status,
+            latency_ms=round((time.monotonic() - started) * 1000, 1),
+            correlation_id=target,
+            error_code=code,
+            event_id=ctx.event_id,
+            attempt=ctx.attempt,
+        )
+        for observe in self.observers:
+            try:
+                observe(record)
+            except Exception as exc:  # the audit must never break delivery
+                log.warning("call observer failed: %s", exc.__class__.__name__)
 
     def _token(self) -> str:
         from azure.core.exceptions import ClientAuthenticationError

@@ -57,6 +57,17 @@ def _ids(ledger: Ledger, event_id: str) -> tuple[bool, str | None, str | None]:
     return entry.final, entry.machine_id or None, alert
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where rows go and how long a row may wait for its delivery's ids."""
+
+    rule_id: str
+    stream: str
+    enrich_wait: timedelta
+    retry_in: int = 60
+    forwarded: frozenset[str] | None = None
+
+
 def ship(
     queue: Any,
     ledger: Ledger,
@@ -71,34 +82,48 @@ def ship(
     forwarded: frozenset[str] | None = None,
 ) -> ShipReport:
     """One drain of the hunting queue (``queue`` decodes base64 like the host does)."""
-    from azure.core.exceptions import ResourceNotFoundError
-
+    target = Target(rule_id, stream, enrich_wait, retry_in, forwarded)
     report = ShipReport()
+    batch = _collect(queue, ledger, target, now, max_rows, report)
+    if batch:
+        _upload(queue, uploader, target, batch, report)
+    return report
+
+
+def _collect(
+    queue: Any, ledger: Ledger, target: Target, now: datetime, max_rows: int, report: ShipReport
+) -> list[tuple[Any, dict[str, Any]]]:
+    """The rows ready to ship, whole pages at a time (a page fetched and not processed would stay
+    hidden for VISIBILITY seconds); rows still waiting for their delivery go back for later."""
     batch: list[tuple[Any, dict[str, Any]]] = []
     seen: set[str] = set()
-    # Whole pages only: a page fetched and not processed would stay hidden for VISIBILITY seconds.
-    pages = queue.receive_messages(messages_per_page=32, visibility_timeout=VISIBILITY).by_page()
-    for page in pages:
+    for page in queue.receive_messages(messages_per_page=32, visibility_timeout=VISIBILITY).by_page():
         done = False
         for msg in page:
             if msg.id in seen:  # released back already: this run has seen the whole queue
-                queue.update_message(msg, visibility_timeout=retry_in)
+                queue.update_message(msg, visibility_timeout=target.retry_in)
                 done = True
                 continue
             seen.add(msg.id)
             report.received += 1
             task = QueuedEvent.model_validate_json(msg.content)
-            delivered = forwarded is None or task.event.type in forwarded
+            delivered = target.forwarded is None or task.event.type in target.forwarded
             final, machine, alert = _ids(ledger, task.event.id) if delivered else (True, None, None)
-            if not final and now - task.first_received_at < enrich_wait:
+            if not final and now - task.first_received_at < target.enrich_wait:
                 report.deferred += 1  # back in ``retry_in`` seconds, with better ids by then
-                queue.update_message(msg, visibility_timeout=retry_in)
+                queue.update_message(msg, visibility_timeout=target.retry_in)
                 continue
             batch.append((msg, row(task.event, machine_id=machine, alert_id=alert)))
         if done or report.received >= max_rows:
             break
-    if not batch:
-        return report
+    return batch
+
+
+def _upload(
+    queue: Any, uploader: Uploader, target: Target, batch: list[tuple[Any, dict[str, Any]]], report: ShipReport
+) -> None:
+    """Send, then delete only what was accepted; a refused row stays for a later run."""
+    from azure.core.exceptions import ResourceNotFoundError
 
     failed_ids: set[str] = set()
 
@@ -106,11 +131,11 @@ def ship(
         failed_ids.update(str(r.get("EventId")) for r in error.failed_logs)
         report.errors.append(f"{error.error.__class__.__name__}: {str(error.error)[:200]}")
 
-    uploader.upload(rule_id=rule_id, stream_name=stream, logs=[r for _, r in batch], on_error=on_error)
+    uploader.upload(rule_id=target.rule_id, stream_name=target.stream, logs=[r for _, r in batch], on_error=on_error)
     for msg, r in batch:
         if r["EventId"] in failed_ids:
             report.failed += 1
-            queue.update_message(msg, visibility_timeout=retry_in)  # kept: a later run sends it
+            queue.update_message(msg, visibility_timeout=target.retry_in)  # kept: a later run sends it
             continue
         try:
             queue.delete_message(msg)
@@ -121,4 +146,3 @@ def ship(
         log.warning(
             "hunting: %d row(s) not accepted, kept for the next run: %s", report.failed, "; ".join(report.errors)
         )
-    return report

@@ -184,7 +184,7 @@ def _dump(api: str, state: BudgetState) -> dict[str, Any]:
 
 
 def quotas_from(settings: Any) -> dict[str, Quota]:
-    """The budgets of defender-api.md, sized by settings."""
+    """The budgets of docs/reference/defender-api.md, sized by settings."""
     return {
         "alerts.create": Quota(
             ((60, settings.alert_rate_per_minute),), reserved=settings.priority_reserved_per_minute, queue=True

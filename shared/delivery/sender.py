@@ -9,9 +9,8 @@ timeout does, without waiting real minutes.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Protocol
-
-from shared.config import Settings
 
 MAX_VISIBILITY = 7 * 24 * 3600 - 1
 
@@ -20,12 +19,16 @@ class QueueSender(Protocol):
     def send(self, queue: str, text: str, delay: float) -> None: ...
 
 
-class AzureQueueSender:
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+def visibility_for(delay: float) -> int | None:
+    """A delay in seconds as a visibility timeout (whole seconds, capped at the queue's 7 days)."""
+    return min(MAX_VISIBILITY, math.ceil(delay)) if delay > 0 else None
+
+
+class StorageQueueSender:
+    """Sends through ``enqueue(queue, text, visibility_timeout=...)`` (``shared.wiring.enqueue``)."""
+
+    def __init__(self, enqueue: Callable[..., object]) -> None:
+        self._enqueue = enqueue
 
     def send(self, queue: str, text: str, delay: float) -> None:
-        from shared.storage import enqueue
-
-        visibility = min(MAX_VISIBILITY, math.ceil(delay)) if delay > 0 else None
-        enqueue(self._settings, queue, text, visibility_timeout=visibility)
+        self._enqueue(queue, text, visibility_timeout=visibility_for(delay))

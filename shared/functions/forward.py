@@ -2,46 +2,40 @@
 
 Thin on purpose: the delivery (``shared.delivery.forward``) decides and performs the queue
 actions (re-enqueue with a delay, dead-letter) and returns an Outcome, which is logged here.
-Only an unexpected error (storage down, a bug) raises, so that the host retries the message
-and eventually moves it to ``<queue>-poison``, where nothing is lost.
+Only an unexpected storage error raises, so that the host retries the message and eventually
+moves it to ``<queue>-poison``, where nothing is lost.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-if TYPE_CHECKING:
-    from shared.delivery.outcome import Outcome
+from shared import wiring
+from shared.delivery.outcome import Kind, Outcome
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
+QUIET = (Kind.CREATED, Kind.COALESCED, Kind.DUPLICATE, Kind.NOTED, Kind.TAGGED, Kind.RETRY_AFTER, Kind.HELD)
 
 
 def process(body: str, *, priority: bool = False, dequeue_count: int = 1) -> Outcome:
-    from shared.config import get_settings
-    from shared.delivery.outcome import Kind
-    from shared.wiring import clock, counters, delivery
-
-    settings = get_settings()
+    settings = wiring.settings()
     queue = settings.events_priority_queue_name if priority else settings.events_queue_name
-    outcome = delivery().handle(body, queue=queue, priority=priority)
-    now = clock().now()
-    counters().add(f"outcome.{outcome.kind.value}", now)
+    outcome = wiring.delivery().handle(body, queue=queue, priority=priority)
+    now = wiring.clock().now()
+    wiring.counters().add(f"outcome.{outcome.kind.value}", now)
     if outcome.kind == Kind.CREATED:
-        counters().mark("last_alert_at", now.isoformat())
-    quiet = (Kind.CREATED, Kind.COALESCED, Kind.DUPLICATE, Kind.NOTED, Kind.TAGGED, Kind.RETRY_AFTER, Kind.HELD)
-    level = logging.INFO if outcome.kind in quiet else logging.WARNING
+        wiring.counters().mark("last_alert_at", now.isoformat())
+    level = logging.INFO if outcome.kind in QUIET else logging.WARNING
     log.log(level, "%s try %d: %s %s", _subject(body), dequeue_count, outcome.kind.value, outcome.detail)
     return outcome
 
 
 def _subject(body: str) -> str:
     """'event <id> (<type>)' for the log line, without parsing the whole task twice on error."""
-    import json
-
     try:
         doc = json.loads(body)
         if doc.get("kind", "event") == "event":

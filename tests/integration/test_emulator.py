@@ -1,4 +1,4 @@
-"""The emulator enforces what defender-api.md documents, through the real client libraries."""
+"""The emulator enforces what docs/reference/defender-api.md documents, through the real client libraries."""
 
 from __future__ import annotations
 

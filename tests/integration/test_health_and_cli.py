@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 def test_health_check_connects(env: Env, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    assert run_health_check()["connection"]["ok"] is True
+    assert run_health_check(wiring.status_deps())["connection"]["ok"] is True
     assert "Successfully connected to Defender for Endpoint" in caplog.text
 
 
@@ -30,7 +30,7 @@ def test_health_check_failure_is_named_and_secret_not_logged(
     monkeypatch.setenv("DEFENDER_CLIENT_SECRET", "definitely-wrong-secret")
     wiring.reset()
     caplog.set_level(logging.DEBUG)
-    record = run_health_check()
+    record = run_health_check(wiring.status_deps())
     assert record["connection"]["ok"] is False and record["connection"]["problems"][0]["code"] == "bad_secret"
     assert "definitely-wrong-secret" not in caplog.text and "definitely-wrong-secret" not in json.dumps(record)
 
@@ -38,7 +38,7 @@ def test_health_check_failure_is_named_and_secret_not_logged(
 def test_health_check_unconfigured(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DEFENDER_TENANT_ID")
     wiring.reset()
-    record = run_health_check()
+    record = run_health_check(wiring.status_deps())
     assert record["connection"]["problems"][0]["code"] == "not_configured"
     assert "DEFENDER_TENANT_ID" in record["connection"]["problems"][0]["message"]
 

@@ -74,9 +74,9 @@ def test_a_batch_is_judged_whole_before_anything_is_queued(host: Any, env: Env) 
 
 def test_an_unqueueable_event_is_413_not_503(host: Any, env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """The safety net behind the field limits: a message over the queue limit is refused as a whole."""
-    from shared.functions import ingest
+    from shared import intake
 
-    monkeypatch.setattr(ingest, "MAX_MESSAGE_BYTES", 600)
+    monkeypatch.setattr(intake, "MAX_MESSAGE_BYTES", 600)
     body = json.dumps([json.loads(sample("high_risk")), json.loads(sample("policy_violated"))]).encode()
     resp = post(host, body, signed_headers(body))
     assert resp.status_code == 413 and resp.json()["error"] == "event_too_large"

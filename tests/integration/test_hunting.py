@@ -80,7 +80,7 @@ def test_rows_wait_for_delivery_to_learn_the_ids_but_not_for_ever(
 
 def test_more_than_one_megabyte_is_split(hunting: Simulation, env: Env, emulator: EmulatorServer) -> None:
     from shared.config import get_settings
-    from shared.storage import enqueue
+    from shared.wiring import enqueue
 
     s = get_settings()
     long_name = "Block confidential data " * 40  # with the other long fields, ~1.6 KB per row
@@ -90,7 +90,7 @@ def test_more_than_one_megabyte_is_split(hunting: Simulation, env: Env, emulator
         doc["data"]["interaction"]["id"] = f"int_{i:05d}_" + "x" * 190
         doc["data"]["interaction"]["user_email"] = "u" * 250 + "@acme.example"
         (event,) = parse_events(json.dumps(doc).encode())
-        enqueue(s, s.hunting_queue_name, QueuedEvent.new(event, hunting.clock.now() - timedelta(hours=1)).to_text())
+        enqueue(s.hunting_queue_name, QueuedEvent.new(event, hunting.clock.now() - timedelta(hours=1)).to_text())
     assert ship_rows().sent == 700
     calls = emulator.state.logs.calls
     # split into several calls, each body within the 1 MB limit (the emulator answers 413 beyond)

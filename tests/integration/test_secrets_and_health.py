@@ -266,13 +266,13 @@ def test_health_check_reads_both_expiries_and_writes_the_record(
     client.secret_expires = SAMPLE_DAY + timedelta(days=6, hours=12)  # Entra: 6 days left
     wiring.use(clock=clock)
     caplog.set_level(logging.INFO)
-    record = run_health_check()
+    record = run_health_check(wiring.status_deps())
     assert record["connection"]["ok"] is True
     levels = {w["message"].split(" expires")[0]: w["level"] for w in record["expiry"]}
     assert levels["the Defender client secret (Key Vault defender-client-secret)"] == logging.WARNING  # 10 days
     assert levels["the Entra app's client secret"] == logging.ERROR  # 6 days
     assert any(r.levelno == logging.ERROR and "expires in 6 day" in r.getMessage() for r in caplog.records)
-    assert read_record() == json.loads(json.dumps(record))
+    assert read_record(wiring.status_deps()) == json.loads(json.dumps(record))
     assert EMULATOR_SECRET not in caplog.text
 
 
@@ -340,8 +340,8 @@ def test_expiry_alert_of_its_own_once_a_day(
     wiring.use(clock=clock)
     client = emulator.state.clients[(next(iter(emulator.state.tenants)), EMULATOR_CLIENT)]
     client.secret_expires = SAMPLE_DAY + timedelta(days=3)
-    run_health_check()
-    run_health_check()
+    run_health_check(wiring.status_deps())
+    run_health_check(wiring.status_deps())
     (alert,) = emulator.state.graph_alerts
     assert alert["title"] == "Noxys connector: Defender client secret about to expire"
     assert "expires in 3 day(s)" in alert["description"]

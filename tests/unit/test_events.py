@@ -106,13 +106,3 @@ def test_more_than_100_events_is_refused() -> None:
         parse_events(json.dumps(items).encode())
     assert fields(exc) == ["body"] and "at most 100" in exc.value.errors[0].message
     assert len(parse_events(json.dumps(items[:100]).encode())) == 100
-
-
-def test_in_repo_samples_match_the_contract_samples() -> None:
-    from tests.support import CONTRACT_SAMPLES
-
-    if not CONTRACT_SAMPLES.is_dir():
-        pytest.skip("the reference samples (../shared) are not checked out beside this repository")
-    ours = {p.name: p.read_bytes() for p in SAMPLES.glob("*.json")}
-    theirs = {p.name: p.read_bytes() for p in CONTRACT_SAMPLES.glob("*.json")}
-    assert ours == theirs

@@ -9,7 +9,7 @@ import pytest
 from shared.events import Envelope, parse_events
 from shared.mapping import draft_alert, severity_from_risk
 from tests.support import sample
-from tools.emulator.state import CATEGORIES  # Defender's rule, as the emulator enforces it
+from tools.emulator.mde import CATEGORIES  # Defender's rule, as the emulator enforces it
 
 
 def event(name: str, **changes: object) -> Envelope:

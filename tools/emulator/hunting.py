@@ -8,10 +8,17 @@ first) and answers 400 to anything else, so a change of the query shape is notic
 from __future__ import annotations
 
 import re
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from shared.platforms import on_domain
-from tools.emulator.state import ApiError, DefenderState, parse_time
+from tools.emulator.common import ApiError, parse_time
+
+
+class NetworkEvents(Protocol):
+    def device_network_events(self, device_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Rows of DeviceNetworkEvents for one device in a time range."""
+
 
 _DT = r"datetime\(([^)]+)\)"
 _WINDOW = re.compile(rf"\|\s*where\s+Timestamp\s+between\s*\(\s*{_DT}\s*\.\.\s*{_DT}\s*\)")
@@ -21,7 +28,7 @@ _AROUND = re.compile(rf"datetime_diff\('second',\s*Timestamp,\s*{_DT}\)")
 _TOP = re.compile(r"\|\s*top\s+(\d+)\s+by\s+Distance\s+asc")
 
 
-def run(state: DefenderState, query: str) -> dict[str, Any]:
+def run(state: NetworkEvents, query: str) -> dict[str, Any]:
     if not isinstance(query, str) or not query.strip():
         raise ApiError(400, "MissingRequiredParameter", "Missing required parameter 'Query'.")
     q = query.strip()

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tools.emulator.state import ApiError, DefenderState
+from tools.emulator.common import ApiError, Core
 
 MONITOR_AUDIENCE = "https://monitor.azure.com"
 # The stream declaration the Bicep and Terraform DCRs deploy (loadJsonContent / jsondecode).
@@ -64,7 +64,7 @@ def _type_ok(kind: str, value: Any) -> bool:
 
 
 def ingest(
-    state: DefenderState,
+    state: Core,
     logs: LogsState,
     dcr: str,
     stream: str,
@@ -72,19 +72,8 @@ def ingest(
     body: bytes,
     api_version: str | None,
 ) -> None:
-    import jwt
-
-    auth = headers.get("Authorization", "")
-    if not auth.startswith("Bearer "):
-        raise ApiError(401, "InvalidToken", "An authorization token is required.")
-    try:
-        claims = jwt.decode(
-            auth[7:], state.signing_key, algorithms=["HS256"], options={"verify_aud": False, "verify_exp": False}
-        )
-    except jwt.PyJWTError:
-        raise ApiError(401, "InvalidToken", "The token is invalid.") from None
-    if claims.get("aud") != MONITOR_AUDIENCE:
-        raise ApiError(401, "InvalidToken", "The token audience is not https://monitor.azure.com.")
+    """POST {endpoint}/dataCollectionRules/{dcr}/streams/{stream}: the documented checks, in order."""
+    claims = _authorize(state, headers.get("Authorization", ""))
     if not api_version:
         raise ApiError(400, "InvalidApiVersion", "api-version is required.")
     if dcr != logs.dcr_id or stream != logs.stream:
@@ -96,14 +85,41 @@ def ingest(
             "The authentication token provided does not have access to ingest data "
             "for the data collection rule (Monitoring Metrics Publisher is required).",
         )
+    _faults(logs)
+    if len(body) > MAX_BODY:
+        raise ApiError(413, "ContentLengthLimitExceeded", f"The request body is {len(body)} bytes; the limit is 1 MB.")
+    raw = gzip.decompress(body) if headers.get("Content-Encoding", "").lower() == "gzip" else body
+    rows = _rows(logs, stream, raw)
+    logs.rows.extend(rows)
+    logs.calls.append({"bytes": len(body), "raw_bytes": len(raw), "rows": len(rows)})
+
+
+def _authorize(state: Core, auth: str) -> dict[str, Any]:
+    import jwt
+
+    if not auth.startswith("Bearer "):
+        raise ApiError(401, "InvalidToken", "An authorization token is required.")
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            auth[7:], state.signing_key, algorithms=["HS256"], options={"verify_aud": False, "verify_exp": False}
+        )
+    except jwt.PyJWTError:
+        raise ApiError(401, "InvalidToken", "The token is invalid.") from None
+    if claims.get("aud") != MONITOR_AUDIENCE:
+        raise ApiError(401, "InvalidToken", "The token audience is not https://monitor.azure.com.")
+    return claims
+
+
+def _faults(logs: LogsState) -> None:
     if logs.outage:
         raise ApiError(503, "ServiceUnavailable", "The service is temporarily unavailable.")
     if logs.burst_429 > 0:
         logs.burst_429 -= 1
         raise ApiError(429, "TooManyRequests", "Request rate is too high.", retry_after=logs.retry_after)
-    if len(body) > MAX_BODY:
-        raise ApiError(413, "ContentLengthLimitExceeded", f"The request body is {len(body)} bytes; the limit is 1 MB.")
-    raw = gzip.decompress(body) if headers.get("Content-Encoding", "").lower() == "gzip" else body
+
+
+def _rows(logs: LogsState, stream: str, raw: bytes) -> list[dict[str, Any]]:
+    """The body as rows, every column declared in the stream and of its declared type."""
     try:
         rows = json.loads(raw)
     except ValueError:
@@ -118,5 +134,4 @@ def ingest(
                 raise ApiError(400, "InvalidStream", f"Row {i}: column '{name}' is not declared in stream {stream}.")
             if not _type_ok(logs.columns[name], value):
                 raise ApiError(400, "InvalidStream", f"Row {i}: column '{name}' is not of type {logs.columns[name]}.")
-    logs.rows.extend(rows)
-    logs.calls.append({"bytes": len(body), "raw_bytes": len(raw), "rows": len(rows)})
+    return rows

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from tools.emulator.state import ApiError, parse_time
+from tools.emulator.common import ApiError, parse_time
 
 MACHINE_FIELDS = frozenset(
     {

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from tools.emulator.state import ApiError, DefenderState
+from tools.emulator.common import ApiError, Core
 
 VAULT_AUDIENCE = "https://vault.azure.net"
 
@@ -72,9 +72,7 @@ def _bundle(base: str, name: str, v: Version, *, with_value: bool) -> dict[str, 
     return body
 
 
-def managed_identity_token(
-    state: DefenderState, vault: VaultState, args: dict[str, str], header: str | None
-) -> dict[str, Any]:
+def managed_identity_token(state: Core, vault: VaultState, args: dict[str, str], header: str | None) -> dict[str, Any]:
     """GET {IDENTITY_ENDPOINT}?api-version=2019-08-01&resource=...&client_id=..."""
     import jwt
 
@@ -104,7 +102,7 @@ def managed_identity_token(
     }
 
 
-def authorize(state: DefenderState, vault: VaultState, header: str | None, base: str) -> None:
+def authorize(state: Core, vault: VaultState, header: str | None, base: str) -> None:
     import jwt
 
     if vault.outage:

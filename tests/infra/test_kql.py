@@ -11,6 +11,8 @@ import pytest
 from shared.hunting import COLUMNS, TABLE
 from tests.support import ROOT
 
+pytestmark = pytest.mark.infra
+
 KQL_DIR = ROOT / "infra" / "kql"
 DEFENDER_TABLES = {
     "DeviceNetworkInfo": {

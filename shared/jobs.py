@@ -1,0 +1,71 @@
+"""The work the timers do, with everything they touch passed in: the blueprints stay thin (build
+from ``shared.wiring``, call, log nothing of their own), and each job is callable from a test, the
+CLI or a benchmark with the same code path the timer runs.
+
+* :func:`release_held` — switched back on: kept events back on their queue, oldest first;
+* :func:`purge_audit` — AUDIT_RETENTION_DAYS applied to the audit trail;
+* :func:`ship_rows` — one drain of the hunting queue into NoxysInteractions_CL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.audit import AuditTrail
+from shared.config import Settings
+from shared.delivery.hold import Held
+from shared.delivery.hunting_sink import ShipReport, Uploader, ship
+from shared.delivery.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+
+def release_held(settings: Settings, held: Held, send: Callable[[str, str], object], now: datetime) -> int:
+    if not settings.integration_enabled:
+        return 0
+    released = held.release(send, now)
+    if released:
+        log.info("integration on: released %d kept event(s), oldest first", released)
+    return released
+
+
+def purge_audit(audit: AuditTrail, now: datetime, retention_days: int) -> int:
+    """Housekeeping must never fail the health check: a failure is logged and skipped."""
+    try:
+        removed = audit.purge(now, retention_days)
+    except Exception as exc:
+        log.warning("health: audit retention not applied: %s", exc.__class__.__name__)
+        return 0
+    if removed:
+        log.info("health: removed %d audit row(s) older than the retention", removed)
+    return removed
+
+
+def ship_rows(
+    settings: Settings, queue: Any, ledger: Ledger, uploader: Uploader, now: datetime, *, retry_in: int = 60
+) -> ShipReport:
+    """``retry_in``: seconds before a row that waits for its delivery, or was refused, is tried again."""
+    if not settings.hunting_configured:
+        return ShipReport()
+    report = ship(
+        queue,
+        ledger,
+        uploader,
+        rule_id=str(settings.hunting_dcr_immutable_id),
+        stream=settings.hunting_stream_name,
+        now=now,
+        enrich_wait=timedelta(minutes=settings.hunting_enrich_wait_minutes),
+        forwarded=frozenset(settings.forward_event_types),
+        retry_in=retry_in,
+    )
+    if report.sent or report.failed:
+        log.info(
+            "hunting: %d row(s) sent, %d kept for a retry, %d waiting for delivery",
+            report.sent,
+            report.failed,
+            report.deferred,
+        )
+    return report

@@ -1,0 +1,172 @@
+"""The webhook's whole status matrix, without Azurite: the intake use case with an in-memory queue.
+
+The queue writer here is the port the intake is written against (a callable that durably adds a
+message or raises QueueUnavailable); the integration tests run the same use case over real Azurite.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from shared.clock import ManualClock
+from shared.config import load_settings
+from shared.delivery.message import QueuedEvent
+from shared.intake import Accepted, Intake, Refused
+from shared.secrets import VaultUnavailable
+from shared.storage import QueueUnavailable
+from tests.support import SAMPLE_DAY, TEST_SECRET, sample, signed_headers
+
+NOW = datetime.now(UTC)  # the signature's clock (real time: signed_headers stamps now)
+
+
+class Queues:
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.sent: list[tuple[str, str, int | None]] = []
+        self.fail_after = fail_after
+
+    def __call__(self, queue: str, text: str, *, time_to_live: int | None = None) -> object:
+        if self.fail_after is not None and len(self.sent) >= self.fail_after:
+            raise QueueUnavailable(f"queue {queue}: ServiceRequestError")
+        self.sent.append((queue, text, time_to_live))
+        return "id"
+
+    def ids(self, queue: str) -> list[str]:
+        return [QueuedEvent.model_validate_json(t).event.id for q, t, _ in self.sent if q == queue]
+
+
+def intake(
+    queues: Queues | None = None,
+    counts: list[tuple[str, int]] | None = None,
+    *,
+    secrets: list[str] | Exception | None = None,
+    **env: str,
+) -> Intake:
+    settings = load_settings({"NOXYS_SIGNING_SECRET": TEST_SECRET, "EVENT_MAX_PAST_DAYS": "3650", **env})
+
+    def signing(refresh: bool) -> list[str]:
+        if isinstance(secrets, Exception):
+            raise secrets
+        return list(settings.noxys_signing_secrets) if secrets is None else secrets
+
+    return Intake(
+        settings,
+        signing,
+        queues if queues is not None else Queues(),
+        lambda name, n: (counts if counts is not None else []).append((name, n)),
+        ManualClock(SAMPLE_DAY),
+    )
+
+
+def receive(use_case: Intake, body: bytes, headers: dict[str, str] | None = None) -> Accepted | Refused:
+    return use_case.receive(body, headers if headers is not None else signed_headers(body), now=NOW)
+
+
+def test_a_signed_event_is_queued_and_accepted() -> None:
+    queues, counts = Queues(), []
+    result = receive(intake(queues, counts), sample("policy_violated"))
+    assert result == Accepted(["evt_01JQ8X4M2Z6N0K3T5V7W9Y1B3D"], [])
+    assert result.status == 202 and queues.ids("noxys-events") == ["evt_01JQ8X4M2Z6N0K3T5V7W9Y1B3D"]
+    assert ("ingest.accepted", 1) in counts
+
+
+def test_criticals_take_the_priority_lane_and_unwanted_types_are_ignored() -> None:
+    queues = Queues()
+    names = ("high_risk", "created_not_forwarded", "alert_critical")
+    body = b"[" + b",".join(sample(n) for n in names) + b"]"
+    result = receive(intake(queues), body)
+    assert isinstance(result, Accepted) and result.ignored == ["evt_01JQ900000CREATED00000001"]
+    assert queues.ids("noxys-events-priority") == ["evt_01JQ8Z1111CRIT0000000001"]
+    assert queues.ids("noxys-events") == ["evt_01JQ8X7B3C4D5E6F7G8H9J0K1M"]
+
+
+def test_hunting_rows_are_queued_beside_the_events_and_never_expire() -> None:
+    queues = Queues()
+    use_case = intake(queues, HUNTING_INGESTION_ENDPOINT="https://dce.example", HUNTING_DCR_IMMUTABLE_ID="dcr-1")
+    assert receive(use_case, sample("high_risk")).status == 202
+    assert [(q, ttl) for q, _, ttl in queues.sent] == [("noxys-events", None), ("noxys-hunting", -1)]
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "error"),
+    [
+        (lambda b, h: (b"x" * (1024 * 1024 + 1), h), 413, "payload_too_large"),
+        (lambda b, h: (b, {**h, "Content-Type": "text/plain"}), 415, "unsupported_media_type"),
+        (lambda b, h: (b + b" ", h), 401, "unauthorized"),
+        (lambda b, h: (b, {k: v for k, v in h.items() if k != "webhook-signature"}), 401, "unauthorized"),
+        (lambda b, h: (b, {**h, "webhook-timestamp": "1"}), 401, "unauthorized"),
+        (lambda b, h: (b"{", h), 401, "unauthorized"),  # the signature covers the body
+    ],
+    ids=["too-large", "not-json", "tampered", "unsigned", "old-timestamp", "other-body"],
+)
+def test_refusals_before_parsing(change: Any, status: int, error: str) -> None:
+    queues, counts = Queues(), []
+    body = sample("high_risk")
+    b, h = change(body, signed_headers(body))
+    result = receive(intake(queues, counts), b, h)
+    assert isinstance(result, Refused) and (result.status, result.error) == (status, error)
+    assert queues.sent == []
+    assert (("ingest.refused.signature", 1) in counts) == (status == 401)
+
+
+def test_no_secret_configured_fails_closed() -> None:
+    result = receive(intake(secrets=[]), sample("high_risk"))
+    assert isinstance(result, Refused) and (result.status, result.error) == (503, "not_configured")
+    assert "NOXYS_SIGNING_SECRET" in (result.message or "")
+
+
+def test_an_unreadable_vault_is_503_so_noxys_retries() -> None:
+    result = receive(intake(secrets=VaultUnavailable("Key Vault https://kv: unreachable")), sample("high_risk"))
+    assert isinstance(result, Refused) and (result.status, result.error) == (503, "secrets_unavailable")
+
+
+def test_a_required_bearer_token() -> None:
+    use_case = intake(NOXYS_BEARER_TOKEN="tok-1")
+    body = sample("high_risk")
+    assert receive(use_case, body).status == 401
+    assert receive(use_case, body, {**signed_headers(body), "Authorization": "Bearer tok-1"}).status == 202
+
+
+def test_invalid_fields_are_400_naming_them_and_counted() -> None:
+    counts: list[tuple[str, int]] = []
+    doc = json.loads(sample("high_risk"))
+    doc["data"]["interaction"]["risk_score"] = 7
+    body = json.dumps(doc).encode()
+    result = receive(intake(counts=counts), body)
+    assert isinstance(result, Refused) and result.status == 400
+    assert result.body()["errors"][0]["field"] == "data.interaction.risk_score"
+    assert ("ingest.refused.invalid", 1) in counts
+
+
+def test_an_event_too_large_for_the_queue_is_413_and_nothing_of_the_batch_is_queued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shared import intake as module
+
+    monkeypatch.setattr(module, "MAX_MESSAGE_BYTES", 600)
+    queues = Queues()
+    body = b"[" + sample("high_risk") + b"," + sample("policy_violated") + b"]"
+    result = receive(intake(queues), body)
+    assert isinstance(result, Refused) and (result.status, result.error) == (413, "event_too_large")
+    assert queues.sent == []
+
+
+def test_storage_down_is_503_and_no_2xx_for_anything_not_queued() -> None:
+    queues = Queues(fail_after=1)
+    body = b"[" + sample("high_risk") + b"," + sample("policy_violated") + b"]"
+    result = receive(intake(queues), body)
+    assert isinstance(result, Refused) and (result.status, result.error) == (503, "queue_unavailable")
+
+
+def test_unknown_types_are_counted_under_one_name() -> None:
+    counts: list[tuple[str, int]] = []
+    docs = []
+    for i in range(3):
+        doc = json.loads(sample("high_risk"))
+        doc["id"], doc["type"] = f"evt_x{i}", f"made.up_{i}"
+        docs.append(doc)
+    assert receive(intake(counts=counts), json.dumps(docs).encode()).status == 202
+    assert [c for c in counts if c[0].startswith("ingest.ignored.")] == [("ingest.ignored.unknown", 3)]
