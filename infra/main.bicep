@@ -22,15 +22,19 @@ param defenderTenantId string = ''
 param defenderClientId string
 
 @secure()
-@description('Client secret of the Defender app registration; stored in Key Vault only.')
-param defenderClientSecret string
+@description('Client secret of the Defender app registration; stored in Key Vault only. Written only when given: leave it empty on later provisions so a rotated secret is never rolled back.')
+param defenderClientSecret string = ''
 
 @description('When the client secret expires in Entra ID (ISO 8601, e.g. 2028-11-27T00:00:00Z); set as the Key Vault secret expiry so the health check can warn.')
-param defenderClientSecretExpiry string
+param defenderClientSecretExpiry string = ''
 
 @secure()
-@description('Noxys webhook signing secret (whsec_...), or several separated by spaces during rotation.')
-param noxysSigningSecret string
+@description('Noxys webhook signing secret (whsec_...), or several separated by spaces during rotation. Written only when given.')
+param noxysSigningSecret string = ''
+
+@description('Suffix of the Key Vault name, new for every lifecycle of the environment (the azd hooks draw one): purge protection keeps a deleted vault\'s name for 90 days.')
+@maxLength(6)
+param keyVaultSuffix string = ''
 
 @allowed(['global', 'us', 'eu', 'uk', 'au', 'swa', 'ina', 'aea', 'gcc', 'gcc-high'])
 @description('Defender cloud/region: sets API URL, sign-in authority and token scope together.')
@@ -38,7 +42,7 @@ param defenderCloud string = 'global'
 
 @minValue(1)
 @maxValue(40)
-@description('Most instances the app may scale to. Defender accepts 15 alerts a minute for the whole app: more instances only earn 429s, and the shared budget keeps them in line anyway.')
+@description('Most instances per scale group (on Flex the HTTP functions share one group, each queue or timer function is a group of its own, so the queue lanes can reach this many instances each). The shared pacing budget in Table Storage holds Defender\'s 15 alerts a minute whatever the count; more instances only wait for it.')
 param maximumInstanceCount int = 4
 
 @allowed([512, 2048, 4096])
@@ -117,7 +121,7 @@ module keyVault 'app/keyvault.bicep' = {
   name: 'keyvault'
   scope: rg
   params: {
-    name: '${abbrs.keyVault}${resourceToken}'
+    name: '${abbrs.keyVault}${take(resourceToken, 13)}${keyVaultSuffix}'
     location: location
     tags: tags
     defenderClientSecret: defenderClientSecret

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import random
 from datetime import datetime, timedelta
-from typing import Any
+
+from shared.storage import EntityTable
 
 log = logging.getLogger(__name__)
 SHARDS = 8
@@ -22,7 +23,7 @@ def _hour(t: datetime) -> str:
 
 
 class Counters:
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: EntityTable) -> None:
         self._table = table
 
     def add(self, name: str, now: datetime, n: int = 1) -> None:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 from shared.audit import AuditTrail
 from shared.config import Settings
 from shared.delivery.hold import Held
 from shared.delivery.hunting_sink import ShipReport, Uploader, ship
 from shared.delivery.ledger import Ledger
+from shared.storage import MessageQueue
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def purge_audit(audit: AuditTrail, now: datetime, retention_days: int) -> int:
 
 
 def ship_rows(
-    settings: Settings, queue: Any, ledger: Ledger, uploader: Uploader, now: datetime, *, retry_in: int = 60
+    settings: Settings, queue: MessageQueue, ledger: Ledger, uploader: Uploader, now: datetime, *, retry_in: int = 60
 ) -> ShipReport:
     """``retry_in``: seconds before a row that waits for its delivery, or was refused, is tried again."""
     if not settings.hunting_configured:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.config import ConfigError, Settings
 
@@ -31,6 +31,27 @@ AZURITE_CONNECTION = (
     "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
     "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
 )
+
+
+class EntityTable(Protocol):
+    """The slice of ``azure.data.tables.TableClient`` the state classes use (so a test can stand
+    in for it, and mypy sees every call)."""
+
+    def get_entity(self, partition_key: str, row_key: str, **kwargs: Any) -> Any: ...
+    def create_entity(self, entity: dict[str, Any], **kwargs: Any) -> Any: ...
+    def update_entity(self, entity: dict[str, Any], **kwargs: Any) -> Any: ...
+    def upsert_entity(self, entity: dict[str, Any], **kwargs: Any) -> Any: ...
+    def delete_entity(self, partition_key: str, row_key: str, **kwargs: Any) -> None: ...
+    def query_entities(self, query_filter: str, **kwargs: Any) -> Any: ...
+    def list_entities(self, **kwargs: Any) -> Any: ...
+
+
+class MessageQueue(Protocol):
+    """The slice of ``azure.storage.queue.QueueClient`` the hunting shipper uses."""
+
+    def receive_messages(self, **kwargs: Any) -> Any: ...
+    def update_message(self, message: Any, **kwargs: Any) -> Any: ...
+    def delete_message(self, message: Any, **kwargs: Any) -> None: ...
 
 
 class QueueUnavailable(Exception):

@@ -103,6 +103,9 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           }
         }
       }
+      // Per scale group on Flex: the HTTP functions share one group, each queue or timer function is
+      // a group of its own. Defender's quota is held by the shared pacing budget in Table Storage,
+      // whatever the instance count; this bounds concurrency, not the quota.
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB

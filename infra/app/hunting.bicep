@@ -30,9 +30,10 @@ resource table 'Microsoft.OperationalInsights/workspaces/tables@2022-10-01' = {
   }
 }
 
+// The endpoint and the rule must be in the workspace's region, which need not be the app's.
 resource dce 'Microsoft.Insights/dataCollectionEndpoints@2023-03-11' = {
   name: dceName
-  location: location
+  location: workspace.location
   tags: tags
   properties: {
     networkAcls: { publicNetworkAccess: 'Enabled' }
@@ -41,7 +42,7 @@ resource dce 'Microsoft.Insights/dataCollectionEndpoints@2023-03-11' = {
 
 resource dcr 'Microsoft.Insights/dataCollectionRules@2023-03-11' = {
   name: dcrName
-  location: location
+  location: workspace.location
   tags: tags
   properties: {
     dataCollectionEndpointId: dce.id
@@ -101,7 +102,7 @@ resource detection 'Microsoft.SecurityInsights/alertRules@2024-03-01' = {
     entityMappings: [
       {
         entityType: 'Host'
-        fieldMappings: [{ identifier: 'HostName', columnName: 'DeviceName' }]
+        fieldMappings: [{ identifier: 'FullName', columnName: 'DeviceName' }] // DeviceName holds the FQDN
       }
     ]
   }

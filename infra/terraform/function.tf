@@ -42,33 +42,61 @@ resource "azurerm_service_plan" "main" {
   tags                = local.tags
 }
 
-resource "azurerm_function_app_flex_consumption" "main" {
-  #checkov:skip=CKV_AZURE_221:Noxys calls the webhook from the internet; it is protected by the function key, a Standard Webhooks signature and an optional bearer token.
-  #checkov:skip=CKV_AZURE_56:Entra sign-in (Easy Auth) cannot front a webhook called by a third-party SaaS; see CKV_AZURE_221.
-  name                              = local.function_name
-  resource_group_name               = azurerm_resource_group.main.name
-  location                          = var.location
-  service_plan_id                   = azurerm_service_plan.main.id
-  storage_container_type            = "blobContainer"
-  storage_container_endpoint        = "${azurerm_storage_account.main.primary_blob_endpoint}${azurerm_storage_container.deployment.name}"
-  storage_authentication_type       = "UserAssignedIdentity"
-  storage_user_assigned_identity_id = azurerm_user_assigned_identity.app.id
-  runtime_name                      = "python"
-  runtime_version                   = "3.11"
-  maximum_instance_count            = var.maximum_instance_count
-  instance_memory_in_mb             = var.instance_memory_mb
-  https_only                        = true
-  public_network_access_enabled     = true
-  app_settings                      = local.app_settings
-  tags                              = merge(local.tags, { "azd-service-name" = "api" })
+# The site is declared with azapi, exactly as infra/app/function.bicep declares it. The azurerm
+# Flex Consumption resource writes an `AzureWebJobsStorage` connection string with an empty
+# AccountKey beside the identity-based settings (provider issues #29693, #29149): the host prefers
+# it and fails, and so would the app's own queue and table clients. With azapi the deployed app
+# settings are exactly local.app_settings.
+resource "azapi_resource" "function_app" {
+  type      = "Microsoft.Web/sites@2024-04-01"
+  name      = local.function_name
+  parent_id = azurerm_resource_group.main.id
+  location  = var.location
+  tags      = merge(local.tags, { "azd-service-name" = "api" })
 
   identity {
     type         = "UserAssigned"
     identity_ids = [azurerm_user_assigned_identity.app.id]
   }
 
-  site_config {
-    minimum_tls_version = "1.2"
-    http2_enabled       = true
+  body = {
+    kind = "functionapp,linux"
+    properties = {
+      serverFarmId              = azurerm_service_plan.main.id
+      httpsOnly                 = true
+      keyVaultReferenceIdentity = azurerm_user_assigned_identity.app.id
+      publicNetworkAccess       = "Enabled"
+      siteConfig = {
+        minTlsVersion = "1.2"
+        ftpsState     = "Disabled"
+        http20Enabled = true
+        appSettings   = [for k, v in local.app_settings : { name = k, value = v }]
+      }
+      functionAppConfig = {
+        deployment = {
+          storage = {
+            type  = "blobContainer"
+            value = "${azurerm_storage_account.main.primary_blob_endpoint}${azurerm_storage_container.deployment.name}"
+            authentication = {
+              type                           = "UserAssignedIdentity"
+              userAssignedIdentityResourceId = azurerm_user_assigned_identity.app.id
+            }
+          }
+        }
+        # Per scale group on Flex: the HTTP functions share one group, each queue or timer
+        # function is a group of its own. Defender's quota is held by the shared pacing budget in
+        # Table Storage, whatever the instance count; this bounds concurrency, not the quota.
+        scaleAndConcurrency = {
+          maximumInstanceCount = var.maximum_instance_count
+          instanceMemoryMB     = var.instance_memory_mb
+        }
+        runtime = {
+          name    = "python"
+          version = "3.11"
+        }
+      }
+    }
   }
+
+  response_export_values = ["properties.defaultHostName"]
 }

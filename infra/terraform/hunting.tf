@@ -5,6 +5,14 @@ locals {
   hunting_columns = jsondecode(file("${path.module}/../hunting/columns.json"))
   workspace_id    = var.sentinel_workspace_id != "" ? var.sentinel_workspace_id : azurerm_log_analytics_workspace.main.id
   hunting_count   = var.enable_hunting_table ? 1 : 0
+  # The Data Collection Endpoint and Rule must be in the workspace's region, which need not be the app's.
+  workspace_location = var.sentinel_workspace_id != "" ? data.azapi_resource.sentinel_workspace[0].location : azurerm_log_analytics_workspace.main.location
+}
+
+data "azapi_resource" "sentinel_workspace" {
+  count       = var.enable_hunting_table && var.sentinel_workspace_id != "" ? 1 : 0
+  type        = "Microsoft.OperationalInsights/workspaces@2022-10-01"
+  resource_id = var.sentinel_workspace_id
 }
 
 resource "azapi_resource" "hunting_table" {
@@ -28,7 +36,7 @@ resource "azurerm_monitor_data_collection_endpoint" "hunting" {
   count                         = local.hunting_count
   name                          = "dce-${local.resource_token}"
   resource_group_name           = azurerm_resource_group.main.name
-  location                      = var.location
+  location                      = local.workspace_location
   public_network_access_enabled = true
   tags                          = local.tags
 }
@@ -37,7 +45,7 @@ resource "azurerm_monitor_data_collection_rule" "hunting" {
   count                       = local.hunting_count
   name                        = "dcr-${local.resource_token}"
   resource_group_name         = azurerm_resource_group.main.name
-  location                    = var.location
+  location                    = local.workspace_location
   data_collection_endpoint_id = azurerm_monitor_data_collection_endpoint.hunting[0].id
   tags                        = local.tags
 
@@ -99,12 +107,19 @@ resource "azurerm_sentinel_alert_rule_scheduled" "high_risk_burst" {
   entity_mapping {
     entity_type = "Host"
     field_mapping {
-      identifier  = "HostName"
+      identifier  = "FullName" # DeviceName holds the FQDN
       column_name = "DeviceName"
     }
   }
 
-  depends_on = [azurerm_sentinel_log_analytics_workspace_onboarding.main, azapi_resource.hunting_table]
+  depends_on = [azurerm_sentinel_log_analytics_workspace_onboarding.main, time_sleep.hunting_table_ready]
+}
+
+# A new custom table takes a while before a scheduled rule can resolve it in a query.
+resource "time_sleep" "hunting_table_ready" {
+  count           = local.hunting_count
+  create_duration = "120s"
+  depends_on      = [azapi_resource.hunting_table]
 }
 
 resource "azurerm_application_insights_workbook" "noxys" {

@@ -1,10 +1,10 @@
 output "webhook_url" {
   description = "Register this in Noxys (append ?code=<function key>)."
-  value       = "https://${azurerm_function_app_flex_consumption.main.default_hostname}/api/noxys/events"
+  value       = "https://${azapi_resource.function_app.output.properties.defaultHostName}/api/noxys/events"
 }
 
 output "function_app_name" {
-  value = azurerm_function_app_flex_consumption.main.name
+  value = azapi_resource.function_app.name
 }
 
 output "key_vault_name" {

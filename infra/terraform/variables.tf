@@ -63,7 +63,7 @@ variable "defender_cloud" {
 }
 
 variable "maximum_instance_count" {
-  description = "Most instances the app may scale to. Defender accepts 15 alerts a minute for the whole app: more instances only earn 429s."
+  description = "Most instances per scale group (on Flex the HTTP functions share one group; each queue or timer function is a group of its own). The shared pacing budget holds Defender's 15 alerts a minute whatever the count."
   type        = number
   default     = 4
 }

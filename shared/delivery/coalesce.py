@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.events import Envelope
+from shared.storage import EntityTable
 
 PARTITION = "group"
 
@@ -55,7 +56,7 @@ class Group:
 
 
 class Groups:
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: EntityTable) -> None:
         self._table = table
 
     def get(self, key: str) -> Group | None:

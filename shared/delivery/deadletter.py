@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
-from shared.storage import table_key
+from shared.storage import EntityTable, table_key
 
 PARTITION = "deadletter"
 
@@ -28,7 +27,7 @@ class DeadLetter:
 
 
 class DeadLetters:
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: EntityTable) -> None:
         self._table = table
 
     def put(self, letter: DeadLetter) -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
 
 from shared.events import Device
+from shared.storage import EntityTable
 
 PARTITION = "device"
 
@@ -28,7 +28,7 @@ class Cached:
 
 
 class DeviceCache:
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: EntityTable) -> None:
         self._table = table
 
     @staticmethod

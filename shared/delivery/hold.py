@@ -14,13 +14,13 @@ from datetime import datetime
 from typing import Any
 
 from shared.delivery.message import QueuedEvent
-from shared.storage import table_key
+from shared.storage import EntityTable, table_key
 
 PARTITION = "held"
 
 
 class Held:
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: EntityTable) -> None:
         self._table = table
 
     def keep(self, task: QueuedEvent, queue: str) -> None:

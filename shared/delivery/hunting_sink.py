@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from shared.delivery.ledger import Ledger
 from shared.delivery.message import QueuedEvent
 from shared.hunting import row
+from shared.storage import MessageQueue
 
 log = logging.getLogger(__name__)
 VISIBILITY = 300  # seconds a received row stays hidden while it is being shipped (a run takes well under)
@@ -69,7 +70,7 @@ class Target:
 
 
 def ship(
-    queue: Any,
+    queue: MessageQueue,
     ledger: Ledger,
     uploader: Uploader,
     *,
@@ -91,7 +92,7 @@ def ship(
 
 
 def _collect(
-    queue: Any, ledger: Ledger, target: Target, now: datetime, max_rows: int, report: ShipReport
+    queue: MessageQueue, ledger: Ledger, target: Target, now: datetime, max_rows: int, report: ShipReport
 ) -> list[tuple[Any, dict[str, Any]]]:
     """The rows ready to ship, whole pages at a time (a page fetched and not processed would stay
     hidden for VISIBILITY seconds); rows still waiting for their delivery go back for later."""
@@ -120,7 +121,7 @@ def _collect(
 
 
 def _upload(
-    queue: Any, uploader: Uploader, target: Target, batch: list[tuple[Any, dict[str, Any]]], report: ShipReport
+    queue: MessageQueue, uploader: Uploader, target: Target, batch: list[tuple[Any, dict[str, Any]]], report: ShipReport
 ) -> None:
     """Send, then delete only what was accepted; a refused row stays for a later run."""
     from azure.core.exceptions import ResourceNotFoundError

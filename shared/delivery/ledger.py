@@ -22,9 +22,9 @@ import dataclasses
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
-from shared.storage import table_key
+from shared.storage import EntityTable, table_key
 
 ROW = "event"
 
@@ -113,15 +113,6 @@ def _to_row(entry: Entry) -> dict[str, Any]:
         if value is not None:
             row[name] = value.value if isinstance(value, LedgerState) else value
     return row
-
-
-class EntityTable(Protocol):
-    """The slice of ``azure.data.tables.TableClient`` the ledger uses."""
-
-    def get_entity(self, partition_key: str, row_key: str) -> Any: ...
-    def create_entity(self, entity: dict[str, Any]) -> Any: ...
-    def update_entity(self, entity: dict[str, Any], **kwargs: Any) -> Any: ...
-    def query_entities(self, query_filter: str, **kwargs: Any) -> Any: ...
 
 
 class Ledger:

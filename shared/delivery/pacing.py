@@ -24,6 +24,7 @@ from typing import Any
 
 from shared.clock import Clock
 from shared.defender.budget import BudgetSpent, api_of
+from shared.storage import EntityTable
 
 __all__ = ["BudgetSpent", "Pacer", "Quota", "api_of", "decide", "quotas_from"]
 
@@ -92,7 +93,7 @@ class Pacer:
 
     PARTITION = "budget"
 
-    def __init__(self, table: Any, quotas: dict[str, Quota], clock: Clock) -> None:
+    def __init__(self, table: EntityTable, quotas: dict[str, Quota], clock: Clock) -> None:
         self._table = table
         self.quotas = quotas
         self._clock = clock

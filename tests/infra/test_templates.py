@@ -42,7 +42,6 @@ TF_TO_ARM = {
     "azurerm_key_vault": "Microsoft.KeyVault/vaults",
     "azurerm_key_vault_secret": "Microsoft.KeyVault/vaults/secrets",
     "azurerm_service_plan": "Microsoft.Web/serverfarms",
-    "azurerm_function_app_flex_consumption": "Microsoft.Web/sites",
     "azurerm_role_assignment": "Microsoft.Authorization/roleAssignments",
     "azurerm_monitor_action_group": "Microsoft.Insights/actionGroups",
     "azurerm_monitor_scheduled_query_rules_alert_v2": "Microsoft.Insights/scheduledQueryRules",
@@ -129,6 +128,14 @@ def bicep_app_settings() -> dict[str, Any]:
     return settings
 
 
+def _tf_resources(tf_type: str) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for path in TF_FILES:
+        for block in terraform(path).get("resource", []):
+            found.update(block.get(f'"{tf_type}"', {}))
+    return found
+
+
 def terraform_app_settings() -> dict[str, Any]:
     (locals_,) = terraform(TF / "function.tf")["locals"]
     return {_unquote(k): v for k, v in locals_["app_settings"].items()}
@@ -203,6 +210,8 @@ def _terraform_types() -> set[str]:
         for block in terraform(path).get("resource", []):
             for quoted, instances in block.items():
                 tf_type = _unquote(quoted)
+                if tf_type.startswith(("time_", "random_")):  # local helpers, nothing in Azure
+                    continue
                 if tf_type == "azapi_resource":
                     types |= {v["type"].strip('"').split("@")[0] for v in instances.values()}
                     continue
@@ -247,3 +256,99 @@ def test_maximum_instance_count_is_bounded() -> None:
     param = bicep(INFRA / "main.bicep")["parameters"]["maximumInstanceCount"]
     assert param["default"] <= 10
     assert any(d.get("type") == "max_value" and d["argument"] <= 40 for d in param["decorators"])
+
+
+# ------------------------------------------------------------------------------ what deploy-time review found
+def test_terraform_declares_the_site_with_azapi_so_no_connection_string_is_injected() -> None:
+    """The azurerm Flex Consumption resource writes an AzureWebJobsStorage connection string with an
+    empty AccountKey beside the identity settings; the host prefers it and fails."""
+    assert not any(_tf_resources(t) for t in ("azurerm_function_app_flex_consumption", "azurerm_linux_function_app"))
+    sites = [
+        r for r in _tf_resources("azapi_resource").values() if _unquote(r["type"]).startswith("Microsoft.Web/sites@")
+    ]
+    assert len(sites) == 1
+    body = json.dumps(sites[0]["body"])
+    assert "local.app_settings" in body and 'AzureWebJobsStorage"' not in body
+
+
+def test_every_binding_setting_is_set_by_both_flavours() -> None:
+    import function_app
+    from tools.devhost.host import index_functions
+
+    used = set()
+    for f in index_functions(function_app.app):
+        used |= set(re.findall(r"%([^%]+)%", json.dumps(f.get_trigger().get_dict_repr(), default=str)))
+    assert used, "the triggers bind settings by name (%...%)"
+    assert used <= set(bicep_app_settings()) and used <= set(terraform_app_settings())
+
+
+def test_the_hunting_pipeline_takes_the_workspace_region() -> None:
+    hunting_bicep = bicep(INFRA / "app" / "hunting.bicep")["resources"]
+    for name in ("dce", "dcr"):
+        location = hunting_bicep[name]["config"]["location"]["operator"]["operands"]
+        assert (location["operand_1"], location["operand_2"]) == ("workspace", "location")
+    for tf_type in ("azurerm_monitor_data_collection_endpoint", "azurerm_monitor_data_collection_rule"):
+        (resource,) = _tf_resources(tf_type).values()
+        assert resource["location"] == "${local.workspace_location}"
+    hunting_tf = (TF / "hunting.tf").read_text()
+    assert "data.azapi_resource.sentinel_workspace[0].location" in hunting_tf
+
+
+def test_key_vault_can_be_provisioned_again_after_a_teardown() -> None:
+    """Purge protection keeps a deleted vault's name for 90 days: both flavours add a suffix that
+    changes with each lifecycle (azd hooks draw one; Terraform's random_string is destroyed with it)."""
+    assert "keyVaultSuffix" in (INFRA / "main.bicep").read_text()
+    hooks = (ROOT / "azure.yaml").read_text()
+    assert "postdown" in hooks and "preprovision" in hooks
+    (vault,) = _tf_resources("azurerm_key_vault").values()
+    assert "random_string.key_vault_suffix.result" in vault["name"]
+    assert vault["rbac_authorization_enabled"] is True and "enable_rbac_authorization" not in vault
+
+
+def test_secrets_are_written_once_never_rolled_back() -> None:
+    keyvault = (INFRA / "app" / "keyvault.bicep").read_text()
+    assert "= if (!empty(defenderClientSecret))" in keyvault and "= if (!empty(noxysSigningSecret))" in keyvault
+    for secret in _tf_resources("azurerm_key_vault_secret").values():
+        ignored = secret["lifecycle"][0]["ignore_changes"]
+        assert "value" in json.dumps(ignored)
+        assert "time_sleep.secrets_officer_propagation" in json.dumps(secret["depends_on"])
+
+
+def test_provider_versions_admit_only_releases_that_can_apply_this() -> None:
+    versions = (TF / "versions.tf").read_text()
+    assert '">= 4.58, < 5.0"' in versions
+
+
+def test_the_sentinel_rule_maps_the_fqdn_as_the_host_full_name() -> None:
+    assert "identifier: 'FullName'" in (INFRA / "app" / "hunting.bicep").read_text()
+    (rule,) = _tf_resources("azurerm_sentinel_alert_rule_scheduled").values()
+    assert _unquote(rule["entity_mapping"][0]["field_mapping"][0]["identifier"]) == "FullName"
+    assert "time_sleep.hunting_table_ready" in json.dumps(rule["depends_on"])
+
+
+def test_azure_functions_doctor_finds_no_failure(tmp_path: Path) -> None:
+    doctor = ROOT / ".venv-infra" / "bin" / "azure-functions-doctor"
+    assert doctor.exists(), "azure-functions-doctor is installed by scripts/bootstrap.sh into .venv-infra"
+    summary = tmp_path / "doctor.json"
+    out = subprocess.run(
+        [
+            str(doctor),
+            "doctor",
+            "--path",
+            str(ROOT),
+            "--profile",
+            "deploy",
+            "--hosting-plan",
+            "flex-consumption",
+            "--target-python",
+            "3.11",
+            "--summary-json",
+            str(summary),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    counts = json.loads(summary.read_text())
+    assert counts["failed"] == 0, out.stdout[-3000:]
+    assert counts["passed"] > 10

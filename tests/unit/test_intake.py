@@ -66,7 +66,7 @@ def receive(use_case: Intake, body: bytes, headers: dict[str, str] | None = None
 
 
 def test_a_signed_event_is_queued_and_accepted() -> None:
-    queues, counts = Queues(), []
+    queues, counts = Queues(), list[tuple[str, int]]()
     result = receive(intake(queues, counts), sample("policy_violated"))
     assert result == Accepted(["evt_01JQ8X4M2Z6N0K3T5V7W9Y1B3D"], [])
     assert result.status == 202 and queues.ids("noxys-events") == ["evt_01JQ8X4M2Z6N0K3T5V7W9Y1B3D"]
@@ -103,7 +103,7 @@ def test_hunting_rows_are_queued_beside_the_events_and_never_expire() -> None:
     ids=["too-large", "not-json", "tampered", "unsigned", "old-timestamp", "other-body"],
 )
 def test_refusals_before_parsing(change: Any, status: int, error: str) -> None:
-    queues, counts = Queues(), []
+    queues, counts = Queues(), list[tuple[str, int]]()
     body = sample("high_risk")
     b, h = change(body, signed_headers(body))
     result = receive(intake(queues, counts), b, h)
