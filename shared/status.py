@@ -180,9 +180,16 @@ def _expiry_alert(deps: StatusDeps, message: str, now: datetime) -> None:
                 "title": "Noxys connector: Defender client secret about to expire",
                 "severity": "medium",
                 "description": message,
-                "category": "General",
+                "category": "Impact",  # a MITRE ATT&CK tactic: alerts stop when the secret expires
                 "recommendedActions": "Create a new client secret in Entra ID; store it in Key Vault with its expiry.",
-                "entityDefinitions": [],
+                "entityDefinitions": [
+                    {
+                        "entityType": "cloudApplication",
+                        "entityIdentifier": "appId",
+                        "identifierValue": deps.settings.defender_client_id or "",
+                        "role": "impacted",
+                    }
+                ],
             }
         )
         counters.mark("expiry_alert_day", day)

@@ -202,6 +202,10 @@ class DefenderClient(ApiClient):
         body = self._request("GET", "/api/alerts", params={"$filter": odata_filter, "$top": str(top)})
         return list(body.get("value", [])) if isinstance(body, dict) else []
 
+    def get_alert(self, alert_id: str) -> dict[str, Any]:
+        body = self._request("GET", f"/api/alerts/{quote(alert_id, safe='')}")
+        return body if isinstance(body, dict) else {}
+
     def comment_alert(self, alert_id: str, comment: str) -> dict[str, Any]:
         body = self._request("PATCH", f"/api/alerts/{quote(alert_id, safe='')}", json={"comment": comment})
         return body if isinstance(body, dict) else {}

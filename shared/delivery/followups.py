@@ -21,6 +21,8 @@ from shared.delivery.outcome import Kind, Outcome, from_error, retry_delay
 from shared.delivery.ports import Deps
 
 log = logging.getLogger(__name__)
+INCIDENT_LOOKUP_FIRST_DELAY = 60.0  # seconds; then doubling, at most 30 min apart
+INCIDENT_LOOKUPS = 8  # about 4 hours in all, then the tags are given up (logged)
 
 
 class Retry:
@@ -56,6 +58,10 @@ class FollowUps:
                 self.schedule_note(key)
         if incident_id:
             self.tag(incident_id, event_id)
+        elif self.settings.incident_tagging != "off" and self.deps.incidents is not None:
+            # Defender correlates into an incident later: read the alert again, then tag.
+            task = TagTask(alert_id=alert_id, event_id=event_id, first_received_at=self.deps.clock.now())
+            self.deps.sender.send(self.settings.events_queue_name, task.to_text(), INCIDENT_LOOKUP_FIRST_DELAY)
 
     # ------------------------------------------------------------------ notes on coalesced alerts
     def schedule_note(self, key: str) -> None:
@@ -131,13 +137,32 @@ class FollowUps:
             return Outcome(Kind.DEAD_LETTER, detail=f"incident {task.incident_id} not tagged within the maximum age")
         with calls_for(CallContext(task.event_id, task.attempt)):
             try:
-                self._apply_tags(task.incident_id)
+                incident_id = task.incident_id or self._incident_of(task)
+                if not incident_id:
+                    return self._incident_not_yet(task, queue)
+                self._apply_tags(incident_id)
             except DefenderError as exc:
                 outcome = from_error(exc, "incident tags")
                 if outcome.kind == Kind.RETRY_AFTER:
                     self.retry.requeue(task, queue, outcome)
                 return outcome
-        return Outcome(Kind.TAGGED, detail=f"incident {task.incident_id} tagged")
+        return Outcome(Kind.TAGGED, detail=f"incident {incident_id} tagged")
+
+    def _incident_of(self, task: TagTask) -> str:
+        """The incident Defender has put the alert in by now ('' while it has not)."""
+        found = self.deps.mde.get_alert(task.alert_id or "").get("incidentId")
+        return str(found) if found is not None else ""
+
+    def _incident_not_yet(self, task: TagTask, queue: str) -> Outcome:
+        """Paced and bounded: the lookups back off, and after INCIDENT_LOOKUPS the tags are given up."""
+        if task.attempt + 1 >= INCIDENT_LOOKUPS:
+            log.warning(
+                "alert %s: no incident after %d lookups; its incident is not tagged", task.alert_id, task.attempt + 1
+            )
+            return Outcome(Kind.TAGGED, detail=f"alert {task.alert_id} has no incident yet; tagging given up")
+        wait = min(INCIDENT_LOOKUP_FIRST_DELAY * 2**task.attempt, 1800.0)
+        self.retry.requeue(task, queue, Outcome(Kind.RETRY_AFTER, detail="no incident yet", retry_after=wait))
+        return Outcome(Kind.RETRY_AFTER, detail=f"alert {task.alert_id} not in an incident yet", retry_after=wait)
 
     def _apply_tags(self, incident_id: str) -> None:
         incidents = self.deps.incidents

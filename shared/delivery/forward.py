@@ -309,6 +309,12 @@ class Delivery:
         return Outcome(kind, detail=why, machine_id=machine_id)
 
 
+def graph_tactic(category: str) -> str:
+    """Graph's createAlert takes a MITRE ATT&CK tactic, not MDE's category: data sent to an AI
+    platform is exfiltration; the rest (a risky interaction, a Noxys alert) is collection."""
+    return category if category in ("Exfiltration", "Collection", "CredentialAccess") else "Collection"
+
+
 def graph_alert(draft: AlertDraft, machine_id: str | None, user: str | None) -> dict[str, Any]:
     entities: list[dict[str, str]] = []
     if machine_id:
@@ -323,7 +329,7 @@ def graph_alert(draft: AlertDraft, machine_id: str | None, user: str | None) -> 
         "title": draft.title,
         "severity": draft.severity.lower(),
         "description": draft.description,
-        "category": draft.category,
+        "category": graph_tactic(draft.category),
         "recommendedActions": draft.recommended_action,
         "entityDefinitions": entities,
         "isExcludedFromCorrelation": False,

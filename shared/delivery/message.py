@@ -49,10 +49,13 @@ class NoteTask(_Task):
 
 
 class TagTask(_Task):
-    """Tag an incident (Noxys, AI Firewall) when it could not be done right after the alert."""
+    """Tag an incident (Noxys, AI Firewall) when it could not be done right after the alert — a
+    transient failure, or an alert Defender had not yet correlated into an incident (then
+    ``incident_id`` is empty and the alert is read again until it has one)."""
 
     kind: Literal["tag"] = "tag"
-    incident_id: str
+    incident_id: str = ""
+    alert_id: str | None = None
     event_id: str | None = None
 
 

@@ -211,8 +211,9 @@ def test_graph_fallback_raises_the_alert_without_an_anchor(
     wiring.reset()
     wiring.use(clock=clock, sender=sim.sender)
     sim.run([Arrival(0, [violation(50, host="DAVE-MBP", platform="mistral")])])
-    (alert,) = emulator.state.graph_alerts
+    (alert,) = emulator.state.graph_alerts  # the emulator refuses a non-MITRE category or no entity
     assert alert["severity"] == "high" and alert["title"].startswith("Policy violation")
+    assert alert["category"] == "Exfiltration"
     assert {
         "entityType": "device",
         "entityIdentifier": "deviceId",
@@ -233,6 +234,32 @@ def test_incident_is_tagged(
     sim.run([Arrival(0, [violation(60), violation(61, host="BOB-WS-0042")])])
     assert len(emulator.state.incidents) == 2
     assert all(i["tags"] == ["Noxys", "AI Firewall"] for i in emulator.state.incidents.values())
+
+
+def test_an_incident_that_comes_later_is_tagged_later(
+    sim: Simulation, env: Env, emulator: EmulatorServer, clock: ManualClock
+) -> None:
+    """CreateAlertByReference answered without an incident id: the alert is read again, paced and
+    with backoff, until Defender has correlated it, and then the incident is tagged."""
+    emulator.state.incident_delay = 200
+    start = clock.now()
+    sim.run([Arrival(0, [violation(62)])])
+    (alert,) = emulator.state.alerts
+    (incident,) = emulator.state.incidents.values()
+    assert alert["incidentId"] == incident["incidentId"] and incident["tags"] == ["Noxys", "AI Firewall"]
+    lookups = [c for c in emulator.state.calls if c["method"] == "GET" and c["path"] == f"/api/alerts/{alert['id']}"]
+    assert len(lookups) == 3  # at 60 s and 120 s later (none yet), then 240 s later (found)
+    assert clock.now() - start < timedelta(minutes=10)
+
+
+def test_incident_tagging_gives_up_after_a_bounded_number_of_lookups(
+    sim: Simulation, env: Env, emulator: EmulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator.state.incident_delay = 10 * 86400  # never within the lookups
+    sim.run([Arrival(0, [violation(63)])])
+    lookups = [c for c in emulator.state.calls if c["method"] == "GET" and c["path"].startswith("/api/alerts/da")]
+    assert len(lookups) == 8 and emulator.state.incidents == {}
+    assert "no incident after 8 lookups" in caplog.text
 
 
 def test_tagging_waits_out_a_throttled_graph(sim: Simulation, env: Env, emulator: EmulatorServer) -> None:

@@ -227,3 +227,32 @@ def test_fifteen_alert_calls_per_minute_then_429_with_retry_after(emulator: Emul
     clock.advance(err.value.retry_after)
     assert c.create_alert_by_reference(anchor_body(emulator, title="t15"))["title"] == "t15"
     assert emulator.state.throttled == {"alerts.create": 1}
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"category": "General"}, "not a MITRE ATT&CK tactic"),
+        ({"category": None}, "category is required"),
+        ({"entityDefinitions": []}, "at least one entity"),
+        ({"entityDefinitions": [{"entityType": "device"}]}, "entityDefinitions[0].entityIdentifier is required"),
+    ],
+)
+def test_graph_create_alert_enforces_its_documented_required_fields(
+    emulator: EmulatorServer, change: dict[str, Any], words: str
+) -> None:
+    from tools.emulator.common import ApiError
+
+    good = {
+        "title": "t",
+        "severity": "high",
+        "description": "d",
+        "category": "Exfiltration",
+        "entityDefinitions": [
+            {"entityType": "device", "entityIdentifier": "deviceId", "identifierValue": "m1", "role": "impacted"}
+        ],
+    }
+    assert emulator.state.graph_create_alert({"createAlertInput": good})["id"]
+    with pytest.raises(ApiError) as err:
+        emulator.state.graph_create_alert({"createAlertInput": {**good, **change}})
+    assert err.value.status == 400 and words in err.value.message

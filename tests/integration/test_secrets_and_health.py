@@ -344,4 +344,5 @@ def test_expiry_alert_of_its_own_once_a_day(
     run_health_check(wiring.status_deps())
     (alert,) = emulator.state.graph_alerts
     assert alert["title"] == "Noxys connector: Defender client secret about to expire"
+    assert alert["category"] == "Impact" and alert["entityDefinitions"][0]["identifierValue"] == EMULATOR_CLIENT
     assert "expires in 3 day(s)" in alert["description"]

@@ -85,6 +85,8 @@ class Base:
     next_alert: int
     graph_alerts: list[dict[str, Any]]
     on_change: Callable[[], None] | None
+    incident_delay: float  # seconds before a new alert is correlated into an incident (0: at once)
+    pending_incidents: dict[str, datetime]
 
     def slow_down(self, path: str) -> None:
         """Latency after the work is done: a client timing out does not undo what happened."""

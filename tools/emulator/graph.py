@@ -8,6 +8,24 @@ from typing import Any
 from tools.emulator.base import Base
 from tools.emulator.common import ApiError, format_time
 
+# Graph's createAlert takes a MITRE ATT&CK tactic as its category (not MDE's categories).
+MITRE_TACTICS = (
+    "Reconnaissance",
+    "ResourceDevelopment",
+    "InitialAccess",
+    "Execution",
+    "Persistence",
+    "PrivilegeEscalation",
+    "DefenseEvasion",
+    "CredentialAccess",
+    "Discovery",
+    "LateralMovement",
+    "Collection",
+    "CommandAndControl",
+    "Exfiltration",
+    "Impact",
+)
+ENTITY_FIELDS = ("entityType", "entityIdentifier", "identifierValue")
 GRAPH_SEVERITIES = ("informational", "low", "medium", "high")
 
 
@@ -37,11 +55,20 @@ class Graph(Base):
         data = body.get("createAlertInput") if isinstance(body, dict) else None
         if not isinstance(data, dict):
             raise ApiError(400, "BadRequest", "createAlertInput is required.")
-        for name in ("title", "severity", "description"):
+        for name in ("title", "severity", "description", "category"):
             if not data.get(name):
                 raise ApiError(400, "BadRequest", f"createAlertInput.{name} is required.")
-        if not isinstance(data.get("entityDefinitions", []), list):
-            raise ApiError(400, "BadRequest", "createAlertInput.entityDefinitions must be a list.")
+        if data["category"] not in MITRE_TACTICS:
+            raise ApiError(
+                400, "BadRequest", f"createAlertInput.category '{data['category']}' is not a MITRE ATT&CK tactic."
+            )
+        entities = data.get("entityDefinitions")
+        if not isinstance(entities, list) or not entities:
+            raise ApiError(400, "BadRequest", "createAlertInput.entityDefinitions is required (at least one entity).")
+        for i, entity in enumerate(entities):
+            missing = [k for k in ENTITY_FIELDS if not (isinstance(entity, dict) and entity.get(k))]
+            if missing:
+                raise ApiError(400, "BadRequest", f"createAlertInput.entityDefinitions[{i}].{missing[0]} is required.")
         if data["severity"] not in GRAPH_SEVERITIES:
             raise ApiError(400, "BadRequest", f"Invalid severity '{data['severity']}'.")
         alert = {"id": f"ga{len(self.graph_alerts) + 1:08d}", **data, "createdDateTime": format_time(self.clock.now())}

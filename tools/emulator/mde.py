@@ -151,21 +151,9 @@ class Mde(Base):
                 self.merged[alert["id"]] = self.merged.get(alert["id"], 0) + 1
                 return dict(alert)
         now = self.clock.now()
-        incident = next(
-            (i for i in self.incidents.values() if i["machineId"] == machine_id and i["status"] == "Active"), None
-        )
-        if incident is None:
-            incident = {
-                "incidentId": 1000 + len(self.incidents) + 1,
-                "machineId": machine_id,
-                "status": "Active",
-                "tags": [],
-                "createdTime": format_time(now),
-            }
-            self.incidents[str(incident["incidentId"])] = incident
         alert = {
             "id": f"da{now:%Y%m%d}{self.next_alert:010d}_{secrets.randbelow(10**9):09d}",
-            "incidentId": incident["incidentId"],
+            "incidentId": None,
             "machineId": machine_id,
             "computerDnsName": machine.get("computerDnsName"),
             "severity": body["severity"],
@@ -183,11 +171,38 @@ class Mde(Base):
         }
         self.next_alert += 1
         self.alerts.append(alert)
+        if self.incident_delay > 0:  # correlated later: the answer carries no incident id yet
+            self.pending_incidents[alert["id"]] = now + timedelta(seconds=self.incident_delay)
+        else:
+            self._correlate(alert)
         return dict(alert)
+
+    def _correlate(self, alert: dict[str, Any]) -> None:
+        """Defender groups the alert into the device's open incident (or a new one)."""
+        machine_id = alert["machineId"]
+        incident = next(
+            (i for i in self.incidents.values() if i["machineId"] == machine_id and i["status"] == "Active"), None
+        )
+        if incident is None:
+            incident = {
+                "incidentId": 1000 + len(self.incidents) + 1,
+                "machineId": machine_id,
+                "status": "Active",
+                "tags": [],
+                "createdTime": format_time(self.clock.now()),
+            }
+            self.incidents[str(incident["incidentId"])] = incident
+        alert["incidentId"] = incident["incidentId"]
 
     def list_alerts(self, odata_filter: str | None, top: int | None) -> list[dict[str, Any]]:
         if top is not None and not 0 < top <= 10000:
             raise ApiError(400, "InvalidInput", "$top must be between 1 and 10000.")
+        now = self.clock.now()
+        for alert in self.alerts:
+            due = self.pending_incidents.get(alert["id"])
+            if due is not None and due <= now:
+                del self.pending_incidents[alert["id"]]
+                self._correlate(alert)
         match = compile_filter(odata_filter, FILTERABLE_ALERT_FIELDS) if odata_filter else (lambda a: True)
         found = [dict(a) for a in self.alerts if match(a)]
         return found[:top] if top else found

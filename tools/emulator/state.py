@@ -13,6 +13,7 @@ import random
 import secrets
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,8 @@ class DefenderState(Entra, Mde, Graph):
         self.next_alert = 1
         self.graph_alerts: list[dict[str, Any]] = []
         self.on_change: Callable[[], None] | None = None  # persistence (tools.emulator.persist)
+        self.incident_delay = 0.0
+        self.pending_incidents: dict[str, datetime] = {}
         self.load(fixture if fixture is not None else json.loads(DEFAULT_FIXTURE.read_text()))
 
     # ---------------------------------------------------------------- fixture
