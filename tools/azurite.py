@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from shared.storage import AZURITE_KEY
+
 ROOT = Path(__file__).resolve().parents[1]
 BINARY = ROOT / "tools" / "azurite" / "node_modules" / ".bin" / "azurite"
 ACCOUNT = "devstoreaccount1"
@@ -46,8 +48,6 @@ class Azurite:
 
     @property
     def connection_string(self) -> str:
-        from shared.storage import AZURITE_KEY
-
         return (
             f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={AZURITE_KEY};"
             f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{ACCOUNT};"

@@ -20,7 +20,10 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+import function_app
 from shared import logsafe
+from tools import azurite
+from tools.devhost.host import DevHost
 from tools.emulator.persist import StateFile
 from tools.emulator.server import EmulatorServer
 from tools.emulator.state import DefenderState
@@ -73,8 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in values.items():
         os.environ.setdefault(k, v)  # the shell's environment wins over local.settings.json
 
-    from tools import azurite
-
     LOCAL.mkdir(exist_ok=True)
     if args.reset:  # both together: a ledger without its alerts (or the reverse) is inconsistent
         shutil.rmtree(LOCAL / "azurite", ignore_errors=True)
@@ -86,9 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not os.environ.get("DEFENDER_TENANT_ID"):
             emulator = start_emulator()
-
-        import function_app
-        from tools.devhost.host import DevHost
 
         host = DevHost(function_app.app, root=ROOT).start()
         print(

@@ -12,8 +12,10 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
+import function_app
 from shared import logsafe
 from tools.devhost.host import LOCK_SECONDS, DevHost
 
@@ -30,10 +32,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     for noisy in ("azure", "urllib3", "msal"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-    from pathlib import Path
-
-    import function_app
 
     host = DevHost(
         function_app.app, root=Path(args.root), http_port=args.http_port, lock_seconds=args.lock_seconds

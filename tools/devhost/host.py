@@ -41,6 +41,8 @@ import azure.functions as func
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
+from shared.storage import AZURITE_CONNECTION
+
 log = logging.getLogger("devhost")
 LOCK_SECONDS = 600  # the host keeps a message invisible while it runs (and renews); 10 min here
 
@@ -264,8 +266,6 @@ class DevHost:
     # ------------------------------------------------------------------ queues
     def _client(self, connection: str, queue: str) -> Any:
         from azure.storage.queue import QueueClient
-
-        from shared.storage import AZURITE_CONNECTION
 
         key = (connection, queue)
         if key not in self._clients:

@@ -7,6 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from tools.emulator.server import EmulatorServer
+from tools.emulator.state import DefenderState
+
 DEFAULT_CA = Path(".local/emulator-ca.pem")
 
 
@@ -38,9 +41,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(state['alerts'])} alert(s); throttled calls: {state['throttled'] or 'none'}")
         print(json.dumps({"merged": state["merged"]}))
         return 0
-
-    from tools.emulator.server import EmulatorServer
-    from tools.emulator.state import DefenderState
 
     fixture = json.loads(args.fixture.read_text()) if args.fixture else None
     server = EmulatorServer(DefenderState(fixture), port=args.port, ca_file=args.ca_file).start()
