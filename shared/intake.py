@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -84,6 +85,7 @@ class Intake:
     send: QueueWriter
     count: Callable[[str, int], None]  # best effort: a counter never changes the answer
     clock: Clock
+    pool: Executor | None = None  # a batch's messages are sent concurrently through it
 
     def receive(self, body: bytes, headers: Mapping[str, str], *, now: datetime) -> Accepted | Refused:
         """``now`` (real time) checks the sender's signature timestamp; the queued event is stamped
@@ -107,13 +109,29 @@ class Intake:
             messages = self._messages(events, accepted, stamp, batch=body.lstrip().startswith(b"["))
         except InvalidEvents as exc:  # judged as a whole: nothing of this request has been queued
             return self._invalid(exc)
-        for queue, text, ttl in messages:
+        failed = self._send_all(messages)
+        if failed:
+            log.error("webhook could not queue %d message(s): %s (answering 503)", len(failed), failed[0])
+            return Refused(503, "queue_unavailable", "events could not be queued; retry later")
+        return self._accepted(events, accepted)
+
+    def _send_all(self, messages: list[tuple[str, str, int | None]]) -> list[str]:
+        """Send every message (concurrently when a pool is given); the failures, as text. All or
+        nothing for the answer: one failure is a 503, so no 2xx covers a message not durably queued."""
+
+        def one(message: tuple[str, str, int | None]) -> str | None:
+            queue, text, ttl = message
             try:
                 self.send(queue, text, time_to_live=ttl)
             except QueueUnavailable as exc:
-                log.error("webhook could not queue to %s: %s (answering 503)", queue, exc)
-                return Refused(503, "queue_unavailable", "events could not be queued; retry later")
-        return self._accepted(events, accepted)
+                return str(exc)
+            return None
+
+        if self.pool is None or len(messages) < 2:
+            results = [one(m) for m in messages]
+        else:
+            results = list(self.pool.map(one, messages))
+        return [r for r in results if r is not None]
 
     def _authenticate(self, body: bytes, headers: Mapping[str, str], now: datetime) -> Refused | None:
         lower = {k.lower(): v for k, v in headers.items()}

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.clock import Clock
 from shared.config import ConfigError, Settings
-from shared.counters import Counters
+from shared.counters import BufferedCounters
 from shared.defender.errors import DefenderError
 from shared.delivery.deadletter import DeadLetters
 from shared.delivery.hold import Held
@@ -39,7 +39,7 @@ class StatusDeps:
     clock: Clock
     queue: Callable[[str], Any]
     table: Callable[[str], Any]
-    counters: Callable[[], Counters]
+    counters: Callable[[], BufferedCounters]
     dead_letters: Callable[[], DeadLetters]
     held: Callable[[], Held]
     credential: Callable[[], TokenCredential]

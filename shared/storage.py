@@ -109,6 +109,15 @@ def identity_credential(settings: Settings) -> TokenCredential:
     return DefaultAzureCredential()
 
 
+def _transport_options() -> dict[str, Any]:
+    """requests re-reads every proxy variable of the environment on every request (about a third
+    of the client's CPU per queue message here); read them once, when the client is built."""
+    import urllib.request
+
+    proxies = {k: v for k, v in urllib.request.getproxies().items() if k in ("http", "https")}
+    return {"use_env_settings": False, **({"proxies": proxies} if proxies else {})}
+
+
 def build_queue_client(
     settings: Settings, name: str, credential: TokenCredential | None, *, raw: bool = False
 ) -> QueueClient:
@@ -130,6 +139,7 @@ def build_queue_client(
         "retry_policy": LinearRetry(backoff=1, retry_total=2, random_jitter_range=1),
         "connection_timeout": 5,
         "read_timeout": 10,
+        **_transport_options(),
     }
     conn = connection_string(settings)
     if conn:
@@ -144,9 +154,11 @@ def build_table_client(settings: Settings, name: str, credential: TokenCredentia
 
     conn = connection_string(settings)
     if conn:
-        client = TableClient.from_connection_string(conn, table_name=name)
+        client = TableClient.from_connection_string(conn, table_name=name, **_transport_options())
     else:
-        client = TableClient(table_service_uri(settings), table_name=name, credential=credential)
+        client = TableClient(
+            table_service_uri(settings), table_name=name, credential=credential, **_transport_options()
+        )
     with contextlib.suppress(ResourceExistsError):
         client.create_table()
     return client

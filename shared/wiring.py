@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from shared import storage
 from shared.audit import AuditTrail
 from shared.clock import Clock, SystemClock
 from shared.config import Settings, get_settings, reset_settings, signing_secret_ok
-from shared.counters import Counters
+from shared.counters import BufferedCounters, Counters
 from shared.defender.auth import CredentialTokenProvider, build_credential
 from shared.defender.client import DefenderClient, GraphClient, IncidentsClient
 from shared.delivery.coalesce import Groups
@@ -64,6 +65,11 @@ class _once(Generic[T]):
     def cache_clear(self) -> None:
         with _build_lock:
             self._value, self._built = None, False
+
+    def built(self) -> T | None:
+        """The object, if it has been built (to close it), else None."""
+        with _build_lock:
+            return self._value if self._built else None
 
 
 def use(*, clock: Clock | None = None, sender: QueueSender | None = None) -> None:
@@ -182,8 +188,9 @@ def audit() -> AuditTrail:
 
 
 @_once
-def counters() -> Counters:
-    return Counters(table("Counters"))
+def counters() -> BufferedCounters:
+    """Counted in memory, written by a background flush: never a storage round trip on the request path."""
+    return BufferedCounters(Counters(table("Counters")))
 
 
 @_once
@@ -274,9 +281,17 @@ def _send(queue: str, text: str, *, time_to_live: int | None = None) -> object:
     return enqueue(queue, text, time_to_live=time_to_live)
 
 
+SEND_CONCURRENCY = 16  # a batch of 100 events is queued 16 messages at a time
+
+
+@_once
+def _send_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=SEND_CONCURRENCY, thread_name_prefix="intake-send")
+
+
 @_once
 def intake() -> Intake:
-    return Intake(settings(), signing_secrets, _send, _count, clock())
+    return Intake(settings(), signing_secrets, _send, _count, clock(), _send_pool())
 
 
 def status_deps() -> StatusDeps:
@@ -318,6 +333,9 @@ def _clear_caches() -> None:
 
 def reset() -> None:
     """Forget settings, overrides and every cached adapter (the environment changed)."""
+    buffered = counters.built()
+    if buffered is not None:  # what was counted so far goes to the tables it was counted for
+        buffered.close()
     reset_settings()
     _overrides.clear()
     _clear_caches()

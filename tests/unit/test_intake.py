@@ -20,7 +20,6 @@ from shared.secrets import VaultUnavailable
 from shared.storage import QueueUnavailable
 from tests.support import SAMPLE_DAY, TEST_SECRET, sample, signed_headers
 
-NOW = datetime.now(UTC)  # the signature's clock (real time: signed_headers stamps now)
 
 
 class Queues:
@@ -62,7 +61,8 @@ def intake(
 
 
 def receive(use_case: Intake, body: bytes, headers: dict[str, str] | None = None) -> Accepted | Refused:
-    return use_case.receive(body, headers if headers is not None else signed_headers(body), now=NOW)
+    # the signature's clock is real time (signed_headers stamps now); the connector's is the sample day
+    return use_case.receive(body, headers if headers is not None else signed_headers(body), now=datetime.now(UTC))
 
 
 def test_a_signed_event_is_queued_and_accepted() -> None:
