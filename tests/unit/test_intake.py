@@ -21,7 +21,6 @@ from shared.storage import QueueUnavailable
 from tests.support import SAMPLE_DAY, TEST_SECRET, sample, signed_headers
 
 
-
 class Queues:
     def __init__(self, fail_after: int | None = None) -> None:
         self.sent: list[tuple[str, str, int | None]] = []
