@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Executor
 from datetime import datetime, timedelta
 
 from shared.audit import AuditTrail
@@ -45,7 +46,14 @@ def purge_audit(audit: AuditTrail, now: datetime, retention_days: int) -> int:
 
 
 def ship_rows(
-    settings: Settings, queue: MessageQueue, ledger: Ledger, uploader: Uploader, now: datetime, *, retry_in: int = 60
+    settings: Settings,
+    queue: MessageQueue,
+    ledger: Ledger,
+    uploader: Uploader,
+    now: datetime,
+    *,
+    retry_in: int = 60,
+    pool: Executor | None = None,
 ) -> ShipReport:
     """``retry_in``: seconds before a row that waits for its delivery, or was refused, is tried again."""
     if not settings.hunting_configured:
@@ -60,6 +68,7 @@ def ship_rows(
         enrich_wait=timedelta(minutes=settings.hunting_enrich_wait_minutes),
         forwarded=frozenset(settings.forward_event_types),
         retry_in=retry_in,
+        pool=pool,
     )
     if report.sent or report.failed:
         log.info(

@@ -281,17 +281,17 @@ def _send(queue: str, text: str, *, time_to_live: int | None = None) -> object:
     return enqueue(queue, text, time_to_live=time_to_live)
 
 
-SEND_CONCURRENCY = 16  # a batch of 100 events is queued 16 messages at a time
+IO_CONCURRENCY = 16  # storage round trips in flight at once (a batch's messages, hunting rows)
 
 
 @_once
-def _send_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=SEND_CONCURRENCY, thread_name_prefix="intake-send")
+def io_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=IO_CONCURRENCY, thread_name_prefix="storage-io")
 
 
 @_once
 def intake() -> Intake:
-    return Intake(settings(), signing_secrets, _send, _count, clock(), _send_pool())
+    return Intake(settings(), signing_secrets, _send, _count, clock(), io_pool())
 
 
 def status_deps() -> StatusDeps:

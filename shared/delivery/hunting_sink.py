@@ -17,9 +17,11 @@ then shipped without the ids rather than held back for ever.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from shared.delivery.ledger import Ledger
 from shared.delivery.message import QueuedEvent
@@ -27,6 +29,8 @@ from shared.hunting import row
 from shared.storage import MessageQueue
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 VISIBILITY = 300  # seconds a received row stays hidden while it is being shipped (a run takes well under)
 MAX_ROWS_PER_RUN = 2000
 
@@ -67,6 +71,14 @@ class Target:
     enrich_wait: timedelta
     retry_in: int = 60
     forwarded: frozenset[str] | None = None
+    pool: Executor | None = None  # ledger reads and deletes, several at a time
+
+
+def _each(target: Target, work: Callable[[T], R], items: list[T]) -> list[R]:
+    """``work`` over ``items``, concurrently when the target has a pool: each is a storage round trip."""
+    if target.pool is None or len(items) < 2:
+        return [work(i) for i in items]
+    return list(target.pool.map(work, items))
 
 
 def ship(
@@ -81,9 +93,10 @@ def ship(
     max_rows: int = MAX_ROWS_PER_RUN,
     retry_in: int = 60,
     forwarded: frozenset[str] | None = None,
+    pool: Executor | None = None,
 ) -> ShipReport:
     """One drain of the hunting queue (``queue`` decodes base64 like the host does)."""
-    target = Target(rule_id, stream, enrich_wait, retry_in, forwarded)
+    target = Target(rule_id, stream, enrich_wait, retry_in, forwarded, pool)
     report = ShipReport()
     batch = _collect(queue, ledger, target, now, max_rows, report)
     if batch:
@@ -99,23 +112,27 @@ def _collect(
     batch: list[tuple[Any, dict[str, Any]]] = []
     seen: set[str] = set()
     for page in queue.receive_messages(messages_per_page=32, visibility_timeout=VISIBILITY).by_page():
-        done = False
-        for msg in page:
-            if msg.id in seen:  # released back already: this run has seen the whole queue
-                queue.update_message(msg, visibility_timeout=target.retry_in)
-                done = True
-                continue
-            seen.add(msg.id)
-            report.received += 1
-            task = QueuedEvent.model_validate_json(msg.content)
+        messages = list(page)
+        again = [m for m in messages if m.id in seen]  # released back already: this run has seen the whole queue
+        _each(target, lambda m: queue.update_message(m, visibility_timeout=target.retry_in), again)
+        fresh = [m for m in messages if m.id not in seen]
+        seen.update(m.id for m in fresh)
+        report.received += len(fresh)
+        tasks = [QueuedEvent.model_validate_json(m.content) for m in fresh]
+
+        def ids(task: QueuedEvent) -> tuple[bool, str | None, str | None]:
             delivered = target.forwarded is None or task.event.type in target.forwarded
-            final, machine, alert = _ids(ledger, task.event.id) if delivered else (True, None, None)
+            return _ids(ledger, task.event.id) if delivered else (True, None, None)
+
+        later: list[Any] = []
+        for msg, task, (final, machine, alert) in zip(fresh, tasks, _each(target, ids, tasks), strict=True):
             if not final and now - task.first_received_at < target.enrich_wait:
                 report.deferred += 1  # back in ``retry_in`` seconds, with better ids by then
-                queue.update_message(msg, visibility_timeout=target.retry_in)
+                later.append(msg)
                 continue
             batch.append((msg, row(task.event, machine_id=machine, alert_id=alert)))
-        if done or report.received >= max_rows:
+        _each(target, lambda m: queue.update_message(m, visibility_timeout=target.retry_in), later)
+        if again or report.received >= max_rows:
             break
     return batch
 
@@ -133,16 +150,21 @@ def _upload(
         report.errors.append(f"{error.error.__class__.__name__}: {str(error.error)[:200]}")
 
     uploader.upload(rule_id=target.rule_id, stream_name=target.stream, logs=[r for _, r in batch], on_error=on_error)
-    for msg, r in batch:
-        if r["EventId"] in failed_ids:
-            report.failed += 1
-            queue.update_message(msg, visibility_timeout=target.retry_in)  # kept: a later run sends it
-            continue
+    refused = [msg for msg, r in batch if r["EventId"] in failed_ids]
+    _each(target, lambda m: queue.update_message(m, visibility_timeout=target.retry_in), refused)  # a later run
+    report.failed += len(refused)
+
+    def delete(msg: Any) -> bool:
         try:
             queue.delete_message(msg)
         except ResourceNotFoundError:  # its receipt expired: it will be shipped again (a duplicate, not a loss)
-            report.redelivered += 1
-        report.sent += 1
+            return False
+        return True
+
+    accepted = [msg for msg, r in batch if r["EventId"] not in failed_ids]
+    deleted = _each(target, delete, accepted)
+    report.sent += len(accepted)
+    report.redelivered += deleted.count(False)
     if report.failed:
         log.warning(
             "hunting: %d row(s) not accepted, kept for the next run: %s", report.failed, "; ".join(report.errors)

@@ -20,7 +20,10 @@ def ship_rows(*, retry_in: int = 60) -> ShipReport:
     if not s.hunting_configured:
         return ShipReport()
     queue = wiring.queue(s.hunting_queue_name)
-    return jobs.ship_rows(s, queue, wiring.ledger(), wiring.logs_client(), wiring.clock().now(), retry_in=retry_in)
+    now = wiring.clock().now()
+    return jobs.ship_rows(
+        s, queue, wiring.ledger(), wiring.logs_client(), now, retry_in=retry_in, pool=wiring.io_pool()
+    )
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%HUNTING_SCHEDULE%", run_on_startup=False)
