@@ -153,10 +153,13 @@ class Groups:
                 return g
         raise RuntimeError(f"coalescing group {key}: too much contention")
 
-    def schedule_note(self, key: str) -> Group | None:
-        """Mark one note as scheduled if there is something to note and none is pending."""
-        for _ in range(20):
-            g = self.get(key)
+    def schedule_note(self, key: str, known: Group | None = None) -> Group | None:
+        """Mark one note as scheduled if there is something to note and none is pending.
+
+        ``known``: the group as this caller just wrote it (joining it): a storm's followers then
+        find the note already scheduled without reading the group again."""
+        for attempt in range(20):
+            g = known if attempt == 0 and known is not None else self.get(key)
             if g is None or g.note_scheduled or g.count <= g.noted:
                 return None
             g.note_scheduled = True

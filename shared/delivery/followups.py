@@ -16,6 +16,7 @@ from typing import Any
 
 from shared.defender.context import CallContext, calls_for
 from shared.defender.errors import DefenderError
+from shared.delivery.coalesce import Group
 from shared.delivery.message import NoteTask, QueuedEvent, TagTask
 from shared.delivery.outcome import Kind, Outcome, from_error, retry_delay
 from shared.delivery.ports import Deps
@@ -64,8 +65,8 @@ class FollowUps:
             self.deps.sender.send(self.settings.events_queue_name, task.to_text(), INCIDENT_LOOKUP_FIRST_DELAY)
 
     # ------------------------------------------------------------------ notes on coalesced alerts
-    def schedule_note(self, key: str) -> None:
-        group = self.deps.groups.schedule_note(key)
+    def schedule_note(self, key: str, known: Group | None = None) -> None:
+        group = self.deps.groups.schedule_note(key, known)
         if group is None:
             return
         now = self.deps.clock.now()

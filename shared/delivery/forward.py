@@ -38,7 +38,7 @@ from typing import Any
 from shared import anchor, devices
 from shared.defender.context import CallContext, calls_for
 from shared.defender.errors import DefenderError
-from shared.delivery.coalesce import group_key
+from shared.delivery.coalesce import Group, group_key
 from shared.delivery.deadletter import DeadLetter
 from shared.delivery.devicecache import identity
 from shared.delivery.followups import FollowUps, Retry
@@ -181,7 +181,7 @@ class Delivery:
         if a.key and not a.entry.leads_group:
             group = self.deps.groups.try_join(a.key, a.event.id, a.now.timestamp())
             if group:
-                return self._coalesced(a, group.alert_id or "", group.leader)
+                return self._coalesced(a, group)
         if a.resolved_by:  # checkpoint before the paced steps: a retry does not look the machine up again
             self.deps.ledger.checkpoint_device(a.entry, a.machine_id, a.resolved_by)
         return None
@@ -215,7 +215,7 @@ class Delivery:
             return None
         role, group = self.deps.groups.join_or_lead(a.key, a.event.id, a.now.timestamp())
         if role == "join":
-            return self._coalesced(a, group.alert_id, group.leader)
+            return self._coalesced(a, group)
         self.deps.ledger.mark_leader(a.entry, a.key)
         return None
 
@@ -285,10 +285,11 @@ class Delivery:
             machine_id=a.machine_id,
         )
 
-    def _coalesced(self, a: Attempt, alert_id: str, leader: str) -> Outcome:
-        into = alert_id or f"event {leader}"
+    def _coalesced(self, a: Attempt, group: Group) -> Outcome:
+        alert_id = group.alert_id or ""
+        into = alert_id or f"event {group.leader}"
         self.deps.ledger.mark_coalesced(a.entry, into, a.key, alert_id or None, a.machine_id)
-        self.followups.schedule_note(a.key)
+        self.followups.schedule_note(a.key, group)
         return Outcome(
             Kind.COALESCED,
             detail=f"into {'alert ' + alert_id if alert_id else 'the alert of ' + into}",

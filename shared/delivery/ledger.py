@@ -144,8 +144,9 @@ class Ledger:
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
 
         owner = uuid.uuid4().hex
-        for _ in range(5):
-            entry = self.get(event_id)
+        for attempt in range(5):
+            # A new event is the common case: insert first (one round trip), read only if it exists.
+            entry = None if attempt == 0 else self.get(event_id)
             if entry is None:
                 fresh = Entry(event_id, LedgerState.RECEIVED, event_type, now, now, 1, 0, owner, now + lease_seconds)
                 try:
