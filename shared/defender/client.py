@@ -38,6 +38,24 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
+def _session() -> requests.Session:
+    """A session that reads the environment once: with ``trust_env`` requests scans every proxy
+    variable on every request. The CA bundle (``REQUESTS_CA_BUNDLE``, a corporate proxy's or the
+    emulator's) and the proxies are taken when the client is built, as requests would take them."""
+    import os
+    import urllib.request
+
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False
+    session.proxies.update({k: v for k, v in urllib.request.getproxies().items() if k in ("http", "https")})
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    return session
+
+
 class ApiClient:
     service = "api"
 
@@ -51,11 +69,10 @@ class ApiClient:
         observers: list[Callable[[CallRecord], None]] | None = None,
         pacer: Budget | None = None,
     ) -> None:
-        import requests  # an HTTP stack: only once a client is built, never at import
 
         self.api_url = api_url.rstrip("/")
         self._tokens = tokens
-        self._session = session or requests.Session()
+        self._session = session or _session()
         self._timeout = timeout
         self.observers = observers if observers is not None else []
         self.pacer = pacer

@@ -27,9 +27,17 @@ class Cached:
     resolved_by: str
 
 
+MEMO_SECONDS = 60.0  # how long an instance trusts what it read from the table without reading again
+
+
 class DeviceCache:
+    """The table is the cache every instance shares; each instance also remembers what it read for
+    up to a minute (never beyond the row's own expiry), so a storm's followers on one device cost
+    no round trip for their device. A device onboarded meanwhile is found a minute later at most."""
+
     def __init__(self, table: EntityTable) -> None:
         self._table = table
+        self._memo: dict[str, tuple[float, Cached | None]] = {}
 
     @staticmethod
     def _key(device: Device) -> str:
@@ -38,19 +46,27 @@ class DeviceCache:
     def get(self, device: Device, now: float) -> Cached | None:
         from azure.core.exceptions import ResourceNotFoundError
 
+        key = self._key(device)
+        remembered = self._memo.get(key)
+        if remembered is not None and remembered[0] > now:
+            return remembered[1]
         try:
-            e = self._table.get_entity(PARTITION, self._key(device))
+            e = self._table.get_entity(PARTITION, key)
         except ResourceNotFoundError:
             return None
-        if float(e.get("expires_at") or 0) <= now:
+        expires = float(e.get("expires_at") or 0)
+        if expires <= now:
             return None
-        return Cached(e.get("machine_id") or None, str(e.get("resolved_by") or ""))
+        found = Cached(e.get("machine_id") or None, str(e.get("resolved_by") or ""))
+        self._memo[key] = (min(expires, now + MEMO_SECONDS), found)
+        return found
 
     def put(self, device: Device, machine_id: str | None, resolved_by: str, now: float, ttl_seconds: float) -> None:
         from azure.data.tables import UpdateMode
 
         if ttl_seconds <= 0:
             return
+        self._memo[self._key(device)] = (now + min(ttl_seconds, MEMO_SECONDS), Cached(machine_id, resolved_by))
         self._table.upsert_entity(
             {
                 "PartitionKey": PARTITION,

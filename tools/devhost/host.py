@@ -275,7 +275,7 @@ class DevHost:
             if conn.strip().rstrip(";").lower() == "usedevelopmentstorage=true":
                 conn = AZURITE_CONNECTION
             # Raw client (no encode/decode policy): the host itself decodes base64, as Azure does.
-            self._clients[key] = QueueClient.from_connection_string(conn, queue)
+            self._clients[key] = QueueClient.from_connection_string(conn, queue, use_env_settings=False)
         return self._clients[key]
 
     def poll_once(self, qf: QueueFunction) -> int:
