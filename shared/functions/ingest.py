@@ -17,17 +17,14 @@ bp = func.Blueprint()
 
 def handle(body: bytes, headers: Mapping[str, str], *, now: datetime | None = None) -> func.HttpResponse:
     """The whole webhook, callable without the Functions runtime (tests, dev host, CLI)."""
-    refused = intake.precheck(body, headers)
-    if refused is None:
-        try:
-            use_case = wiring.intake()
-        except ConfigError as exc:
-            intake.log.error("webhook refused: %s", exc)
-            refused = intake.Refused(503, "not_configured", str(exc), setting=exc.setting)
-        else:
-            result = use_case.receive(body, headers, now=now or datetime.now(UTC))
-            return json_response(result.status, result.body())
-    return json_response(refused.status, refused.body())
+    try:
+        use_case = wiring.intake()
+    except ConfigError as exc:  # a body that is refused anyway is still told why first
+        intake.log.error("webhook refused: %s", exc)
+        refused = intake.precheck(body, headers) or intake.Refused(503, "not_configured", str(exc), setting=exc.setting)
+        return json_response(refused.status, refused.body())
+    result = use_case.receive(body, headers, now=now or datetime.now(UTC))
+    return json_response(result.status, result.body())
 
 
 @bp.route(route="noxys/events", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
