@@ -95,15 +95,17 @@ _INTS = {"attempts", "errors"}
 _FLOATS = {"received_at", "updated_at", "lease_until", "intent_at"}
 
 
-def _from_entity(e: Any) -> Entry:
+def _from_entity(e: Any, event_id: str) -> Entry:
+    """The row as an Entry; ``event_id`` is the id it was looked up by (rows written before the id
+    was kept as a property still map back to their own key)."""
     values: dict[str, Any] = {}
     for name in _FIELDS:
-        if name == "state" or e.get(name) is None:
+        if name in ("state", "event_id") or e.get(name) is None:
             continue
         raw = e[name]
         values[name] = int(raw) if name in _INTS else float(raw) if name in _FLOATS else str(raw)
-    values.setdefault("event_id", "")
-    return Entry(**values, state=LedgerState(str(e.get("state") or "received")), etag=e.metadata.get("etag"))
+    state = LedgerState(str(e.get("state") or "received"))
+    return Entry(event_id, state, **values, etag=e.metadata.get("etag"))
 
 
 def _to_row(entry: Entry) -> dict[str, Any]:
@@ -124,7 +126,7 @@ class Ledger:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            return _from_entity(self._table.get_entity(table_key(event_id), ROW))
+            return _from_entity(self._table.get_entity(table_key(event_id), ROW), event_id)
         except ResourceNotFoundError:
             return None
 
