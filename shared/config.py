@@ -153,6 +153,11 @@ class Settings(BaseSettings):
         default_factory=lambda: ["Noxys", "AI Firewall"], alias="INCIDENT_TAGS"
     )
     audit_retention_days: int = Field(default=90, ge=1, le=3650, alias="AUDIT_RETENTION_DAYS")
+    ledger_retention_days: int = Field(default=30, ge=1, le=3650, alias="LEDGER_RETENTION_DAYS")
+    groups_retention_days: int = Field(default=8, ge=1, le=3650, alias="GROUPS_RETENTION_DAYS")
+    counters_retention_days: int = Field(default=30, ge=2, le=3650, alias="COUNTERS_RETENTION_DAYS")
+    dead_letter_retention_days: int = Field(default=180, ge=1, le=3650, alias="DEAD_LETTER_RETENTION_DAYS")
+    purge_limit_per_table: int = Field(default=5000, ge=100, le=100_000, alias="PURGE_LIMIT_PER_TABLE")
     table_prefix: str = Field(default="Noxys", pattern=r"^[A-Za-z][A-Za-z0-9]{0,40}$", alias="TABLE_PREFIX")
     graph_api_url: str = Field(default="https://graph.microsoft.com", alias="GRAPH_API_URL")
     graph_scope: str = Field(default="https://graph.microsoft.com/.default", alias="GRAPH_SCOPE")
@@ -247,6 +252,20 @@ class Settings(BaseSettings):
     @classmethod
     def _split_tags(cls, value: Any) -> Any:
         return _split(value, ",")
+
+    @model_validator(mode="after")
+    def _check_retention(self) -> Settings:
+        """A ledger entry or a coalescing group must outlive every retry of its event, or a late
+        retry would find no record and make a second alert."""
+        for name, days in (
+            ("LEDGER_RETENTION_DAYS", self.ledger_retention_days),
+            ("GROUPS_RETENTION_DAYS", self.groups_retention_days),
+        ):
+            if days * 24 <= self.max_event_age_hours:
+                raise ValueError(
+                    f"{name} ({days} days) must be longer than MAX_EVENT_AGE_HOURS ({self.max_event_age_hours:g} h)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _check_reserve(self) -> Settings:

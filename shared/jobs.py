@@ -4,6 +4,7 @@ CLI or a benchmark with the same code path the timer runs.
 
 * :func:`release_held` — switched back on: kept events back on their queue, oldest first;
 * :func:`purge_audit` — AUDIT_RETENTION_DAYS applied to the audit trail;
+* :func:`purge_state` — the other state tables' retention (``shared.retention``);
 * :func:`ship_rows` — one drain of the hunting queue into NoxysInteractions_CL.
 """
 
@@ -14,12 +15,13 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from datetime import datetime, timedelta
 
+from shared import retention
 from shared.audit import AuditTrail
 from shared.config import Settings
 from shared.delivery.hold import Held
 from shared.delivery.hunting_sink import ShipReport, Uploader, ship
 from shared.delivery.ledger import Ledger
-from shared.storage import MessageQueue
+from shared.storage import EntityTable, MessageQueue
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,20 @@ def purge_audit(audit: AuditTrail, now: datetime, retention_days: int) -> int:
         return 0
     if removed:
         log.info("health: removed %d audit row(s) older than the retention", removed)
+    return removed
+
+
+def purge_state(settings: Settings, table: Callable[[str], EntityTable], now: datetime) -> dict[str, int]:
+    """Apply every state table's retention (``shared.retention``); how many rows each lost. A table
+    that cannot be purged now is skipped (logged) and tried again at the next run."""
+    removed: dict[str, int] = {}
+    for rule in retention.rules(settings, now):
+        try:
+            removed[rule.table] = retention.purge(table(rule.table), rule, limit=settings.purge_limit_per_table)
+        except Exception as exc:
+            log.warning("retention: %s not purged: %s", rule.table, exc.__class__.__name__)
+    if any(removed.values()):
+        log.info("retention: removed %s", ", ".join(f"{n} {t}" for t, n in removed.items() if n))
     return removed
 
 

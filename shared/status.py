@@ -97,6 +97,25 @@ def _queue_stats(deps: StatusDeps) -> dict[str, Any]:
     return out
 
 
+STATE_TABLES = ("Ledger", "Groups", "Devices", "Counters", "DeadLetters", "Held", "Audit", "Pacing")
+
+
+def _table_stats(deps: StatusDeps) -> dict[str, Any]:
+    """Rows and the oldest row's time per state table (a full scan: hourly, in the health check)."""
+    out: dict[str, Any] = {}
+    for name in STATE_TABLES:
+        try:
+            rows, oldest = 0, None
+            for e in deps.table(name).list_entities(select=["PartitionKey", "Timestamp"], results_per_page=1000):
+                rows += 1
+                stamp = e.metadata.get("timestamp")
+                oldest = stamp if stamp is not None and (oldest is None or stamp < oldest) else oldest
+            out[name] = {"rows": rows, "oldest": oldest.isoformat() if oldest else None}
+        except Exception as exc:  # status must still be written when a table is unreachable
+            out[name] = {"error": exc.__class__.__name__}
+    return out
+
+
 def _hunting_stats(deps: StatusDeps) -> dict[str, Any]:
     from azure.core.exceptions import AzureError, ResourceNotFoundError
 
@@ -143,6 +162,7 @@ def run_health_check(deps: StatusDeps) -> dict[str, Any]:
         _expiry(deps, record, expires, now, "the Entra app's client secret")
 
     record["queues"] = _queue_stats(deps)
+    record["tables"] = _table_stats(deps)
     try:
         record["dead_letters"] = deps.dead_letters().count()
         record["held"] = deps.held().count()
@@ -264,6 +284,15 @@ def render(snap: dict[str, Any]) -> str:
         lines.append(f"  last health check {h.get('checked_at')}: connection {'OK' if conn.get('ok') else 'FAILING'}")
         lines += [f"    {line}" for line in conn.get("lines", [])]
         lines += [f"    ! {w['message']}" for w in h.get("expiry", [])]
+        tables = h.get("tables") or {}
+        if tables:
+            lines.append(
+                "    state tables: "
+                + ", ".join(
+                    f"{n} {t.get('rows', '?')}" + (f" (oldest {str(t['oldest'])[:10]})" if t.get("oldest") else "")
+                    for n, t in tables.items()
+                )
+            )
     else:
         lines.append("  no health check has run yet (`python -m shared status --check` runs one now and records it)")
     findings = snap.get("findings", [])

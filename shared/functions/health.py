@@ -36,9 +36,11 @@ def health_check(timer: func.TimerRequest) -> None:
     except ConfigError as exc:
         log.error("health: %s", exc)
     try:
-        jobs.purge_audit(wiring.audit(), wiring.clock().now(), wiring.settings().audit_retention_days)
+        now = wiring.clock().now()
+        jobs.purge_audit(wiring.audit(), now, wiring.settings().audit_retention_days)
+        jobs.purge_state(wiring.settings(), wiring.table, now)
     except ConfigError as exc:  # housekeeping never fails the timer
-        log.error("health: audit retention not applied: %s", exc)
+        log.error("health: retention not applied: %s", exc)
 
 
 @bp.timer_trigger(arg_name="timer", schedule="0 * * * * *", run_on_startup=False)
