@@ -1,8 +1,9 @@
 """Every benchmark in one run, one table: ``python -m bench [--quick] [--json FILE]``.
 
 Runs, in order: the webhook against a raw enqueue (bench.ingest), the cost of one delivery per
-outcome (bench.delivery), the storm (bench.storm), the hunting shipper (bench.hunting) and the
-cold import of the app, then prints one table of figures with their targets, and the whole
+outcome (bench.delivery), the storm (bench.storm), the hunting shipper (bench.hunting), the
+storage kept per 10,000 events before and after retention (bench.retention) and the cold import
+of the app, then prints one table of figures with their targets, and the whole
 result as JSON when asked. ``--quick`` uses sizes that finish in a few minutes on 2 cores.
 Asserts nothing: the figures are for people and for docs/benchmarks.md.
 """
@@ -27,7 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import delivery, hunting, ingest, storm  # noqa: E402 - after the path is set
+from bench import delivery, hunting, ingest, retention, storm  # noqa: E402 - after the path is set
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         ("delivery cost per outcome", delivery.run),
         ("storm", lambda: storm.run(storm_args)),
         ("hunting", lambda: hunting.run(size.hunting)),
+        ("storage kept and retention", lambda: retention.run(1000)),
         ("cold import", lambda: cold_import(size.imports)),
     ]
     results: dict[str, Any] = {

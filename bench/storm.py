@@ -22,9 +22,13 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.clock import ManualClock
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -97,8 +101,9 @@ def main() -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """The storm, with ``args`` (events, devices, minutes, policies, seed); returns its figures."""
+def run(args: argparse.Namespace, after: Callable[[ManualClock], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The storm, with ``args`` (events, devices, minutes, policies, seed); returns its figures.
+    ``after`` runs on the stack the storm left behind (its figures are added under "after")."""
 
     import function_app
     from shared import wiring
@@ -145,6 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             arrivals = [Arrival(k * 6, evs[j : j + 100]) for k, evs in batches.items() for j in range(0, len(evs), 100)]
             sim.run(arrivals, max_steps=200_000)
             host.stop()
+            extra = after(clock) if after else None
 
             state = emulator.state
             creates = [parse_time(c["time"]) for c in state.calls_of("/api/alerts/CreateAlertByReference")]
@@ -183,6 +189,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     (time.process_time() - cpu) * 1000 / args.events, 1
                 ),
             }
+            if extra is not None:
+                figures["after"] = extra
         finally:
             wiring.reset()  # the buffered counters are flushed while Azurite still runs
             emulator.stop()
