@@ -81,12 +81,20 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(LOCAL / "azurite", ignore_errors=True)
         (LOCAL / "emulator-state.json").unlink(missing_ok=True)
         print("local state reset: Azurite data and emulator alerts forgotten")
-    store = azurite.start(location=LOCAL / "azurite", ports=(10000, 10001, 10002), log_file=LOCAL / "azurite.log")
+    try:
+        store = azurite.start(location=LOCAL / "azurite", ports=(10000, 10001, 10002), log_file=LOCAL / "azurite.log")
+    except RuntimeError as exc:  # a second command 1, or another Azurite: say so, no traceback
+        print(f"✗ {exc} — is command 1 already running in another terminal?", file=sys.stderr)
+        return 1
     print(f"Azurite running (pid {store.pid}), data in {LOCAL / 'azurite'}")
     emulator = None
     try:
         if not os.environ.get("DEFENDER_TENANT_ID"):
-            emulator = start_emulator()
+            try:
+                emulator = start_emulator()
+            except OSError as exc:
+                print(f"✗ the Defender emulator cannot listen on port {EMULATOR_PORT}: {exc.strerror}", file=sys.stderr)
+                return 1
 
         host = DevHost(function_app.app, root=ROOT).start()
         print(
