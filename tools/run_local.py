@@ -90,11 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     emulator = None
     try:
         if not os.environ.get("DEFENDER_TENANT_ID"):
-            try:
-                emulator = start_emulator()
-            except OSError as exc:
-                print(f"✗ the Defender emulator cannot listen on port {EMULATOR_PORT}: {exc.strerror}", file=sys.stderr)
-                return 1
+            emulator = start_emulator()  # port 8443 taken: werkzeug says so and exits (Azurite is stopped below)
 
         host = DevHost(function_app.app, root=ROOT).start()
         print(
