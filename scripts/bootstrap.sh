@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what is missing — Python 3.11 virtualenv with pinned packages, Azurite from npm, and
-# with --infra the infrastructure checkers (checkov), which only the tests need — and nothing else.
+# with --infra what only the tests need: the infrastructure checkers (checkov) and a headless
+# Chromium (Debian's package) that opens the compliance report — and nothing else.
 # Quick (a few hash checks) when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +43,20 @@ if [ "$(cat .venv-infra/.requirements.sha256 2>/dev/null || true)" != "$want_inf
   .venv-infra/bin/python -m pip install -q --disable-pip-version-check -r requirements-infra.txt
   echo "$want_infra" > .venv-infra/.requirements.sha256
 fi
+fi
+
+# The compliance report is checked in a real browser. Debian's chromium (no browser download by a
+# test tool: this machine's network reaches package registries only).
+if [ "${1:-}" = "--infra" ] && ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "bootstrap: installing chromium (apt-get, for the report's browser test)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium >/dev/null; }
+  else
+    echo "bootstrap: chromium is missing; install it (e.g. apt-get install chromium) for the report's browser test" >&2
+    exit 1
+  fi
 fi
 
 lock=$(sha256sum tools/azurite/package-lock.json | cut -d' ' -f1)

@@ -60,6 +60,23 @@ class AuditTrail:
             }
         )
 
+    def record_erasure(self, when: datetime, rows: int) -> None:
+        """That a data-subject erasure happened and how many rows it removed — never whose."""
+        self.record(
+            CallRecord(
+                time=when.timestamp(),
+                service="connector",
+                method="ERASE",
+                path=f"data-subject erasure: {rows} row(s) deleted",
+                status=200,
+                latency_ms=0,
+                correlation_id=None,
+                error_code=None,
+                event_id=None,
+                attempt=0,
+            )
+        )
+
     def rows(self, since: datetime, until: datetime) -> Iterator[dict[str, Any]]:
         """Calls with since <= time < until, oldest first."""
         day: date = since.astimezone(UTC).date()

@@ -10,48 +10,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from azure.core.exceptions import AzureError
 
-from shared import logsafe, status, wiring
+from shared import cli_compliance, logsafe, status, wiring
 from shared.audit import export
+from shared.cli_env import defender_problem, local_values, settings_from_local, storage_problem, when
 from shared.config import ConfigError
 from shared.health import connection_test
 from shared.replay import candidates, replay
-from shared.storage import connection_string, table_service_uri
 from shared.webhook import sign
 
 DEFAULT_WEBHOOK_URL = "http://127.0.0.1:7071/api/noxys/events"
-LOCAL_SETTINGS = Path("local.settings.json")
-
-
-EMULATOR_SETTINGS = Path(".local/emulator.settings.json")
-
-
-def local_values(path: Path = LOCAL_SETTINGS) -> dict[str, str]:
-    """The ``Values`` of local.settings.json, or {} when there is none."""
-    try:
-        return {k: str(v) for k, v in json.loads(path.read_text())["Values"].items()}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
-
-
-def emulator_values() -> dict[str, str]:
-    """With no tenant configured, ``scripts/dev.sh`` runs the Defender emulator and publishes
-    the settings that reach it here; they describe what is running, so they override."""
-    if local_values().get("DEFENDER_TENANT_ID"):
-        return {}
-    try:
-        return {k: str(v) for k, v in json.loads(EMULATOR_SETTINGS.read_text()).items()}
-    except (OSError, ValueError, AttributeError):
-        return {}
 
 
 STAMP_KEYS = ("created_at", "occurred_at")
@@ -140,26 +115,13 @@ def cmd_send_sample(args: argparse.Namespace) -> int:
     return 0 if 200 <= resp.status_code < 300 else 1
 
 
-def _settings_from_local() -> None:
-    """Operators run the CLI from the project folder: fill the environment from local.settings.json
-    (the shell's environment wins), and point at the local emulator when that is what runs."""
-    for k, v in local_values().items():
-        os.environ.setdefault(k, v)
-    os.environ.update(emulator_values())
-
-
-def _when(text: str) -> datetime:
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
 def cmd_export_audit(args: argparse.Namespace) -> int:
-    _settings_from_local()
-    if (problem := _storage_problem()) is not None:
+    settings_from_local()
+    if (problem := storage_problem()) is not None:
         print(f"✗ {problem}", file=sys.stderr)
         return 1
     try:
-        since, until = _when(args.since), _when(args.until) if args.until else datetime.now(UTC)
+        since, until = when(args.since), when(args.until) if args.until else datetime.now(UTC)
     except ValueError as exc:
         print(f"bad time: {exc} (use ISO 8601, e.g. 2026-03-20T00:00:00Z)", file=sys.stderr)
         return 2
@@ -185,11 +147,11 @@ def cmd_export_audit(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    _settings_from_local()
+    settings_from_local()
     if not (args.all or args.id or args.reason):
         print("say what to replay: --all, --id EVENT_ID (repeatable) or --reason TEXT", file=sys.stderr)
         return 2
-    if (problem := _storage_problem()) is not None:
+    if (problem := storage_problem()) is not None:
         print(f"✗ {problem}", file=sys.stderr)
         return 1
     try:
@@ -219,8 +181,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_test_connection(args: argparse.Namespace) -> int:
-    _settings_from_local()
-    problem = _defender_problem()
+    settings_from_local()
+    problem = defender_problem()
     if problem:
         print(f"✗ {problem}", file=sys.stderr)
         return 1
@@ -234,8 +196,8 @@ def cmd_test_connection(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    _settings_from_local()
-    if (problem := _storage_problem()) is not None:
+    settings_from_local()
+    if (problem := storage_problem()) is not None:
         print(f"✗ {problem}", file=sys.stderr)
         return 1
     try:
@@ -258,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_send_sample, _add_export_audit, _add_replay, _add_test_connection, _add_status):
         add(sub)
+    cli_compliance.add_parsers(sub)
     return p
 
 
@@ -330,58 +293,6 @@ def _add_status(sub: Any) -> None:
     st.set_defaults(run=cmd_status)
 
 
-def _storage_problem() -> str | None:
-    """Storage the commands need, checked in a second instead of a minute of SDK retries and a
-    traceback: the endpoint, and what to do when nothing answers there."""
-    try:
-        settings = wiring.settings()
-        conn = connection_string(settings)
-        if conn:
-            parts = dict(p.split("=", 1) for p in conn.split(";") if "=" in p)
-            endpoint = parts.get("TableEndpoint") or (
-                f"{parts.get('DefaultEndpointsProtocol', 'https')}://{parts.get('AccountName')}.table."
-                f"{parts.get('EndpointSuffix', 'core.windows.net')}"
-            )
-        else:
-            endpoint = table_service_uri(settings)
-    except ConfigError as exc:
-        return str(exc)
-    url = urlsplit(endpoint)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname or "", port), timeout=3).close()
-    except OSError:
-        local = url.hostname in ("127.0.0.1", "localhost")
-        hint = (
-            "is command 1 (./scripts/dev.sh) running?"
-            if local
-            else "check AzureWebJobsStorage and your network (private endpoint, firewall)"
-        )
-        return f"storage unreachable at {url.scheme}://{url.hostname}:{port} — {hint}"
-    return None
-
-
-def _defender_problem() -> str | None:
-    """With no tenant configured, the local emulator is the Defender: say so when it is not running."""
-    emulated = emulator_values()
-    if emulated:
-        url = urlsplit(emulated.get("DEFENDER_API_URL", ""))
-        try:
-            socket.create_connection((url.hostname or "", url.port or 443), timeout=3).close()
-        except OSError:
-            return (
-                f"the local Defender emulator is not running (nothing answers at {url.scheme}://{url.netloc}): "
-                "start command 1 (./scripts/dev.sh)"
-            )
-        return None
-    if os.environ.get("DEFENDER_TENANT_ID"):
-        return None
-    return (
-        "no Defender tenant is configured and the local Defender emulator is not running: start command 1 "
-        "(./scripts/dev.sh), or set DEFENDER_TENANT_ID, DEFENDER_CLIENT_ID and the secret in local.settings.json"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     logsafe.install()
     args = build_parser().parse_args(argv)
@@ -391,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except ConfigError as exc:
+        print(f"✗ {exc}", file=sys.stderr)
+        return 1
     except AzureError as exc:  # storage failed half-way: say what, not a traceback
         print(f"✗ storage error: {exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ name. ``PiiTypes`` holds type codes only — never a PII value, never prompt tex
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from shared import pii, platforms
@@ -38,6 +39,9 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("Source", "string"),
     ("NoxysAlertId", "string"),
     ("NoxysAlertSeverity", "string"),
+    ("Correlation", "string"),
+    ("ResolvedBy", "string"),
+    ("AlertDelaySeconds", "real"),
 )
 TABLE = "NoxysInteractions_CL"
 STREAM = "Custom-NoxysInteractions"
@@ -47,8 +51,20 @@ def _iso(event: Envelope) -> str:
     return event.occurred_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def row(event: Envelope, *, machine_id: str | None = None, alert_id: str | None = None) -> dict[str, Any]:
-    """One row per event; ``machine_id``/``alert_id`` come from the delivery when it is known."""
+@dataclass(frozen=True)
+class Delivered:
+    """What delivery learned about the event (from its ledger entry), when it is known."""
+
+    machine_id: str | None = None
+    alert_id: str | None = None
+    correlation: str = ""  # the ledger state: alert_created, coalesced, no_device, no_anchor, …
+    resolved_by: str = ""  # aadDeviceId, fqdn, hostname or ip
+    delay_seconds: float | None = None  # webhook → alert, for the event that raised it
+
+
+def row(event: Envelope, delivered: Delivered | None = None) -> dict[str, Any]:
+    """One row per event, with what delivery learned when it is known."""
+    d = delivered or Delivered()
     it = event.data.interaction if event.kind != "alert" else None
     al = event.data.alert if event.kind == "alert" else None
     policy = event.data.policy
@@ -71,11 +87,14 @@ def row(event: Envelope, *, machine_id: str | None = None, alert_id: str | None 
         "ClassificationLevel": (it.classification_level if it else None) or "",
         "UserPrincipalName": event.user_email or "",
         "DeviceName": (device.fqdn or device.hostname or "").lower() if device else "",
-        "DeviceId": machine_id or "",
+        "DeviceId": d.machine_id or "",
         "AadDeviceId": (device.aad_device_id or "") if device else "",
-        "DefenderAlertId": alert_id or "",
+        "DefenderAlertId": d.alert_id or "",
         "Direction": (it.direction if it else None) or "",
         "Source": (it.source if it else None) or "",
         "NoxysAlertId": (al.id if al else None) or "",
         "NoxysAlertSeverity": (al.severity if al else None) or "",
+        "Correlation": d.correlation,
+        "ResolvedBy": d.resolved_by,
+        "AlertDelaySeconds": d.delay_seconds,
     }

@@ -12,15 +12,17 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from shared import correlation
 from shared.clock import Clock
 from shared.config import ConfigError, Settings
 from shared.counters import BufferedCounters
 from shared.defender.errors import DefenderError
 from shared.delivery.deadletter import DeadLetters
 from shared.delivery.hold import Held
+from shared.delivery.ledger import Ledger
 from shared.health import connection_test, expiry_warning, explain
 from shared.secrets import SecretStore, VaultUnavailable
 
@@ -163,6 +165,7 @@ def run_health_check(deps: StatusDeps) -> dict[str, Any]:
 
     record["queues"] = _queue_stats(deps)
     record["tables"] = _table_stats(deps)
+    record["correlation"] = _correlation(deps, now)
     try:
         record["dead_letters"] = deps.dead_letters().count()
         record["held"] = deps.held().count()
@@ -174,6 +177,16 @@ def run_health_check(deps: StatusDeps) -> dict[str, Any]:
         {"PartitionKey": PARTITION, "RowKey": ROW, "record": json.dumps(record)}, mode=UpdateMode.REPLACE
     )
     return record
+
+
+def _correlation(deps: StatusDeps, now: datetime) -> dict[str, Any]:
+    """Correlation quality over the last 7 days (a filtered ledger scan: hourly, not per status)."""
+    try:
+        since = (now - timedelta(days=7)).timestamp()
+        found = correlation.summarize(Ledger(deps.table("Ledger")).between(since, now.timestamp()))
+    except Exception as exc:  # the health record must still be written
+        return {"error": exc.__class__.__name__}
+    return {"figures": found.as_dict(), "lines": correlation.render(found, "last 7 days")}
 
 
 def _expiry(deps: StatusDeps, record: dict[str, Any], expires_on: datetime | None, now: datetime, what: str) -> None:
@@ -293,6 +306,7 @@ def render(snap: dict[str, Any]) -> str:
                     for n, t in tables.items()
                 )
             )
+        lines += [f"    {line}" for line in (h.get("correlation") or {}).get("lines", [])[:8]]
     else:
         lines.append("  no health check has run yet (`python -m shared status --check` runs one now and records it)")
     findings = snap.get("findings", [])

@@ -20,6 +20,7 @@ PANELS = (
     ("dashboard-ai-platform-usage.kql", "AI platform usage", "timechart"),
     ("dashboard-high-risk-rate.kql", "High-risk interaction rate (%)", "timechart"),
     ("dashboard-violations-by-platform.kql", "Policy violations by platform", "barchart"),
+    ("dashboard-correlation-quality.kql", "Correlation quality (7 days)", "table"),
     ("hunting-high-risk-with-network.kql", "High-risk interactions with network context", "table"),
 )
 

@@ -47,6 +47,7 @@ from shared.delivery.message import NoteTask, QueuedEvent, TagTask, parse_task
 from shared.delivery.outcome import Kind, Outcome, from_error
 from shared.delivery.ports import Deps
 from shared.events import Envelope
+from shared.facts import facts
 from shared.mapping import AlertDraft, draft_alert
 from shared.storage import is_storage_error
 
@@ -93,7 +94,12 @@ class Delivery:
         with calls_for(CallContext(task.event.id, task.attempt, priority, due)):
             try:
                 entry = self.deps.ledger.claim(
-                    task.event.id, task.event.type, now.timestamp(), self.settings.delivery_lease_seconds
+                    task.event.id,
+                    task.event.type,
+                    now.timestamp(),
+                    self.settings.delivery_lease_seconds,
+                    facts(task.event),
+                    task.first_received_at.timestamp(),
                 )
             except LeaseHeld as held:
                 outcome = Outcome(Kind.RETRY_AFTER, detail="another attempt holds this event", retry_after=held.wait)
@@ -274,7 +280,7 @@ class Delivery:
     def _created(self, a: Attempt, alert: dict[str, Any], *, recovered: bool = False) -> Outcome:
         alert_id = str(alert["id"])
         incident = str(alert["incidentId"]) if alert.get("incidentId") is not None else None
-        self.deps.ledger.mark_created(a.entry, alert_id, incident)
+        self.deps.ledger.mark_created(a.entry, alert_id, incident, at=self.deps.clock.now().timestamp())
         self.followups.after_created(a.key, alert_id, incident, a.event.id)
         how = " (found after an interrupted attempt)" if recovered else ""
         return Outcome(
@@ -288,7 +294,7 @@ class Delivery:
     def _coalesced(self, a: Attempt, group: Group) -> Outcome:
         alert_id = group.alert_id or ""
         into = alert_id or f"event {group.leader}"
-        self.deps.ledger.mark_coalesced(a.entry, into, a.key, alert_id or None, a.machine_id)
+        self.deps.ledger.mark_coalesced(a.entry, into, a.key, alert_id or None, a.machine_id, a.resolved_by)
         self.followups.schedule_note(a.key, group)
         return Outcome(
             Kind.COALESCED,
@@ -301,12 +307,15 @@ class Delivery:
         if self.settings.alert_fallback == "graph" and fallback and (machine_id or a.event.user_email):
             alert = fallback.create_alert(graph_alert(a.draft, machine_id, a.event.user_email))
             alert_id = str(alert["id"])
-            self.deps.ledger.mark_created(a.entry, alert_id, None, machine_id=machine_id, via="graph", reason=why)
+            at = self.deps.clock.now().timestamp()
+            self.deps.ledger.mark_created(
+                a.entry, alert_id, None, at=at, machine_id=machine_id, via="graph", reason=why
+            )
             return Outcome(
                 Kind.CREATED, detail=f"Graph alert {alert_id} ({why})", alert_id=alert_id, machine_id=machine_id
             )
         state = LedgerState.NO_DEVICE if kind == Kind.NO_DEVICE else LedgerState.NO_ANCHOR
-        self.deps.ledger.mark_no_alert(a.entry, state, why, machine_id)
+        self.deps.ledger.mark_no_alert(a.entry, state, why, machine_id, a.resolved_by)
         return Outcome(kind, detail=why, machine_id=machine_id)
 
 

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from shared.delivery.ledger import Ledger
+from shared.delivery.ledger import Ledger, LedgerState
 from shared.delivery.message import QueuedEvent
-from shared.hunting import row
+from shared.facts import method
+from shared.hunting import Delivered, row
 from shared.storage import MessageQueue
 
 log = logging.getLogger(__name__)
@@ -49,17 +50,23 @@ class ShipReport:
     errors: list[str] = field(default_factory=list)
 
 
-def _ids(ledger: Ledger, event_id: str) -> tuple[bool, str | None, str | None]:
-    """(final, machine id, alert id) as far as delivery knows."""
+def _ids(ledger: Ledger, event_id: str) -> tuple[bool, Delivered]:
+    """(final, what delivery learned) as far as the ledger knows."""
     entry = ledger.get(event_id)
     if entry is None:
-        return False, None, None
+        return False, Delivered()
     alert = entry.alert_id or None
     into = entry.coalesced_into or ""
     if not alert and into.startswith("event "):  # coalesced before the leader's alert existed
         leader = ledger.get(into.removeprefix("event "))
         alert = leader.alert_id if leader else None
-    return entry.final, entry.machine_id or None, alert
+    delay = (
+        round(entry.alert_at - entry.accepted_at, 3)
+        if entry.state == LedgerState.ALERT_CREATED and entry.alert_at and entry.accepted_at
+        else None
+    )
+    state = entry.state.value if entry.final else ""
+    return entry.final, Delivered(entry.machine_id or None, alert, state, method(entry.resolved_by), delay)
 
 
 @dataclass(frozen=True)
@@ -120,17 +127,17 @@ def _collect(
         report.received += len(fresh)
         tasks = [QueuedEvent.model_validate_json(m.content) for m in fresh]
 
-        def ids(task: QueuedEvent) -> tuple[bool, str | None, str | None]:
+        def ids(task: QueuedEvent) -> tuple[bool, Delivered]:
             delivered = target.forwarded is None or task.event.type in target.forwarded
-            return _ids(ledger, task.event.id) if delivered else (True, None, None)
+            return _ids(ledger, task.event.id) if delivered else (True, Delivered(correlation="not_forwarded"))
 
         later: list[Any] = []
-        for msg, task, (final, machine, alert) in zip(fresh, tasks, _each(target, ids, tasks), strict=True):
+        for msg, task, (final, known) in zip(fresh, tasks, _each(target, ids, tasks), strict=True):
             if not final and now - task.first_received_at < target.enrich_wait:
                 report.deferred += 1  # back in ``retry_in`` seconds, with better ids by then
                 later.append(msg)
                 continue
-            batch.append((msg, row(task.event, machine_id=machine, alert_id=alert)))
+            batch.append((msg, row(task.event, known)))
         _each(target, lambda m: queue.update_message(m, visibility_timeout=target.retry_in), later)
         if again or report.received >= max_rows:
             break

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from shared.facts import EventFacts
 from shared.storage import EntityTable, table_key
 
 ROW = "event"
@@ -79,6 +81,16 @@ class Entry:
     error_code: str | None = None
     correlation_id: str | None = None
     last_problem: str | None = None
+    # what reporting, correlation and data-subject requests read (see shared.facts); "" on old rows
+    user: str | None = None
+    user_id: str | None = None
+    platform: str | None = None
+    device_name: str | None = None
+    device_keys: str | None = None
+    pii_types: str | None = None
+    policy_action: str | None = None
+    accepted_at: float | None = None  # when the webhook accepted it (or a switch-on released it)
+    alert_at: float | None = None  # when its alert was created
     etag: str | None = None
 
     @property
@@ -92,7 +104,7 @@ class Entry:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Entry) if f.name != "etag"}
 _INTS = {"attempts", "errors"}
-_FLOATS = {"received_at", "updated_at", "lease_until", "intent_at"}
+_FLOATS = {"received_at", "updated_at", "lease_until", "intent_at", "accepted_at", "alert_at"}
 
 
 def _from_entity(e: Any, event_id: str) -> Entry:
@@ -130,6 +142,12 @@ class Ledger:
         except ResourceNotFoundError:
             return None
 
+    def between(self, since: float, until: float) -> Iterator[Entry]:
+        """Entries first processed in [since, until), in pages (a filtered scan: for reports)."""
+        query = f"RowKey eq '{ROW}' and received_at ge {since:.3f} and received_at lt {until:.3f}"
+        for e in self._table.query_entities(query, results_per_page=1000):
+            yield _from_entity(e, str(e.get("event_id") or e["PartitionKey"]))
+
     def counts(self) -> dict[str, int]:
         """How many events are in each state (a full scan: for status, not for the hot path)."""
         out: dict[str, int] = {}
@@ -138,8 +156,16 @@ class Ledger:
         return out
 
     # ------------------------------------------------------------------ the lease
-    def claim(self, event_id: str, event_type: str, now: float, lease_seconds: float) -> Entry:
-        """Take the lease on ``event_id`` (creating the entry), or raise LeaseHeld.
+    def claim(
+        self,
+        event_id: str,
+        event_type: str,
+        now: float,
+        lease_seconds: float,
+        facts: EventFacts | None = None,
+        accepted_at: float | None = None,
+    ) -> Entry:
+        """Take the lease on ``event_id`` (creating the entry with ``facts``), or raise LeaseHeld.
 
         A final entry is returned without a lease: the caller sees it is done and stops.
         """
@@ -151,6 +177,7 @@ class Ledger:
             entry = None if attempt == 0 else self.get(event_id)
             if entry is None:
                 fresh = Entry(event_id, LedgerState.RECEIVED, event_type, now, now, 1, 0, owner, now + lease_seconds)
+                fresh = dataclasses.replace(fresh, **dataclasses.asdict(facts or EventFacts()), accepted_at=accepted_at)
                 try:
                     fresh.etag = self._table.create_entity(_to_row(fresh)).get("etag")
                 except ResourceExistsError:
@@ -204,6 +231,7 @@ class Ledger:
         alert_id: str,
         incident_id: str | None,
         *,
+        at: float | None = None,
         machine_id: str | None = None,
         via: str | None = None,
         reason: str | None = None,
@@ -212,25 +240,37 @@ class Ledger:
             entry,
             state=LedgerState.ALERT_CREATED,
             alert_id=alert_id,
+            alert_at=at or entry.alert_at,
             incident_id=incident_id or entry.incident_id,
             machine_id=machine_id or entry.machine_id,
             via=via or entry.via,
             reason=reason or entry.reason,
         )
 
-    def mark_coalesced(self, entry: Entry, into: str, group_key: str, alert_id: str | None, machine_id: str) -> None:
+    def mark_coalesced(
+        self, entry: Entry, into: str, group_key: str, alert_id: str | None, machine_id: str, resolved_by: str = ""
+    ) -> None:
         self._apply(
             entry,
             state=LedgerState.COALESCED,
+            resolved_by=resolved_by or entry.resolved_by,
             coalesced_into=into,
             group_key=group_key,
             alert_id=alert_id or entry.alert_id,
             machine_id=machine_id,
         )
 
-    def mark_no_alert(self, entry: Entry, state: LedgerState, reason: str, machine_id: str | None) -> None:
+    def mark_no_alert(
+        self, entry: Entry, state: LedgerState, reason: str, machine_id: str | None, resolved_by: str = ""
+    ) -> None:
         assert state in (LedgerState.NO_DEVICE, LedgerState.NO_ANCHOR)
-        self._apply(entry, state=state, reason=reason, machine_id=machine_id or entry.machine_id)
+        self._apply(
+            entry,
+            state=state,
+            reason=reason,
+            machine_id=machine_id or entry.machine_id,
+            resolved_by=(resolved_by or entry.resolved_by) if machine_id else entry.resolved_by,
+        )
 
     def mark_dead(self, entry: Entry, reason: str, error_code: str | None, correlation_id: str | None) -> None:
         self._apply(

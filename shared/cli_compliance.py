@@ -1,0 +1,257 @@
+"""Operator commands for compliance: ``report``, ``correlation`` and ``subject export|erase``.
+
+Thin: they read the ledger and the state tables (``shared.wiring``), ask Defender for its view
+of the alerts (paced through the shared budgets, like every other call, and audited), and hand
+the rest to the pure modules ``shared.report``, ``shared.correlation`` and ``shared.subject``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from shared import correlation, report, wiring
+from shared.cli_env import defender_problem, settings_from_local, storage_problem, when
+from shared.defender.errors import DefenderError
+from shared.subject import SubjectRequests, hunting_query, purge_request
+
+RELATIVE = re.compile(r"^(\d+)\s*([mhdw])$")
+UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+MAX_WAIT = 60.0  # seconds a read-back waits for the budget before trying the same alert again
+
+
+def moment(text: str, now: datetime) -> datetime:
+    """``7d``/``24h``/``30m``/``2w`` before ``now``, or an ISO 8601 time (UTC when no zone is given)."""
+    found = RELATIVE.match(text.strip())
+    if found:
+        return now - timedelta(**{UNITS[found.group(2)]: int(found.group(1))})
+    return when(text)
+
+
+def _period(args: argparse.Namespace) -> tuple[datetime, datetime]:
+    now = datetime.now(UTC)
+    until = moment(args.until, now) if args.until else now
+    return moment(args.since, now), until
+
+
+def _ready() -> str | None:
+    settings_from_local()
+    return storage_problem()
+
+
+# ---------------------------------------------------------------------- Defender read-back
+def read_back(
+    client: Any,
+    ids: list[str],
+    since: datetime,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    progress: Callable[[], None] = lambda: None,
+) -> dict[str, dict[str, Any]]:
+    """Each alert as Defender has it now: one listing for the period, then one paced GET per
+    alert the listing did not return (older, or more than it pages)."""
+    wanted, found = set(ids), {}
+    start = (since - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        for alert in _patient(lambda: client.list_alerts(f"alertCreationTime ge {start}", top=10000), sleep):
+            if str(alert.get("id")) in wanted:
+                found[str(alert["id"])] = alert
+                progress()
+    except DefenderError:
+        pass  # fall back to one GET per alert
+    for alert_id in sorted(wanted - set(found)):
+        try:
+            found[alert_id] = _patient(lambda a=alert_id: client.get_alert(a), sleep)  # type: ignore[misc]
+        except DefenderError as exc:
+            found[alert_id] = {"error": "not found in Defender" if exc.status == 404 else f"{exc.status} {exc.code}"}
+        progress()
+    return found
+
+
+def _patient(call: Callable[[], Any], sleep: Callable[[float], None], tries: int = 6) -> Any:
+    """``call``, waiting out our budget or Defender's 429 (Retry-After) a few times."""
+    for attempt in range(tries):
+        try:
+            return call()
+        except DefenderError as exc:
+            if exc.status != 429 or attempt == tries - 1:
+                raise
+            sleep(min(MAX_WAIT, max(1.0, exc.retry_after or 1.0)))
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------- report
+def cmd_report(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    if (problem := _ready()) is not None:
+        print(f"✗ {problem}", file=sys.stderr)
+        return 1
+    try:
+        since, until = _period(args)
+    except ValueError as exc:
+        print(f"bad time: {exc} (use 7d, 24h or ISO 8601, e.g. 2026-03-20T00:00:00Z)", file=sys.stderr)
+        return 2
+    entries = list(wiring.ledger().between(since.timestamp(), until.timestamp()))
+    ids = sorted({e.alert_id for e in entries if e.state.value == "alert_created" and e.alert_id and e.via != "graph"})
+    defender: dict[str, dict[str, Any]] = {}
+    problem = None if args.no_defender else defender_problem()
+    if ids and not args.no_defender and problem is None:
+        with tqdm(total=len(ids), desc="reading alerts from Defender", unit="alert", file=sys.stderr) as bar:
+            defender = read_back(wiring.defender_client(), ids, since, progress=lambda: bar.update(1))
+    elif ids:
+        reason = "not read back (--no-defender)" if args.no_defender else f"not read back: {problem}"
+        defender = {i: {"error": reason} for i in ids}
+    built = report.build(entries, defender, since=since, until=until, now=datetime.now(UTC))
+    text = report.RENDERERS[args.format](built)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote the {args.format} report ({len(entries)} event(s), {len(ids)} alert(s)) to {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+# ---------------------------------------------------------------------- correlation
+def cmd_correlation(args: argparse.Namespace) -> int:
+    if (problem := _ready()) is not None:
+        print(f"✗ {problem}", file=sys.stderr)
+        return 1
+    try:
+        since, until = _period(args)
+    except ValueError as exc:
+        print(f"bad time: {exc} (use 7d, 24h or ISO 8601)", file=sys.stderr)
+        return 2
+    found = correlation.summarize(wiring.ledger().between(since.timestamp(), until.timestamp()))
+    if args.json:
+        print(json.dumps(found.as_dict(), indent=2))
+    else:
+        print("\n".join(correlation.render(found, f"{since:%Y-%m-%d %H:%M} – {until:%Y-%m-%d %H:%M} UTC")))
+    return 0
+
+
+# ---------------------------------------------------------------------- data-subject requests
+def _requests(rate: float) -> SubjectRequests:
+    gap = 1.0 / rate if rate > 0 else 0.0
+    state = {"next": 0.0}
+
+    def pace() -> None:
+        wait = state["next"] - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        state["next"] = max(state["next"], time.monotonic()) + gap
+
+    return SubjectRequests(wiring.table, pace)
+
+
+def _not_searched() -> dict[str, int]:
+    s = wiring.settings()
+    names = [s.events_queue_name, s.events_priority_queue_name, f"{s.events_queue_name}-poison"]
+    names += [f"{s.events_priority_queue_name}-poison", s.hunting_queue_name]
+    out = {}
+    for name in names:
+        try:
+            out[name] = wiring.queue(name).get_queue_properties().approximate_message_count or 0
+        except Exception:  # a queue that does not exist holds nothing
+            out[name] = 0
+    return out
+
+
+def cmd_subject_export(args: argparse.Namespace) -> int:
+    if (problem := _ready()) is not None:
+        print(f"✗ {problem}", file=sys.stderr)
+        return 1
+    found = _requests(args.rate).find(args.user)
+    doc = {
+        "subject": args.user,
+        "generated_at": datetime.now(UTC).isoformat(),
+        "counts": found.counts(),
+        "tables": found.rows,
+        "defender_alert_ids": found.alert_ids,
+        "hunting_query": hunting_query(args.user),
+        "not_searched": {"queue_messages": _not_searched()},
+        "not_personal": ["Devices (machine ids by device name)", "Counters", "Pacing", "Health"],
+    }
+    text = json.dumps(doc, indent=2, ensure_ascii=False, default=str)
+    if args.output:
+        Path(args.output).write_text(text + "\n", encoding="utf-8")
+        counts = ", ".join(f"{k} {v}" for k, v in found.counts().items())
+        print(f"wrote {sum(found.counts().values())} row(s) ({counts}) to {args.output}")
+    else:
+        print(text)
+    return 0
+
+
+def _confirmed(args: argparse.Namespace, total: int) -> bool:
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        print("refusing to erase without confirmation: pass --yes (or run it in a terminal)", file=sys.stderr)
+        return False
+    answer = input(f"Erase {total} row(s) about {args.user}? Type the user again to confirm: ")
+    return bool(answer.strip().lower() == str(args.user).lower())
+
+
+def cmd_subject_erase(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    if (problem := _ready()) is not None:
+        print(f"✗ {problem}", file=sys.stderr)
+        return 1
+    requests = _requests(args.rate)
+    found = requests.find(args.user)
+    if args.keep_audit:
+        found.rows["Audit"] = []
+    counts, total = found.counts(), sum(found.counts().values())
+    print("found: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if args.dry_run:
+        print(f"dry run: {total} row(s) would be erased; nothing was deleted")
+    elif total and not _confirmed(args, total):
+        return 2
+    elif total:
+        with tqdm(total=total, desc="erasing", unit="row", file=sys.stderr) as bar:
+            erased = requests.erase(found, progress=lambda _: bar.update(1), keep_audit=args.keep_audit)
+        wiring.audit().record_erasure(wiring.clock().now(), erased)
+        print(f"erased {erased} row(s); the audit trail records that an erasure happened (not whose)")
+    print("the hunting table is in Log Analytics; the connector does not purge it (that needs the Data Purger role,")
+    print("which its identity deliberately lacks). An operator who holds it runs:")
+    print("  " + purge_request(args.user))
+    waiting = {k: v for k, v in _not_searched().items() if v}
+    if waiting:
+        print(f"messages still queued (not searchable): {waiting}; run this again once they are delivered")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    r = sub.add_parser("report", help="compliance report for a period: per platform, user and device (html|md|json)")
+    r.add_argument("--since", required=True, help="start: 7d, 24h or ISO 8601 (UTC unless a zone is given)")
+    r.add_argument("--until", help="end (default: now)")
+    r.add_argument("--format", choices=sorted(report.RENDERERS), default="html")
+    r.add_argument("--output", help="write here instead of stdout")
+    r.add_argument("--no-defender", action="store_true", help="do not read the alerts back from Defender")
+    r.set_defaults(run=cmd_report)
+    c = sub.add_parser("correlation", help="share of events resolved to a device and anchored, with hints")
+    c.add_argument("--since", default="7d", help="start: 7d (default), 24h or ISO 8601")
+    c.add_argument("--until", help="end (default: now)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(run=cmd_correlation)
+    s = sub.add_parser("subject", help="data-subject requests: export or erase what the connector keeps on a user")
+    verbs = s.add_subparsers(dest="verb", required=True, metavar="VERB")
+    e = verbs.add_parser("export", help="everything stored about a user, as JSON (GDPR art. 15)")
+    e.add_argument("--output", help="write here instead of stdout")
+    x = verbs.add_parser("erase", help="delete it from the connector's state (GDPR art. 17)")
+    x.add_argument("--dry-run", action="store_true", help="count only; delete nothing")
+    x.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    x.add_argument("--keep-audit", action="store_true", help="keep the Defender call records (event ids only)")
+    for verb in (e, x):
+        verb.add_argument("--user", required=True, help="the user's e-mail (case-insensitive) or Noxys user id")
+        verb.add_argument("--rate", type=float, default=50.0, help="storage operations per second (default 50)")
+    e.set_defaults(run=cmd_subject_export)
+    x.set_defaults(run=cmd_subject_erase)

@@ -1,0 +1,103 @@
+"""Where the operator commands get their settings and how they check, in a second, that what
+they need is there: local.settings.json and the local emulator's published settings, then the
+storage and Defender endpoints (one clear line instead of a minute of SDK retries)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from shared import wiring
+from shared.config import ConfigError
+from shared.storage import connection_string, table_service_uri
+
+LOCAL_SETTINGS = Path("local.settings.json")
+EMULATOR_SETTINGS = Path(".local/emulator.settings.json")
+
+
+def local_values(path: Path = LOCAL_SETTINGS) -> dict[str, str]:
+    """The ``Values`` of local.settings.json, or {} when there is none."""
+    try:
+        return {k: str(v) for k, v in json.loads(path.read_text())["Values"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def emulator_values() -> dict[str, str]:
+    """With no tenant configured, ``scripts/dev.sh`` runs the Defender emulator and publishes
+    the settings that reach it here; they describe what is running, so they override."""
+    if local_values().get("DEFENDER_TENANT_ID"):
+        return {}
+    try:
+        return {k: str(v) for k, v in json.loads(EMULATOR_SETTINGS.read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def settings_from_local() -> None:
+    """Operators run the CLI from the project folder: fill the environment from local.settings.json
+    (the shell's environment wins), and point at the local emulator when that is what runs."""
+    for k, v in local_values().items():
+        os.environ.setdefault(k, v)
+    os.environ.update(emulator_values())
+
+
+def when(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def storage_problem() -> str | None:
+    """Storage the commands need, checked in a second instead of a minute of SDK retries and a
+    traceback: the endpoint, and what to do when nothing answers there."""
+    try:
+        settings = wiring.settings()
+        conn = connection_string(settings)
+        if conn:
+            parts = dict(p.split("=", 1) for p in conn.split(";") if "=" in p)
+            endpoint = parts.get("TableEndpoint") or (
+                f"{parts.get('DefaultEndpointsProtocol', 'https')}://{parts.get('AccountName')}.table."
+                f"{parts.get('EndpointSuffix', 'core.windows.net')}"
+            )
+        else:
+            endpoint = table_service_uri(settings)
+    except ConfigError as exc:
+        return str(exc)
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=3).close()
+    except OSError:
+        local = url.hostname in ("127.0.0.1", "localhost")
+        hint = (
+            "is command 1 (./scripts/dev.sh) running?"
+            if local
+            else "check AzureWebJobsStorage and your network (private endpoint, firewall)"
+        )
+        return f"storage unreachable at {url.scheme}://{url.hostname}:{port} — {hint}"
+    return None
+
+
+def defender_problem() -> str | None:
+    """With no tenant configured, the local emulator is the Defender: say so when it is not running."""
+    emulated = emulator_values()
+    if emulated:
+        url = urlsplit(emulated.get("DEFENDER_API_URL", ""))
+        try:
+            socket.create_connection((url.hostname or "", url.port or 443), timeout=3).close()
+        except OSError:
+            return (
+                f"the local Defender emulator is not running (nothing answers at {url.scheme}://{url.netloc}): "
+                "start command 1 (./scripts/dev.sh)"
+            )
+        return None
+    if os.environ.get("DEFENDER_TENANT_ID"):
+        return None
+    return (
+        "no Defender tenant is configured and the local Defender emulator is not running: start command 1 "
+        "(./scripts/dev.sh), or set DEFENDER_TENANT_ID, DEFENDER_CLIENT_ID and the secret in local.settings.json"
+    )

@@ -1,0 +1,282 @@
+"""The compliance report (pure): what the connector did over a period, per AI platform, per user
+and per device, with Defender's own view of each alert it raised.
+
+Built from ledger entries (one per event, with its outcome and the facts of ``shared.facts``)
+and from the alerts read back from Defender; nothing here does I/O. Rendered three ways: JSON
+for machines, Markdown for tickets and wikis, and one self-contained HTML file an auditor can
+open offline — inline CSS and SVG, a Content-Security-Policy that forbids loading anything, every
+value escaped. PII appears only as type codes; the report names users and devices because that
+is what it is for, and it is written only where the operator asks.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.delivery.ledger import Entry, LedgerState
+
+OUTCOMES = ("alert_created", "coalesced", "no_device", "no_anchor", "dead_lettered", "pending")
+DEFENDER_FIELDS = ("status", "classification", "determination", "incidentId", "severity")
+
+
+@dataclass
+class Line:
+    """One platform, user or device over the period."""
+
+    name: str
+    events: int = 0
+    outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    alert_ids: list[str] = field(default_factory=list)
+    pii_types: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def forwarded(self) -> int:
+        return self.outcomes["alert_created"] + self.outcomes["coalesced"]
+
+
+@dataclass
+class AlertLine:
+    alert_id: str
+    created_at: str
+    platform: str
+    user: str
+    device: str
+    events: int  # its own event plus those coalesced into it
+    defender: dict[str, Any]  # status, classification, determination, incidentId — or an "error"
+
+
+@dataclass
+class Report:
+    since: str
+    until: str
+    generated_at: str
+    totals: Line
+    platforms: list[Line]
+    users: list[Line]
+    devices: list[Line]
+    alerts: list[AlertLine]
+    response_actions: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _outcome(e: Entry) -> str:
+    return e.state.value if e.final else "pending"
+
+
+def _add(line: Line, e: Entry) -> None:
+    line.events += 1
+    line.outcomes[_outcome(e)] += 1
+    if e.state == LedgerState.ALERT_CREATED and e.alert_id and e.alert_id not in line.alert_ids:
+        line.alert_ids.append(e.alert_id)
+    for code in filter(None, (e.pii_types or "").split(",")):
+        line.pii_types[code] = line.pii_types.get(code, 0) + 1
+
+
+def _lines(entries: list[Entry], key: Any) -> list[Line]:
+    by: dict[str, Line] = {}
+    for e in entries:
+        name = key(e) or "(not reported)"
+        _add(by.setdefault(name, Line(name)), e)
+    return sorted(by.values(), key=lambda line: (-line.events, line.name))
+
+
+def _alerts(entries: list[Entry], defender: Mapping[str, dict[str, Any]]) -> list[AlertLine]:
+    joined = Counter(e.alert_id for e in entries if e.state == LedgerState.COALESCED and e.alert_id)
+    out = []
+    for e in entries:
+        if e.state != LedgerState.ALERT_CREATED or not e.alert_id:
+            continue
+        seen = defender.get(e.alert_id, {"error": "not read back"})
+        out.append(
+            AlertLine(
+                e.alert_id,
+                datetime.fromtimestamp(e.alert_at or e.updated_at, UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
+                e.platform or "",
+                e.user or "",
+                e.device_name or "",
+                1 + joined.get(e.alert_id, 0),
+                {k: seen.get(k) for k in ("error", *DEFENDER_FIELDS) if k in seen},
+            )
+        )
+    return sorted(out, key=lambda a: a.created_at)
+
+
+def build(
+    entries: Iterable[Entry],
+    defender: Mapping[str, dict[str, Any]],
+    *,
+    since: datetime,
+    until: datetime,
+    now: datetime,
+    response_actions: str = "automated response is not configured: no action was taken on any device",
+) -> Report:
+    """The report over ``entries``; ``defender`` is each alert as Defender returned it, by id."""
+    chosen = list(entries)
+    totals = Line("all")
+    for e in chosen:
+        _add(totals, e)
+    return Report(
+        since=since.astimezone(UTC).isoformat(),
+        until=until.astimezone(UTC).isoformat(),
+        generated_at=now.astimezone(UTC).isoformat(),
+        totals=totals,
+        platforms=_lines(chosen, lambda e: e.platform),
+        users=_lines(chosen, lambda e: e.user),
+        devices=_lines(chosen, lambda e: e.device_name),
+        alerts=_alerts(chosen, defender),
+        response_actions=response_actions,
+    )
+
+
+# ---------------------------------------------------------------------- renderers
+def render_json(report: Report) -> str:
+    return json.dumps(report.as_dict(), indent=2, ensure_ascii=False)
+
+
+HEADINGS = ("events", "forwarded", "alerts", "coalesced", "no device", "no anchor", "failed", "pending", "PII types")
+
+
+def _cells(line: Line) -> list[str]:
+    o = line.outcomes
+    pii = ", ".join(f"{code} ×{n}" for code, n in sorted(line.pii_types.items())) or "—"
+    return [
+        str(line.events),
+        str(line.forwarded),
+        str(o["alert_created"]),
+        str(o["coalesced"]),
+        str(o["no_device"]),
+        str(o["no_anchor"]),
+        str(o["dead_lettered"]),
+        str(o["pending"]),
+        pii,
+    ]
+
+
+def _defender_cells(a: AlertLine) -> list[str]:
+    d = a.defender
+    if "error" in d:
+        return [str(d["error"]), "", "", ""]
+    return [str(d.get(k) if d.get(k) is not None else "—") for k in ("status", "classification", "determination")] + [
+        str(d.get("incidentId") or "—")
+    ]
+
+
+ALERT_HEADINGS: tuple[str, ...] = ("alert", "created", "platform", "user", "device", "events")
+ALERT_HEADINGS += ("status", "classification", "determination", "incident")
+
+
+def _alert_cells(a: AlertLine) -> list[str]:
+    return [a.alert_id, a.created_at, a.platform, a.user, a.device, str(a.events), *_defender_cells(a)]
+
+
+def _md_table(first: str, heads: Iterable[str], rows: Iterable[list[str]]) -> list[str]:
+    heads = [first, *heads]
+    out = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    return out
+
+
+def render_markdown(r: Report) -> str:
+    t = r.totals
+    out = [
+        f"# Noxys → Defender compliance report, {r.since[:19]}Z – {r.until[:19]}Z",
+        "",
+        f"Generated {r.generated_at[:19]}Z. {t.events} event(s); {t.forwarded} forwarded to Defender "
+        f"({t.outcomes['alert_created']} alert(s), {t.outcomes['coalesced']} coalesced into them); "
+        f"{t.outcomes['no_device']} without a device, {t.outcomes['no_anchor']} without an anchor, "
+        f"{t.outcomes['dead_lettered']} failed, {t.outcomes['pending']} still in delivery.",
+        "",
+        f"Response actions: {r.response_actions}.",
+        "PII is listed by type only; the connector never receives or keeps a PII value.",
+    ]
+    for title, lines in (("AI platform", r.platforms), ("User", r.users), ("Device", r.devices)):
+        out += ["", f"## By {title.lower()}", "", *_md_table(title, HEADINGS, ([x.name, *_cells(x)] for x in lines))]
+    out += ["", "## Alerts and Defender's view of them", ""]
+    out += _md_table(ALERT_HEADINGS[0], ALERT_HEADINGS[1:], (_alert_cells(a) for a in r.alerts))
+    return "\n".join(out) + "\n"
+
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#1b1f24}
+h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.5rem 0;min-width:40%}
+th,td{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:left;vertical-align:top}
+th{background:#f3f5f7}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.summary{display:flex;gap:1rem;flex-wrap:wrap}.card{border:1px solid #d0d7de;border-radius:6px;padding:.6rem 1rem}
+.card b{display:block;font-size:1.4rem}.note{color:#57606a}
+svg text{font:12px system-ui,sans-serif}
+"""
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _html_table(first: str, heads: Iterable[str], rows: Iterable[list[str]], table_id: str) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in (first, *heads))
+    body = "".join(
+        "<tr>" + "".join(f"<td{' class=n' if c.isdigit() else ''}>{_e(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _bars(title: str, values: list[tuple[str, int]]) -> str:
+    """A horizontal bar chart as inline SVG (no script, no external asset)."""
+    values = values[:10]
+    top = max((v for _, v in values), default=0) or 1
+    height = 24 * len(values) + 30
+    bars = "".join(
+        f'<text x="0" y="{40 + 24 * i}">{_e(name[:28])}</text>'
+        f'<rect x="200" y="{27 + 24 * i}" width="{max(1, round(300 * v / top))}" height="16" fill="#0969da"/>'
+        f'<text x="{208 + round(300 * v / top)}" y="{40 + 24 * i}">{v}</text>'
+        for i, (name, v) in enumerate(values)
+    )
+    return (
+        f'<svg role="img" aria-label="{_e(title)}" width="560" height="{height}" viewBox="0 0 560 {height}">'
+        f'<text x="0" y="14" font-weight="bold">{_e(title)}</text>{bars}</svg>'
+    )
+
+
+def render_html(r: Report) -> str:
+    t = r.totals
+    cards = "".join(
+        f'<div class="card"><b>{n}</b>{_e(label)}</div>'
+        for label, n in (
+            ("events", t.events),
+            ("alerts raised", t.outcomes["alert_created"]),
+            ("coalesced", t.outcomes["coalesced"]),
+            ("no device", t.outcomes["no_device"]),
+            ("no anchor", t.outcomes["no_anchor"]),
+            ("failed", t.outcomes["dead_lettered"]),
+        )
+    )
+    sections = "".join(
+        f"<h2>By {_e(title.lower())}</h2>"
+        + _html_table(title, HEADINGS, ([x.name, *_cells(x)] for x in lines), f"by-{title.split()[-1].lower()}")
+        for title, lines in (("AI platform", r.platforms), ("User", r.users), ("Device", r.devices))
+    )
+    charts = _bars("Events per AI platform", [(p.name, p.events) for p in r.platforms]) + _bars(
+        "Outcomes", [(k.replace("_", " "), v) for k, v in t.outcomes.items() if v]
+    )
+    alerts = _html_table(ALERT_HEADINGS[0], ALERT_HEADINGS[1:], (_alert_cells(a) for a in r.alerts), "alerts")
+    title = f"Noxys → Defender compliance report, {r.since[:19]}Z – {r.until[:19]}Z"
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
+        f"<h1>{_e(title)}</h1><p class=note>Generated {_e(r.generated_at[:19])}Z. Response actions: "
+        f"{_e(r.response_actions)}. PII is listed by type only; no PII value is received or kept.</p>"
+        f'<div class="summary">{cards}</div><div>{charts}</div>{sections}'
+        f"<h2>Alerts and Defender's view of them</h2>{alerts}</body></html>\n"
+    )
+
+
+RENDERERS = {"json": render_json, "md": render_markdown, "html": render_html}
