@@ -88,8 +88,15 @@ def _lines(entries: list[Entry], key: Any) -> list[Line]:
     return sorted(by.values(), key=lambda line: (-line.events, line.name))
 
 
+def _alert_of(e: Entry, leaders: Mapping[str, str]) -> str | None:
+    """The alert an event went into: its own, or (coalesced before that alert existed) its leader's."""
+    into = e.coalesced_into or ""
+    return e.alert_id or (leaders.get(into.removeprefix("event ")) if into.startswith("event ") else None)
+
+
 def _alerts(entries: list[Entry], defender: Mapping[str, dict[str, Any]]) -> list[AlertLine]:
-    joined = Counter(e.alert_id for e in entries if e.state == LedgerState.COALESCED and e.alert_id)
+    leaders = {e.event_id: e.alert_id for e in entries if e.state == LedgerState.ALERT_CREATED and e.alert_id}
+    joined = Counter(_alert_of(e, leaders) for e in entries if e.state == LedgerState.COALESCED)
     out = []
     for e in entries:
         if e.state != LedgerState.ALERT_CREATED or not e.alert_id:
@@ -98,7 +105,7 @@ def _alerts(entries: list[Entry], defender: Mapping[str, dict[str, Any]]) -> lis
         out.append(
             AlertLine(
                 e.alert_id,
-                datetime.fromtimestamp(e.alert_at or e.updated_at, UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
+                datetime.fromtimestamp(e.alert_at or e.updated_at, UTC).strftime("%Y-%m-%d %H:%MZ"),
                 e.platform or "",
                 e.user or "",
                 e.device_name or "",
@@ -198,7 +205,12 @@ def render_markdown(r: Report) -> str:
         "PII is listed by type only; the connector never receives or keeps a PII value.",
     ]
     for title, lines in (("AI platform", r.platforms), ("User", r.users), ("Device", r.devices)):
-        out += ["", f"## By {title.lower()}", "", *_md_table(title, HEADINGS, ([x.name, *_cells(x)] for x in lines))]
+        out += [
+            "",
+            f"## By {title if title.startswith('AI') else title.lower()}",
+            "",
+            *_md_table(title, HEADINGS, ([x.name, *_cells(x)] for x in lines)),
+        ]
     out += ["", "## Alerts and Defender's view of them", ""]
     out += _md_table(ALERT_HEADINGS[0], ALERT_HEADINGS[1:], (_alert_cells(a) for a in r.alerts))
     return "\n".join(out) + "\n"
@@ -212,7 +224,8 @@ th,td{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:left;vertical-alig
 th{background:#f3f5f7}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .summary{display:flex;gap:1rem;flex-wrap:wrap}.card{border:1px solid #d0d7de;border-radius:6px;padding:.6rem 1rem}
 .card b{display:block;font-size:1.4rem}.note{color:#57606a}
-svg text{font:12px system-ui,sans-serif}
+svg{vertical-align:top;margin-right:1rem}svg text{font:12px system-ui,sans-serif}
+.summary{margin-bottom:1rem}
 """
 
 
@@ -259,7 +272,7 @@ def render_html(r: Report) -> str:
         )
     )
     sections = "".join(
-        f"<h2>By {_e(title.lower())}</h2>"
+        f"<h2>By {_e(title if title.startswith('AI') else title.lower())}</h2>"
         + _html_table(title, HEADINGS, ([x.name, *_cells(x)] for x in lines), f"by-{title.split()[-1].lower()}")
         for title, lines in (("AI platform", r.platforms), ("User", r.users), ("Device", r.devices))
     )
