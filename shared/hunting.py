@@ -42,6 +42,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("Correlation", "string"),
     ("ResolvedBy", "string"),
     ("AlertDelaySeconds", "real"),
+    ("CombinedRiskScore", "real"),
+    ("RiskFactors", "dynamic"),
 )
 TABLE = "NoxysInteractions_CL"
 STREAM = "Custom-NoxysInteractions"
@@ -60,6 +62,8 @@ class Delivered:
     correlation: str = ""  # the ledger state: alert_created, coalesced, no_device, no_anchor, …
     resolved_by: str = ""  # aadDeviceId, fqdn, hostname or ip
     delay_seconds: float | None = None  # webhook → alert, for the event that raised it
+    combined_risk: float | None = None
+    risk_factors: list[dict[str, Any]] | None = None  # [{factor, value, weight}]: types and counts only
 
 
 def row(event: Envelope, delivered: Delivered | None = None) -> dict[str, Any]:
@@ -97,4 +101,6 @@ def row(event: Envelope, delivered: Delivered | None = None) -> dict[str, Any]:
         "Correlation": d.correlation,
         "ResolvedBy": d.resolved_by,
         "AlertDelaySeconds": d.delay_seconds,
+        "CombinedRiskScore": d.combined_risk,
+        "RiskFactors": d.risk_factors or [],
     }

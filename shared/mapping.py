@@ -16,14 +16,14 @@ What the SOC analyst sees in the Defender portal is decided here, so the rules a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from shared import pii, platforms
 from shared.events import Envelope
 
 Severity = Literal["Low", "Medium", "High"]
-_RANK: dict[Severity, int] = {"Low": 0, "Medium": 1, "High": 2}
+RANK: dict[Severity, int] = {"Low": 0, "Medium": 1, "High": 2}
 MAX_TITLE = 200
 MAX_DESCRIPTION = 4000
 
@@ -56,8 +56,8 @@ def severity_from_risk(score: float | None) -> Severity:
     return "Low"
 
 
-def _at_least(sev: Severity, floor: Severity) -> Severity:
-    return sev if _RANK[sev] >= _RANK[floor] else floor
+def at_least(sev: Severity, floor: Severity) -> Severity:
+    return sev if RANK[sev] >= RANK[floor] else floor
 
 
 def _clip(text: str, limit: int) -> str:
@@ -87,7 +87,7 @@ def _draft_for_interaction(event: Envelope) -> AlertDraft:
 
     severity = severity_from_risk(it.risk_score)
     if action == "block" or (it.classification_level or "").lower() == "restricted":
-        severity = _at_least(severity, "Medium")
+        severity = at_least(severity, "Medium")
 
     if event.type == "interaction.policy_violated":
         title = f"Policy violation - {policy.name if policy and policy.name else 'Noxys policy'}"
@@ -178,6 +178,13 @@ def _draft_for_alert(event: Envelope) -> AlertDraft:
         recommended_action=recommended,
         platform=platform,
     )
+
+
+def with_assessment(draft: AlertDraft, line: str, severity: Severity) -> AlertDraft:
+    """The draft with the combined-risk line under its headline and the severity it gives."""
+    head, _, rest = draft.description.partition("\n")
+    description = _clip(f"{head}\n{line}\n{rest}", MAX_DESCRIPTION)
+    return replace(draft, severity=at_least(severity, draft.severity), description=description)
 
 
 def _score(score: float | None) -> str:

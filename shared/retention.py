@@ -24,6 +24,7 @@ from shared.storage import EntityTable
 
 log = logging.getLogger(__name__)
 PAGE = 100
+PLATFORM_MEMORY_DAYS = 90  # "a platform this user never used before" looks this far back
 FINAL = [s.value for s in LedgerState if s.final]
 
 
@@ -44,6 +45,8 @@ def rules(settings: Settings, now: datetime) -> list[Rule]:
     groups = (now - timedelta(days=settings.groups_retention_days)).timestamp()
     dead = (now - timedelta(days=settings.dead_letter_retention_days)).timestamp()
     counters = _hour(now - timedelta(days=settings.counters_retention_days))
+    patterns = int((now - timedelta(days=settings.patterns_retention_days)).timestamp() * 1000)
+    platforms = now - timedelta(days=PLATFORM_MEMORY_DAYS)
     final = " or ".join(f"state eq '{s}'" for s in FINAL)
     return [
         Rule(
@@ -66,6 +69,16 @@ def rules(settings: Settings, now: datetime) -> list[Rule]:
             "DeadLetters",
             f"PartitionKey eq 'deadletter' and dead_at lt {dead:.3f}",
             f"dead letters for {settings.dead_letter_retention_days} days",
+        ),
+        Rule(
+            "Patterns",
+            f"RowKey ge 'o-' and RowKey lt 'o-{patterns:015d}'",
+            f"pattern observations for {settings.patterns_retention_days} days (the windows span 24 h)",
+        ),
+        Rule(
+            "Patterns",
+            f"RowKey eq 'platforms' and Timestamp lt datetime'{platforms:%Y-%m-%dT%H:%M:%SZ}'",
+            f"a user's known platforms for {PLATFORM_MEMORY_DAYS} days after their last event",
         ),
     ]
 

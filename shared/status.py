@@ -99,7 +99,7 @@ def _queue_stats(deps: StatusDeps) -> dict[str, Any]:
     return out
 
 
-STATE_TABLES = ("Ledger", "Groups", "Devices", "Counters", "DeadLetters", "Held", "Audit", "Pacing")
+STATE_TABLES = ("Ledger", "Groups", "Devices", "Counters", "DeadLetters", "Held", "Audit", "Pacing", "Patterns")
 
 
 def _table_stats(deps: StatusDeps) -> dict[str, Any]:

@@ -8,6 +8,8 @@ Where a person appears in the connector's own state:
   found by reading each message (an event can be held before it ever reaches the ledger).
 * **Groups** — the storm-coalescing groups those events led or joined (no identity of their own,
   but tied to the person's events).
+* **Patterns** — the risk windows: the person's own partition (their recent events, platforms
+  and PII types) and their events' rows in their devices' partitions.
 * **Audit** — the Defender calls made for those events (event ids only).
 
 Not personal data, so not searched: the device cache (machine ids by device name), counters,
@@ -30,11 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.delivery.message import QueuedEvent
+from shared.delivery.patterns import partition
 from shared.hunting import TABLE as HUNTING_TABLE
 from shared.storage import EntityTable
 
-SEARCHED = ("Ledger", "Held", "DeadLetters", "Groups", "Audit")
-ERASE_ORDER = ("Audit", "Held", "DeadLetters", "Groups", "Ledger")  # the index (Ledger) last: resumable
+SEARCHED = ("Ledger", "Held", "DeadLetters", "Groups", "Patterns", "Audit")
+ERASE_ORDER = ("Audit", "Patterns", "Held", "DeadLetters", "Groups", "Ledger")  # the index (Ledger) last
 
 
 def _literal(text: str) -> str:
@@ -100,17 +103,25 @@ class SubjectRequests:
         progress("Ledger")
         query = f"RowKey eq 'event' and (user eq {wanted[0]} or user eq {wanted[1]} or user_id eq {wanted[1]})"
         found.rows["Ledger"] = [_plain(e) for e in self._table("Ledger").query_entities(query)]
-        for name, partition in (("Held", "held"), ("DeadLetters", "deadletter")):
+        for name, kept_in in (("Held", "held"), ("DeadLetters", "deadletter")):
             progress(name)
-            rows = self._table(name).query_entities(f"PartitionKey eq {_literal(partition)}")
+            rows = self._table(name).query_entities(f"PartitionKey eq {_literal(kept_in)}")
             found.rows[name] = [_plain(e) for e in rows if is_subject(str(e.get("message") or ""), user)]
         progress("Groups")
         found.rows["Groups"] = list(self._groups(found))
+        progress("Patterns")
+        found.rows["Patterns"] = list(self._patterns(user, found.event_ids))
         progress("Audit")
         ids = found.event_ids
         audit = self._table("Audit").list_entities(results_per_page=1000)
         found.rows["Audit"] = [_plain(e) for e in audit if e.get("event_id") and str(e["event_id"]) in ids]
         return found
+
+    def _patterns(self, user: str, ids: set[str]) -> Iterator[dict[str, Any]]:
+        own = {partition("u", user.lower()), partition("u", user)}
+        for e in self._table("Patterns").list_entities(results_per_page=1000):
+            if e["PartitionKey"] in own or (e.get("event_id") and str(e["event_id"]) in ids):
+                yield _plain(e)
 
     def _groups(self, found: Findings) -> Iterator[dict[str, Any]]:
         from azure.core.exceptions import ResourceNotFoundError

@@ -30,9 +30,11 @@ from shared.delivery.forward import Delivery
 from shared.delivery.hold import Held
 from shared.delivery.ledger import Ledger
 from shared.delivery.pacing import Pacer, quotas_from
+from shared.delivery.patterns import PatternStore
 from shared.delivery.ports import Deps, IncidentApi
 from shared.delivery.sender import QueueSender, StorageQueueSender
 from shared.intake import Intake
+from shared.risk import load_config
 from shared.secrets import SecretStore, build_store
 from shared.status import StatusDeps
 
@@ -265,6 +267,8 @@ def delivery() -> Delivery:
             clock=clock(),
             incidents=incidents,
             fallback=graph_client() if s.alert_fallback == "graph" else None,
+            patterns=PatternStore(table("Patterns"), io_pool()) if s.risk_patterns else None,
+            risk=load_config(s.risk_config_file),
         )
     )
 

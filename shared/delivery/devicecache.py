@@ -8,9 +8,11 @@ unknown device does not burn the budget on every event, yet a newly onboarded on
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from shared.events import Device
+from shared.risk import DeviceView
 from shared.storage import EntityTable
 
 PARTITION = "device"
@@ -25,6 +27,19 @@ def identity(device: Device) -> str:
 class Cached:
     machine_id: str | None
     resolved_by: str
+    view: DeviceView = field(default_factory=DeviceView)
+
+
+def view_of(machine: dict[str, Any] | None) -> DeviceView:
+    """Defender's own risk, exposure and tags, from the machine record resolution fetched."""
+    if not machine:
+        return DeviceView()
+    tags = machine.get("machineTags") or []
+    return DeviceView(
+        str(machine.get("riskScore") or ""),
+        str(machine.get("exposureLevel") or ""),
+        tuple(str(t) for t in tags) if isinstance(tags, list) else (),
+    )
 
 
 MEMO_SECONDS = 60.0  # how long an instance trusts what it read from the table without reading again
@@ -57,16 +72,27 @@ class DeviceCache:
         expires = float(e.get("expires_at") or 0)
         if expires <= now:
             return None
-        found = Cached(e.get("machine_id") or None, str(e.get("resolved_by") or ""))
+        tags = tuple(t for t in str(e.get("tags") or "").split("\n") if t)
+        view = DeviceView(str(e.get("risk_score") or ""), str(e.get("exposure_level") or ""), tags)
+        found = Cached(e.get("machine_id") or None, str(e.get("resolved_by") or ""), view)
         self._memo[key] = (min(expires, now + MEMO_SECONDS), found)
         return found
 
-    def put(self, device: Device, machine_id: str | None, resolved_by: str, now: float, ttl_seconds: float) -> None:
+    def put(
+        self,
+        device: Device,
+        machine_id: str | None,
+        resolved_by: str,
+        now: float,
+        ttl_seconds: float,
+        view: DeviceView | None = None,
+    ) -> None:
         from azure.data.tables import UpdateMode
 
         if ttl_seconds <= 0:
             return
-        self._memo[self._key(device)] = (now + min(ttl_seconds, MEMO_SECONDS), Cached(machine_id, resolved_by))
+        view = view or DeviceView()
+        self._memo[self._key(device)] = (now + min(ttl_seconds, MEMO_SECONDS), Cached(machine_id, resolved_by, view))
         self._table.upsert_entity(
             {
                 "PartitionKey": PARTITION,
@@ -75,6 +101,9 @@ class DeviceCache:
                 "resolved_by": resolved_by,
                 "expires_at": now + ttl_seconds,
                 "device": identity(device),
+                "risk_score": view.risk_score,
+                "exposure_level": view.exposure_level,
+                "tags": "\n".join(view.tags),
             },
             mode=UpdateMode.REPLACE,
         )

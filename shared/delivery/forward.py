@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,15 +40,17 @@ from shared.defender.context import CallContext, calls_for
 from shared.defender.errors import DefenderError
 from shared.delivery.coalesce import Group, group_key
 from shared.delivery.deadletter import DeadLetter
-from shared.delivery.devicecache import identity
+from shared.delivery.devicecache import identity, view_of
 from shared.delivery.followups import FollowUps, Retry
 from shared.delivery.ledger import Entry, LeaseHeld, LedgerState
 from shared.delivery.message import NoteTask, QueuedEvent, TagTask, parse_task
 from shared.delivery.outcome import Kind, Outcome, from_error
+from shared.delivery.patterns import Observation
 from shared.delivery.ports import Deps
 from shared.events import Envelope
 from shared.facts import facts
-from shared.mapping import AlertDraft, draft_alert
+from shared.mapping import AlertDraft, draft_alert, with_assessment
+from shared.risk import DeviceView, Patterns, assess
 from shared.storage import is_storage_error
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,8 @@ class Attempt:
     machine_id: str = ""
     resolved_by: str = ""
     key: str = ""  # the coalescing group ("" when coalescing is off)
+    view: DeviceView = field(default_factory=DeviceView)
+    patterns: Patterns = field(default_factory=Patterns)
 
 
 class Delivery:
@@ -165,7 +169,8 @@ class Delivery:
     # ------------------------------------------------------------------ the steps
     def _deliver(self, event: Envelope, entry: Entry) -> Outcome:
         attempt = Attempt(event, entry, draft_alert(event), self.deps.clock.now())
-        for step in (self._device, self._join_group, self._recover_interrupted, self._anchor, self._lead):
+        attempt.patterns = self._patterns(event)
+        for step in (self._device, self._assess, self._join_group, self._recover_interrupted, self._anchor, self._lead):
             outcome = step(attempt)
             if outcome is not None:
                 return outcome
@@ -173,12 +178,30 @@ class Delivery:
 
     def _device(self, a: Attempt) -> Outcome | None:
         if a.entry.machine_id:  # checkpointed by an earlier attempt
-            a.machine_id = a.entry.machine_id
+            a.machine_id, a.view = a.entry.machine_id, self.deps.ledger.device_view(a.entry)
             return None
-        found, a.resolved_by = self._resolve(a.event)
+        found, a.resolved_by, a.view = self._resolve(a.event)
         if not found:
             return self._no_alert(a, Kind.NO_DEVICE, a.resolved_by, machine_id=None)
         a.machine_id = found
+        return None
+
+    def _patterns(self, event: Envelope) -> Patterns:
+        store = self.deps.patterns
+        if store is None or not self.settings.risk_patterns:
+            return Patterns(available=False, why="RISK_PATTERNS is off")
+        kept = facts(event)
+        device = identity(event.device) if event.device else ""
+        when = event.occurred_at.timestamp()
+        return store.observe(Observation(event.id, when, device, kept.user, kept.platform, kept.pii_types))
+
+    def _assess(self, a: Attempt) -> Outcome | None:
+        """The combined score: raises the draft's severity (never lowers it) and explains itself."""
+        found = assess(
+            a.event, a.patterns, a.view, self.deps.risk, base=a.draft.severity, now=a.event.occurred_at.timestamp()
+        )
+        a.draft = with_assessment(a.draft, found.line(), found.severity)
+        self.deps.ledger.note_risk(a.entry, found.score, found.factors_json())
         return None
 
     def _join_group(self, a: Attempt) -> Outcome | None:
@@ -189,7 +212,7 @@ class Delivery:
             if group:
                 return self._coalesced(a, group)
         if a.resolved_by:  # checkpoint before the paced steps: a retry does not look the machine up again
-            self.deps.ledger.checkpoint_device(a.entry, a.machine_id, a.resolved_by)
+            self.deps.ledger.checkpoint_device(a.entry, a.machine_id, a.resolved_by, a.view)
         return None
 
     def _recover_interrupted(self, a: Attempt) -> Outcome | None:
@@ -246,26 +269,28 @@ class Delivery:
         return self._created(a, alert)
 
     # ------------------------------------------------------------------ helpers of the steps
-    def _resolve(self, event: Envelope) -> tuple[str | None, str]:
+    def _resolve(self, event: Envelope) -> tuple[str | None, str, DeviceView]:
         device = event.device
         if device is None:
-            return None, "the event names no device"
+            return None, "the event names no device", DeviceView()
         # Workers of one instance resolving the same new device share one lookup.
         with self._device_locks.setdefault(identity(device), threading.Lock()):
             now = self.deps.clock.now()
             cached = self.deps.devices.get(device, now.timestamp())
             if cached:
                 if cached.machine_id:
-                    return cached.machine_id, f"{cached.resolved_by} (cached)"
-                return None, f"device {device.display_name}: {cached.resolved_by} (cached)"
+                    return cached.machine_id, f"{cached.resolved_by} (cached)", cached.view
+                return None, f"device {device.display_name}: {cached.resolved_by} (cached)", cached.view
             machine, why = devices.resolve(device, self.deps.mde, when=event.occurred_at, now=now)
             minutes = (
                 self.settings.device_cache_ttl_minutes if machine else self.settings.device_cache_negative_ttl_minutes
             )
-            self.deps.devices.put(device, str(machine["id"]) if machine else None, why, now.timestamp(), minutes * 60)
-        if machine is None:
-            return None, f"device {device.display_name}: {why}"
-        return str(machine["id"]), why
+            view = view_of(machine)
+            found = str(machine["id"]) if machine else None
+            self.deps.devices.put(device, found, why, now.timestamp(), minutes * 60, view)
+        if found is None:
+            return None, f"device {device.display_name}: {why}", view
+        return found, why, view
 
     def _find_own_alert(self, event: Envelope, machine_id: str, intent_at: float) -> dict[str, Any] | None:
         since = datetime.fromtimestamp(intent_at - 300, tz=self.deps.clock.now().tzinfo).strftime("%Y-%m-%dT%H:%M:%SZ")

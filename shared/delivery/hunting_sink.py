@@ -16,6 +16,7 @@ then shipped without the ids rather than held back for ever.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -66,7 +67,11 @@ def _ids(ledger: Ledger, event_id: str) -> tuple[bool, Delivered]:
         else None
     )
     state = entry.state.value if entry.final else ""
-    return entry.final, Delivered(entry.machine_id or None, alert, state, method(entry.resolved_by), delay)
+    factors = json.loads(entry.risk_factors) if entry.risk_factors else None
+    known = Delivered(
+        entry.machine_id or None, alert, state, method(entry.resolved_by), delay, entry.combined_risk, factors
+    )
+    return entry.final, known
 
 
 @dataclass(frozen=True)

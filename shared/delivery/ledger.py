@@ -26,6 +26,7 @@ from enum import StrEnum
 from typing import Any
 
 from shared.facts import EventFacts
+from shared.risk import DeviceView
 from shared.storage import EntityTable, table_key
 
 ROW = "event"
@@ -90,6 +91,11 @@ class Entry:
     pii_types: str | None = None
     policy_action: str | None = None
     accepted_at: float | None = None  # when the webhook accepted it (or a switch-on released it)
+    device_risk: str | None = None  # Defender's riskScore / exposureLevel / machineTags at resolution
+    device_exposure: str | None = None
+    device_tags: str | None = None  # newline-separated
+    combined_risk: float | None = None
+    risk_factors: str | None = None  # JSON: [{"factor", "value", "weight"}], types and counts only
     alert_at: float | None = None  # when its alert was created
     etag: str | None = None
 
@@ -104,7 +110,7 @@ class Entry:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Entry) if f.name != "etag"}
 _INTS = {"attempts", "errors"}
-_FLOATS = {"received_at", "updated_at", "lease_until", "intent_at", "accepted_at", "alert_at"}
+_FLOATS = {"received_at", "updated_at", "lease_until", "intent_at", "accepted_at", "alert_at", "combined_risk"}
 
 
 def _from_entity(e: Any, event_id: str) -> Entry:
@@ -201,9 +207,24 @@ class Ledger:
         self._apply(entry, lease_until=0.0, last_problem=last_problem[:500] if last_problem else entry.last_problem)
 
     # ------------------------------------------------------------------ checkpoints (state unchanged)
-    def checkpoint_device(self, entry: Entry, machine_id: str, resolved_by: str) -> None:
-        """The machine is known: a retry does not look it up again."""
-        self._apply(entry, machine_id=machine_id, resolved_by=resolved_by)
+    def checkpoint_device(self, entry: Entry, machine_id: str, resolved_by: str, view: DeviceView) -> None:
+        """The machine is known: a retry does not look it up again (nor lose Defender's view of it)."""
+        self._apply(
+            entry,
+            machine_id=machine_id,
+            resolved_by=resolved_by,
+            device_risk=view.risk_score,
+            device_exposure=view.exposure_level,
+            device_tags="\n".join(view.tags),
+        )
+
+    def device_view(self, entry: Entry) -> DeviceView:
+        tags = tuple(t for t in (entry.device_tags or "").split("\n") if t)
+        return DeviceView(entry.device_risk or "", entry.device_exposure or "", tags)
+
+    def note_risk(self, entry: Entry, score: float, factors_json: str) -> None:
+        """The combined score of this attempt (kept in memory; written with the next transition)."""
+        entry.combined_risk, entry.risk_factors = score, factors_json
 
     def checkpoint_anchor(self, entry: Entry, report_id: str, event_time: str) -> None:
         self._apply(entry, anchor_report_id=report_id, anchor_event_time=event_time)

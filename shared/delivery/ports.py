@@ -3,7 +3,7 @@ client can stand in) and the state it keeps. Built once by ``shared.wiring``, th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared import devices
@@ -14,7 +14,9 @@ from shared.delivery.deadletter import DeadLetters
 from shared.delivery.devicecache import DeviceCache
 from shared.delivery.hold import Held
 from shared.delivery.ledger import Ledger
+from shared.delivery.patterns import PatternStore
 from shared.delivery.sender import QueueSender
+from shared.risk import RiskConfig
 
 
 class MdeApi(devices.MachineApi, Protocol):
@@ -47,3 +49,5 @@ class Deps:
     incidents: IncidentApi | None = None
     fallback: AlertFallbackApi | None = None
     held: Held | None = None
+    patterns: PatternStore | None = None
+    risk: RiskConfig = field(default_factory=RiskConfig)

@@ -16,6 +16,7 @@ import pytest
 from shared import wiring
 from shared.cli import main
 from shared.delivery.message import QueuedEvent
+from shared.delivery.patterns import partition
 from tests.support import SAMPLE_DAY, Env, ledger_states, violation
 from tools.emulator.server import EmulatorServer
 from tools.simulation import Arrival, Simulation
@@ -150,13 +151,19 @@ def _rows_about(env: Env, user: str) -> dict[str, int]:
     ids |= {str(e["event_id"]) for e in held + dead}
     groups = [e for e in env.table("Groups").list_entities() if str(e.get("leader")) in ids]
     audit = [e for e in env.table("Audit").list_entities() if str(e.get("event_id")) in ids]
-    return {
-        "Ledger": len(ledger),
-        "Held": len(held),
-        "DeadLetters": len(dead),
-        "Groups": len(groups),
-        "Audit": len(audit),
+    own = partition("u", user)
+    patterns = [
+        e for e in env.table("Patterns").list_entities() if e["PartitionKey"] == own or e.get("event_id") in ids
+    ]
+    counts = {
+        "Ledger": ledger,
+        "Held": held,
+        "DeadLetters": dead,
+        "Groups": groups,
+        "Patterns": patterns,
+        "Audit": audit,
     }
+    return {name: len(rows) for name, rows in counts.items()}
 
 
 def test_export_returns_every_row_and_erase_leaves_none(
@@ -165,6 +172,7 @@ def test_export_returns_every_row_and_erase_leaves_none(
     before = _rows_about(env, "alice@acme.fr")
     assert before["Ledger"] == 4 and before["Held"] == 1 and before["DeadLetters"] == 1
     assert before["Groups"] >= 1 and before["Audit"] >= 3
+    assert before["Patterns"] == 4 + 1 + 4  # her 4 delivered events, her platforms row, their device rows
     bob_before = _rows_about(env, "bob@acme.fr")
 
     out = tmp_path / "alice.json"
@@ -187,7 +195,7 @@ def test_export_returns_every_row_and_erase_leaves_none(
     erasures = [e for e in env.table("Audit").list_entities() if e["method"] == "ERASE"]
     assert len(erasures) == 1 and "alice" not in json.dumps(dict(erasures[0]), default=str).lower()
     assert main(["subject", "erase", "--user", "alice@acme.fr", "--yes"]) == 0  # again: nothing left to do
-    assert "found: Ledger 0, Held 0, DeadLetters 0, Groups 0, Audit 0" in capsys.readouterr().out
+    assert "found: Ledger 0, Held 0, DeadLetters 0, Groups 0, Patterns 0, Audit 0" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------- correlation quality
