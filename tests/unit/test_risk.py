@@ -26,7 +26,10 @@ def event(**changes: object) -> Envelope:
     return parsed
 
 
-def factors(e: Envelope, patterns: Patterns = Patterns(), device: DeviceView = DeviceView()) -> dict[str, float]:
+NONE, PLAIN = Patterns(), DeviceView()
+
+
+def factors(e: Envelope, patterns: Patterns = NONE, device: DeviceView = PLAIN) -> dict[str, float]:
     found = assess(e, patterns, device, CFG, base="Low", now=NOW)
     return {f.name: f.weight for f in found.factors}
 
