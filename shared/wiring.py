@@ -34,6 +34,10 @@ from shared.delivery.patterns import PatternStore
 from shared.delivery.ports import Deps, IncidentApi
 from shared.delivery.sender import QueueSender, StorageQueueSender
 from shared.intake import Intake
+from shared.response.executor import Responder, ResponseDeps
+from shared.response.rules import RulesFile, load_rules
+from shared.response.store import ResponseStore
+from shared.response.ticket import HttpTickets
 from shared.risk import load_config
 from shared.secrets import SecretStore, build_store
 from shared.status import StatusDeps
@@ -249,6 +253,7 @@ def incidents_client() -> IncidentsClient:
 @_once
 def delivery() -> Delivery:
     s = settings()
+    rules = load_rules(s.response_rules_file)
     incidents: IncidentApi | None = None
     if s.incident_tagging == "graph":
         incidents = graph_client()
@@ -269,6 +274,30 @@ def delivery() -> Delivery:
             fallback=graph_client() if s.alert_fallback == "graph" else None,
             patterns=PatternStore(table("Patterns"), io_pool()) if s.risk_patterns else None,
             risk=load_config(s.risk_config_file),
+            rules=rules,
+            responder=_responder(rules) if rules else None,
+        )
+    )
+
+
+def _responder(rules: RulesFile) -> Responder:
+    s = settings()
+
+    def alert_of(event_id: str) -> str | None:
+        entry = ledger().get(event_id)
+        return entry.alert_id if entry else None
+
+    tickets = HttpTickets(s.ticket_url, s.ticket_signing_secret) if s.ticket_url and s.ticket_signing_secret else None
+    return Responder(
+        ResponseDeps(
+            rules=rules,
+            api=defender_client(),
+            store=ResponseStore(table("Responses")),
+            now=lambda: clock().now(),
+            send=lambda text, delay: queue_sender().send(s.events_queue_name, text, delay),
+            audit=audit().record,
+            alert_of=alert_of,
+            tickets=tickets,
         )
     )
 

@@ -33,8 +33,14 @@ def api_of(method: str, path: str) -> str:
         return "alerts.create"
     if p.startswith("/api/alerts"):
         return "alerts"
+    if p.startswith("/api/machineactions") or (
+        method.upper() == "POST" and p.startswith("/api/machines/") and not p.endswith("/tags")
+    ):
+        return "actions"
     if p.startswith("/api/machines"):
         return "machines"
+    if p.startswith("/api/indicators"):
+        return "indicators"
     if p.startswith("/api/advancedqueries"):
         return "hunting"
     if p.startswith("/api/incidents"):

@@ -227,6 +227,32 @@ class DefenderClient(ApiClient):
         body = self._request("PATCH", f"/api/alerts/{quote(alert_id, safe='')}", json={"comment": comment})
         return body if isinstance(body, dict) else {}
 
+    # ---- response (docs/reference/defender-api.md §8 and §9) ----
+    def machine_action(self, machine_id: str, segment: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /api/machines/{id}/isolate (or restrictCodeExecution, runAntiVirusScan, …): a MachineAction."""
+        found = self._request("POST", f"/api/machines/{quote(machine_id, safe='')}/{segment}", json=body)
+        if not isinstance(found, dict) or "id" not in found:
+            raise DefenderError(502, "BadResponse", f"{segment} answered without a machine action id")
+        return found
+
+    def list_machine_actions(self, odata_filter: str) -> list[dict[str, Any]]:
+        body = self._request("GET", "/api/machineactions", params={"$filter": odata_filter})
+        return list(body.get("value", [])) if isinstance(body, dict) else []
+
+    def get_machine_action(self, action_id: str) -> dict[str, Any]:
+        body = self._request("GET", f"/api/machineactions/{quote(action_id, safe='')}")
+        return body if isinstance(body, dict) else {}
+
+    def tag_machine(self, machine_id: str, tag: str) -> dict[str, Any]:
+        body = self._request(
+            "POST", f"/api/machines/{quote(machine_id, safe='')}/tags", json={"Value": tag, "Action": "Add"}
+        )
+        return body if isinstance(body, dict) else {}
+
+    def add_indicator(self, indicator: dict[str, Any]) -> dict[str, Any]:
+        body = self._request("POST", "/api/indicators", json=indicator)
+        return body if isinstance(body, dict) else {}
+
 
 class GraphClient(ApiClient):
     """Microsoft Graph security: incident tags and the beta createAlert fallback."""

@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,13 +43,15 @@ from shared.delivery.deadletter import DeadLetter
 from shared.delivery.devicecache import identity, view_of
 from shared.delivery.followups import FollowUps, Retry
 from shared.delivery.ledger import Entry, LeaseHeld, LedgerState
-from shared.delivery.message import NoteTask, QueuedEvent, TagTask, parse_task
+from shared.delivery.message import ActionStatusTask, NoteTask, QueuedEvent, ResponseTask, TagTask, parse_task
 from shared.delivery.outcome import Kind, Outcome, from_error
 from shared.delivery.patterns import Observation
 from shared.delivery.ports import Deps
 from shared.events import Envelope
 from shared.facts import facts
 from shared.mapping import AlertDraft, draft_alert, with_assessment
+from shared.response.rules import why_not
+from shared.response.situation import situation
 from shared.risk import DeviceView, Patterns, assess
 from shared.storage import is_storage_error
 
@@ -87,6 +89,12 @@ class Delivery:
             return self.followups.note(task, queue)
         if isinstance(task, TagTask):
             return self.followups.tag_task(task, queue)
+        if isinstance(task, ResponseTask | ActionStatusTask):
+            if self.deps.responder is None:
+                return Outcome(Kind.RESPONDED, detail="automated response is off (no RESPONSE_RULES_FILE)")
+            if isinstance(task, ResponseTask):
+                return self.deps.responder.handle(task)
+            return self.deps.responder.follow(task)
         return self._event(task, queue, priority)
 
     def _event(self, task: QueuedEvent, queue: str, priority: bool) -> Outcome:
@@ -305,6 +313,7 @@ class Delivery:
     def _created(self, a: Attempt, alert: dict[str, Any], *, recovered: bool = False) -> Outcome:
         alert_id = str(alert["id"])
         incident = str(alert["incidentId"]) if alert.get("incidentId") is not None else None
+        self._respond(a, alert_id, None)  # before the ledger's final write: a retry enqueues it again
         self.deps.ledger.mark_created(a.entry, alert_id, incident, at=self.deps.clock.now().timestamp())
         self.followups.after_created(a.key, alert_id, incident, a.event.id)
         how = " (found after an interrupted attempt)" if recovered else ""
@@ -319,6 +328,7 @@ class Delivery:
     def _coalesced(self, a: Attempt, group: Group) -> Outcome:
         alert_id = group.alert_id or ""
         into = alert_id or f"event {group.leader}"
+        self._respond(a, alert_id or None, None if alert_id else group.leader)
         self.deps.ledger.mark_coalesced(a.entry, into, a.key, alert_id or None, a.machine_id, a.resolved_by)
         self.followups.schedule_note(a.key, group)
         return Outcome(
@@ -326,6 +336,29 @@ class Delivery:
             detail=f"into {'alert ' + alert_id if alert_id else 'the alert of ' + into}",
             alert_id=alert_id or None,
         )
+
+    def _respond(self, a: Attempt, alert_id: str | None, leader: str | None) -> None:
+        """Queue the response rules' work when at least one rule applies; the executor does the rest
+        (exactly once per action, whatever happens to this attempt)."""
+        rules = self.deps.rules
+        if rules is None or not a.machine_id:
+            return
+        found = situation(a.event, a.draft, a.entry.combined_risk, a.view, a.patterns, rules)
+        if all(why_not(rule, found) is not None for rule in rules.rules):
+            return
+        kept = facts(a.event)
+        task = ResponseTask(
+            event_id=a.event.id,
+            machine_id=a.machine_id,
+            alert_id=alert_id,
+            leader_event=leader,
+            situation=asdict(found),
+            domain=a.draft.platform.domains[0] if a.draft.platform.domains else "",
+            user=kept.user,
+            device_name=kept.device_name,
+            first_received_at=self.deps.clock.now(),
+        )
+        self.deps.sender.send(self.settings.events_queue_name, task.to_text(), 0)
 
     def _no_alert(self, a: Attempt, kind: Kind, why: str, *, machine_id: str | None) -> Outcome:
         fallback = self.deps.fallback

@@ -9,7 +9,7 @@ pacing slots this event holds (see ``shared.delivery.pacing``).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -59,11 +59,37 @@ class TagTask(_Task):
     event_id: str | None = None
 
 
-Task = Annotated[QueuedEvent | NoteTask | TagTask, Field(discriminator="kind")]
-_TASK: TypeAdapter[QueuedEvent | NoteTask | TagTask] = TypeAdapter(Task)
+class ResponseTask(_Task):
+    """Run the response rules for one event that reached an alert (its own, or one it joined).
+    Everything the rules judge is in the task, so a redelivery judges exactly the same."""
+
+    kind: Literal["response"] = "response"
+    event_id: str
+    machine_id: str
+    alert_id: str | None = None
+    leader_event: str | None = None  # coalesced before the leader's alert existed: read it from the ledger
+    situation: dict[str, Any]
+    domain: str = ""
+    user: str = ""
+    device_name: str = ""
 
 
-def parse_task(text: str | bytes) -> QueuedEvent | NoteTask | TagTask:
+class ActionStatusTask(_Task):
+    """Follow one machine action until Defender reports a final state."""
+
+    kind: Literal["action_status"] = "action_status"
+    event_id: str
+    row: str
+    action_id: str
+    alert_id: str | None = None
+
+
+AnyTask = QueuedEvent | NoteTask | TagTask | ResponseTask | ActionStatusTask
+Task = Annotated[AnyTask, Field(discriminator="kind")]
+_TASK: TypeAdapter[AnyTask] = TypeAdapter(Task)
+
+
+def parse_task(text: str | bytes) -> AnyTask:
     """Messages written before ``kind`` existed are events."""
     import json
 

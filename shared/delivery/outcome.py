@@ -28,6 +28,7 @@ class Kind(StrEnum):
     NOTED = "noted"
     TAGGED = "tagged"
     HELD = "held"
+    RESPONDED = "responded"
 
 
 @dataclass(frozen=True)

@@ -195,4 +195,6 @@ def quotas_from(settings: Any) -> dict[str, Quota]:
         "hunting": Quota(((60, settings.hunting_rate_per_minute), (3600, settings.hunting_rate_per_hour))),
         "graph": Quota(((60, settings.graph_rate_per_minute),)),
         "incidents": Quota(((60, settings.incidents_rate_per_minute),)),
+        "actions": Quota(((60, 100), (3600, 1500))),  # machine actions: §8
+        "indicators": Quota(((60, 100),)),  # §9
     }

@@ -85,6 +85,9 @@ class PatternStore:
         new_platform = bool(known) and _platform_property(o.platform) not in (known or {}) and bool(o.platform)
         if record and o.user and o.platform:
             self._remember_platform(partition("u", o.user), o)
+        if not record:  # explain: the windows as they would be with this event in them
+            mine = {"at": o.at, "platform": o.platform, "pii_types": o.pii_types}
+            device_rows, user_rows = device_rows + [mine] * bool(o.device), user_rows + [mine] * bool(o.user)
         return Patterns(
             device_seen=tuple(float(r["at"]) for r in device_rows),
             user_seen=tuple(float(r["at"]) for r in user_rows),

@@ -16,6 +16,8 @@ from shared.delivery.hold import Held
 from shared.delivery.ledger import Ledger
 from shared.delivery.patterns import PatternStore
 from shared.delivery.sender import QueueSender
+from shared.response.executor import Responder
+from shared.response.rules import RulesFile
 from shared.risk import RiskConfig
 
 
@@ -51,3 +53,5 @@ class Deps:
     held: Held | None = None
     patterns: PatternStore | None = None
     risk: RiskConfig = field(default_factory=RiskConfig)
+    rules: RulesFile | None = None
+    responder: Responder | None = None

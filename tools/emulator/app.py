@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from tools.emulator import hunting, logs, vault
+from tools.emulator import hunting, logs, response, vault
 from tools.emulator.state import GRAPH_AUDIENCE, MDE_AUDIENCES, ApiError, DefenderState, TokenError
 
 FINDBYIP = re.compile(r"^findbyip\(ip='([0-9a-fA-F.:]+)',timestamp=([0-9T:.\-Z+]+)\)$")
@@ -28,6 +28,12 @@ URLS = Map(
         Rule("/<tenant>/oauth2/v2.0/token", endpoint="token", methods=["POST"]),
         Rule("/api/machines", endpoint="machines", methods=["GET"]),
         Rule("/api/machines/<key>", endpoint="machine", methods=["GET"]),
+        Rule("/api/machines/<machine_id>/tags", endpoint="machine_tags", methods=["POST"]),
+        Rule("/api/machines/<machine_id>/<segment>", endpoint="machine_action", methods=["POST"]),
+        Rule("/api/machineactions", endpoint="machine_actions", methods=["GET"]),
+        Rule("/api/machineactions/<action_id>", endpoint="machine_action_status", methods=["GET"]),
+        Rule("/api/indicators", endpoint="indicators", methods=["GET", "POST"]),
+        Rule("/tickets", endpoint="tickets", methods=["POST"]),
         Rule("/api/advancedqueries/run", endpoint="hunting", methods=["POST"]),
         Rule("/api/alerts/CreateAlertByReference", endpoint="create_alert", methods=["POST"]),
         Rule("/api/alerts", endpoint="alerts", methods=["GET"]),
@@ -146,6 +152,36 @@ class EmulatorApp:
         if key.startswith("findbyip"):
             raise ApiError(400, "InvalidInput", "findbyip needs ip='...' and timestamp=... .")
         return _json(200, self.state.get_machine(key))
+
+    # ---- response: machine actions, tags, indicators (docs/reference/defender-api.md §8 and §9) ----
+    def on_machine_action(self, request: Request, machine_id: str, segment: str) -> Response:
+        if segment not in response.ACTIONS:
+            raise NotFound()
+        claims = self._auth(request, (response.ACTIONS[segment][1],), "actions")
+        body = request.get_json(silent=True)
+        return _json(201, self.state.machine_action(machine_id, segment, body, str(claims.get("appid"))))
+
+    def on_machine_actions(self, request: Request) -> Response:
+        self._auth(request, ("Machine.Read.All", "Machine.ReadWrite.All"), "actions")
+        return _json(200, {"value": self.state.list_machine_actions(request.args.get("$filter"))})
+
+    def on_machine_action_status(self, request: Request, action_id: str) -> Response:
+        self._auth(request, ("Machine.Read.All", "Machine.ReadWrite.All"), "actions")
+        return _json(200, self.state.get_machine_action(action_id))
+
+    def on_machine_tags(self, request: Request, machine_id: str) -> Response:
+        self._auth(request, ("Machine.ReadWrite.All",), "machines")
+        return _json(200, self.state.tag_machine(machine_id, request.get_json(silent=True)))
+
+    def on_indicators(self, request: Request) -> Response:
+        if request.method == "GET":
+            self._auth(request, ("Ti.ReadWrite.All", "Ti.Read.All"), "indicators")
+            return _json(200, {"value": list(self.state.response.indicators)})
+        claims = self._auth(request, ("Ti.ReadWrite.All",), "indicators")
+        return _json(200, self.state.add_indicator(request.get_json(silent=True), str(claims.get("appid"))))
+
+    def on_tickets(self, request: Request) -> Response:
+        return _json(201, self.state.receive_ticket(dict(request.headers.items()), request.get_data()))
 
     def on_alerts(self, request: Request) -> Response:
         self._auth(request, ("Alert.Read.All", "Alert.ReadWrite.All"), "alerts")

@@ -27,6 +27,7 @@ QUOTAS: dict[str, list[tuple[int, int]]] = {
     "hunting": [(60, 45), (3600, 1500)],
     "incidents": [(60, 50)],
     "actions": [(60, 100), (3600, 1500)],
+    "indicators": [(60, 100)],
 }
 
 

@@ -35,6 +35,11 @@ class StateFile:
             self.state.merged = dict(saved.get("merged", {}))
             self.state.logs.rows = list(saved.get("hunting_rows", []))
             self.state.next_alert = int(saved.get("next_alert", len(self.state.alerts) + 1))
+            self.state.response.actions = list(saved.get("machine_actions", []))
+            self.state.response.indicators = list(saved.get("indicators", []))
+            self.state.response.tickets = list(saved.get("tickets", []))
+            for m in self.state.machines:  # tags the connector added
+                m["machineTags"] = list(saved.get("machine_tags", {}).get(m["id"], m.get("machineTags") or []))
         return True
 
     def save(self) -> None:
@@ -46,6 +51,10 @@ class StateFile:
                 "merged": self.state.merged,
                 "hunting_rows": self.state.logs.rows,
                 "next_alert": self.state.next_alert,
+                "machine_actions": self.state.response.actions,
+                "indicators": self.state.response.indicators,
+                "tickets": self.state.response.tickets,
+                "machine_tags": {m["id"]: m.get("machineTags") or [] for m in self.state.machines},
             }
             text = json.dumps(doc, default=str)
         tmp = self.path.with_suffix(".tmp")

@@ -24,6 +24,7 @@ from tools.emulator.entra import GRAPH_AUDIENCE, MDE_AUDIENCES, Entra
 from tools.emulator.graph import Graph
 from tools.emulator.logs import LogsState, declared_columns
 from tools.emulator.mde import Mde
+from tools.emulator.response import Response, ResponseState
 from tools.emulator.vault import VaultState
 
 __all__ = [
@@ -41,7 +42,7 @@ __all__ = [
 DEFAULT_FIXTURE = Path(__file__).with_name("fixtures") / "default.json"
 
 
-class DefenderState(Entra, Mde, Graph):
+class DefenderState(Entra, Mde, Graph, Response):
     """Tenants, apps, machines, network events, alerts and quotas of one emulated tenant set."""
 
     def __init__(
@@ -74,6 +75,7 @@ class DefenderState(Entra, Mde, Graph):
         self.on_change: Callable[[], None] | None = None  # persistence (tools.emulator.persist)
         self.incident_delay = 0.0
         self.pending_incidents: dict[str, datetime] = {}
+        self.response = ResponseState()
         self.load(fixture if fixture is not None else json.loads(DEFAULT_FIXTURE.read_text()))
 
     # ---------------------------------------------------------------- fixture
@@ -107,5 +109,8 @@ class DefenderState(Entra, Mde, Graph):
             "throttled": dict(self.throttled),
             "injected": dict(self.faults.injected),
             "graph_alerts": [dict(a) for a in self.graph_alerts],
+            "machine_actions": [self._public(self._advance(a)) for a in self.response.actions],
+            "indicators": list(self.response.indicators),
+            "tickets": list(self.response.tickets),
             "calls": list(self.calls),
         }

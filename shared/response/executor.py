@@ -1,0 +1,321 @@
+"""Carrying out the response rules for one event: judge, reserve, send once, follow, tell.
+
+For each rule the event meets (``shared.response.rules``), in order:
+
+1. a dry-run rule records each would-be action and says so on the alert — nothing is sent;
+2. an excluded device (one of the rule's ``exclude_device_tags``) is never touched;
+3. otherwise the device's cooldown is taken (or found held by another event: skip), an isolation
+   takes a place in the hour's cap across all instances, Defender is asked what is already pending
+   on the device, and each action is claimed in the store *before* it is sent — so a redelivered
+   task or a worker killed mid-way never sends it twice;
+4. a machine action is then followed (a queue task polls it, backing off) until Defender reports
+   Succeeded, Failed, TimeOut or Cancelled; every verdict and final state goes to the audit trail
+   and, as one comment per rule, onto the alert the SOC is looking at.
+
+Calls go through the same client, hence the same shared pacing budgets and audit, as the alert path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from shared.defender.context import CallContext, calls_for
+from shared.defender.errors import CallRecord, DefenderError
+from shared.delivery.message import ActionStatusTask, ResponseTask
+from shared.delivery.outcome import Kind, Outcome, from_error
+from shared.response import rules as r
+from shared.response.store import ActionRow, ResponseStore
+
+log = logging.getLogger(__name__)
+FOLLOW_FIRST = 30.0  # seconds before the first status read; then doubling, at most 10 min apart
+FOLLOW_FOR_HOURS = 24.0
+SEGMENT = {
+    "isolate": "isolate",
+    "restrict_app_execution": "restrictCodeExecution",
+    "av_scan": "runAntiVirusScan",
+    "collect_investigation_package": "collectInvestigationPackage",
+}
+
+
+class ResponseApi(Protocol):
+    def machine_action(self, machine_id: str, segment: str, body: dict[str, Any]) -> dict[str, Any]: ...
+    def list_machine_actions(self, odata_filter: str) -> list[dict[str, Any]]: ...
+    def get_machine_action(self, action_id: str) -> dict[str, Any]: ...
+    def tag_machine(self, machine_id: str, tag: str) -> dict[str, Any]: ...
+    def add_indicator(self, indicator: dict[str, Any]) -> dict[str, Any]: ...
+    def comment_alert(self, alert_id: str, comment: str) -> dict[str, Any]: ...
+
+
+class TicketSink(Protocol):
+    def open(self, msg_id: str, body: dict[str, Any]) -> str:
+        """POST the signed ticket; its reference (or the HTTP status) on success, DefenderError otherwise."""
+
+
+@dataclass
+class ResponseDeps:
+    rules: r.RulesFile
+    api: ResponseApi
+    store: ResponseStore
+    now: Callable[[], datetime]
+    send: Callable[[str, float], None]  # a task's text back on the queue after a delay
+    audit: Callable[[CallRecord], None]
+    alert_of: Callable[[str], str | None]  # the alert a (leader) event raised, from the ledger
+    tickets: TicketSink | None = None
+
+
+def situation_of(task: ResponseTask) -> r.Situation:
+    s = task.situation
+    return r.Situation(
+        str(s["event_type"]),
+        s["severity"],
+        float(s["combined_risk"]),
+        str(s["platform_id"]),
+        str(s["platform_name"]),
+        str(s["policy_action"]),
+        tuple(s.get("device_tags") or ()),
+        {str(k): int(v) for k, v in (s.get("counts") or {}).items()},
+    )
+
+
+class Responder:
+    def __init__(self, deps: ResponseDeps) -> None:
+        self.deps = deps
+
+    # ------------------------------------------------------------------ a response task
+    def handle(self, task: ResponseTask) -> Outcome:
+        alert_id = task.alert_id or (self.deps.alert_of(task.leader_event) if task.leader_event else None)
+        if not alert_id and task.leader_event and task.attempt < 20:
+            self._later(task, 30.0)  # the group's alert is not created yet: its comment needs it
+            return Outcome(Kind.RETRY_AFTER, detail="waiting for the group's alert", retry_after=30.0)
+        situation, lines = situation_of(task), []
+        with calls_for(CallContext(task.event_id, task.attempt)):
+            try:
+                for i, rule in enumerate(self.deps.rules.rules):
+                    if r.why_not(rule, situation) is None:
+                        lines += self._rule(task, i, rule, situation, alert_id)
+            except DefenderError as exc:
+                outcome = from_error(exc, "response")
+                if outcome.kind == Kind.RETRY_AFTER:
+                    self._later(task, outcome.retry_after or 60.0)
+                return outcome
+        return Outcome(Kind.RESPONDED, detail="; ".join(lines) or "no rule applies", alert_id=alert_id)
+
+    def _later(self, task: ResponseTask | ActionStatusTask, delay: float) -> None:
+        self.deps.send(task.model_copy(update={"attempt": task.attempt + 1}).to_text(), delay)
+
+    def _rule(self, task: ResponseTask, i: int, rule: r.Rule, s: r.Situation, alert_id: str | None) -> list[str]:
+        comment = self.deps.store.claim(ActionRow(task.event_id, f"r{i:02d}-comment", rule.name, "comment"))
+        tag = r.excluded_by(rule, s)
+        if tag:
+            self._record(task, rule.name, "excluded", f"device tag {tag}", "skipped")
+            return [f"{rule.name}: device excluded by tag {tag}"]
+        now = self.deps.now().timestamp()
+        guard = self._guard(task, rule, now)
+        said = [self._action(task, i, j, rule, action, guard, now) for j, action in enumerate(rule.then)]
+        if alert_id and comment[1]:
+            head = "Noxys response (dry run: nothing was sent)" if rule.dry_run else "Noxys response"
+            self.deps.api.comment_alert(alert_id, f"{head}, rule '{rule.name}': " + "; ".join(said) + ".")
+        return [f"{rule.name}: " + "; ".join(said)]
+
+    def _guard(self, task: ResponseTask, rule: r.Rule, now: float) -> r.Guard:
+        if rule.dry_run:
+            return r.Guard()
+        limits, store = self.deps.rules.limits, self.deps.store
+        until, owner = store.take_cooldown(task.machine_id, task.event_id, now, limits.device_cooldown_minutes * 60)
+        count, holders = 0, tuple[str, ...]()
+        if any(a.action == "isolate" for a in rule.then) and (until <= now or owner == task.event_id):
+            count, holders = store.take_isolation(task.event_id, now, limits.max_isolations_per_hour)
+        pending: dict[str, str] = {}
+        if any(a.action in SEGMENT for a in rule.then):  # never an action while the same one runs
+            for found in self.deps.api.list_machine_actions(f"machineId eq '{task.machine_id}'"):
+                if found.get("status") in ("Pending", "InProgress"):
+                    pending.setdefault(str(found.get("type")), str(found.get("id")))
+        return r.Guard(until, owner, count, holders, pending)
+
+    def _action(
+        self, task: ResponseTask, i: int, j: int, rule: r.Rule, action: r.Action, guard: r.Guard, now: float
+    ) -> str:
+        what = r.describe(action)
+        row = ActionRow(task.event_id, f"r{i:02d}a{j:02d}", rule.name, action.action, machine_id=task.machine_id)
+        row.at, row.dry_run = now, rule.dry_run
+        row, fresh = self.deps.store.claim(row)
+        if row.final or row.state == "sent":
+            return f"{what}: {row.state}{' ' + row.detail if row.detail else ''} (already recorded)"
+        verdict, why = r.verdict(action, rule, task.event_id, guard, self.deps.rules.limits, now)
+        if verdict != "send":
+            row.state, row.detail = ("dry_run", "would " + what) if verdict == "dry_run" else ("skipped", why)
+            self._settle(task, row)
+            return f"would {what}" if verdict == "dry_run" else f"{what}: skipped ({why})"
+        if not fresh and action.action in SEGMENT:  # an earlier attempt may have sent it: ask Defender
+            adopted = self._adopt(task, action, row)
+            if adopted:
+                return adopted
+        return self._send(task, action, row, what)
+
+    def _adopt(self, task: ResponseTask, action: r.Action, row: ActionRow) -> str | None:
+        kind = r.MACHINE_ACTION_TYPE[action.action]
+        since = datetime.fromtimestamp(row.at - 5, self.deps.now().tzinfo).strftime("%Y-%m-%dT%H:%M:%S")
+        query = f"machineId eq '{task.machine_id}' and type eq '{kind}'"
+        found = [a for a in self.deps.api.list_machine_actions(query) if str(a.get("creationDateTimeUtc")) >= since]
+        if not found:
+            return None
+        row.state, row.action_id, row.detail = "sent", str(found[0]["id"]), "found after an interrupted attempt"
+        self.deps.store.save(row)
+        self._follow(task, row)
+        return f"{r.describe(action)}: sent (action {row.action_id}, found after an interrupted attempt)"
+
+    def _send(self, task: ResponseTask, action: r.Action, row: ActionRow, what: str) -> str:
+        comment = f"Noxys response rule '{row.rule}' (event {task.event_id})"
+        try:
+            done = self._call(task, action, comment)
+        except DefenderError as exc:
+            if exc.transient:
+                raise  # the task is retried; the row stays 'intended' and is checked first
+            row.state, row.detail = "error", f"{exc.status} {exc.code}"
+            self._settle(task, row)
+            return f"{what}: refused ({exc.status} {exc.code})"
+        if action.action in SEGMENT:
+            row.state, row.action_id = "sent", done
+            self.deps.store.save(row)
+            self._record(task, row.rule, row.action, f"sent, action {done}", "sent")
+            self._follow(task, row)
+            return f"{what}: sent (action {done})"
+        row.state, row.detail = "done", done
+        self._settle(task, row)
+        return f"{what}: done{' (' + done + ')' if done else ''}"
+
+    def _call(self, task: ResponseTask, action: r.Action, comment: str) -> str:
+        api = self.deps.api
+        match action:
+            case r.Isolate():
+                body = {"Comment": comment, "IsolationType": action.isolation_type}
+                return str(api.machine_action(task.machine_id, SEGMENT[action.action], body)["id"])
+            case r.AvScan():
+                body = {"Comment": comment, "ScanType": action.scan_type}
+                return str(api.machine_action(task.machine_id, SEGMENT[action.action], body)["id"])
+            case r.RestrictAppExecution() | r.CollectInvestigationPackage():
+                return str(api.machine_action(task.machine_id, SEGMENT[action.action], {"Comment": comment})["id"])
+            case r.TagDevice():
+                api.tag_machine(task.machine_id, action.tag)
+                return ""
+            case r.BlockDomain():
+                return self._indicator(task, action, comment)
+            case _:
+                return self._ticket(task, comment)
+
+    def _indicator(self, task: ResponseTask, action: r.BlockDomain, comment: str) -> str:
+        if not task.domain:
+            raise DefenderError(400, "NoDomain", "the platform's domain is unknown")
+        expires = self.deps.now() + timedelta(hours=action.expires_after_hours)
+        found = self.deps.api.add_indicator(
+            {
+                "indicatorValue": task.domain,
+                "indicatorType": "DomainName",
+                "action": action.indicator_action,
+                "title": f"Noxys: {action.indicator_action.lower()} {task.domain}",
+                "description": comment,
+                "expirationTime": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "severity": "Medium",
+                "generateAlert": False,
+            }
+        )
+        return f"indicator {found.get('id', '?')} until {expires:%Y-%m-%d %H:%M}Z"
+
+    def _ticket(self, task: ResponseTask, comment: str) -> str:
+        if self.deps.tickets is None:
+            raise DefenderError(400, "TicketNotConfigured", "TICKET_URL or its signing secret is not set")
+        body = {
+            "type": "noxys.response.ticket",
+            "event_id": task.event_id,
+            "summary": comment,
+            "severity": task.situation.get("severity"),
+            "combined_risk": task.situation.get("combined_risk"),
+            "platform": task.situation.get("platform_name"),
+            "user": task.user,
+            "device": {"name": task.device_name, "defender_machine_id": task.machine_id},
+            "defender_alert_id": task.alert_id,
+            "created_at": self.deps.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        return self.deps.tickets.open(f"noxys-{task.event_id}-ticket"[:200], body)
+
+    def _settle(self, task: ResponseTask, row: ActionRow) -> None:
+        self.deps.store.save(row)
+        self._record(task, row.rule, row.action, row.detail, row.state)
+
+    def _record(self, task: ResponseTask | ActionStatusTask, rule: str, action: str, detail: str, state: str) -> None:
+        self.deps.audit(
+            CallRecord(
+                time=self.deps.now().timestamp(),
+                service="response",
+                method=action.upper(),
+                path=f"{state}: rule '{rule}'" + (f" ({detail})" if detail else ""),
+                status=200,
+                latency_ms=0,
+                correlation_id=None,
+                error_code=None if state not in ("error", "Failed", "TimeOut", "Cancelled") else state,
+                event_id=task.event_id,
+                attempt=task.attempt,
+            )
+        )
+
+    # ------------------------------------------------------------------ following a machine action
+    def _follow(self, task: ResponseTask, row: ActionRow) -> None:
+        status = ActionStatusTask(
+            event_id=task.event_id,
+            row=row.key,
+            action_id=row.action_id,
+            alert_id=task.alert_id,
+            first_received_at=self.deps.now(),
+        )
+        self.deps.send(status.to_text(), FOLLOW_FIRST)
+
+    def follow(self, task: ActionStatusTask) -> Outcome:
+        row = self.deps.store.get(task.event_id, task.row)
+        if row is None or row.final:
+            return Outcome(Kind.RESPONDED, detail="already final")
+        with calls_for(CallContext(task.event_id, task.attempt)):
+            try:
+                status = str(self.deps.api.get_machine_action(task.action_id).get("status") or "")
+            except DefenderError as exc:
+                if exc.transient:
+                    self._later(task, min(FOLLOW_FIRST * 2**task.attempt, 600.0))
+                return from_error(exc, "machine action status")
+            if status not in ("Succeeded", "Failed", "TimeOut", "Cancelled"):
+                if self.deps.now() - task.first_received_at > timedelta(hours=FOLLOW_FOR_HOURS):
+                    status = "TimeOut"
+                else:
+                    self._later(task, min(FOLLOW_FIRST * 2**task.attempt, 600.0))
+                    return Outcome(Kind.RETRY_AFTER, detail=f"action {task.action_id} {status or 'unknown'}")
+            row.state, row.detail = status, f"action {task.action_id}"
+            self._settle_followed(task, row)
+        return Outcome(Kind.RESPONDED, detail=f"{row.action} {status}")
+
+    def _settle_followed(self, task: ActionStatusTask, row: ActionRow) -> None:
+        self.deps.store.save(row)
+        self._record(task, row.rule, row.action, row.detail, row.state)
+        alert_id = task.alert_id or self.deps.alert_of(task.event_id)
+        if alert_id:
+            self.deps.api.comment_alert(
+                alert_id, f"Noxys response, rule '{row.rule}': {row.action} on the device {row.state} ({row.detail})."
+            )
+
+
+def describe_plan(rules: r.RulesFile, s: r.Situation) -> list[str]:
+    """``rules try``: which rules fire for a situation and what each would do, acting on nothing."""
+    out = []
+    for rule in rules.rules:
+        why = r.why_not(rule, s)
+        if why is not None:
+            out.append(f"✗ {rule.name}: does not apply ({why})")
+            continue
+        tag = r.excluded_by(rule, s)
+        if tag:
+            out.append(f"✗ {rule.name}: applies, but the device is excluded (tag {tag})")
+            continue
+        mode = "dry run: would record and comment" if rule.dry_run else "live: would send"
+        out.append(f"✓ {rule.name} ({mode}): " + "; ".join(r.describe(a) for a in rule.then))
+    return out

@@ -1,0 +1,172 @@
+"""What the response executor remembers, in Table Storage, shared by every instance.
+
+* **Action rows** (partition = the event): one per (rule, action) of the event, inserted *before*
+  anything is sent. A redelivered task, or one a killed worker left half done, finds the row and
+  never sends twice; a row still ``intended`` means the last attempt may have sent the action
+  without recording it, so the executor asks Defender before sending again.
+* **Guards** (partition ``guard``): the per-device cooldown (who holds it, until when) and the
+  isolations of the last hour, changed only with ETags, so two instances never both pass.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from shared.storage import EntityTable, table_key
+
+GUARD = "guard"
+FINAL_STATES = ("Succeeded", "Failed", "TimeOut", "Cancelled", "done", "dry_run", "skipped", "error")
+
+
+@dataclass
+class ActionRow:
+    event_id: str
+    key: str
+    rule: str
+    action: str
+    state: str = "intended"
+    machine_id: str = ""
+    action_id: str = ""
+    detail: str = ""
+    at: float = 0.0
+    dry_run: bool = False
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+def _row(e: Any, event_id: str) -> ActionRow:
+    return ActionRow(
+        event_id,
+        str(e["RowKey"]),
+        str(e.get("rule") or ""),
+        str(e.get("action") or ""),
+        str(e.get("state") or "intended"),
+        str(e.get("machine_id") or ""),
+        str(e.get("action_id") or ""),
+        str(e.get("detail") or ""),
+        float(e.get("at") or 0),
+        bool(e.get("dry_run")),
+    )
+
+
+class ResponseStore:
+    def __init__(self, table: EntityTable) -> None:
+        self._table = table
+
+    # ------------------------------------------------------------------ action rows
+    def claim(self, row: ActionRow) -> tuple[ActionRow, bool]:
+        """Insert the row; (the row as stored, True) when this call created it."""
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            self._table.create_entity(self._entity(row))
+        except ResourceExistsError:
+            return self.get(row.event_id, row.key) or row, False
+        return row, True
+
+    def get(self, event_id: str, key: str) -> ActionRow | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return _row(self._table.get_entity(table_key(event_id), key), event_id)
+        except ResourceNotFoundError:
+            return None
+
+    def save(self, row: ActionRow) -> None:
+        from azure.data.tables import UpdateMode
+
+        self._table.upsert_entity(self._entity(row), mode=UpdateMode.REPLACE)
+
+    @staticmethod
+    def _entity(row: ActionRow) -> dict[str, Any]:
+        return {
+            "PartitionKey": table_key(row.event_id),
+            "RowKey": row.key,
+            "event_id": row.event_id,
+            "rule": row.rule[:200],
+            "action": row.action,
+            "state": row.state,
+            "machine_id": row.machine_id,
+            "action_id": row.action_id,
+            "detail": row.detail[:1000],
+            "at": row.at,
+            "dry_run": row.dry_run,
+        }
+
+    def recent(self, since: float) -> dict[str, Any]:
+        """Actions since ``since``: counts by action and state, dry runs, and the failures' reasons."""
+        rows = self._table.query_entities(f"at ge {since:.3f} and PartitionKey ne '{GUARD}'", results_per_page=1000)
+        counts: Counter[str] = Counter()
+        failures: list[str] = []
+        dry = 0
+        for e in rows:
+            counts[f"{e.get('action')} {e.get('state')}"] += 1
+            dry += 1 if e.get("dry_run") else 0
+            if e.get("state") in ("Failed", "TimeOut", "Cancelled", "error"):
+                failures.append(
+                    f"{e.get('action')} ({e.get('rule')}): {e.get('state')} {e.get('detail') or ''}".strip()
+                )
+        return {"by_action_and_state": dict(sorted(counts.items())), "dry_runs": dry, "failures": failures[-10:]}
+
+    # ------------------------------------------------------------------ guards
+    def _guard(self, key: str) -> tuple[dict[str, Any], str | None]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            e = self._table.get_entity(GUARD, key)
+        except ResourceNotFoundError:
+            return {}, None
+        return dict(e), e.metadata.get("etag")
+
+    def _write_guard(self, key: str, values: dict[str, Any], etag: str | None) -> bool:
+        """False when another instance changed the guard first (the caller reads again)."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+        from azure.data.tables import UpdateMode
+
+        entity = {"PartitionKey": GUARD, "RowKey": key, **values}
+        try:
+            if etag is None:
+                self._table.create_entity(entity)
+            else:
+                self._table.update_entity(
+                    entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+        except (ResourceExistsError, ResourceModifiedError):
+            return False
+        return True
+
+    def take_cooldown(self, machine_id: str, event_id: str, now: float, seconds: float) -> tuple[float, str]:
+        """Hold the device's cooldown for ``event_id`` unless someone else holds it; (until, holder)."""
+        key = f"device-{machine_id}"
+        for _ in range(5):
+            values, etag = self._guard(key)
+            until, owner = float(values.get("until") or 0), str(values.get("owner") or "")
+            if (until > now and owner != event_id) or owner == event_id or seconds <= 0:
+                return until, owner
+            if self._write_guard(key, {"until": now + seconds, "owner": event_id}, etag):
+                return now + seconds, event_id
+        return self.cooldown(machine_id)
+
+    def cooldown(self, machine_id: str) -> tuple[float, str]:
+        values, _ = self._guard(f"device-{machine_id}")
+        return float(values.get("until") or 0), str(values.get("owner") or "")
+
+    def take_isolation(self, event_id: str, now: float, limit: int) -> tuple[int, tuple[str, ...]]:
+        """Count this event among the last hour's isolations if there is room; (count, holders)."""
+        for _ in range(5):
+            values, etag = self._guard("isolations")
+            recent = [(t, e) for t, e in json.loads(values.get("recent") or "[]") if now - float(t) < 3600]
+            holders = tuple(e for _, e in recent)
+            if event_id in holders or len(recent) >= limit:
+                return len(recent), holders
+            if self._write_guard("isolations", {"recent": json.dumps([*recent, (now, event_id)])}, etag):
+                return len(recent) + 1, (*holders, event_id)
+        values, _ = self._guard("isolations")
+        recent = [(t, e) for t, e in json.loads(values.get("recent") or "[]") if now - float(t) < 3600]
+        return len(recent), tuple(e for _, e in recent)

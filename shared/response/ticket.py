@@ -1,0 +1,47 @@
+"""Opening a ticket: a POST of a documented JSON body to ``TICKET_URL``, signed with the Standard
+Webhooks scheme (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``) so that a ServiceNow,
+Jira or Teams relay can verify it came from this connector, exactly as the connector verifies
+Noxys. The ``webhook-id`` is derived from the event, so a relay that deduplicates on it (as the
+scheme recommends) never opens the same ticket twice, even if the connector sends it again after
+a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from shared.defender.client import _session
+from shared.defender.errors import DefenderError
+from shared.webhook import sign
+
+
+class HttpTickets:
+    def __init__(self, url: str, secret: str, timeout: float = 15.0) -> None:
+        self.url, self.secret, self.timeout = url, secret, timeout
+        self._http = _session()
+
+    def open(self, msg_id: str, body: dict[str, Any]) -> str:
+        import requests
+
+        data = json.dumps(body).encode()
+        stamp = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(stamp),
+            "webhook-signature": sign(self.secret, msg_id, stamp, data),
+        }
+        try:
+            resp = self._http.post(self.url, data=data, headers=headers, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise DefenderError(0, "TicketUnreachable", f"{exc.__class__.__name__} posting the ticket") from None
+        if resp.status_code >= 300:
+            raise DefenderError(resp.status_code, "TicketRefused", f"the ticket endpoint answered {resp.status_code}")
+        try:
+            answer = resp.json()
+        except ValueError:
+            answer = {}
+        reference = answer.get("number") or answer.get("id") if isinstance(answer, dict) else None
+        return f"ticket {reference}" if reference else f"ticket accepted ({resp.status_code})"
