@@ -18,7 +18,7 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
-from shared import cli_compliance, logsafe, status, wiring
+from shared import cli_compliance, cli_response, logsafe, status, wiring
 from shared.audit import export
 from shared.cli_env import defender_problem, local_values, settings_from_local, storage_problem, when
 from shared.config import ConfigError
@@ -221,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_send_sample, _add_export_audit, _add_replay, _add_test_connection, _add_status):
         add(sub)
     cli_compliance.add_parsers(sub)
+    cli_response.add_parsers(sub)
     return p
 
 

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.config import Settings
+from shared.response.rules import load_rules
 from shared.secrets import VaultUnavailable
 
 if TYPE_CHECKING:
@@ -105,8 +106,15 @@ class Need:
 
 
 def required_permissions(settings: Settings) -> dict[str, tuple[Need, ...]]:
-    """Permissions per API that the enabled functions need: {scope: (needs...)}."""
-    needs: dict[str, tuple[Need, ...]] = {settings.defender_scope: tuple(Need(r) for r in REQUIRED)}
+    """Permissions per API that the enabled functions need: {scope: (needs...)}; a live response
+    rule needs the permission behind each of its actions."""
+    response = load_rules(settings.response_rules_file)
+    live = [
+        Need(role, f"automated response (rule{'s' if len(names) > 1 else ''} {', '.join(repr(n) for n in names)})",
+             "or set those rules to \"dry_run\": true")
+        for role, names in (response.permissions() if response else {}).items()
+    ]  # fmt: skip
+    needs: dict[str, tuple[Need, ...]] = {settings.defender_scope: (*(Need(r) for r in REQUIRED), *live)}
     graph: list[Need] = []
     if settings.incident_tagging == "graph":
         graph.append(Need("SecurityIncident.ReadWrite.All", "incident tagging", "or set INCIDENT_TAGGING=off"))

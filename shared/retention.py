@@ -71,6 +71,11 @@ def rules(settings: Settings, now: datetime) -> list[Rule]:
             f"dead letters for {settings.dead_letter_retention_days} days",
         ),
         Rule(
+            "Responses",
+            f"PartitionKey ne 'guard' and at lt {ledger:.3f}",
+            f"response actions for {settings.ledger_retention_days} days, like the ledger",
+        ),
+        Rule(
             "Patterns",
             f"RowKey ge 'o-' and RowKey lt 'o-{patterns:015d}'",
             f"pattern observations for {settings.patterns_retention_days} days (the windows span 24 h)",

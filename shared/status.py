@@ -24,6 +24,8 @@ from shared.delivery.deadletter import DeadLetters
 from shared.delivery.hold import Held
 from shared.delivery.ledger import Ledger
 from shared.health import connection_test, expiry_warning, explain
+from shared.response.rules import load_rules
+from shared.response.store import ResponseStore
 from shared.secrets import SecretStore, VaultUnavailable
 
 if TYPE_CHECKING:
@@ -99,7 +101,9 @@ def _queue_stats(deps: StatusDeps) -> dict[str, Any]:
     return out
 
 
-STATE_TABLES = ("Ledger", "Groups", "Devices", "Counters", "DeadLetters", "Held", "Audit", "Pacing", "Patterns")
+STATE_TABLES = (
+    "Ledger", "Groups", "Devices", "Counters", "DeadLetters", "Held", "Audit", "Pacing", "Patterns", "Responses",
+)  # fmt: skip
 
 
 def _table_stats(deps: StatusDeps) -> dict[str, Any]:
@@ -242,6 +246,50 @@ def read_record(deps: StatusDeps) -> dict[str, Any] | None:
     return record
 
 
+def _response_stats(deps: StatusDeps, now: datetime) -> dict[str, Any]:
+    """Automated response: on or off, its rules, and what it did in the last 24 h."""
+    try:
+        rules = load_rules(deps.settings.response_rules_file)
+    except ConfigError as exc:
+        return {"configured": True, "error": str(exc)}
+    if rules is None:
+        return {"configured": False}
+    live = [r.name for r in rules.rules if not r.dry_run]
+    out: dict[str, Any] = {"configured": True, "rules": len(rules.rules), "live": live}
+    try:
+        out |= ResponseStore(deps.table("Responses")).recent((now - timedelta(hours=24)).timestamp())
+    except Exception as exc:  # status must still answer when the table is unreachable
+        out["table_error"] = exc.__class__.__name__
+    return out
+
+
+def _render_hunting(hunting: dict[str, Any]) -> str:
+    if hunting.get("configured"):
+        return f"  hunting table NoxysInteractions_CL: on, {hunting.get('rows_waiting', '?')} row(s) waiting to ship"
+    return (
+        "  hunting table NoxysInteractions_CL: not configured (HUNTING_INGESTION_ENDPOINT and "
+        "HUNTING_DCR_IMMUTABLE_ID unset): nothing is sent"
+    )
+
+
+def _render_response(r: dict[str, Any]) -> list[str]:
+    if not r.get("configured"):
+        return ["  automated response: off (RESPONSE_RULES_FILE not set): no action is ever taken"]
+    if r.get("error"):
+        return [f"  automated response: REFUSED — {r['error']}"]
+    live = r.get("live") or []
+    lines = [
+        f"  automated response: {r['rules']} rule(s), {len(live)} live"
+        + (f" ({', '.join(live)})" if live else "")
+        + f", the rest dry run; last 24 h: {r.get('dry_runs', 0)} dry-run action(s)"
+    ]
+    done = r.get("by_action_and_state") or {}
+    if done:
+        lines.append("    actions: " + ", ".join(f"{k} {v}" for k, v in done.items()))
+    lines += [f"    ! {f}" for f in r.get("failures") or []]
+    return lines
+
+
 def snapshot(deps: StatusDeps) -> dict[str, Any]:
     """The health record plus live counters (24 h), queue depths, dead letters and held events."""
     s = deps.settings
@@ -257,6 +305,7 @@ def snapshot(deps: StatusDeps) -> dict[str, Any]:
         "dead_letters": deps.dead_letters().count(),
         "held": deps.held().count(),
         "hunting": _hunting_stats(deps),
+        "response": _response_stats(deps, now),
         "health": read_record(deps),
     }
     snap["findings"] = [asdict(f) for f in explain(snap)]
@@ -282,16 +331,8 @@ def render(snap: dict[str, Any]) -> str:
         f"  queues: {q['waiting']} waiting (oldest {q['oldest_age_seconds'] or 0} s), {q['poison']} poison; "
         f"{snap['dead_letters']} dead letter(s); {snap['held']} held",
     ]
-    hunting = snap.get("hunting") or {}
-    if hunting.get("configured"):
-        lines.append(
-            f"  hunting table NoxysInteractions_CL: on, {hunting.get('rows_waiting', '?')} row(s) waiting to ship"
-        )
-    else:
-        lines.append(
-            "  hunting table NoxysInteractions_CL: not configured (HUNTING_INGESTION_ENDPOINT and "
-            "HUNTING_DCR_IMMUTABLE_ID unset): nothing is sent"
-        )
+    lines.append(_render_hunting(snap.get("hunting") or {}))
+    lines += _render_response(snap.get("response") or {})
     if h:
         conn = h.get("connection") or {}
         lines.append(f"  last health check {h.get('checked_at')}: connection {'OK' if conn.get('ok') else 'FAILING'}")

@@ -10,6 +10,7 @@ Where a person appears in the connector's own state:
   but tied to the person's events).
 * **Patterns** — the risk windows: the person's own partition (their recent events, platforms
   and PII types) and their events' rows in their devices' partitions.
+* **Responses** — the automated response actions taken (or recorded) for those events.
 * **Audit** — the Defender calls made for those events (event ids only).
 
 Not personal data, so not searched: the device cache (machine ids by device name), counters,
@@ -36,8 +37,8 @@ from shared.delivery.patterns import partition
 from shared.hunting import TABLE as HUNTING_TABLE
 from shared.storage import EntityTable
 
-SEARCHED = ("Ledger", "Held", "DeadLetters", "Groups", "Patterns", "Audit")
-ERASE_ORDER = ("Audit", "Patterns", "Held", "DeadLetters", "Groups", "Ledger")  # the index (Ledger) last
+SEARCHED = ("Ledger", "Held", "DeadLetters", "Groups", "Patterns", "Responses", "Audit")
+ERASE_ORDER = ("Audit", "Responses", "Patterns", "Held", "DeadLetters", "Groups", "Ledger")  # the index last
 
 
 def _literal(text: str) -> str:
@@ -111,6 +112,9 @@ class SubjectRequests:
         found.rows["Groups"] = list(self._groups(found))
         progress("Patterns")
         found.rows["Patterns"] = list(self._patterns(user, found.event_ids))
+        progress("Responses")
+        responses = self._table("Responses").list_entities(results_per_page=1000)
+        found.rows["Responses"] = [_plain(e) for e in responses if str(e.get("event_id")) in found.event_ids]
         progress("Audit")
         ids = found.event_ids
         audit = self._table("Audit").list_entities(results_per_page=1000)

@@ -1,0 +1,160 @@
+"""Operator commands for risk and response: ``explain``, ``rules check`` and ``rules try``.
+
+``explain`` and ``rules try`` judge an event file as the delivery would *now* — with the pattern
+windows as they stand in storage and Defender's current view of the device when both can be
+reached (each says when it could not) — and act on nothing: no window is written, no action sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shared import devices, wiring
+from shared.cli_env import defender_problem, settings_from_local, storage_problem
+from shared.config import ConfigError
+from shared.defender.errors import DefenderError
+from shared.delivery.devicecache import identity, view_of
+from shared.delivery.patterns import Observation, PatternStore
+from shared.events import Envelope, InvalidEvents, parse_events
+from shared.facts import facts
+from shared.mapping import AlertDraft, draft_alert
+from shared.response.executor import describe_plan
+from shared.response.rules import RulesError, load_rules
+from shared.response.situation import situation
+from shared.risk import Assessment, DeviceView, Patterns, assess, load_config
+
+
+@dataclass
+class Analysis:
+    event: Envelope
+    draft: AlertDraft
+    assessment: Assessment
+    view: DeviceView
+    patterns: Patterns
+    notes: list[str] = field(default_factory=list)
+
+
+def _event(path: str) -> Envelope:
+    try:
+        (event,) = parse_events(Path(path).read_bytes())[:1]
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    except InvalidEvents as exc:
+        raise ValueError(f"{path} is not a valid Noxys event: {exc}") from None
+    return event
+
+
+def _device(event: Envelope, notes: list[str]) -> DeviceView:
+    if event.device is None:
+        notes.append("the event names no device: no Defender device factors")
+        return DeviceView()
+    problem = defender_problem()
+    if problem:
+        notes.append(f"Defender not reachable ({problem}): no Defender device factors")
+        return DeviceView()
+    now = datetime.now(UTC)
+    try:
+        machine, why = devices.resolve(event.device, wiring.defender_client(), when=event.occurred_at, now=now)
+    except (DefenderError, ConfigError) as exc:
+        notes.append(f"device lookup failed ({exc}): no Defender device factors")
+        return DeviceView()
+    if machine is None:
+        notes.append(f"device {event.device.display_name}: {why}")
+    return view_of(machine)
+
+
+def _patterns(event: Envelope, notes: list[str]) -> Patterns:
+    if storage_problem() is not None:
+        notes.append("storage not reachable: the event alone, without its pattern windows")
+        return Patterns(available=False, why="storage not reachable")
+    kept = facts(event)
+    device = identity(event.device) if event.device else ""
+    store = PatternStore(wiring.table("Patterns"))
+    observation = Observation(event.id, event.occurred_at.timestamp(), device, kept.user, kept.platform, kept.pii_types)
+    return store.observe(observation, record=False)
+
+
+def analyse(path: str) -> Analysis:
+    settings_from_local()
+    event = _event(path)
+    notes: list[str] = []
+    draft = draft_alert(event)
+    patterns, view = _patterns(event, notes), _device(event, notes)
+    cfg = load_config(wiring.settings().risk_config_file)
+    found = assess(event, patterns, view, cfg, base=draft.severity, now=event.occurred_at.timestamp())
+    return Analysis(event, draft, found, view, patterns, notes)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    try:
+        a = analyse(args.event)
+    except (ValueError, ConfigError) as exc:
+        print(f"✗ {exc}", file=sys.stderr)
+        return 2
+    f = a.assessment
+    print(f"event {a.event.id} ({a.event.type})")
+    print(f"  {f.line()}")
+    print(f"  severity: {a.draft.severity} from the event alone → {f.severity} combined")
+    for factor in f.factors:
+        print(f"    + {factor.weight:.2f}  {factor.text}  [{factor.name} = {factor.value}]")
+    for note in a.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+def cmd_rules_check(args: argparse.Namespace) -> int:
+    try:
+        rules = load_rules(args.file)
+    except RulesError as exc:
+        print(f"✗ {exc.problem}", file=sys.stderr)
+        return 1
+    assert rules is not None
+    live = [r.name for r in rules.rules if not r.dry_run]
+    print(f"✓ {args.file}: {len(rules.rules)} rule(s), {len(live)} live, {len(rules.rules) - len(live)} dry run")
+    print(f"  limits: {rules.limits.max_isolations_per_hour} isolation(s) an hour, "
+          f"{rules.limits.device_cooldown_minutes} min cooldown per device")  # fmt: skip
+    for permission, names in sorted(rules.permissions().items()):
+        print(f"  needs {permission} (for {', '.join(names)})")
+    return 0
+
+
+def cmd_rules_try(args: argparse.Namespace) -> int:
+    try:
+        rules = load_rules(args.file)
+        a = analyse(args.event)
+    except RulesError as exc:
+        print(f"✗ {exc.problem}", file=sys.stderr)
+        return 1
+    except (ValueError, ConfigError) as exc:
+        print(f"✗ {exc}", file=sys.stderr)
+        return 2
+    assert rules is not None
+    found = situation(a.event, a.draft, a.assessment.score, a.view, a.patterns, rules)
+    print(f"event {a.event.id}: severity {a.assessment.severity}, combined risk {a.assessment.score:.2f}, "
+          f"platform {found.platform_name}, device tags {list(found.device_tags) or 'none'}")  # fmt: skip
+    for line in describe_plan(rules, found):
+        print(f"  {line}")
+    for note in a.notes:
+        print(f"  note: {note}")
+    print("  (nothing was sent: rules try only judges)")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    e = sub.add_parser("explain", help="the combined risk score an event would get now, factor by factor")
+    e.add_argument("event", help="a Noxys event (JSON)")
+    e.set_defaults(run=cmd_explain)
+    r = sub.add_parser("rules", help="automated response rules: check a file, or try it on an event")
+    verbs = r.add_subparsers(dest="verb", required=True, metavar="VERB")
+    c = verbs.add_parser("check", help="validate a rules file; name the first wrong field")
+    c.add_argument("file")
+    c.set_defaults(run=cmd_rules_check)
+    t = verbs.add_parser("try", help="which rules an event would meet and what they would do (acts on nothing)")
+    t.add_argument("file")
+    t.add_argument("event")
+    t.set_defaults(run=cmd_rules_try)
