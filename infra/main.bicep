@@ -57,6 +57,12 @@ param incidentTagging string = 'graph'
 @allowed(['none', 'graph'])
 param alertFallback string = 'none'
 
+@description('Automated response rules file, relative to the app root (e.g. samples/response-rules.json); empty: no response.')
+param responseRulesFile string = ''
+
+@description('HTTPS endpoint the ticket action posts to; its signing secret goes in Key Vault as ticket-signing-secret.')
+param ticketUrl string = ''
+
 @description('Create the NoxysInteractions_CL hunting table, its Data Collection Rule, the detection rule and the workbook.')
 param enableHuntingTable bool = false
 
@@ -165,6 +171,8 @@ module app 'app/function.bicep' = {
     forwardEventTypes: forwardEventTypes
     incidentTagging: incidentTagging
     alertFallback: alertFallback
+    responseRulesFile: responseRulesFile
+    ticketUrl: ticketUrl
     huntingIngestionEndpoint: enableHuntingTable ? hunting.outputs.ingestionEndpoint : ''
     huntingDcrImmutableId: enableHuntingTable ? hunting.outputs.dcrImmutableId : ''
     maximumInstanceCount: maximumInstanceCount

@@ -16,6 +16,7 @@ import base64
 import functools
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -72,6 +73,16 @@ class ConfigError(Exception):
         super().__init__(f"setting {setting}: {problem}")
         self.setting = setting
         self.problem = problem
+
+
+APP_ROOT = Path(__file__).resolve().parents[1]
+
+
+def app_file(path: str) -> Path:
+    """A file setting (rules, risk weights): as given, else relative to the app's root — where it
+    is deployed with the code (the worker's working directory is not guaranteed to be that root)."""
+    given = Path(path)
+    return given if given.is_absolute() or given.exists() else APP_ROOT / given
 
 
 def signing_secret_ok(secret: str) -> bool:
@@ -163,6 +174,7 @@ class Settings(BaseSettings):
     response_rules_file: str | None = Field(default=None, alias="RESPONSE_RULES_FILE")
     ticket_url: str | None = Field(default=None, alias="TICKET_URL")
     ticket_signing_secret: str | None = Field(default=None, alias="TICKET_SIGNING_SECRET")
+    ticket_signing_secret_name: str = Field(default="ticket-signing-secret", alias="TICKET_SIGNING_SECRET_NAME")
     purge_limit_per_table: int = Field(default=5000, ge=100, le=100_000, alias="PURGE_LIMIT_PER_TABLE")
     table_prefix: str = Field(default="Noxys", pattern=r"^[A-Za-z][A-Za-z0-9]{0,40}$", alias="TABLE_PREFIX")
     graph_api_url: str = Field(default="https://graph.microsoft.com", alias="GRAPH_API_URL")
@@ -221,6 +233,13 @@ class Settings(BaseSettings):
                 f"unknown event type(s) {', '.join(unknown)}; expected a comma-separated list of "
                 f"{', '.join(KNOWN_EVENT_TYPES)}"
             )
+        return value
+
+    @field_validator("ticket_url")
+    @classmethod
+    def _check_ticket_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith("https://"):
+            raise ValueError("must be an https:// URL (the ticket carries the user's name and device)")
         return value
 
     @field_validator("defender_cloud")

@@ -53,7 +53,8 @@ def purge_state(settings: Settings, table: Callable[[str], EntityTable], now: da
     removed: dict[str, int] = {}
     for rule in retention.rules(settings, now):
         try:
-            removed[rule.table] = retention.purge(table(rule.table), rule, limit=settings.purge_limit_per_table)
+            gone = retention.purge(table(rule.table), rule, limit=settings.purge_limit_per_table)
+            removed[rule.table] = removed.get(rule.table, 0) + gone  # a table may have several rules
         except Exception as exc:
             log.warning("retention: %s not purged: %s", rule.table, exc.__class__.__name__)
     if any(removed.values()):

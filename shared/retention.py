@@ -83,7 +83,7 @@ def rules(settings: Settings, now: datetime) -> list[Rule]:
         Rule(
             "Patterns",
             f"RowKey eq 'platforms' and Timestamp lt datetime'{platforms:%Y-%m-%dT%H:%M:%SZ}'",
-            f"a user's known platforms for {PLATFORM_MEMORY_DAYS} days after their last event",
+            f"a user's known platforms for {PLATFORM_MEMORY_DAYS} days after the last one first seen",
         ),
     ]
 

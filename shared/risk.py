@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.config import ConfigError
+from shared.config import ConfigError, app_file
 from shared.events import Envelope
 from shared.mapping import Severity, at_least, severity_from_risk
 from shared.pii import type_codes
@@ -76,7 +75,7 @@ def load_config(path: str | None) -> RiskConfig:
     if not path:
         return RiskConfig()
     try:
-        return RiskConfig.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
+        return RiskConfig.model_validate(json.loads(app_file(path).read_text(encoding="utf-8")))
     except OSError as exc:
         raise RiskConfigError(f"{path} cannot be read ({exc.strerror})") from None
     except json.JSONDecodeError as exc:

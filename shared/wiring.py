@@ -280,6 +280,15 @@ def delivery() -> Delivery:
     )
 
 
+def ticket_secret() -> str | None:
+    """The ticket relay's signing secret: Key Vault (TICKET_SIGNING_SECRET_NAME) when configured,
+    else the setting (local development)."""
+    s, store = settings(), secret_store()
+    if store is not None:
+        return store.get(s.ticket_signing_secret_name).value
+    return s.ticket_signing_secret
+
+
 def _responder(rules: RulesFile) -> Responder:
     s = settings()
 
@@ -287,7 +296,7 @@ def _responder(rules: RulesFile) -> Responder:
         entry = ledger().get(event_id)
         return entry.alert_id if entry else None
 
-    tickets = HttpTickets(s.ticket_url, s.ticket_signing_secret) if s.ticket_url and s.ticket_signing_secret else None
+    tickets = HttpTickets(s.ticket_url, ticket_secret) if s.ticket_url else None
     return Responder(
         ResponseDeps(
             rules=rules,

@@ -15,6 +15,8 @@ param defenderCloud string
 param forwardEventTypes string
 param incidentTagging string
 param alertFallback string
+param responseRulesFile string
+param ticketUrl string
 param huntingIngestionEndpoint string
 param huntingDcrImmutableId string
 param maximumInstanceCount int
@@ -45,6 +47,9 @@ var appSettings = {
   INTEGRATION_ENABLED: 'true'
   INCIDENT_TAGGING: incidentTagging
   ALERT_FALLBACK: alertFallback
+  RESPONSE_RULES_FILE: responseRulesFile
+  TICKET_URL: ticketUrl
+  TICKET_SIGNING_SECRET_NAME: 'ticket-signing-secret'
   HUNTING_INGESTION_ENDPOINT: huntingIngestionEndpoint
   HUNTING_DCR_IMMUTABLE_ID: huntingDcrImmutableId
   HUNTING_STREAM_NAME: 'Custom-NoxysInteractions'

@@ -25,6 +25,9 @@ locals {
     "INTEGRATION_ENABLED"        = "true"
     "INCIDENT_TAGGING"           = var.incident_tagging
     "ALERT_FALLBACK"             = var.alert_fallback
+    "RESPONSE_RULES_FILE"        = var.response_rules_file
+    "TICKET_URL"                 = var.ticket_url
+    "TICKET_SIGNING_SECRET_NAME" = "ticket-signing-secret"
     "HUNTING_INGESTION_ENDPOINT" = var.enable_hunting_table ? azurerm_monitor_data_collection_endpoint.hunting[0].logs_ingestion_endpoint : ""
     "HUNTING_DCR_IMMUTABLE_ID"   = var.enable_hunting_table ? azurerm_monitor_data_collection_rule.hunting[0].immutable_id : ""
     "HUNTING_STREAM_NAME"        = "Custom-NoxysInteractions"

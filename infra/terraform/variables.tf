@@ -92,6 +92,18 @@ variable "alert_fallback" {
   default     = "none"
 }
 
+variable "response_rules_file" {
+  description = "Automated response rules file, relative to the app root (e.g. samples/response-rules.json); empty: no response."
+  type        = string
+  default     = ""
+}
+
+variable "ticket_url" {
+  description = "HTTPS endpoint the ticket action posts to; its signing secret goes in Key Vault as ticket-signing-secret."
+  type        = string
+  default     = ""
+}
+
 variable "enable_hunting_table" {
   description = "Create the NoxysInteractions_CL table, its DCR, the detection rule and the workbook."
   type        = bool

@@ -83,8 +83,8 @@ class PatternStore:
         device_rows, user_rows = found.get("d", []), found.get("u", [])
         known: dict[str, Any] | None = found.get("p")
         new_platform = bool(known) and _platform_property(o.platform) not in (known or {}) and bool(o.platform)
-        if record and o.user and o.platform:
-            self._remember_platform(partition("u", o.user), o)
+        if record and o.user and o.platform and _platform_property(o.platform) not in (known or {}):
+            self._remember_platform(partition("u", o.user), o)  # only a platform not known yet: one write less
         if not record:  # explain: the windows as they would be with this event in them
             mine = {"at": o.at, "platform": o.platform, "pii_types": o.pii_types}
             device_rows, user_rows = device_rows + [mine] * bool(o.device), user_rows + [mine] * bool(o.user)

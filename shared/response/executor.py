@@ -108,7 +108,6 @@ class Responder:
         self.deps.send(task.model_copy(update={"attempt": task.attempt + 1}).to_text(), delay)
 
     def _rule(self, task: ResponseTask, i: int, rule: r.Rule, s: r.Situation, alert_id: str | None) -> list[str]:
-        comment = self.deps.store.claim(ActionRow(task.event_id, f"r{i:02d}-comment", rule.name, "comment"))
         tag = r.excluded_by(rule, s)
         if tag:
             self._record(task, rule.name, "excluded", f"device tag {tag}", "skipped")
@@ -116,10 +115,19 @@ class Responder:
         now = self.deps.now().timestamp()
         guard = self._guard(task, rule, now)
         said = [self._action(task, i, j, rule, action, guard, now) for j, action in enumerate(rule.then)]
-        if alert_id and comment[1]:
-            head = "Noxys response (dry run: nothing was sent)" if rule.dry_run else "Noxys response"
-            self.deps.api.comment_alert(alert_id, f"{head}, rule '{rule.name}': " + "; ".join(said) + ".")
+        if alert_id:
+            self._comment(task, i, rule, alert_id, said)
         return [f"{rule.name}: " + "; ".join(said)]
+
+    def _comment(self, task: ResponseTask, i: int, rule: r.Rule, alert_id: str, said: list[str]) -> None:
+        """One comment per rule on the alert (a row remembers it was written)."""
+        row, _ = self.deps.store.claim(ActionRow(task.event_id, f"r{i:02d}-comment", rule.name, "comment"))
+        if row.state == "done":
+            return
+        head = "Noxys response (dry run: nothing was sent)" if rule.dry_run else "Noxys response"
+        self.deps.api.comment_alert(alert_id, f"{head}, rule '{rule.name}': " + "; ".join(said) + ".")
+        row.state, row.dry_run, row.at = "done", rule.dry_run, self.deps.now().timestamp()
+        self.deps.store.save(row)
 
     def _guard(self, task: ResponseTask, rule: r.Rule, now: float) -> r.Guard:
         if rule.dry_run:

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from shared.config import ConfigError
+from shared.config import ConfigError, app_file
 from shared.mapping import RANK, Severity
 
 ActionKind = Literal[
@@ -165,7 +164,7 @@ def load_rules(path: str | None) -> RulesFile | None:
     if not path:
         return None
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = app_file(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise RulesError(f"{path} cannot be read ({exc.strerror})") from None
     return parse_rules(text, path)

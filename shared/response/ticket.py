@@ -10,28 +10,38 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from shared.defender.client import _session
 from shared.defender.errors import DefenderError
+from shared.secrets import VaultUnavailable
 from shared.webhook import sign
 
 
 class HttpTickets:
-    def __init__(self, url: str, secret: str, timeout: float = 15.0) -> None:
+    """``secret`` is read at each ticket (Key Vault caches it), so a rotation needs no restart."""
+
+    def __init__(self, url: str, secret: Callable[[], str | None], timeout: float = 15.0) -> None:
         self.url, self.secret, self.timeout = url, secret, timeout
         self._http = _session()
 
     def open(self, msg_id: str, body: dict[str, Any]) -> str:
         import requests
 
+        try:
+            secret = self.secret()
+        except VaultUnavailable as exc:
+            raise DefenderError(0, "TicketSecretUnavailable", str(exc)) from None
+        if not secret:
+            raise DefenderError(400, "TicketNotConfigured", "no ticket signing secret (Key Vault or setting)")
         data = json.dumps(body).encode()
         stamp = int(time.time())
         headers = {
             "Content-Type": "application/json",
             "webhook-id": msg_id,
             "webhook-timestamp": str(stamp),
-            "webhook-signature": sign(self.secret, msg_id, stamp, data),
+            "webhook-signature": sign(secret, msg_id, stamp, data),
         }
         try:
             resp = self._http.post(self.url, data=data, headers=headers, timeout=self.timeout)

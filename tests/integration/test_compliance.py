@@ -137,6 +137,16 @@ def colour_counts(image: Any) -> dict[tuple[int, int, int], int]:
 
 
 # ---------------------------------------------------------------------- data-subject requests
+def _rows(env: Env, table: str, keep: Any) -> list[Any]:
+    """A table's rows that ``keep`` selects; none when the table was never created."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        return [e for e in env.table(table).list_entities() if keep(e)]
+    except ResourceNotFoundError:
+        return []
+
+
 def _rows_about(env: Env, user: str) -> dict[str, int]:
     """Every row that concerns ``user``, found by reading every table directly (not the product's search)."""
     ledger = [e for e in env.table("Ledger").list_entities() if str(e.get("user", "")).lower() == user]
@@ -161,6 +171,7 @@ def _rows_about(env: Env, user: str) -> dict[str, int]:
         "DeadLetters": dead,
         "Groups": groups,
         "Patterns": patterns,
+        "Responses": _rows(env, "Responses", lambda e: e.get("event_id") in ids),
         "Audit": audit,
     }
     return {name: len(rows) for name, rows in counts.items()}
@@ -195,7 +206,8 @@ def test_export_returns_every_row_and_erase_leaves_none(
     erasures = [e for e in env.table("Audit").list_entities() if e["method"] == "ERASE"]
     assert len(erasures) == 1 and "alice" not in json.dumps(dict(erasures[0]), default=str).lower()
     assert main(["subject", "erase", "--user", "alice@acme.fr", "--yes"]) == 0  # again: nothing left to do
-    assert "found: Ledger 0, Held 0, DeadLetters 0, Groups 0, Patterns 0, Audit 0" in capsys.readouterr().out
+    nothing = "found: Ledger 0, Held 0, DeadLetters 0, Groups 0, Patterns 0, Responses 0, Audit 0"
+    assert nothing in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------- correlation quality

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
 from typing import Any
 
@@ -52,7 +53,11 @@ def client(emulator: EmulatorServer, **kw: Any) -> DefenderClient:
 def test_token_carries_the_apps_roles(emulator: EmulatorServer) -> None:
     claims = jwt.decode(provider(emulator).token(), options={"verify_signature": False})
     assert claims["aud"] == "https://api.securitycenter.microsoft.com"
-    assert set(claims["roles"]) == {"Alert.ReadWrite.All", "Machine.Read.All", "AdvancedQuery.Read.All"}
+    assert set(claims["roles"]) == {
+        "Alert.ReadWrite.All", "Machine.Read.All", "AdvancedQuery.Read.All",
+        "Machine.Isolate", "Machine.RestrictExecution", "Machine.Scan", "Machine.CollectForensics",
+        "Machine.ReadWrite.All", "Ti.ReadWrite.All",
+    }  # fmt: skip  # the MDE roles only: the Graph ones go in a Graph token
     limited = jwt.decode(
         provider(emulator, client=LIMITED_CLIENT[0], secret=LIMITED_CLIENT[1]).token(),
         options={"verify_signature": False},
@@ -256,3 +261,62 @@ def test_graph_create_alert_enforces_its_documented_required_fields(
     with pytest.raises(ApiError) as err:
         emulator.state.graph_create_alert({"createAlertInput": {**good, **change}})
     assert err.value.status == 400 and words in err.value.message
+
+
+# ---------------------------------------------------------------- response (reference §8 and §9)
+def test_a_machine_action_progresses_and_cannot_be_repeated_while_it_runs(emulator: EmulatorServer) -> None:
+    api = client(emulator)  # the connector's app holds the response permissions
+    action = api.machine_action(ALICE, "isolate", {"Comment": "test", "IsolationType": "Selective"})
+    assert (action["type"], action["status"]) == ("Isolate", "Pending")
+    with pytest.raises(DefenderError) as running:
+        api.machine_action(ALICE, "isolate", {"Comment": "again", "IsolationType": "Selective"})
+    assert (running.value.status, running.value.code) == (400, "ActiveRequestAlreadyExists")
+    emulator.state.clock.advance(15)  # type: ignore[attr-defined]
+    assert api.get_machine_action(action["id"])["status"] == "InProgress"
+    emulator.state.clock.advance(60)  # type: ignore[attr-defined]
+    assert api.get_machine_action(action["id"])["status"] == "Succeeded"
+    assert api.machine_action(ALICE, "isolate", {"Comment": "now", "IsolationType": "Full"})["status"] == "Pending"
+    with pytest.raises(DefenderError, match="ScanType must be one of"):
+        api.machine_action(ALICE, "runAntiVirusScan", {"Comment": "x", "IsolationType": "Full"})
+    with pytest.raises(DefenderError) as unknown:
+        api.machine_action("0" * 40, "isolate", {"Comment": "x", "IsolationType": "Full"})
+    assert unknown.value.status == 404
+
+
+def test_each_action_needs_its_own_permission(emulator: EmulatorServer) -> None:
+    limited = client(emulator, client=LIMITED_CLIENT[0], secret=LIMITED_CLIENT[1])
+    with pytest.raises(DefenderError) as refused:
+        limited.machine_action(ALICE, "isolate", {"Comment": "x", "IsolationType": "Full"})
+    assert refused.value.status == 403 and "Machine.Isolate" in refused.value.message
+    with pytest.raises(DefenderError, match=r"Ti\.ReadWrite\.All"):
+        limited.add_indicator({"indicatorValue": "chatgpt.com", "indicatorType": "DomainName"})
+
+
+def test_indicators_are_validated_and_capped(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tools.emulator import response
+
+    api = client(emulator)  # the connector's app holds the response permissions
+    good = {"indicatorValue": "chat.deepseek.com", "indicatorType": "DomainName", "action": "Block",
+            "title": "t", "description": "d"}  # fmt: skip
+    with pytest.raises(DefenderError, match="indicatorType must be one of"):
+        api.add_indicator(good | {"indicatorType": "Domain"})
+    with pytest.raises(DefenderError, match="expirationTime must be in the future"):
+        api.add_indicator(good | {"expirationTime": "2001-01-01T00:00:00Z"})
+    assert api.add_indicator(good)["id"] == "1"
+    assert api.add_indicator(good | {"action": "Warn"})["id"] == "1"  # same value and type: updated
+    monkeypatch.setattr(response, "MAX_INDICATORS", 1)
+    with pytest.raises(DefenderError, match=r"maximum number of indicators \(1\)"):
+        api.add_indicator(good | {"indicatorValue": "gemini.google.com"})
+
+
+def test_the_ticket_receiver_verifies_the_signature(emulator: EmulatorServer) -> None:
+    from shared.response.ticket import HttpTickets
+
+    secret = "whsec_" + base64.b64encode(b"relay-secret-for-the-emulator-01").decode()
+    emulator.state.response.ticket_secret = secret
+    assert HttpTickets(f"{emulator.url}/tickets", lambda: secret).open("t-1", {"a": 1}) == "ticket INC0000001"
+    assert HttpTickets(f"{emulator.url}/tickets", lambda: secret).open("t-1", {"a": 1}).startswith("ticket accepted")
+    wrong = "whsec_" + base64.b64encode(b"not-the-relay-secret-at-all-0001").decode()
+    with pytest.raises(DefenderError) as refused:
+        HttpTickets(f"{emulator.url}/tickets", lambda: wrong).open("t-2", {"a": 1})
+    assert refused.value.status == 401 and len(emulator.state.response.tickets) == 1

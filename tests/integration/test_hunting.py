@@ -59,6 +59,9 @@ def test_rows_have_the_declared_columns_and_no_pii(hunting: Simulation, env: Env
     assert (pv["Platform"], pv["PlatformDomain"], pv["RiskScore"]) == ("ChatGPT", "chatgpt.com", 0.95)
     assert (pv["PiiTypes"], pv["PiiCount"], pv["PolicyAction"]) == (["EMAIL"], 1, "block")
     assert pv["UserPrincipalName"] == "alice@acme.fr" and pv["AadDeviceId"] == "5b1c3a9e-0d7f-4c1b-9a8e-2f6d4e3c2b1a"
+    assert (pv["Correlation"], pv["ResolvedBy"]) == ("alert_created", "aadDeviceId") and pv["AlertDelaySeconds"] >= 0
+    assert pv["CombinedRiskScore"] == 1.0  # Noxys 0.95 + restricted + block + Defender exposure Medium, capped
+    assert {f["factor"] for f in pv["RiskFactors"]} == {"classification", "policy_action", "defender_exposure"}
     created = rows["evt_01JQ900000CREATED00000001"]  # kept for hunting, never forwarded
     assert created["EventType"] == "interaction.created" and created["DefenderAlertId"] == ""
     crit = rows["evt_01JQ8Z1111CRIT0000000001"]

@@ -19,7 +19,9 @@ from shared.delivery.devicecache import DeviceCache
 from shared.delivery.hold import Held
 from shared.delivery.ledger import Ledger
 from shared.delivery.message import QueuedEvent
+from shared.delivery.patterns import Observation, PatternStore
 from shared.events import Device, parse_events
+from shared.response.store import ActionRow, ResponseStore
 from tests.support import Env, sample
 
 pytestmark = pytest.mark.integration
@@ -58,6 +60,13 @@ def _seed(env: Env, now: datetime) -> dict[str, Any]:
         dead.put(DeadLetter(event_id, "r", "", "", at.timestamp(), env.queue, "{}"))
     (event,) = parse_events(sample("high_risk"))
     Held(wiring.table("Held")).keep(QueuedEvent.new(event, old), env.queue)
+    patterns = PatternStore(wiring.table("Patterns"))
+    for event_id, at in (("evt_seen_old", old), ("evt_seen_new", recent)):  # a device row and a user row each
+        patterns.observe(Observation(event_id, at.timestamp(), "alice-laptop", "alice@acme.fr", "ChatGPT", "EMAIL"))
+    responses = ResponseStore(wiring.table("Responses"))
+    for event_id, at in (("evt_acted_old", old), ("evt_acted_new", recent)):
+        responses.save(ActionRow(event_id, "r00a00", "rule", "isolate", "Succeeded", at=at.timestamp()))
+    responses.take_cooldown("m" * 40, "evt_acted_old", old.timestamp(), 3600)  # a guard row: never purged
     return {"old": old, "recent": recent}
 
 
@@ -65,7 +74,11 @@ def test_expired_rows_go_and_live_ones_stay(env: Env, clock: ManualClock) -> Non
     now = clock.now()
     _seed(env, now)
     removed = jobs.purge_state(wiring.settings(), wiring.table, now)
-    assert removed == {"Ledger": 1, "Groups": 1, "Devices": 1, "Counters": 1, "DeadLetters": 1}
+    assert removed == {
+        "Ledger": 1, "Groups": 1, "Devices": 1, "Counters": 1, "DeadLetters": 1, "Responses": 1, "Patterns": 2,
+    }  # fmt: skip
+    assert {e["event_id"] for e in env.table("Patterns").list_entities() if "event_id" in e} == {"evt_seen_new"}
+    assert {e["PartitionKey"] for e in env.table("Responses").list_entities()} == {"evt_acted_new", "guard"}
     ledger = {e["event_id"]: e["state"] for e in env.table("Ledger").list_entities()}
     assert ledger == {"evt_new_final": "alert_created", "evt_old_live": "received"}  # live entries are never purged
     assert {k.split("/")[1] for k in _keys(env, "Groups")} == {"g-new", "g-old-note-pending"}
