@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from shared import wiring
-from shared.delivery.outcome import Kind, Outcome
+if TYPE_CHECKING:
+    from shared.delivery.outcome import Outcome
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
-QUIET = (Kind.CREATED, Kind.COALESCED, Kind.DUPLICATE, Kind.NOTED, Kind.TAGGED, Kind.RETRY_AFTER, Kind.HELD)
+QUIET = ("created", "coalesced", "duplicate", "noted", "tagged", "retry_after", "held", "responded")
 
 
 def process(body: str, *, priority: bool = False, dequeue_count: int = 1) -> Outcome:
+    from shared import wiring
+    from shared.delivery.outcome import Kind
+
     settings = wiring.settings()
     queue = settings.events_priority_queue_name if priority else settings.events_queue_name
     outcome = wiring.delivery().handle(body, queue=queue, priority=priority)
@@ -29,7 +33,7 @@ def process(body: str, *, priority: bool = False, dequeue_count: int = 1) -> Out
     wiring.counters().add(f"outcome.{outcome.kind.value}", now)
     if outcome.kind == Kind.CREATED:
         wiring.counters().mark("last_alert_at", now.isoformat())
-    level = logging.INFO if outcome.kind in QUIET else logging.WARNING
+    level = logging.INFO if outcome.kind.value in QUIET else logging.WARNING
     log.log(level, "%s try %d: %s %s", _subject(body), dequeue_count, outcome.kind.value, outcome.detail)
     return outcome
 

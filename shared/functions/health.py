@@ -3,7 +3,8 @@
 The timer does the slow checks once an hour and writes the health record; /api/health reads it
 plus live counters (cheap). The connection test is behind the admin (master) key because it
 spends Defender quota and reveals configuration. The work itself is in ``shared.status`` and
-``shared.jobs``; these functions only build it from ``shared.wiring`` and answer.
+``shared.jobs``; these functions only build it from ``shared.wiring`` and answer (importing them
+on first use: see ``shared.functions.ingest``).
 """
 
 from __future__ import annotations
@@ -13,10 +14,7 @@ import logging
 
 import azure.functions as func
 
-from shared import jobs, status, wiring
-from shared.config import ConfigError
 from shared.functions.http import json_response
-from shared.health import connection_test
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -24,11 +22,16 @@ bp = func.Blueprint()
 
 def release_held() -> int:
     """Switched back on: put every kept event back on its queue, oldest first."""
+    from shared import jobs, wiring
+
     return jobs.release_held(wiring.settings(), wiring.held(), wiring.enqueue, wiring.clock().now())
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%HEALTH_SCHEDULE%", run_on_startup=False)
 def health_check(timer: func.TimerRequest) -> None:
+    from shared import jobs, status, wiring
+    from shared.config import ConfigError
+
     if timer.past_due:
         log.info("health: timer is past due; running now")
     try:
@@ -50,6 +53,9 @@ def release_held_events(timer: func.TimerRequest) -> None:
 
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def health(req: func.HttpRequest) -> func.HttpResponse:
+    from shared import status, wiring
+    from shared.config import ConfigError
+
     try:
         snap = status.snapshot(wiring.status_deps())
     except ConfigError as exc:
@@ -61,6 +67,10 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="connector/test-connection", methods=["GET", "POST"], auth_level=func.AuthLevel.ADMIN)
 def test_connection_endpoint(req: func.HttpRequest) -> func.HttpResponse:
+    from shared import wiring
+    from shared.config import ConfigError
+    from shared.health import connection_test
+
     try:
         report = connection_test(wiring.settings(), wiring.credential())
     except ConfigError as exc:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from shared import jobs, wiring
-from shared.delivery.hunting_sink import ShipReport
-from shared.storage import is_storage_error
+if TYPE_CHECKING:
+    from shared.delivery.hunting_sink import ShipReport
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -16,6 +16,9 @@ bp = func.Blueprint()
 
 def ship_rows(*, retry_in: int = 60) -> ShipReport:
     """One drain of the hunting queue, built from the wiring (nothing when hunting is not configured)."""
+    from shared import jobs, wiring
+    from shared.delivery.hunting_sink import ShipReport
+
     s = wiring.settings()
     if not s.hunting_configured:
         return ShipReport()
@@ -28,6 +31,8 @@ def ship_rows(*, retry_in: int = 60) -> ShipReport:
 
 @bp.timer_trigger(arg_name="timer", schedule="%HUNTING_SCHEDULE%", run_on_startup=False)
 def ship_hunting_rows(timer: func.TimerRequest) -> None:
+    from shared.storage import is_storage_error
+
     try:
         ship_rows()
     except Exception as exc:  # the queue or the endpoint is down: rows stay queued for the next run

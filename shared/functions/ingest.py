@@ -1,5 +1,12 @@
 """POST /api/noxys/events: the webhook. The use case is ``shared.intake``; this only maps its
-Accepted | Refused value to an HTTP response."""
+Accepted | Refused value to an HTTP response.
+
+Like every blueprint, it imports the app's machinery (settings, models, clients) inside the
+function, not at module level: the host imports ``function_app`` to *index* the functions, and
+that import is cold-start time paid before the first request can even be routed. Indexing then
+costs little more than ``azure.functions``; the first invocation loads what it needs (bench: cold
+import).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,6 @@ from datetime import UTC, datetime
 
 import azure.functions as func
 
-from shared import intake, wiring
-from shared.config import ConfigError
 from shared.functions.http import json_response
 
 bp = func.Blueprint()
@@ -17,6 +22,9 @@ bp = func.Blueprint()
 
 def handle(body: bytes, headers: Mapping[str, str], *, now: datetime | None = None) -> func.HttpResponse:
     """The whole webhook, callable without the Functions runtime (tests, dev host, CLI)."""
+    from shared import intake, wiring
+    from shared.config import ConfigError
+
     try:
         use_case = wiring.intake()
     except ConfigError as exc:  # a body that is refused anyway is still told why first

@@ -153,15 +153,15 @@ class Responder:
         row, fresh = self.deps.store.claim(row)
         if row.final or row.state == "sent":
             return f"{what}: {row.state}{' ' + row.detail if row.detail else ''} (already recorded)"
+        if not fresh and not rule.dry_run and action.action in SEGMENT:
+            adopted = self._adopt(task, action, row)  # an earlier attempt may have sent it: ask Defender first
+            if adopted:
+                return adopted
         verdict, why = r.verdict(action, rule, task.event_id, guard, self.deps.rules.limits, now)
         if verdict != "send":
             row.state, row.detail = ("dry_run", "would " + what) if verdict == "dry_run" else ("skipped", why)
             self._settle(task, row)
             return f"would {what}" if verdict == "dry_run" else f"{what}: skipped ({why})"
-        if not fresh and action.action in SEGMENT:  # an earlier attempt may have sent it: ask Defender
-            adopted = self._adopt(task, action, row)
-            if adopted:
-                return adopted
         return self._send(task, action, row, what)
 
     def _adopt(self, task: ResponseTask, action: r.Action, row: ActionRow) -> str | None:
@@ -173,6 +173,7 @@ class Responder:
             return None
         row.state, row.action_id, row.detail = "sent", str(found[0]["id"]), "found after an interrupted attempt"
         self.deps.store.save(row)
+        self._record(task, row.rule, row.action, f"action {row.action_id} found after an interrupted attempt", "sent")
         self._follow(task, row)
         return f"{r.describe(action)}: sent (action {row.action_id}, found after an interrupted attempt)"
 
