@@ -72,8 +72,9 @@ def _response_rows(env: Env) -> list[dict[str, Any]]:
 
 
 def test_a_storm_isolates_once_tags_and_opens_one_ticket_then_cooldown_and_hourly_cap_hold(
-    sim: Simulation, env: Env, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+    sim: Simulation, env: Env, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
     _use(sim, env, emulator, monkeypatch, _rules(tmp_path, STORM_RULE, isolations=1))
     sim.run(_storm(1, 8, "ALICE-LAPTOP") + _storm(20, 4, "DAVE-MBP", start=30))
 
@@ -98,6 +99,10 @@ def test_a_storm_isolates_once_tags_and_opens_one_ticket_then_cooldown_and_hourl
     audit = [dict(e) for e in env.table("Audit").list_entities() if e["service"] == "response"]
     assert any(a["method"] == "ISOLATE" and a["path"].startswith("Succeeded") for a in audit)
     assert env.queued_texts(f"{env.queue}-poison") == []
+    assert main(["status"]) == 0
+    said = capsys.readouterr().out
+    assert "automated response: 1 rule(s), 1 live (Auto-isolate devices with repeated violations)" in said
+    assert "isolate Succeeded 1" in said and "isolate skipped" in said
 
 
 def test_a_dry_run_sends_nothing_and_says_what_it_would_have_done(
@@ -185,6 +190,30 @@ def test_the_combined_score_explains_itself_on_the_alert(
     assert line.startswith("Combined risk ") and "Defender exposure Medium (+0.01)" in line
     (entry,) = [dict(e) for e in env.table("Ledger").list_entities()]
     assert entry["combined_risk"] >= 0.95 and "defender_exposure" in entry["risk_factors"]
+
+
+def test_explain_and_rules_try_judge_an_event_against_the_windows_as_they_stand(
+    sim: Simulation, env: Env, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    rules = _rules(tmp_path, STORM_RULE | {"dry_run": True})
+    _use(sim, env, emulator, monkeypatch, rules)
+    sim.run(_storm(1, 4, "ALICE-LAPTOP"))
+    calls = len(emulator.state.calls)
+    nxt = tmp_path / "next.json"
+    doc = violation(9, policy="storm")
+    doc["created_at"] = doc["data"]["interaction"]["occurred_at"] = sim.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    nxt.write_text(json.dumps(doc))
+    assert main(["explain", str(nxt)]) == 0
+    out = capsys.readouterr().out
+    assert "5 violations on this device in 1 h (+0.08)" in out and "Defender exposure Medium (+0.01)" in out
+    assert main(["rules", "try", str(rules), str(nxt)]) == 0
+    out = capsys.readouterr().out
+    assert "✓ Auto-isolate devices with repeated violations (dry run" in out and "nothing was sent" in out
+    posted = [c for c in emulator.state.calls[calls:] if c["method"] != "GET" and "advancedqueries" not in c["path"]]
+    assert posted == []  # judged, not acted on
+    rows = [e for e in env.table("Patterns").list_entities() if e.get("event_id") == "evt_sim_00009"]
+    assert rows == []  # and not counted
 
 
 def test_test_connection_names_the_permission_a_live_rule_lacks(
