@@ -99,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     with tqdm(steps, desc="benchmarks", unit="step", file=sys.stderr) as bar:
         for name, step in bar:
             bar.set_postfix_str(name)
-            results[name] = step()
+            saved = dict(os.environ)  # each benchmark sets up its own stack: none may see another's settings
+            try:
+                results[name] = step()
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
     results["seconds"] = round(time.monotonic() - started, 1)
     print(render(results))
     if args.json:

@@ -76,7 +76,7 @@ def _patterns(event: Envelope, notes: list[str]) -> Patterns:
     device = identity(event.device) if event.device else ""
     store = PatternStore(wiring.table("Patterns"))
     observation = Observation(event.id, event.occurred_at.timestamp(), device, kept.user, kept.platform, kept.pii_types)
-    return store.observe(observation, record=False)
+    return store.read(observation, recorded=False)
 
 
 def analyse(path: str) -> Analysis:

@@ -50,7 +50,7 @@ from shared.delivery.ports import Deps
 from shared.events import Envelope
 from shared.facts import facts
 from shared.mapping import AlertDraft, draft_alert, with_assessment
-from shared.response.rules import why_not
+from shared.response.rules import repeats, why_not
 from shared.response.situation import situation
 from shared.risk import DeviceView, Patterns, assess
 from shared.storage import is_storage_error
@@ -71,7 +71,9 @@ class Attempt:
     resolved_by: str = ""
     key: str = ""  # the coalescing group ("" when coalescing is off)
     view: DeviceView = field(default_factory=DeviceView)
-    patterns: Patterns = field(default_factory=Patterns)
+    observation: Observation | None = None
+    patterns: Patterns | None = None  # read lazily (``Delivery._windows``)
+    assessed: bool = False
 
 
 class Delivery:
@@ -177,8 +179,8 @@ class Delivery:
     # ------------------------------------------------------------------ the steps
     def _deliver(self, event: Envelope, entry: Entry) -> Outcome:
         attempt = Attempt(event, entry, draft_alert(event), self.deps.clock.now())
-        attempt.patterns = self._patterns(event)
-        for step in (self._device, self._assess, self._join_group, self._recover_interrupted, self._anchor, self._lead):
+        self._record(attempt)  # every event counts in the windows, whatever becomes of it
+        for step in (self._device, self._join_group, self._assess, self._recover_interrupted, self._anchor, self._lead):
             outcome = step(attempt)
             if outcome is not None:
                 return outcome
@@ -194,22 +196,37 @@ class Delivery:
         a.machine_id = found
         return None
 
-    def _patterns(self, event: Envelope) -> Patterns:
+    def _record(self, a: Attempt) -> None:
         store = self.deps.patterns
         if store is None or not self.settings.risk_patterns:
-            return Patterns(available=False, why="RISK_PATTERNS is off")
-        kept = facts(event)
-        device = identity(event.device) if event.device else ""
-        when = event.occurred_at.timestamp()
-        return store.observe(Observation(event.id, when, device, kept.user, kept.platform, kept.pii_types))
+            return
+        kept = facts(a.event)
+        device = identity(a.event.device) if a.event.device else ""
+        when = a.event.occurred_at.timestamp()
+        a.observation = Observation(a.event.id, when, device, kept.user, kept.platform, kept.pii_types)
+        store.record(a.observation)
 
-    def _assess(self, a: Attempt) -> Outcome | None:
-        """The combined score: raises the draft's severity (never lowers it) and explains itself."""
+    def _windows(self, a: Attempt) -> Patterns:
+        """The windows, read once per attempt and only when something needs them."""
+        if a.patterns is None:
+            store = self.deps.patterns
+            if store is None or a.observation is None:
+                a.patterns = Patterns(available=False, why="RISK_PATTERNS is off")
+            else:
+                a.patterns = store.read(a.observation)
+        return a.patterns
+
+    def _assess(self, a: Attempt, *, windows: bool = True) -> Outcome | None:
+        """The combined score: raises the draft's severity (never lowers it) and explains itself.
+        A coalesced event's score is only kept (hunting), so its windows are read only when the
+        rules need them anyway."""
+        patterns = self._windows(a) if windows else Patterns(available=False, why="not read for a coalesced event")
         found = assess(
-            a.event, a.patterns, a.view, self.deps.risk, base=a.draft.severity, now=a.event.occurred_at.timestamp()
+            a.event, patterns, a.view, self.deps.risk, base=a.draft.severity, now=a.event.occurred_at.timestamp()
         )
         a.draft = with_assessment(a.draft, found.line(), found.severity)
         self.deps.ledger.note_risk(a.entry, found.score, found.factors_json())
+        a.assessed = True
         return None
 
     def _join_group(self, a: Attempt) -> Outcome | None:
@@ -328,6 +345,8 @@ class Delivery:
     def _coalesced(self, a: Attempt, group: Group) -> Outcome:
         alert_id = group.alert_id or ""
         into = alert_id or f"event {group.leader}"
+        if not a.assessed:  # joined before the score was needed (not when it joined at the last moment)
+            self._assess(a, windows=bool(self.deps.rules and repeats(self.deps.rules)))
         self._respond(a, alert_id or None, None if alert_id else group.leader)
         self.deps.ledger.mark_coalesced(a.entry, into, a.key, alert_id or None, a.machine_id, a.resolved_by)
         self.followups.schedule_note(a.key, group)
@@ -343,7 +362,8 @@ class Delivery:
         rules = self.deps.rules
         if rules is None or not a.machine_id:
             return
-        found = situation(a.event, a.draft, a.entry.combined_risk, a.view, a.patterns, rules)
+        patterns = self._windows(a) if repeats(rules) else Patterns(available=False, why="no repeat condition")
+        found = situation(a.event, a.draft, a.entry.combined_risk, a.view, patterns, rules)
         if all(why_not(rule, found) is not None for rule in rules.rules):
             return
         kept = facts(a.event)

@@ -5,8 +5,10 @@ One row per observation (``o-<ms>-<event>``) in a partition per subject (``d|<de
 ``u|<user>``): an insert never conflicts, so a storm on one laptop costs no ETag retries, and a
 redelivered event inserts nothing (the row exists), so it is never counted twice. A window is one
 range query on the partition (at most :data:`MAX_ROWS` rows read: counts above that read as that
-many). A user's platforms are remembered longer, in one merged row per user, for "a platform this
-user never used before". Rows are purged by retention (``PATTERNS_RETENTION_DAYS``).
+many), read only when something needs it (an event about to raise an alert, or rules that count
+repeats). A user's platforms are remembered longer, in one merged row of the user's partition (read
+by the same query), for "a platform this user never used before". Rows are purged by retention
+(``PATTERNS_RETENTION_DAYS``).
 
 The store is an aid, never a gate: when it cannot be read, the score is the event's alone and the
 reason is logged — an alert is never held back for it.
@@ -50,6 +52,10 @@ def partition(kind: str, subject: str) -> str:
     return table_key(f"{kind}|{subject}")
 
 
+def _subjects(o: Observation) -> list[tuple[str, str]]:
+    return [(k, s) for k, s in (("d", o.device), ("u", o.user)) if s]
+
+
 def _platform_property(platform: str) -> str:
     return "p_" + hashlib.sha256(platform.encode()).hexdigest()[:16]
 
@@ -64,36 +70,44 @@ class PatternStore:
             return [c() for c in calls]
         return [f.result() for f in [self._pool.submit(c) for c in calls]]
 
-    def observe(self, o: Observation, *, record: bool = True) -> Patterns:
-        """Record ``o`` (unless ``record`` is False: ``explain``) and read the windows around it."""
+    def record(self, o: Observation) -> bool:
+        """Count ``o`` in its device's and its user's windows (a redelivery counts nothing more).
+        False when the store is unreachable (logged): the windows then miss this event."""
         try:
-            return self._observe(o, record)
+            self._all([partial(self._insert, partition(k, s), o) for k, s in _subjects(o)])
+        except Exception as exc:  # the store is an aid, never a gate
+            log.warning("patterns: event %s not recorded: %s", o.event_id, exc.__class__.__name__)
+            return False
+        return True
+
+    def read(self, o: Observation, *, recorded: bool = True) -> Patterns:
+        """The windows around ``o``; ``recorded`` False (``explain``): as they would be with it in."""
+        try:
+            return self._read(o, recorded)
         except Exception as exc:  # the store is an aid, never a gate
             log.warning("patterns unavailable for event %s: %s", o.event_id, exc.__class__.__name__)
             return Patterns(available=False, why=f"pattern store unreachable ({exc.__class__.__name__})")
 
-    def _observe(self, o: Observation, record: bool) -> Patterns:
-        subjects = [(k, s) for k, s in (("d", o.device), ("u", o.user)) if s]
-        if record:
-            self._all([partial(self._insert, partition(k, s), o) for k, s in subjects])
-        reads: list[Callable[[], Any]] = [partial(self._window, partition(k, s), o.at) for k, s in subjects]
-        if o.user:
-            reads.append(lambda: self._platforms(partition("u", o.user)))
-        found = dict(zip([k for k, _ in subjects] + (["p"] if o.user else []), self._all(reads), strict=True))
+    def _read(self, o: Observation, recorded: bool) -> Patterns:
+        subjects = _subjects(o)
+        reads = [partial(self._window, partition(k, s), o.at, with_platforms=k == "u") for k, s in subjects]
+        found = dict(zip([k for k, _ in subjects], self._all(list(reads)), strict=True))
         device_rows, user_rows = found.get("d", []), found.get("u", [])
-        known: dict[str, Any] | None = found.get("p")
-        new_platform = bool(known) and _platform_property(o.platform) not in (known or {}) and bool(o.platform)
-        if record and o.user and o.platform and _platform_property(o.platform) not in (known or {}):
-            self._remember_platform(partition("u", o.user), o)  # only a platform not known yet: one write less
-        if not record:  # explain: the windows as they would be with this event in them
-            mine = {"at": o.at, "platform": o.platform, "pii_types": o.pii_types}
+        known = next((r for r in user_rows if r.get("RowKey") == PLATFORMS_ROW), None)
+        user_rows = [r for r in user_rows if r.get("RowKey") != PLATFORMS_ROW]
+        if not recorded:
+            mine = {"at": o.at, "platform": o.platform, "pii_types": o.pii_types, "event_id": o.event_id}
             device_rows, user_rows = device_rows + [mine] * bool(o.device), user_rows + [mine] * bool(o.user)
+        earlier = {str(r.get("platform")) for r in user_rows if r.get("event_id") != o.event_id}
+        unknown = bool(o.platform) and _platform_property(o.platform) not in (known or {})
+        if recorded and o.user and unknown:
+            self._remember_platform(partition("u", o.user), o)  # only a platform not remembered yet
         return Patterns(
             device_seen=tuple(float(r["at"]) for r in device_rows),
             user_seen=tuple(float(r["at"]) for r in user_rows),
             user_pii_types=frozenset(c for r in user_rows for c in str(r.get("pii_types") or "").split(",") if c),
             user_platforms=frozenset(str(r["platform"]) for r in user_rows if r.get("platform")),
-            new_platform=new_platform,
+            new_platform=known is not None and unknown and o.platform not in earlier,
         )
 
     def _insert(self, pk: str, o: Observation) -> None:
@@ -111,24 +125,19 @@ class PatternStore:
                 }
             )
 
-    def _window(self, pk: str, now: float) -> list[dict[str, Any]]:
+    def _window(self, pk: str, now: float, *, with_platforms: bool = False) -> list[dict[str, Any]]:
+        """The partition's last 24 h (and, for a user, the platforms row in the same query)."""
         lo = f"o-{int((now - WINDOW_SECONDS) * 1000):015d}"
         hi = f"o-{int((now + 60) * 1000):015d}"
-        query = f"PartitionKey eq '{pk}' and RowKey ge '{lo}' and RowKey lt '{hi}'"
-        rows = self._table.query_entities(query, select=["at", "platform", "pii_types"], results_per_page=MAX_ROWS)
+        rows_in = f"RowKey ge '{lo}' and RowKey lt '{hi}'"
+        also = f" or RowKey eq '{PLATFORMS_ROW}'" if with_platforms else ""
+        query = f"PartitionKey eq '{pk}' and ({rows_in}{also})"
+        rows = self._table.query_entities(query, results_per_page=MAX_ROWS)
         out: list[dict[str, Any]] = []
         for page in rows.by_page():
-            out.extend(dict(r) for r in page)
+            out.extend({**r, "RowKey": r.get("RowKey")} for r in page)
             break  # one page: counts above MAX_ROWS read as MAX_ROWS
         return out
-
-    def _platforms(self, pk: str) -> dict[str, Any] | None:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            return dict(self._table.get_entity(pk, PLATFORMS_ROW))
-        except ResourceNotFoundError:
-            return None
 
     def _remember_platform(self, pk: str, o: Observation) -> None:
         from azure.data.tables import UpdateMode
