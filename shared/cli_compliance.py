@@ -20,6 +20,7 @@ from typing import Any
 from shared import correlation, report, wiring
 from shared.cli_env import defender_problem, settings_from_local, storage_problem, when
 from shared.defender.errors import DefenderError
+from shared.response.store import ResponseStore
 from shared.subject import SubjectRequests, hunting_query, purge_request
 
 RELATIVE = re.compile(r"^(\d+)\s*([mhdw])$")
@@ -109,7 +110,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     elif ids:
         reason = "not read back (--no-defender)" if args.no_defender else f"not read back: {problem}"
         defender = {i: {"error": reason} for i in ids}
-    built = report.build(entries, defender, since=since, until=until, now=datetime.now(UTC))
+    configured = bool(wiring.settings().response_rules_file)
+    actions = ResponseStore(wiring.table("Responses")).between(since.timestamp(), until.timestamp())
+    built = report.build(
+        entries, defender, since=since, until=until, now=datetime.now(UTC), actions=actions,
+        response_configured=configured,
+    )  # fmt: skip
     text = report.RENDERERS[args.format](built)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")

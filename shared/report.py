@@ -34,6 +34,7 @@ class Line:
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     alert_ids: list[str] = field(default_factory=list)
     pii_types: dict[str, int] = field(default_factory=dict)
+    actions: int = 0  # response actions taken (not dry runs, not skipped)
 
     @property
     def forwarded(self) -> int:
@@ -52,6 +53,24 @@ class AlertLine:
 
 
 @dataclass
+class ActionLine:
+    """One response action (or dry run, or skip) of an event in the period."""
+
+    at: str
+    event_id: str
+    device: str
+    user: str
+    rule: str
+    action: str
+    state: str
+    detail: str
+    dry_run: bool
+
+
+TAKEN = frozenset({"sent", "done", "Succeeded", "Failed", "TimeOut", "Cancelled"})
+
+
+@dataclass
 class Report:
     since: str
     until: str
@@ -62,6 +81,7 @@ class Report:
     devices: list[Line]
     alerts: list[AlertLine]
     response_actions: str
+    actions: list[ActionLine] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,12 +100,46 @@ def _add(line: Line, e: Entry) -> None:
         line.pii_types[code] = line.pii_types.get(code, 0) + 1
 
 
-def _lines(entries: list[Entry], key: Any) -> list[Line]:
+def _lines(entries: list[Entry], key: Any, taken: Counter[str]) -> list[Line]:
     by: dict[str, Line] = {}
     for e in entries:
         name = key(e) or "(not reported)"
-        _add(by.setdefault(name, Line(name)), e)
+        line = by.setdefault(name, Line(name))
+        _add(line, e)
+        line.actions += taken.get(e.event_id, 0)
     return sorted(by.values(), key=lambda line: (-line.events, line.name))
+
+
+def _actions(entries: list[Entry], rows: Iterable[Mapping[str, Any]]) -> list[ActionLine]:
+    by_id = {e.event_id: e for e in entries}
+    out = []
+    for row in rows:
+        e = by_id.get(str(row.get("event_id")))
+        when = datetime.fromtimestamp(float(row.get("at") or 0), UTC).strftime("%Y-%m-%d %H:%MZ")
+        device = (e.device_name if e else None) or str(row.get("machine_id") or "")
+        out.append(
+            ActionLine(
+                when,
+                str(row.get("event_id")),
+                device,
+                (e.user if e else None) or "",
+                str(row.get("rule") or ""),
+                str(row.get("action") or ""),
+                str(row.get("state") or ""),
+                str(row.get("detail") or ""),
+                bool(row.get("dry_run")),
+            )
+        )
+    return sorted(out, key=lambda a: (a.at, a.event_id, a.action))
+
+
+def _summary(actions: list[ActionLine], configured: bool) -> str:
+    if not actions and not configured:
+        return "automated response is not configured: no action was taken on any device"
+    taken = sum(1 for a in actions if a.state in TAKEN and not a.dry_run)
+    dry = sum(1 for a in actions if a.dry_run)
+    skipped = sum(1 for a in actions if a.state == "skipped")
+    return f"{taken} action(s) taken on devices, {dry} recorded as dry runs, {skipped} skipped by a guardrail"
 
 
 def _alert_of(e: Entry, leaders: Mapping[str, str]) -> str | None:
@@ -123,23 +177,29 @@ def build(
     since: datetime,
     until: datetime,
     now: datetime,
-    response_actions: str = "automated response is not configured: no action was taken on any device",
+    actions: Iterable[Mapping[str, Any]] = (),
+    response_configured: bool = False,
 ) -> Report:
-    """The report over ``entries``; ``defender`` is each alert as Defender returned it, by id."""
+    """The report over ``entries``; ``defender`` is each alert as Defender returned it, by id;
+    ``actions`` the response rows (``shared.response.store``) of the period."""
     chosen = list(entries)
+    acted = _actions(chosen, actions)
+    taken = Counter(a.event_id for a in acted if a.state in TAKEN and not a.dry_run)
     totals = Line("all")
     for e in chosen:
         _add(totals, e)
+    totals.actions = sum(taken.values())
     return Report(
         since=since.astimezone(UTC).isoformat(),
         until=until.astimezone(UTC).isoformat(),
         generated_at=now.astimezone(UTC).isoformat(),
         totals=totals,
-        platforms=_lines(chosen, lambda e: e.platform),
-        users=_lines(chosen, lambda e: e.user),
-        devices=_lines(chosen, lambda e: e.device_name),
+        platforms=_lines(chosen, lambda e: e.platform, taken),
+        users=_lines(chosen, lambda e: e.user, taken),
+        devices=_lines(chosen, lambda e: e.device_name, taken),
         alerts=_alerts(chosen, defender),
-        response_actions=response_actions,
+        response_actions=_summary(acted, response_configured),
+        actions=acted,
     )
 
 
@@ -148,7 +208,10 @@ def render_json(report: Report) -> str:
     return json.dumps(report.as_dict(), indent=2, ensure_ascii=False)
 
 
-HEADINGS = ("events", "forwarded", "alerts", "coalesced", "no device", "no anchor", "failed", "pending", "PII types")
+HEADINGS = (
+    "events", "forwarded", "alerts", "coalesced", "no device", "no anchor", "failed", "pending", "actions", "PII types",
+)  # fmt: skip
+ACTION_HEADINGS = ("at", "event", "device", "user", "rule", "action", "state", "detail")
 
 
 def _cells(line: Line) -> list[str]:
@@ -163,8 +226,14 @@ def _cells(line: Line) -> list[str]:
         str(o["no_anchor"]),
         str(o["dead_lettered"]),
         str(o["pending"]),
+        str(line.actions),
         pii,
     ]
+
+
+def _action_cells(a: ActionLine) -> list[str]:
+    state = f"{a.state} (dry run)" if a.dry_run and a.state != "dry_run" else a.state
+    return [a.at, a.event_id, a.device, a.user, a.rule, a.action, state, a.detail]
 
 
 def _defender_cells(a: AlertLine) -> list[str]:
@@ -213,6 +282,9 @@ def render_markdown(r: Report) -> str:
         ]
     out += ["", "## Alerts and Defender's view of them", ""]
     out += _md_table(ALERT_HEADINGS[0], ALERT_HEADINGS[1:], (_alert_cells(a) for a in r.alerts))
+    if r.actions:
+        out += ["", "## Response actions", ""]
+        out += _md_table(ACTION_HEADINGS[0], ACTION_HEADINGS[1:], (_action_cells(a) for a in r.actions))
     return "\n".join(out) + "\n"
 
 
@@ -280,6 +352,9 @@ def render_html(r: Report) -> str:
         "Outcomes", [(k.replace("_", " "), v) for k, v in t.outcomes.items() if v]
     )
     alerts = _html_table(ALERT_HEADINGS[0], ALERT_HEADINGS[1:], (_alert_cells(a) for a in r.alerts), "alerts")
+    if r.actions:
+        rows = (_action_cells(a) for a in r.actions)
+        alerts += "<h2>Response actions</h2>" + _html_table(ACTION_HEADINGS[0], ACTION_HEADINGS[1:], rows, "actions")
     title = f"Noxys → Defender compliance report, {r.since[:19]}Z – {r.until[:19]}Z"
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'

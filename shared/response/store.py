@@ -98,6 +98,11 @@ class ResponseStore:
             "dry_run": row.dry_run,
         }
 
+    def between(self, since: float, until: float) -> list[dict[str, Any]]:
+        """The action rows (comments and guards left out) recorded in [since, until), for reports."""
+        query = f"at ge {since:.3f} and at lt {until:.3f} and PartitionKey ne '{GUARD}' and action ne 'comment'"
+        return [dict(e) for e in self._table.query_entities(query, results_per_page=1000)]
+
     def recent(self, since: float) -> dict[str, Any]:
         """Actions since ``since``: counts by action and state, dry runs, and the failures' reasons."""
         rows = self._table.query_entities(f"at ge {since:.3f} and PartitionKey ne '{GUARD}'", results_per_page=1000)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,13 @@ def test_a_storm_isolates_once_tags_and_opens_one_ticket_then_cooldown_and_hourl
     said = capsys.readouterr().out
     assert "automated response: 1 rule(s), 1 live (Auto-isolate devices with repeated violations)" in said
     assert "isolate Succeeded 1" in said and "isolate skipped" in said
+    out = tmp_path / "report.json"
+    since, until = (sim.clock.now() - timedelta(days=1)).isoformat(), (sim.clock.now() + timedelta(hours=1)).isoformat()
+    assert main(["report", "--since", since, "--until", until, "--format", "json", "--output", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["response_actions"].startswith("5 action(s) taken on devices")  # Alice 3; Dave: tag and ticket
+    assert ("isolate", "Succeeded") in {(a["action"], a["state"]) for a in doc["actions"]}
+    assert next(d for d in doc["devices"] if d["name"] == "ALICE-LAPTOP")["actions"] == 3
 
 
 def test_a_dry_run_sends_nothing_and_says_what_it_would_have_done(

@@ -155,6 +155,29 @@ def test_report_counts_per_platform_user_and_device_with_defender_view() -> None
     }
 
 
+def test_response_actions_are_counted_per_line_and_listed() -> None:
+    entries = [
+        entry(1, LedgerState.ALERT_CREATED, alert_id="da1", user="alice@acme.fr", platform="ChatGPT",
+              device_name="alice-laptop"),
+        entry(2, LedgerState.COALESCED, alert_id="da1", user="alice@acme.fr", platform="ChatGPT",
+              device_name="alice-laptop"),
+    ]  # fmt: skip
+    at = T0.timestamp()
+    rows = [
+        {"event_id": "evt_2", "rule": "r", "action": "isolate", "state": "Succeeded", "at": at, "dry_run": False},
+        {"event_id": "evt_2", "rule": "r", "action": "ticket", "state": "done", "at": at, "dry_run": False},
+        {"event_id": "evt_1", "rule": "d", "action": "isolate", "state": "dry_run", "at": at, "dry_run": True},
+        {"event_id": "evt_2", "rule": "r", "action": "tag_device", "state": "skipped", "at": at, "dry_run": False},
+    ]
+    r = report.build(entries, {}, since=T0, until=T0 + timedelta(days=1), now=T0, actions=rows)
+    assert r.totals.actions == 2 and r.devices[0].actions == 2
+    assert r.response_actions == "2 action(s) taken on devices, 1 recorded as dry runs, 1 skipped by a guardrail"
+    assert ("isolate", "Succeeded", "alice-laptop") in {(a.action, a.state, a.device) for a in r.actions}
+    assert '<table id="actions">' in report.render_html(r) and "## Response actions" in report.render_markdown(r)
+    plain = report.build(entries, {}, since=T0, until=T0, now=T0)
+    assert plain.response_actions.startswith("automated response is not configured")
+
+
 def test_html_is_self_contained_and_escapes_what_senders_control() -> None:
     page = report.render_html(_report(users=("<script>alert(1)</script>", "bob@acme.fr")))
     assert "<script>" not in page and "&lt;script&gt;" in page
