@@ -36,6 +36,15 @@ def moment(text: str, now: datetime) -> datetime:
     return when(text)
 
 
+def subject_user(text: str) -> str:
+    """``--user``: an e-mail or a Noxys user id. A blank one would match every row that names no
+    user (an erasure of everything written before the ledger kept users), so it is refused."""
+    user = text.strip()
+    if not user:
+        raise argparse.ArgumentTypeError("--user must name a user (e-mail or Noxys user id), not be empty")
+    return user
+
+
 def _period(args: argparse.Namespace) -> tuple[datetime, datetime]:
     now = datetime.now(UTC)
     until = moment(args.until, now) if args.until else now
@@ -257,7 +266,9 @@ def add_parsers(sub: Any) -> None:
     x.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     x.add_argument("--keep-audit", action="store_true", help="keep the Defender call records (event ids only)")
     for verb in (e, x):
-        verb.add_argument("--user", required=True, help="the user's e-mail (case-insensitive) or Noxys user id")
+        verb.add_argument(
+            "--user", required=True, type=subject_user, help="the user's e-mail (case-insensitive) or Noxys user id"
+        )
         verb.add_argument("--rate", type=float, default=50.0, help="storage operations per second (default 50)")
     e.set_defaults(run=cmd_subject_export)
     x.set_defaults(run=cmd_subject_erase)

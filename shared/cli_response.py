@@ -23,8 +23,7 @@ from shared.delivery.patterns import Observation, PatternStore
 from shared.events import Envelope, InvalidEvents, parse_events
 from shared.facts import facts
 from shared.mapping import AlertDraft, draft_alert
-from shared.response.executor import describe_plan
-from shared.response.rules import RulesError, load_rules
+from shared.response.rules import RulesError, describe_plan, load_rules
 from shared.response.situation import situation
 from shared.risk import Assessment, DeviceView, Patterns, assess, load_config
 
@@ -41,12 +40,14 @@ class Analysis:
 
 def _event(path: str) -> Envelope:
     try:
-        (event,) = parse_events(Path(path).read_bytes())[:1]
+        events = parse_events(Path(path).read_bytes())
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror}") from None
     except InvalidEvents as exc:
         raise ValueError(f"{path} is not a valid Noxys event: {exc}") from None
-    return event
+    if len(events) != 1:
+        raise ValueError(f"{path} holds {len(events)} events: give one event (a JSON object), not a batch")
+    return events[0]
 
 
 def _device(event: Envelope, notes: list[str]) -> DeviceView:

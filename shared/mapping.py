@@ -181,9 +181,12 @@ def _draft_for_alert(event: Envelope) -> AlertDraft:
 
 
 def with_assessment(draft: AlertDraft, line: str, severity: Severity) -> AlertDraft:
-    """The draft with the combined-risk line under its headline and the severity it gives."""
+    """The draft with the combined-risk line under its headline and the severity it gives. The
+    description's last lines carry the event id an interrupted delivery searches for, so the line
+    goes in only where it fits whole (clipping would cut that id off)."""
     head, _, rest = draft.description.partition("\n")
-    description = _clip(f"{head}\n{line}\n{rest}", MAX_DESCRIPTION)
+    described = f"{head}\n{line}\n{rest}"
+    description = described if len(described) <= MAX_DESCRIPTION else draft.description
     return replace(draft, severity=at_least(severity, draft.severity), description=description)
 
 

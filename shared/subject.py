@@ -99,6 +99,8 @@ class SubjectRequests:
         self._pace = pace
 
     def find(self, user: str, progress: Callable[[str], None] = lambda _: None) -> Findings:
+        if not user.strip():  # a blank user would match every row that names none
+            raise ValueError("a data-subject request needs a user")
         found = Findings(user)
         wanted = _literal(user.lower()), _literal(user)
         progress("Ledger")

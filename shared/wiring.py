@@ -14,6 +14,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from shared import storage
@@ -307,6 +308,7 @@ def _responder(rules: RulesFile) -> Responder:
             audit=audit().record,
             alert_of=alert_of,
             tickets=tickets,
+            max_age=timedelta(hours=s.max_event_age_hours),
         )
     )
 

@@ -38,7 +38,7 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def _session() -> requests.Session:
+def http_session() -> requests.Session:
     """A session that reads the environment once: with ``trust_env`` requests scans every proxy
     variable on every request. The CA bundle (``REQUESTS_CA_BUNDLE``, a corporate proxy's or the
     emulator's) and the proxies are taken when the client is built, as requests would take them."""
@@ -72,7 +72,7 @@ class ApiClient:
 
         self.api_url = api_url.rstrip("/")
         self._tokens = tokens
-        self._session = session or _session()
+        self._session = session or http_session()
         self._timeout = timeout
         self.observers = observers if observers is not None else []
         self.pacer = pacer

@@ -48,7 +48,7 @@ from shared.delivery.outcome import Kind, Outcome, from_error
 from shared.delivery.patterns import Observation
 from shared.delivery.ports import Deps
 from shared.events import Envelope
-from shared.facts import facts
+from shared.facts import EventFacts, facts
 from shared.mapping import AlertDraft, draft_alert, with_assessment
 from shared.response.rules import repeats, why_not
 from shared.response.situation import situation
@@ -67,6 +67,7 @@ class Attempt:
     entry: Entry
     draft: AlertDraft
     now: datetime
+    facts: EventFacts
     machine_id: str = ""
     resolved_by: str = ""
     key: str = ""  # the coalescing group ("" when coalescing is off)
@@ -103,7 +104,7 @@ class Delivery:
         if not self.settings.integration_enabled and self.deps.held is not None:
             self.deps.held.keep(task, queue)  # switched off: kept, no Defender call
             return Outcome(Kind.HELD, detail="integration switched off; kept until it is switched on")
-        now = self.deps.clock.now()
+        now, kept = self.deps.clock.now(), facts(task.event)  # the facts once: ledger, windows, response
         due = frozenset(api for api, slot in task.tickets.items() if slot <= now + timedelta(seconds=0.5))
         with calls_for(CallContext(task.event.id, task.attempt, priority, due)):
             try:
@@ -112,7 +113,7 @@ class Delivery:
                     task.event.type,
                     now.timestamp(),
                     self.settings.delivery_lease_seconds,
-                    facts(task.event),
+                    kept,
                     task.first_received_at.timestamp(),
                 )
             except LeaseHeld as held:
@@ -121,11 +122,11 @@ class Delivery:
                 return outcome
             if entry.final:
                 return Outcome(Kind.DUPLICATE, detail=f"already {entry.state.value}", alert_id=entry.alert_id)
-            outcome = self._attempt(task, entry)
+            outcome = self._attempt(task, entry, kept)
             self._settle(task, queue, entry, outcome)
             return outcome
 
-    def _attempt(self, task: QueuedEvent, entry: Entry) -> Outcome:
+    def _attempt(self, task: QueuedEvent, entry: Entry, kept: EventFacts) -> Outcome:
         if self.deps.clock.now() - task.first_received_at > timedelta(hours=self.settings.max_event_age_hours):
             return Outcome(
                 Kind.DEAD_LETTER,
@@ -133,7 +134,7 @@ class Delivery:
                 f"({task.attempt} attempts; last: {entry.last_problem or 'n/a'})",
             )
         try:
-            return self._deliver(task.event, entry)
+            return self._deliver(task.event, entry, kept)
         except DefenderError as exc:
             return from_error(exc, "Defender")
         except Exception as exc:
@@ -177,8 +178,8 @@ class Delivery:
                 self.deps.groups.update(entry.group_key, state="failed")
 
     # ------------------------------------------------------------------ the steps
-    def _deliver(self, event: Envelope, entry: Entry) -> Outcome:
-        attempt = Attempt(event, entry, draft_alert(event), self.deps.clock.now())
+    def _deliver(self, event: Envelope, entry: Entry, kept: EventFacts) -> Outcome:
+        attempt = Attempt(event, entry, draft_alert(event), self.deps.clock.now(), kept)
         self._record(attempt)  # every event counts in the windows, whatever becomes of it
         for step in (self._device, self._join_group, self._assess, self._recover_interrupted, self._anchor, self._lead):
             outcome = step(attempt)
@@ -200,8 +201,7 @@ class Delivery:
         store = self.deps.patterns
         if store is None or not self.settings.risk_patterns:
             return
-        kept = facts(a.event)
-        device = identity(a.event.device) if a.event.device else ""
+        kept, device = a.facts, identity(a.event.device) if a.event.device else ""
         when = a.event.occurred_at.timestamp()
         a.observation = Observation(a.event.id, when, device, kept.user, kept.platform, kept.pii_types)
         store.record(a.observation)
@@ -366,7 +366,6 @@ class Delivery:
         found = situation(a.event, a.draft, a.entry.combined_risk, a.view, patterns, rules)
         if all(why_not(rule, found) is not None for rule in rules.rules):
             return
-        kept = facts(a.event)
         task = ResponseTask(
             event_id=a.event.id,
             machine_id=a.machine_id,
@@ -374,8 +373,8 @@ class Delivery:
             leader_event=leader,
             situation=asdict(found),
             domain=a.draft.platform.domains[0] if a.draft.platform.domains else "",
-            user=kept.user,
-            device_name=kept.device_name,
+            user=a.facts.user,
+            device_name=a.facts.device_name,
             first_received_at=self.deps.clock.now(),
         )
         self.deps.sender.send(self.settings.events_queue_name, task.to_text(), 0)

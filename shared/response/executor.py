@@ -41,6 +41,15 @@ SEGMENT = {
 }
 
 
+def _options(action: r.Action) -> dict[str, str]:
+    """The machine action's own body field, as Defender names it."""
+    if isinstance(action, r.Isolate):
+        return {"IsolationType": action.isolation_type}
+    if isinstance(action, r.AvScan):
+        return {"ScanType": action.scan_type}
+    return {}
+
+
 class ResponseApi(Protocol):
     def machine_action(self, machine_id: str, segment: str, body: dict[str, Any]) -> dict[str, Any]: ...
     def list_machine_actions(self, odata_filter: str) -> list[dict[str, Any]]: ...
@@ -65,6 +74,7 @@ class ResponseDeps:
     audit: Callable[[CallRecord], None]
     alert_of: Callable[[str], str | None]  # the alert a (leader) event raised, from the ledger
     tickets: TicketSink | None = None
+    max_age: timedelta = timedelta(hours=24)  # MAX_EVENT_AGE_HOURS: a response retried longer is given up
 
 
 def situation_of(task: ResponseTask) -> r.Situation:
@@ -87,6 +97,11 @@ class Responder:
 
     # ------------------------------------------------------------------ a response task
     def handle(self, task: ResponseTask) -> Outcome:
+        if self.deps.now() - task.first_received_at > self.deps.max_age:  # Defender down for a day: stop
+            log.warning(
+                "event %s: response given up after %s (attempt %d)", task.event_id, self.deps.max_age, task.attempt
+            )
+            return Outcome(Kind.DEAD_LETTER, detail=f"response given up after {self.deps.max_age}")
         alert_id = task.alert_id or (self.deps.alert_of(task.leader_event) if task.leader_event else None)
         if not alert_id and task.leader_event and task.attempt < 20:
             self._later(task, 30.0)  # the group's alert is not created yet: its comment needs it
@@ -200,14 +215,9 @@ class Responder:
     def _call(self, task: ResponseTask, action: r.Action, comment: str) -> str:
         api = self.deps.api
         match action:
-            case r.Isolate():
-                body = {"Comment": comment, "IsolationType": action.isolation_type}
+            case r.Isolate() | r.AvScan() | r.RestrictAppExecution() | r.CollectInvestigationPackage():
+                body = {"Comment": comment, **_options(action)}
                 return str(api.machine_action(task.machine_id, SEGMENT[action.action], body)["id"])
-            case r.AvScan():
-                body = {"Comment": comment, "ScanType": action.scan_type}
-                return str(api.machine_action(task.machine_id, SEGMENT[action.action], body)["id"])
-            case r.RestrictAppExecution() | r.CollectInvestigationPackage():
-                return str(api.machine_action(task.machine_id, SEGMENT[action.action], {"Comment": comment})["id"])
             case r.TagDevice():
                 api.tag_machine(task.machine_id, action.tag)
                 return ""
@@ -311,20 +321,3 @@ class Responder:
             self.deps.api.comment_alert(
                 alert_id, f"Noxys response, rule '{row.rule}': {row.action} on the device {row.state} ({row.detail})."
             )
-
-
-def describe_plan(rules: r.RulesFile, s: r.Situation) -> list[str]:
-    """``rules try``: which rules fire for a situation and what each would do, acting on nothing."""
-    out = []
-    for rule in rules.rules:
-        why = r.why_not(rule, s)
-        if why is not None:
-            out.append(f"✗ {rule.name}: does not apply ({why})")
-            continue
-        tag = r.excluded_by(rule, s)
-        if tag:
-            out.append(f"✗ {rule.name}: applies, but the device is excluded (tag {tag})")
-            continue
-        mode = "dry run: would record and comment" if rule.dry_run else "live: would send"
-        out.append(f"✓ {rule.name} ({mode}): " + "; ".join(r.describe(a) for a in rule.then))
-    return out

@@ -278,3 +278,20 @@ def describe(action: Action) -> str:
             return "restrict app execution"
         case _:
             return "collect an investigation package"
+
+
+def describe_plan(rules: RulesFile, s: Situation) -> list[str]:
+    """``rules try``: which rules fire for a situation and what each would do, acting on nothing."""
+    out = []
+    for rule in rules.rules:
+        why = why_not(rule, s)
+        if why is not None:
+            out.append(f"✗ {rule.name}: does not apply ({why})")
+            continue
+        tag = excluded_by(rule, s)
+        if tag:
+            out.append(f"✗ {rule.name}: applies, but the device is excluded (tag {tag})")
+            continue
+        mode = "dry run: would record and comment" if rule.dry_run else "live: would send"
+        out.append(f"✓ {rule.name} ({mode}): " + "; ".join(describe(a) for a in rule.then))
+    return out

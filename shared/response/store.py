@@ -166,12 +166,16 @@ class ResponseStore:
         """Count this event among the last hour's isolations if there is room; (count, holders)."""
         for _ in range(5):
             values, etag = self._guard("isolations")
-            recent = [(t, e) for t, e in json.loads(values.get("recent") or "[]") if now - float(t) < 3600]
+            recent = _last_hour(values, now)
             holders = tuple(e for _, e in recent)
             if event_id in holders or len(recent) >= limit:
                 return len(recent), holders
             if self._write_guard("isolations", {"recent": json.dumps([*recent, (now, event_id)])}, etag):
                 return len(recent) + 1, (*holders, event_id)
-        values, _ = self._guard("isolations")
-        recent = [(t, e) for t, e in json.loads(values.get("recent") or "[]") if now - float(t) < 3600]
+        recent = _last_hour(self._guard("isolations")[0], now)  # still contended: report what is there
         return len(recent), tuple(e for _, e in recent)
+
+
+def _last_hour(values: dict[str, Any], now: float) -> list[tuple[float, str]]:
+    """The isolations guard's (time, event) pairs of the last hour."""
+    return [(float(t), str(e)) for t, e in json.loads(values.get("recent") or "[]") if now - float(t) < 3600]

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from shared.defender.client import _session
+from shared.defender.client import http_session
 from shared.defender.errors import DefenderError
 from shared.secrets import VaultUnavailable
 from shared.webhook import sign
@@ -24,7 +24,7 @@ class HttpTickets:
 
     def __init__(self, url: str, secret: Callable[[], str | None], timeout: float = 15.0) -> None:
         self.url, self.secret, self.timeout = url, secret, timeout
-        self._http = _session()
+        self._http = http_session()
 
     def open(self, msg_id: str, body: dict[str, Any]) -> str:
         import requests

@@ -215,3 +215,20 @@ def test_periods_are_relative_or_iso() -> None:
     assert moment("2026-03-19T00:00:00", T0) == datetime(2026, 3, 19, tzinfo=UTC)
     with pytest.raises(ValueError, match="isoformat"):
         moment("last tuesday", T0)
+
+
+def test_a_blank_user_is_refused_before_any_table_is_read() -> None:
+    import argparse
+
+    from shared.cli_compliance import subject_user
+    from shared.subject import SubjectRequests
+
+    assert subject_user("  alice@acme.fr ") == "alice@acme.fr"
+    with pytest.raises(argparse.ArgumentTypeError, match="must name a user"):
+        subject_user("   ")
+
+    def no_table(name: str) -> object:
+        raise AssertionError(f"read {name}")
+
+    with pytest.raises(ValueError, match="needs a user"):
+        SubjectRequests(no_table).find(" ")  # type: ignore[arg-type]

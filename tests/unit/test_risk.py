@@ -120,3 +120,24 @@ def test_a_config_file_overrides_and_a_bad_one_names_the_field(tmp_path: Path) -
     bad.write_text(json.dumps({"device_violation_1h": {}}))
     with pytest.raises(RiskConfigError, match="device_violation_1h: Extra inputs are not permitted"):
         load_config(str(bad))
+
+
+def test_the_line_is_left_out_rather_than_cut_the_event_id_off() -> None:
+    e = event(risk_score=0.78)
+    draft = draft_alert(e)
+    full = draft.__class__(
+        **{**draft.__dict__, "description": draft.description + "x" * (3995 - len(draft.description))}
+    )
+    kept = with_assessment(full, "Combined risk 0.91 = …", "High")
+    assert kept.description == full.description and kept.severity == "High"
+
+
+def test_explain_names_what_is_wrong_with_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from shared.cli import main
+
+    batch = tmp_path / "batch.json"
+    batch.write_text("[" + sample("policy_violated").decode() + "," + sample("high_risk").decode() + "]")
+    assert main(["explain", str(batch)]) == 2
+    assert "holds 2 events: give one event" in capsys.readouterr().err
+    assert main(["explain", str(tmp_path / "missing.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err
