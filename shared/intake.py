@@ -4,9 +4,14 @@
 :class:`Refused` value — every status of the contract (docs/webhook.md) is one of them — so the
 whole status matrix is unit-testable with an in-memory queue, and the blueprint only maps the
 value to an HTTP response. Noxys waits for this answer and a cold start already costs seconds, so
-nothing here calls Defender: each forwarded event becomes its own queue message, and only once
-every message of the request is durably queued is the answer 202. A request is judged as a whole
+nothing here calls Defender: each forwarded event becomes a queue message, and only once every
+message of the request is durably queued is the answer 202. A request is judged as a whole
 (parsed, validated, serialised and size-checked) before its first message is sent.
+
+What costs the webhook time is the number of storage writes, not their size, so a request that
+carries many events for one lane sends them as a few bundles (``EventBundle``, each up to the
+queue's 64 KiB), which a worker splits into one message per event, and its hunting rows go to the
+hunting outbox 100 to a transaction. One event is still one message, delivered straight away.
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Protocol
 
 from shared.clock import Clock
 from shared.config import KNOWN_EVENT_TYPES, Settings
-from shared.delivery.message import QueuedEvent
+from shared.delivery.hunting_outbox import partition_of
+from shared.delivery.message import EventBundle, QueuedEvent, bundle_overhead
 from shared.events import Envelope, FieldError, InvalidEvents, parse_events
 from shared.mapping import is_critical
 from shared.secrets import VaultUnavailable
@@ -31,6 +38,7 @@ from shared.webhook import WebhookError, check_bearer, verify_signature
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 MAX_MESSAGE_BYTES = 64 * 1024  # Azure Storage queue message limit (after base64)
+BUNDLE_FROM = 5  # events for one lane in one request from which they travel in bundles
 
 
 @dataclass(frozen=True)
@@ -63,8 +71,46 @@ class Refused:
 
 
 class QueueWriter(Protocol):
-    def __call__(self, queue: str, text: str, *, time_to_live: int | None = None) -> object:
+    def __call__(self, queue: str, text: str) -> object:
         """Durably add one message, or raise QueueUnavailable."""
+
+
+class RowKeeper(Protocol):
+    def __call__(self, rows: list[tuple[QueuedEvent, str]], partition: str) -> None:
+        """Durably keep a request's hunting rows (filed under ``partition``), or raise QueueUnavailable."""
+
+
+def queue_for(settings: Settings, event: Envelope) -> str:
+    """The lane: criticals have their own queue, so a backlog of the others never delays them."""
+    return settings.events_priority_queue_name if is_critical(event) else settings.events_queue_name
+
+
+def _encoded(size: int) -> int:
+    return 4 * ((size + 2) // 3)  # base64, as host.json's messageEncoding says
+
+
+def bundles(texts: list[str], now: datetime, limit: int = MAX_MESSAGE_BYTES) -> list[str]:
+    """``texts`` (each within ``limit`` on its own) packed in order into as few bundles as fit."""
+    out: list[list[str]] = []
+    size = 0
+    overhead = bundle_overhead(now)
+    for text in texts:
+        length = len(text.encode("utf-8"))
+        if out and _encoded(size + 1 + length) <= limit:
+            out[-1].append(text)
+            size += 1 + length
+        else:
+            out.append([text])
+            size = overhead + length
+    return [EventBundle.pack(group, now) if len(group) > 1 else group[0] for group in out]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a request becomes: queue messages (each within the queue's limit) and hunting rows."""
+
+    messages: list[tuple[str, str]] = field(default_factory=list)  # (queue, text)
+    rows: list[tuple[QueuedEvent, str]] = field(default_factory=list)
 
 
 def precheck(body: bytes, headers: Mapping[str, str]) -> Refused | None:
@@ -86,6 +132,11 @@ class Intake:
     count: Callable[[str, int], None]  # best effort: a counter never changes the answer
     clock: Clock
     pool: Executor | None = None  # a batch's messages are sent concurrently through it
+    keep_rows: RowKeeper | None = None  # the hunting outbox
+
+    def __post_init__(self) -> None:
+        if self.settings.hunting_configured and self.keep_rows is None:
+            raise ValueError("hunting is configured: the intake needs the hunting outbox to keep rows in")
 
     def receive(self, body: bytes, headers: Mapping[str, str], *, now: datetime) -> Accepted | Refused:
         """``now`` (real time) checks the sender's signature timestamp; the queued event is stamped
@@ -106,31 +157,30 @@ class Intake:
         wanted = set(self.settings.forward_event_types)
         accepted = [e for e in events if e.type in wanted]
         try:
-            messages = self._messages(events, accepted, stamp, batch=body.lstrip().startswith(b"["))
+            plan = self._plan(events, accepted, stamp, batch=body.lstrip().startswith(b"["))
         except InvalidEvents as exc:  # judged as a whole: nothing of this request has been queued
             return self._invalid(exc)
-        failed = self._send_all(messages)
+        failed = self._send_all(plan, partition_of(stamp))
         if failed:
             log.error("webhook could not queue %d message(s): %s (answering 503)", len(failed), failed[0])
             return Refused(503, "queue_unavailable", "events could not be queued; retry later")
         return self._accepted(events, accepted)
 
-    def _send_all(self, messages: list[tuple[str, str, int | None]]) -> list[str]:
-        """Send every message (concurrently when a pool is given); the failures, as text. All or
-        nothing for the answer: one failure is a 503, so no 2xx covers a message not durably queued."""
+    def _send_all(self, plan: Plan, partition: str) -> list[str]:
+        """Every write of the plan (side by side when a pool is given); the failures, as text. All
+        or nothing for the answer: one failure is a 503, so no 2xx covers anything not durably kept."""
+        writes: list[Callable[[], object]] = [partial(self.send, queue, text) for queue, text in plan.messages]
+        if plan.rows and self.keep_rows is not None:
+            writes.append(partial(self.keep_rows, plan.rows, partition))
 
-        def one(message: tuple[str, str, int | None]) -> str | None:
-            queue, text, ttl = message
+        def one(write: Callable[[], object]) -> str | None:
             try:
-                self.send(queue, text, time_to_live=ttl)
+                write()
             except QueueUnavailable as exc:
                 return str(exc)
             return None
 
-        if self.pool is None or len(messages) < 2:
-            results = [one(m) for m in messages]
-        else:
-            results = list(self.pool.map(one, messages))
+        results = [one(w) for w in writes] if self.pool is None or len(writes) < 2 else list(self.pool.map(one, writes))
         return [r for r in results if r is not None]
 
     def _authenticate(self, body: bytes, headers: Mapping[str, str], now: datetime) -> Refused | None:
@@ -159,42 +209,46 @@ class Intake:
         error = "event_too_large" if exc.status == 413 else "invalid_event"
         return Refused(exc.status, error, errors=exc.errors)
 
-    def _messages(
-        self, events: list[Envelope], accepted: list[Envelope], stamp: datetime, *, batch: bool
-    ) -> list[tuple[str, str, int | None]]:
-        """Every queue message of the request, serialised and size-checked before any is sent.
+    def _plan(self, events: list[Envelope], accepted: list[Envelope], stamp: datetime, *, batch: bool) -> Plan:
+        """Every write of the request, serialised and size-checked before any is made.
 
-        A message over the queue's 64 KiB limit would fail at enqueue, which used to answer 503
+        Each event must fit the queue's 64 KiB on its own (after a bundle is split, it is one
+        message). A message over the limit would fail at enqueue, which used to answer 503
         ("retry") for a body that can never succeed; the field limits make this unreachable for
         valid events, and this check keeps it a 413 naming the event if they ever do not.
         """
         s = self.settings
         hunting = [e for e in events if e.type in s.hunting_event_types] if s.hunting_configured else []
-        plan: list[tuple[str, Envelope, int | None]] = [
-            (s.events_priority_queue_name if is_critical(e) else s.events_queue_name, e, None) for e in accepted
-        ]
-        plan += [(s.hunting_queue_name, e, -1) for e in hunting]  # hunting rows never expire
         positions = {e.id: i for i, e in enumerate(events)}
-        out: list[tuple[str, str, int | None]] = []
+        texts: dict[str, tuple[QueuedEvent, str]] = {}
         errors: list[FieldError] = []
         status = 413
-        for queue, event, ttl in plan:
+        for event in {e.id: e for e in [*accepted, *hunting]}.values():
             where = f"[{positions[event.id]}]" if batch else "body"
+            task = QueuedEvent.new(event, stamp)
             try:
-                text = QueuedEvent.new(event, stamp).to_text()
+                text = task.to_text()
             except ValueError as exc:  # pydantic's serialisation error is a ValueError too
                 errors.append(FieldError(field=where, message=f"cannot be serialised ({exc.__class__.__name__})"))
                 status = 400
                 continue
-            size = 4 * ((len(text.encode("utf-8")) + 2) // 3)  # base64, as host.json's messageEncoding says
+            size = _encoded(len(text.encode("utf-8")))
             if size > MAX_MESSAGE_BYTES:
                 errors.append(
                     FieldError(field=where, message=f"too large for the queue ({size} > {MAX_MESSAGE_BYTES} bytes)")
                 )
-            out.append((queue, text, ttl))
+            texts[event.id] = (task, text)
         if errors:
             raise InvalidEvents(errors, status)
-        return out
+        lanes: dict[str, list[str]] = {}
+        for event in accepted:
+            lanes.setdefault(queue_for(s, event), []).append(texts[event.id][1])
+        messages = [
+            (queue, text)
+            for queue, lane in lanes.items()
+            for text in (bundles(lane, stamp) if len(lane) >= BUNDLE_FROM else lane)
+        ]
+        return Plan(messages, [texts[e.id] for e in hunting])
 
     def _accepted(self, events: list[Envelope], accepted: list[Envelope]) -> Accepted:
         done = [e.id for e in accepted]

@@ -5,7 +5,7 @@ CLI or a benchmark with the same code path the timer runs.
 * :func:`release_held` — switched back on: kept events back on their queue, oldest first;
 * :func:`purge_audit` — AUDIT_RETENTION_DAYS applied to the audit trail;
 * :func:`purge_state` — the other state tables' retention (``shared.retention``);
-* :func:`ship_rows` — one drain of the hunting queue into NoxysInteractions_CL.
+* :func:`ship_rows` — one run of the hunting outbox into NoxysInteractions_CL.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from shared import retention
 from shared.audit import AuditTrail
 from shared.config import Settings
 from shared.delivery.hold import Held
+from shared.delivery.hunting_outbox import HuntingOutbox
 from shared.delivery.hunting_sink import ShipReport, Uploader, ship
 from shared.delivery.ledger import Ledger
 from shared.storage import EntityTable, MessageQueue
@@ -64,19 +65,19 @@ def purge_state(settings: Settings, table: Callable[[str], EntityTable], now: da
 
 def ship_rows(
     settings: Settings,
-    queue: MessageQueue,
+    outbox: HuntingOutbox,
     ledger: Ledger,
     uploader: Uploader,
     now: datetime,
     *,
-    retry_in: int = 60,
+    legacy: MessageQueue | None = None,
     pool: Executor | None = None,
 ) -> ShipReport:
-    """``retry_in``: seconds before a row that waits for its delivery, or was refused, is tried again."""
+    """``legacy``: the hunting queue an earlier version wrote, emptied into the outbox first."""
     if not settings.hunting_configured:
         return ShipReport()
     report = ship(
-        queue,
+        outbox,
         ledger,
         uploader,
         rule_id=str(settings.hunting_dcr_immutable_id),
@@ -84,8 +85,8 @@ def ship_rows(
         now=now,
         enrich_wait=timedelta(minutes=settings.hunting_enrich_wait_minutes),
         forwarded=frozenset(settings.forward_event_types),
-        retry_in=retry_in,
         pool=pool,
+        legacy=legacy,
     )
     if report.sent or report.failed:
         log.info(

@@ -8,6 +8,7 @@ are my events not showing up" costs a handful of storage reads, not a Defender c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from shared.counters import BufferedCounters
 from shared.defender.errors import DefenderError
 from shared.delivery.deadletter import DeadLetters
 from shared.delivery.hold import Held
+from shared.delivery.hunting_outbox import TABLE as OUTBOX_TABLE
+from shared.delivery.hunting_outbox import HuntingOutbox
 from shared.delivery.ledger import Ledger
 from shared.health import connection_test, expiry_warning, explain
 from shared.response.rules import load_rules
@@ -103,6 +106,7 @@ def _queue_stats(deps: StatusDeps) -> dict[str, Any]:
 
 STATE_TABLES = (
     "Ledger", "Groups", "Devices", "Counters", "DeadLetters", "Held", "Audit", "Pacing", "Patterns", "Responses",
+    "HuntingOutbox",
 )  # fmt: skip
 
 
@@ -123,15 +127,16 @@ def _table_stats(deps: StatusDeps) -> dict[str, Any]:
 
 
 def _hunting_stats(deps: StatusDeps) -> dict[str, Any]:
+    """Rows waiting in the outbox, plus any an earlier version left on the hunting queue."""
     from azure.core.exceptions import AzureError, ResourceNotFoundError
 
     s = deps.settings
     if not s.hunting_configured:
         return {"configured": False}
     try:
-        waiting = deps.queue(s.hunting_queue_name).get_queue_properties().approximate_message_count or 0
-    except ResourceNotFoundError:
-        waiting = 0
+        waiting = HuntingOutbox(deps.table(OUTBOX_TABLE)).count()
+        with contextlib.suppress(ResourceNotFoundError):
+            waiting += deps.queue(s.hunting_queue_name).get_queue_properties().approximate_message_count or 0
     except AzureError as exc:
         return {"configured": True, "error": exc.__class__.__name__}
     return {"configured": True, "rows_waiting": waiting, "types": s.hunting_event_types}

@@ -12,6 +12,7 @@ Where a person appears in the connector's own state:
   and PII types) and their events' rows in their devices' partitions.
 * **Responses** — the automated response actions taken (or recorded) for those events.
 * **Audit** — the Defender calls made for those events (event ids only).
+* **HuntingOutbox** — hunting rows not yet shipped to Log Analytics (found by their user).
 
 Not personal data, so not searched: the device cache (machine ids by device name), counters,
 pacing and the health record. Messages still in a queue are not searchable; ``not_searched`` says
@@ -37,8 +38,17 @@ from shared.delivery.patterns import partition
 from shared.hunting import TABLE as HUNTING_TABLE
 from shared.storage import EntityTable
 
-SEARCHED = ("Ledger", "Held", "DeadLetters", "Groups", "Patterns", "Responses", "Audit")
-ERASE_ORDER = ("Audit", "Responses", "Patterns", "Held", "DeadLetters", "Groups", "Ledger")  # the index last
+SEARCHED = ("Ledger", "Held", "DeadLetters", "HuntingOutbox", "Groups", "Patterns", "Responses", "Audit")
+ERASE_ORDER = (
+    "Audit",
+    "Responses",
+    "Patterns",
+    "Held",
+    "DeadLetters",
+    "HuntingOutbox",
+    "Groups",
+    "Ledger",
+)  # the index last
 
 
 def _literal(text: str) -> str:
@@ -67,7 +77,9 @@ class Findings:
 
     @property
     def event_ids(self) -> set[str]:
-        return {str(r["event_id"]) for name in ("Ledger", "Held", "DeadLetters") for r in self.rows[name]}
+        return {
+            str(r["event_id"]) for name in ("Ledger", "Held", "DeadLetters", "HuntingOutbox") for r in self.rows[name]
+        }
 
     @property
     def alert_ids(self) -> list[str]:
@@ -104,12 +116,14 @@ class SubjectRequests:
         found = Findings(user)
         wanted = _literal(user.lower()), _literal(user)
         progress("Ledger")
-        query = f"RowKey eq 'event' and (user eq {wanted[0]} or user eq {wanted[1]} or user_id eq {wanted[1]})"
-        found.rows["Ledger"] = [_plain(e) for e in self._table("Ledger").query_entities(query)]
+        who = f"(user eq {wanted[0]} or user eq {wanted[1]} or user_id eq {wanted[1]})"
+        found.rows["Ledger"] = [_plain(e) for e in self._table("Ledger").query_entities(f"RowKey eq 'event' and {who}")]
         for name, kept_in in (("Held", "held"), ("DeadLetters", "deadletter")):
             progress(name)
             rows = self._table(name).query_entities(f"PartitionKey eq {_literal(kept_in)}")
             found.rows[name] = [_plain(e) for e in rows if is_subject(str(e.get("message") or ""), user)]
+        progress("HuntingOutbox")
+        found.rows["HuntingOutbox"] = [_plain(e) for e in self._table("HuntingOutbox").query_entities(who)]
         progress("Groups")
         found.rows["Groups"] = list(self._groups(found))
         progress("Patterns")

@@ -29,7 +29,10 @@ from shared.delivery.deadletter import DeadLetters
 from shared.delivery.devicecache import DeviceCache
 from shared.delivery.forward import Delivery
 from shared.delivery.hold import Held
+from shared.delivery.hunting_outbox import TABLE as OUTBOX_TABLE
+from shared.delivery.hunting_outbox import HuntingOutbox
 from shared.delivery.ledger import Ledger
+from shared.delivery.message import QueuedEvent
 from shared.delivery.pacing import Pacer, quotas_from
 from shared.delivery.patterns import PatternStore
 from shared.delivery.ports import Deps, IncidentApi
@@ -52,6 +55,7 @@ log = logging.getLogger(__name__)
 _overrides: dict[str, Any] = {}
 _build_lock = threading.RLock()
 T = TypeVar("T")
+_ADAPTERS: list[_once[Any]] = []  # every cached adapter: reset() forgets them all, none can be left out
 
 
 class _once(Generic[T]):
@@ -62,6 +66,7 @@ class _once(Generic[T]):
         self._build = build
         self._value: T | None = None
         self._built = False
+        _ADAPTERS.append(self)
 
     def __call__(self) -> T:
         with _build_lock:
@@ -215,6 +220,11 @@ def ledger() -> Ledger:
     return Ledger(table("Ledger"))
 
 
+@_once
+def hunting_outbox() -> HuntingOutbox:
+    return HuntingOutbox(table(OUTBOX_TABLE), io_pool())
+
+
 # ---------------------------------------------------------------------------------- outbound APIs
 @_once
 def logs_client() -> Any:
@@ -321,11 +331,11 @@ def _count(name: str, n: int) -> None:
         log.warning("counter %s not updated: %s", name, exc.__class__.__name__)
 
 
-def _send(queue: str, text: str, *, time_to_live: int | None = None) -> object:
-    return enqueue(queue, text, time_to_live=time_to_live)
+def _send(queue: str, text: str) -> object:
+    return enqueue(queue, text)
 
 
-IO_CONCURRENCY = 16  # storage round trips in flight at once (a batch's messages, hunting rows)
+IO_CONCURRENCY = 16  # storage round trips in flight at once (a batch's messages, ledger reads, deletes)
 
 
 @_once
@@ -333,9 +343,13 @@ def io_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=IO_CONCURRENCY, thread_name_prefix="storage-io")
 
 
+def _keep_rows(rows: list[tuple[QueuedEvent, str]], partition: str) -> None:
+    hunting_outbox().put(rows, partition)
+
+
 @_once
 def intake() -> Intake:
-    return Intake(settings(), signing_secrets, _send, _count, clock(), io_pool())
+    return Intake(settings(), signing_secrets, _send, _count, clock(), io_pool(), _keep_rows)
 
 
 def status_deps() -> StatusDeps:
@@ -354,25 +368,10 @@ def status_deps() -> StatusDeps:
 
 
 def _clear_caches() -> None:
-    for cached in (
-        storage_credential,
-        identity_credential,
-        secret_store,
-        credential,
-        pacer,
-        audit,
-        defender_client,
-        graph_client,
-        incidents_client,
-        counters,
-        held,
-        dead_letters,
-        ledger,
-        logs_client,
-        delivery,
-        intake,
-    ):
-        cached.cache_clear()
+    """Every cached adapter but the clock and the thread pool, which hold no settings."""
+    for cached in _ADAPTERS:
+        if cached not in (_system_clock, io_pool):
+            cached.cache_clear()
 
 
 def reset() -> None:

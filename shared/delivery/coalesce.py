@@ -10,18 +10,28 @@ entity per group, updated with ETags:
 * a join schedules one **note** task (a queue message) at most every note interval; the note
   writes "N more violations since …" on the alert and records how many it covered, so the
   comments add up to the true count.
+
+A storm's events mostly reach the instance that wrote their group last, so each instance keeps
+the group rows it last read or wrote (with their ETags) and a join first tries a conditional
+write on that copy: one round trip instead of a read and a write. A stale copy cannot commit
+anything (its ETag no longer matches); it costs one refused write, then the row is read again.
+Only a join trusts the copy, because only a join is checked by its own write: "we lead this
+group" and "its leader failed" are always read from the table.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from typing import Any
 
 from shared.events import Envelope
 from shared.storage import EntityTable
 
 PARTITION = "group"
+KNOWN_MAX = 1024  # group rows remembered per instance (a few hundred bytes each)
 
 
 def group_key(event: Envelope, machine_id: str, window_seconds: int) -> str:
@@ -58,8 +68,36 @@ class Group:
 class Groups:
     def __init__(self, table: EntityTable) -> None:
         self._table = table
+        self._known: OrderedDict[str, Group] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _remember(self, g: Group) -> None:
+        with self._lock:
+            self._known[g.key] = replace(g)
+            self._known.move_to_end(g.key)
+            while len(self._known) > KNOWN_MAX:
+                self._known.popitem(last=False)
+
+    def _forget(self, key: str) -> None:
+        with self._lock:
+            self._known.pop(key, None)
+
+    def _joinable(self, key: str, event_id: str) -> Group | None:
+        """This instance's last copy of the group, if joining it is what the copy says to do."""
+        with self._lock:
+            known = self._known.get(key)
+            g = replace(known) if known else None
+        return g if g and g.leader != event_id and g.state != "failed" else None
 
     def get(self, key: str) -> Group | None:
+        g = self._read(key)
+        if g is None:
+            self._forget(key)
+        else:
+            self._remember(g)
+        return g
+
+    def _read(self, key: str) -> Group | None:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
@@ -83,7 +121,7 @@ class Groups:
 
     def _save(self, g: Group, *, create: bool = False) -> bool:
         from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
         from azure.data.tables import UpdateMode
 
         row = {
@@ -107,15 +145,17 @@ class Groups:
                 meta = self._table.update_entity(
                     row, mode=UpdateMode.REPLACE, etag=g.etag, match_condition=MatchConditions.IfNotModified
                 )
-        except (ResourceExistsError, ResourceModifiedError):
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):  # changed or purged meanwhile
+            self._forget(g.key)
             return False
         g.etag = meta.get("etag")
+        self._remember(g)
         return True
 
     def try_join(self, key: str, event_id: str, now: float) -> Group | None:
         """Join the group of this device/policy/window, if one is led (no anchor search needed then)."""
-        for _ in range(20):
-            g = self.get(key)
+        for attempt in range(20):
+            g = (self._joinable(key, event_id) if attempt == 0 else None) or self.get(key)
             if g is None or g.leader == event_id or g.state == "failed":
                 return None
             g.count += 1
@@ -126,8 +166,8 @@ class Groups:
 
     def join_or_lead(self, key: str, event_id: str, now: float) -> tuple[str, Group]:
         """('join', group) when the group is led already, else ('lead', group) (a failed leader is replaced)."""
-        for _ in range(20):
-            g = self.get(key)
+        for attempt in range(20):
+            g = (self._joinable(key, event_id) if attempt == 0 else None) or self.get(key)
             if g and g.leader == event_id:
                 return "lead", g  # our own earlier attempt led this group
             if g and g.state != "failed":

@@ -43,7 +43,15 @@ from shared.delivery.deadletter import DeadLetter
 from shared.delivery.devicecache import identity, view_of
 from shared.delivery.followups import FollowUps, Retry
 from shared.delivery.ledger import Entry, LeaseHeld, LedgerState
-from shared.delivery.message import ActionStatusTask, NoteTask, QueuedEvent, ResponseTask, TagTask, parse_task
+from shared.delivery.message import (
+    ActionStatusTask,
+    EventBundle,
+    NoteTask,
+    QueuedEvent,
+    ResponseTask,
+    TagTask,
+    parse_task,
+)
 from shared.delivery.outcome import Kind, Outcome, from_error
 from shared.delivery.patterns import Observation
 from shared.delivery.ports import Deps
@@ -88,6 +96,8 @@ class Delivery:
     # ------------------------------------------------------------------ entry point
     def handle(self, text: str, *, queue: str, priority: bool = False) -> Outcome:
         task = parse_task(text)
+        if isinstance(task, EventBundle):
+            return self._split(task, queue)
         if isinstance(task, NoteTask):
             return self.followups.note(task, queue)
         if isinstance(task, TagTask):
@@ -99,6 +109,14 @@ class Delivery:
                 return self.deps.responder.handle(task)
             return self.deps.responder.follow(task)
         return self._event(task, queue, priority)
+
+    def _split(self, bundle: EventBundle, queue: str) -> Outcome:
+        """One message per event, on the bundle's own lane, in the order Noxys sent them. A failed
+        send raises, so the host retries the whole bundle; the events already queued are then
+        queued again, and the second copy of each is answered ``duplicate`` by the ledger."""
+        for task in bundle.events:
+            self.deps.sender.send(queue, task.to_text(), 0)
+        return Outcome(Kind.SPLIT, detail=f"{len(bundle.events)} event(s) queued one by one")
 
     def _event(self, task: QueuedEvent, queue: str, priority: bool) -> Outcome:
         if not self.settings.integration_enabled and self.deps.held is not None:

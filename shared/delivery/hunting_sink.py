@@ -1,17 +1,18 @@
 """Shipping hunting rows to ``NoxysInteractions_CL`` without ever slowing an alert.
 
-The webhook writes each hunting-worthy event to its own queue (``HUNTING_QUEUE_NAME``, no
-expiry) in the same step that queues it for delivery — so a row is as durable as the event and
-costs the alert path nothing. A timer (``HUNTING_SCHEDULE``, every 30 s) drains that queue in
-batches: it enriches each row with what delivery learned (the Defender machine id and alert id,
-from the ledger), sends the batch with ``LogsIngestionClient.upload`` (which gzips and splits
-into ≤ 1 MB calls; azure-core retries 429 with Retry-After and 5xx), and deletes only the
-messages whose rows were accepted. A failed chunk leaves its messages on the queue; they come
-back after their visibility timeout and are sent by a later run. Nothing is lost; an outage of
-the ingestion endpoint only delays rows.
+The webhook keeps each hunting-worthy event as a row of the hunting outbox (a Table, see
+``shared.delivery.hunting_outbox``) in the same step that queues it for delivery, so a row is as
+durable as the event and costs the alert path nothing. A timer (``HUNTING_SCHEDULE``, every 30 s)
+reads the outbox a page at a time: it enriches each row with what delivery learned (the Defender
+machine id and alert id, from the ledger), sends the rows with ``LogsIngestionClient.upload``
+(which gzips and splits into ≤ 1 MB calls; azure-core retries 429 with Retry-After and 5xx), and
+deletes only the rows that were accepted, 100 to a transaction. A refused chunk's rows stay for
+the next run. Nothing is lost; an outage of the ingestion endpoint only delays rows.
 
 An event still being delivered is given up to ``HUNTING_ENRICH_WAIT_MINUTES`` to become final,
-then shipped without the ids rather than held back for ever.
+then shipped without the ids rather than held back for ever. Rows that an earlier version left
+on the hunting queue (``HUNTING_QUEUE_NAME``) are moved into the outbox first, so an upgrade
+loses none.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
+from shared.delivery.hunting_outbox import HuntingOutbox, Waiting
 from shared.delivery.ledger import Ledger, LedgerState
 from shared.delivery.message import QueuedEvent
 from shared.facts import method
@@ -33,8 +35,10 @@ from shared.storage import MessageQueue
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
-VISIBILITY = 300  # seconds a received row stays hidden while it is being shipped (a run takes well under)
+VISIBILITY = 300  # seconds a legacy queue message stays hidden while it is moved into the outbox
 MAX_ROWS_PER_RUN = 2000
+READ_AHEAD = 5  # rows read per run at most, in runs of MAX_ROWS: rows that wait for delivery are passed over
+PAGE = 250  # rows whose ledger entries are read side by side
 
 
 class Uploader(Protocol):
@@ -47,7 +51,8 @@ class ShipReport:
     sent: int = 0
     deferred: int = 0
     failed: int = 0
-    redelivered: int = 0
+    gone: int = 0  # accepted, but the row had already been deleted (a data-subject erasure meanwhile)
+    migrated: int = 0  # moved from the hunting queue of an earlier version
     errors: list[str] = field(default_factory=list)
 
 
@@ -81,9 +86,8 @@ class Target:
     rule_id: str
     stream: str
     enrich_wait: timedelta
-    retry_in: int = 60
     forwarded: frozenset[str] | None = None
-    pool: Executor | None = None  # ledger reads and deletes, several at a time
+    pool: Executor | None = None  # ledger reads, several at a time
 
 
 def _each(target: Target, work: Callable[[T], R], items: list[T]) -> list[R]:
@@ -94,7 +98,7 @@ def _each(target: Target, work: Callable[[T], R], items: list[T]) -> list[R]:
 
 
 def ship(
-    queue: MessageQueue,
+    outbox: HuntingOutbox,
     ledger: Ledger,
     uploader: Uploader,
     *,
@@ -103,58 +107,86 @@ def ship(
     now: datetime,
     enrich_wait: timedelta,
     max_rows: int = MAX_ROWS_PER_RUN,
-    retry_in: int = 60,
     forwarded: frozenset[str] | None = None,
     pool: Executor | None = None,
+    legacy: MessageQueue | None = None,
 ) -> ShipReport:
-    """One drain of the hunting queue (``queue`` decodes base64 like the host does)."""
-    target = Target(rule_id, stream, enrich_wait, retry_in, forwarded, pool)
+    """One run: move what an earlier version queued, then ship up to ``max_rows`` ready rows."""
+    target = Target(rule_id, stream, enrich_wait, forwarded, pool)
     report = ShipReport()
-    batch = _collect(queue, ledger, target, now, max_rows, report)
+    if legacy is not None:
+        report.migrated = migrate(legacy, outbox, max_rows, pool)
+    batch = _collect(outbox, ledger, target, now, max_rows, report)
     if batch:
-        _upload(queue, uploader, target, batch, report)
+        _upload(outbox, uploader, target, batch, report)
     return report
 
 
+def migrate(queue: MessageQueue, outbox: HuntingOutbox, limit: int, pool: Executor | None = None) -> int:
+    """Move rows an earlier version left on the hunting queue into the outbox (written before the
+    messages are deleted, so a crash in between only writes a row twice, onto the same key)."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    moved = 0
+    try:
+        for page in queue.receive_messages(messages_per_page=32, visibility_timeout=VISIBILITY).by_page():
+            messages = list(page)
+            outbox.put([(QueuedEvent.model_validate_json(m.content), str(m.content)) for m in messages])
+            if pool is None:
+                for m in messages:
+                    queue.delete_message(m)
+            else:
+                list(pool.map(queue.delete_message, messages))
+            moved += len(messages)
+            if moved >= limit:
+                break
+    except ResourceNotFoundError:  # no such queue: nothing was ever left there
+        return moved
+    if moved:
+        log.info("hunting: moved %d row(s) from the hunting queue into the outbox", moved)
+    return moved
+
+
 def _collect(
-    queue: MessageQueue, ledger: Ledger, target: Target, now: datetime, max_rows: int, report: ShipReport
-) -> list[tuple[Any, dict[str, Any]]]:
-    """The rows ready to ship, whole pages at a time (a page fetched and not processed would stay
-    hidden for VISIBILITY seconds); rows still waiting for their delivery go back for later."""
-    batch: list[tuple[Any, dict[str, Any]]] = []
-    seen: set[str] = set()
-    for page in queue.receive_messages(messages_per_page=32, visibility_timeout=VISIBILITY).by_page():
-        messages = list(page)
-        again = [m for m in messages if m.id in seen]  # released back already: this run has seen the whole queue
-        _each(target, lambda m: queue.update_message(m, visibility_timeout=target.retry_in), again)
-        fresh = [m for m in messages if m.id not in seen]
-        seen.update(m.id for m in fresh)
-        report.received += len(fresh)
-        tasks = [QueuedEvent.model_validate_json(m.content) for m in fresh]
+    outbox: HuntingOutbox, ledger: Ledger, target: Target, now: datetime, max_rows: int, report: ShipReport
+) -> list[tuple[Waiting, dict[str, Any]]]:
+    """The rows ready to ship, oldest first; rows still waiting for their delivery stay for later."""
+    batch: list[tuple[Waiting, dict[str, Any]]] = []
 
-        def ids(task: QueuedEvent) -> tuple[bool, Delivered]:
-            delivered = target.forwarded is None or task.event.type in target.forwarded
-            return _ids(ledger, task.event.id) if delivered else (True, Delivered(correlation="not_forwarded"))
+    def ids(w: Waiting) -> tuple[bool, Delivered]:
+        delivered = target.forwarded is None or w.task.event.type in target.forwarded
+        return _ids(ledger, w.task.event.id) if delivered else (True, Delivered(correlation="not_forwarded"))
 
-        later: list[Any] = []
-        for msg, task, (final, known) in zip(fresh, tasks, _each(target, ids, tasks), strict=True):
-            if not final and now - task.first_received_at < target.enrich_wait:
-                report.deferred += 1  # back in ``retry_in`` seconds, with better ids by then
-                later.append(msg)
+    page: list[Waiting] = []
+
+    def judge(rows: list[Waiting]) -> None:
+        for w, (final, known) in zip(rows, _each(target, ids, rows), strict=True):
+            if not final and now - w.task.first_received_at < target.enrich_wait:
+                report.deferred += 1  # a later run, with better ids by then
                 continue
-            batch.append((msg, row(task.event, known)))
-        _each(target, lambda m: queue.update_message(m, visibility_timeout=target.retry_in), later)
-        if again or report.received >= max_rows:
-            break
-    return batch
+            batch.append((w, row(w.task.event, known)))
+
+    for waiting in outbox.read():
+        report.received += 1
+        page.append(waiting)
+        if len(page) == PAGE:
+            judge(page)
+            page = []
+            if len(batch) >= max_rows or report.received >= READ_AHEAD * max_rows:
+                break
+    else:
+        judge(page)
+    return batch[:max_rows]
 
 
 def _upload(
-    queue: MessageQueue, uploader: Uploader, target: Target, batch: list[tuple[Any, dict[str, Any]]], report: ShipReport
+    outbox: HuntingOutbox,
+    uploader: Uploader,
+    target: Target,
+    batch: list[tuple[Waiting, dict[str, Any]]],
+    report: ShipReport,
 ) -> None:
     """Send, then delete only what was accepted; a refused row stays for a later run."""
-    from azure.core.exceptions import ResourceNotFoundError
-
     failed_ids: set[str] = set()
 
     def on_error(error: Any) -> None:
@@ -162,21 +194,11 @@ def _upload(
         report.errors.append(f"{error.error.__class__.__name__}: {str(error.error)[:200]}")
 
     uploader.upload(rule_id=target.rule_id, stream_name=target.stream, logs=[r for _, r in batch], on_error=on_error)
-    refused = [msg for msg, r in batch if r["EventId"] in failed_ids]
-    _each(target, lambda m: queue.update_message(m, visibility_timeout=target.retry_in), refused)  # a later run
-    report.failed += len(refused)
-
-    def delete(msg: Any) -> bool:
-        try:
-            queue.delete_message(msg)
-        except ResourceNotFoundError:  # its receipt expired: it will be shipped again (a duplicate, not a loss)
-            return False
-        return True
-
-    accepted = [msg for msg, r in batch if r["EventId"] not in failed_ids]
-    deleted = _each(target, delete, accepted)
+    report.failed += sum(1 for _, r in batch if r["EventId"] in failed_ids)
+    accepted = [w for w, r in batch if r["EventId"] not in failed_ids]
+    still_there = outbox.remove(accepted)
     report.sent += len(accepted)
-    report.redelivered += deleted.count(False)
+    report.gone += len(accepted) - still_there
     if report.failed:
         log.warning(
             "hunting: %d row(s) not accepted, kept for the next run: %s", report.failed, "; ".join(report.errors)

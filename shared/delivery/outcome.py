@@ -29,6 +29,7 @@ class Kind(StrEnum):
     TAGGED = "tagged"
     HELD = "held"
     RESPONDED = "responded"
+    SPLIT = "split"  # a bundle of a webhook request, now one message per event
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
-QUIET = ("created", "coalesced", "duplicate", "noted", "tagged", "retry_after", "held", "responded")
+QUIET = ("created", "coalesced", "duplicate", "noted", "tagged", "retry_after", "held", "responded", "split")
 
 
 def process(body: str, *, priority: bool = False, dequeue_count: int = 1) -> Outcome:

@@ -1,4 +1,4 @@
-"""Timer: ship queued hunting rows to NoxysInteractions_CL (the work is ``shared.jobs.ship_rows``)."""
+"""Timer: ship the hunting outbox's rows to NoxysInteractions_CL (the work is ``shared.jobs.ship_rows``)."""
 
 from __future__ import annotations
 
@@ -14,18 +14,23 @@ log = logging.getLogger(__name__)
 bp = func.Blueprint()
 
 
-def ship_rows(*, retry_in: int = 60) -> ShipReport:
-    """One drain of the hunting queue, built from the wiring (nothing when hunting is not configured)."""
+def ship_rows() -> ShipReport:
+    """One run of the shipper, built from the wiring (nothing when hunting is not configured)."""
     from shared import jobs, wiring
     from shared.delivery.hunting_sink import ShipReport
 
     s = wiring.settings()
     if not s.hunting_configured:
         return ShipReport()
-    queue = wiring.queue(s.hunting_queue_name)
     now = wiring.clock().now()
     return jobs.ship_rows(
-        s, queue, wiring.ledger(), wiring.logs_client(), now, retry_in=retry_in, pool=wiring.io_pool()
+        s,
+        wiring.hunting_outbox(),
+        wiring.ledger(),
+        wiring.logs_client(),
+        now,
+        legacy=wiring.queue(s.hunting_queue_name),
+        pool=wiring.io_pool(),
     )
 
 
@@ -35,7 +40,7 @@ def ship_hunting_rows(timer: func.TimerRequest) -> None:
 
     try:
         ship_rows()
-    except Exception as exc:  # the queue or the endpoint is down: rows stay queued for the next run
+    except Exception as exc:  # the storage or the endpoint is down: rows stay for the next run
         if not is_storage_error(exc):
             raise
         log.warning("hunting: run skipped: %s", exc.__class__.__name__)

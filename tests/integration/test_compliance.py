@@ -169,6 +169,7 @@ def _rows_about(env: Env, user: str) -> dict[str, int]:
         "Ledger": ledger,
         "Held": held,
         "DeadLetters": dead,
+        "HuntingOutbox": _rows(env, "HuntingOutbox", lambda e: e.get("user") == user),
         "Groups": groups,
         "Patterns": patterns,
         "Responses": _rows(env, "Responses", lambda e: e.get("event_id") in ids),
@@ -206,7 +207,7 @@ def test_export_returns_every_row_and_erase_leaves_none(
     erasures = [e for e in env.table("Audit").list_entities() if e["method"] == "ERASE"]
     assert len(erasures) == 1 and "alice" not in json.dumps(dict(erasures[0]), default=str).lower()
     assert main(["subject", "erase", "--user", "alice@acme.fr", "--yes"]) == 0  # again: nothing left to do
-    nothing = "found: Ledger 0, Held 0, DeadLetters 0, Groups 0, Patterns 0, Responses 0, Audit 0"
+    nothing = "found: Ledger 0, Held 0, DeadLetters 0, HuntingOutbox 0, Groups 0, Patterns 0, Responses 0, Audit 0"
     assert nothing in capsys.readouterr().out
 
 

@@ -6,6 +6,7 @@ message or raises QueueUnavailable); the integration tests run the same use case
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -14,26 +15,41 @@ import pytest
 
 from shared.clock import ManualClock
 from shared.config import load_settings
-from shared.delivery.message import QueuedEvent
-from shared.intake import Accepted, Intake, Refused
+from shared.delivery.message import EventBundle, QueuedEvent, parse_task
+from shared.intake import MAX_MESSAGE_BYTES, Accepted, Intake, Refused, bundles
 from shared.secrets import VaultUnavailable
 from shared.storage import QueueUnavailable
 from tests.support import SAMPLE_DAY, TEST_SECRET, sample, signed_headers
 
 
 class Queues:
-    def __init__(self, fail_after: int | None = None) -> None:
-        self.sent: list[tuple[str, str, int | None]] = []
-        self.fail_after = fail_after
+    """The queue writer, and the hunting outbox's row keeper (``rows``)."""
 
-    def __call__(self, queue: str, text: str, *, time_to_live: int | None = None) -> object:
+    def __init__(self, fail_after: int | None = None, rows_fail: bool = False) -> None:
+        self.sent: list[tuple[str, str]] = []
+        self.rows: list[tuple[str, str, str]] = []  # (partition, event id, text)
+        self.fail_after = fail_after
+        self.rows_fail = rows_fail
+
+    def __call__(self, queue: str, text: str) -> object:
         if self.fail_after is not None and len(self.sent) >= self.fail_after:
             raise QueueUnavailable(f"queue {queue}: ServiceRequestError")
-        self.sent.append((queue, text, time_to_live))
+        self.sent.append((queue, text))
         return "id"
 
+    def keep_rows(self, rows: list[tuple[QueuedEvent, str]], partition: str) -> None:
+        if self.rows_fail:
+            raise QueueUnavailable("table HuntingOutbox: ServiceRequestError")
+        self.rows += [(partition, task.event.id, text) for task, text in rows]
+
     def ids(self, queue: str) -> list[str]:
-        return [QueuedEvent.model_validate_json(t).event.id for q, t, _ in self.sent if q == queue]
+        """Event ids in the order a worker will deliver them: a bundle's events in their order."""
+        out: list[str] = []
+        for q, text in self.sent:
+            if q == queue:
+                task = parse_task(text)
+                out += [e.event.id for e in task.events] if isinstance(task, EventBundle) else [task.event.id]  # type: ignore[union-attr]
+        return out
 
 
 def intake(
@@ -50,12 +66,14 @@ def intake(
             raise secrets
         return list(settings.noxys_signing_secrets) if secrets is None else secrets
 
+    queues = queues if queues is not None else Queues()
     return Intake(
         settings,
         signing,
-        queues if queues is not None else Queues(),
+        queues,
         lambda name, n: (counts if counts is not None else []).append((name, n)),
         ManualClock(SAMPLE_DAY),
+        keep_rows=queues.keep_rows,
     )
 
 
@@ -82,11 +100,62 @@ def test_criticals_take_the_priority_lane_and_unwanted_types_are_ignored() -> No
     assert queues.ids("noxys-events") == ["evt_01JQ8X7B3C4D5E6F7G8H9J0K1M"]
 
 
-def test_hunting_rows_are_queued_beside_the_events_and_never_expire() -> None:
+HUNTING: dict[str, Any] = {"HUNTING_INGESTION_ENDPOINT": "https://dce.example", "HUNTING_DCR_IMMUTABLE_ID": "dcr-1"}
+
+
+def test_hunting_rows_are_kept_in_the_outbox_beside_the_queued_event() -> None:
     queues = Queues()
-    use_case = intake(queues, HUNTING_INGESTION_ENDPOINT="https://dce.example", HUNTING_DCR_IMMUTABLE_ID="dcr-1")
-    assert receive(use_case, sample("high_risk")).status == 202
-    assert [(q, ttl) for q, _, ttl in queues.sent] == [("noxys-events", None), ("noxys-hunting", -1)]
+    assert receive(intake(queues, **HUNTING), sample("high_risk")).status == 202
+    assert queues.ids("noxys-events") == ["evt_01JQ8X7B3C4D5E6F7G8H9J0K1M"]
+    minute = SAMPLE_DAY.strftime("%Y%m%d%H%M")
+    assert [(p, i) for p, i, _ in queues.rows] == [(minute, "evt_01JQ8X7B3C4D5E6F7G8H9J0K1M")]
+    assert '"value"' not in queues.rows[0][2]  # the redacted event, as on the queue
+
+
+def test_an_outbox_that_cannot_be_written_is_503() -> None:
+    result = receive(intake(Queues(rows_fail=True), **HUNTING), sample("high_risk"))
+    assert isinstance(result, Refused) and (result.status, result.error) == (503, "queue_unavailable")
+
+
+def test_hunting_without_an_outbox_is_refused_at_build() -> None:
+    settings = load_settings({"NOXYS_SIGNING_SECRET": TEST_SECRET, **HUNTING})
+    with pytest.raises(ValueError, match="outbox"):
+        Intake(settings, lambda _: [], Queues(), lambda _n, _c: None, ManualClock(SAMPLE_DAY))
+
+
+def _many(n: int, *, critical: int = 0) -> bytes:
+    docs = []
+    for i in range(n):
+        doc = json.loads(sample("alert_critical" if i < critical else "high_risk"))
+        doc["id"] = f"evt_many_{i:03d}"
+        docs.append(doc)
+    return json.dumps(docs).encode()
+
+
+def test_a_large_batch_travels_in_few_bundles_per_lane_in_the_senders_order() -> None:
+    queues = Queues()
+    result = receive(intake(queues), _many(100, critical=3))
+    assert isinstance(result, Accepted) and len(result.accepted) == 100
+    normal = [t for q, t in queues.sent if q == "noxys-events"]
+    assert 1 < len(normal) < 10 and all(parse_task(t).kind == "bundle" for t in normal)
+    assert all(len(base64.b64encode(t.encode())) <= MAX_MESSAGE_BYTES for t in normal)
+    assert queues.ids("noxys-events") == [f"evt_many_{i:03d}" for i in range(3, 100)]
+    assert queues.ids("noxys-events-priority") == ["evt_many_000", "evt_many_001", "evt_many_002"]
+    assert len([q for q, _ in queues.sent if q == "noxys-events-priority"]) == 3  # too few to bundle
+
+
+def test_bundles_are_all_or_nothing_too() -> None:
+    result = receive(intake(Queues(fail_after=1)), _many(100))
+    assert isinstance(result, Refused) and result.status == 503
+
+
+@pytest.mark.parametrize("limit", [3000, 5000, 20_000])
+def test_bundles_never_pass_the_limit_and_lose_no_event(limit: int) -> None:
+    texts = [json.dumps({"kind": "event", "n": i, "pad": "x" * (i * 37 % 900)}) for i in range(60)]
+    packed = bundles(texts, SAMPLE_DAY, limit)
+    assert all(4 * ((len(t.encode()) + 2) // 3) <= limit for t in packed)
+    unpacked = [d for t in packed for d in (json.loads(t)["events"] if '"bundle"' in t[:40] else [json.loads(t)])]
+    assert [d["n"] for d in unpacked] == list(range(60))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,168 @@
+"""The hunting rows waiting to be shipped: a Table (``<TABLE_PREFIX>HuntingOutbox``), not a queue.
+
+A queue message must be deleted one by one once its row is accepted, and a delete is the most
+expensive thing a queue does (on Azurite it scans the queue: ~10 ms each at 2,000 rows, so the
+shipper could never pass ~100 rows/s). A Table takes 100 rows of one partition in one entity
+group transaction, for writing and for deleting, and returns 1,000 rows per query page. So the
+webhook writes a request's rows in one transaction per 100, and the timer reads pages and deletes
+what Log Analytics accepted in transactions of 100.
+
+Keys: the partition is the minute the webhook accepted the event (``YYYYMMDDHHMM``, so reading in
+key order is reading oldest first and one request's rows share a partition), the row is the event
+id. A sender's retry of the same event in the same minute rewrites its row instead of adding a
+second one. Each row keeps the redacted queued event (never a PII value or prompt text) and the
+user, which a data-subject request searches. Rows never expire: they are deleted once shipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from shared.delivery.message import QueuedEvent
+from shared.facts import facts
+from shared.storage import EntityTable, QueueUnavailable, table_key
+
+log = logging.getLogger(__name__)
+TABLE = "HuntingOutbox"
+MAX_OPERATIONS = 100  # entities in one entity group transaction
+MAX_TRANSACTION_CHARS = 1_500_000  # well under the 4 MiB request limit even as UTF-16 (2 bytes a char)
+CHUNK = 30_000  # characters per string property (a Table string holds 64 KiB: 32,768 UTF-16 units)
+TASK_PROPERTIES = ("task", "task1", "task2")  # a queued event is at most 48 KiB of text: two chunks
+
+
+class BatchTable(EntityTable, Protocol):
+    def submit_transaction(self, operations: Iterable[Any], **kwargs: Any) -> Any: ...
+
+
+def partition_of(at: datetime) -> str:
+    return at.strftime("%Y%m%d%H%M")
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """One row read back: its keys (to delete it) and the queued event."""
+
+    partition: str
+    row: str
+    task: QueuedEvent
+
+
+def entity(task: QueuedEvent, text: str, partition: str) -> dict[str, Any]:
+    kept = facts(task.event)
+    row: dict[str, Any] = {
+        "PartitionKey": partition,
+        "RowKey": table_key(task.event.id),
+        "event_id": task.event.id,
+        "user": kept.user,
+        "user_id": kept.user_id,
+    }
+    for i, name in enumerate(TASK_PROPERTIES):
+        part = text[i * CHUNK : (i + 1) * CHUNK]
+        if part:
+            row[name] = part
+    if len(text) > CHUNK * len(TASK_PROPERTIES):
+        raise ValueError(f"event {task.event.id}: queued text over {CHUNK * len(TASK_PROPERTIES)} characters")
+    return row
+
+
+def _text(e: Any) -> str:
+    return "".join(str(e.get(name) or "") for name in TASK_PROPERTIES)
+
+
+def transactions(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``rows`` cut into groups one transaction can take: one partition, ≤ 100 rows, bounded size."""
+    by_partition: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_partition.setdefault(str(r["PartitionKey"]), []).append(r)
+    out: list[list[dict[str, Any]]] = []
+    for group in by_partition.values():
+        current: list[dict[str, Any]] = []
+        size = 0
+        for r in group:
+            weight = sum(len(str(v)) for v in r.values())
+            if current and (len(current) == MAX_OPERATIONS or size + weight > MAX_TRANSACTION_CHARS):
+                out.append(current)
+                current, size = [], 0
+            current.append(r)
+            size += weight
+        if current:
+            out.append(current)
+    return out
+
+
+class HuntingOutbox:
+    """Writes, reads and deletes waiting rows; ``pool`` runs a request's transactions side by side."""
+
+    def __init__(self, table: BatchTable, pool: Executor | None = None) -> None:
+        self._table = table
+        self._pool = pool
+
+    def _each(self, work: Callable[[list[dict[str, Any]]], int], groups: list[list[dict[str, Any]]]) -> int:
+        if self._pool is None or len(groups) < 2:
+            return sum(work(g) for g in groups)
+        return sum(self._pool.map(work, groups))
+
+    def put(self, rows: list[tuple[QueuedEvent, str]], partition: str | None = None) -> None:
+        """Durably keep ``rows`` (each queued event with its text), or raise QueueUnavailable (the
+        webhook then answers 503 for the whole request). ``partition``: the minute to file them
+        under; by default each event's own ``received_at``."""
+        from azure.core.exceptions import AzureError
+
+        entities = [entity(task, text, partition or partition_of(task.received_at)) for task, text in rows]
+
+        def write(group: list[dict[str, Any]]) -> int:
+            if len(group) == 1:
+                self._table.upsert_entity(group[0])
+            else:
+                self._table.submit_transaction([("upsert", e) for e in group])
+            return len(group)
+
+        try:
+            self._each(write, transactions(entities))
+        except AzureError as exc:
+            raise QueueUnavailable(f"table {TABLE}: {exc.__class__.__name__}") from None
+
+    def read(self) -> Iterator[Waiting]:
+        """Every waiting row, oldest minute first, a page of 1,000 at a time."""
+        for e in self._table.list_entities(results_per_page=1000):
+            yield Waiting(str(e["PartitionKey"]), str(e["RowKey"]), QueuedEvent.model_validate_json(_text(e)))
+
+    def remove(self, rows: list[Waiting]) -> int:
+        """Delete shipped rows, 100 to a transaction; a row already gone (erased in the meantime)
+        does not stop the others. Returns how many were still there."""
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.data.tables import TableTransactionError
+
+        keys = [{"PartitionKey": w.partition, "RowKey": w.row} for w in rows]
+
+        def one(key: dict[str, Any]) -> int:
+            try:
+                self._table.delete_entity(key["PartitionKey"], key["RowKey"])
+            except ResourceNotFoundError:
+                return 0
+            return 1
+
+        def delete(group: list[dict[str, Any]]) -> int:
+            if len(group) == 1:
+                return one(group[0])
+            try:
+                self._table.submit_transaction([("delete", k) for k in group])
+            except TableTransactionError:  # all or nothing: one missing row fails the whole group
+                return sum(one(k) for k in group)
+            return len(group)
+
+        return self._each(delete, transactions(keys))
+
+    def count(self, cap: int = 100_000) -> int:
+        """Rows waiting (keys only; stops counting at ``cap``)."""
+        n = 0
+        for _ in self._table.list_entities(select=["PartitionKey"], results_per_page=1000):
+            n += 1
+            if n >= cap:
+                break
+        return n
