@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.config import ConfigError, Settings
@@ -44,6 +45,38 @@ class EntityTable(Protocol):
     def delete_entity(self, partition_key: str, row_key: str, **kwargs: Any) -> None: ...
     def query_entities(self, query_filter: str, **kwargs: Any) -> Any: ...
     def list_entities(self, **kwargs: Any) -> Any: ...
+
+
+class BatchTable(EntityTable, Protocol):
+    """A table that also takes entity group transactions (``TableClient.submit_transaction``)."""
+
+    def submit_transaction(self, operations: Iterable[Any], **kwargs: Any) -> Any: ...
+
+
+MAX_OPERATIONS = 100  # entities in one entity group transaction
+MAX_TRANSACTION_CHARS = 1_500_000  # well under the 4 MiB request limit even as UTF-16 (2 bytes a char)
+
+
+def transactions(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``rows`` cut into groups one transaction can take: one partition, ≤ 100 rows, bounded size,
+    in their order within each partition."""
+    by_partition: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_partition.setdefault(str(r["PartitionKey"]), []).append(r)
+    out: list[list[dict[str, Any]]] = []
+    for group in by_partition.values():
+        current: list[dict[str, Any]] = []
+        size = 0
+        for r in group:
+            weight = sum(len(str(v)) for v in r.values())
+            if current and (len(current) == MAX_OPERATIONS or size + weight > MAX_TRANSACTION_CHARS):
+                out.append(current)
+                current, size = [], 0
+            current.append(r)
+            size += weight
+        if current:
+            out.append(current)
+    return out
 
 
 class MessageQueue(Protocol):

@@ -221,6 +221,12 @@ def ledger() -> Ledger:
 
 
 @_once
+def patterns() -> PatternStore:
+    """Observations written behind (every second, and before a window is read)."""
+    return PatternStore(table("Patterns"), io_pool())
+
+
+@_once
 def hunting_outbox() -> HuntingOutbox:
     return HuntingOutbox(table(OUTBOX_TABLE), io_pool())
 
@@ -283,7 +289,7 @@ def delivery() -> Delivery:
             clock=clock(),
             incidents=incidents,
             fallback=graph_client() if s.alert_fallback == "graph" else None,
-            patterns=PatternStore(table("Patterns"), io_pool()) if s.risk_patterns else None,
+            patterns=patterns() if s.risk_patterns else None,
             risk=load_config(s.risk_config_file),
             rules=rules,
             responder=_responder(rules) if rules else None,
@@ -374,11 +380,18 @@ def _clear_caches() -> None:
             cached.cache_clear()
 
 
+def flush() -> None:
+    """Write what is kept in memory for a moment (counters, pattern observations) now."""
+    for buffered in (counters.built(), patterns.built()):
+        if buffered is not None:
+            buffered.flush()
+
+
 def reset() -> None:
     """Forget settings, overrides and every cached adapter (the environment changed)."""
-    buffered = counters.built()
-    if buffered is not None:  # what was counted so far goes to the tables it was counted for
-        buffered.close()
+    for buffered in (counters.built(), patterns.built()):  # written to the tables they were kept for
+        if buffered is not None:
+            buffered.close()
     reset_settings()
     _overrides.clear()
     _clear_caches()

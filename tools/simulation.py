@@ -21,6 +21,7 @@ from typing import Any
 
 import requests
 
+from shared import wiring
 from shared.clock import ManualClock
 from shared.delivery.sender import QueueSender
 from shared.webhook import sign
@@ -121,9 +122,8 @@ class Simulation:
                 candidates.append((start + timedelta(seconds=pending[i].at)).timestamp())
             if self.sender.next_due() is not None:
                 candidates.append(float(self.sender.next_due() or 0))
-            if not candidates:
-                return
-            if horizon and min(candidates) > (start + horizon).timestamp():
+            if not candidates or (horizon and min(candidates) > (start + horizon).timestamp()):
+                wiring.flush()  # settled: what the app keeps in memory for a moment is written too
                 return
             target = max(min(candidates) + 0.001, now.timestamp())
             self.clock.set(datetime.fromtimestamp(target, now.tzinfo))

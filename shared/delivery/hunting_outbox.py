@@ -17,26 +17,20 @@ user, which a data-subject request searches. Rows never expire: they are deleted
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from shared.delivery.message import QueuedEvent
 from shared.facts import facts
-from shared.storage import EntityTable, QueueUnavailable, table_key
+from shared.storage import BatchTable, QueueUnavailable, table_key, transactions
 
 log = logging.getLogger(__name__)
 TABLE = "HuntingOutbox"
-MAX_OPERATIONS = 100  # entities in one entity group transaction
-MAX_TRANSACTION_CHARS = 1_500_000  # well under the 4 MiB request limit even as UTF-16 (2 bytes a char)
 CHUNK = 30_000  # characters per string property (a Table string holds 64 KiB: 32,768 UTF-16 units)
 TASK_PROPERTIES = ("task", "task1", "task2")  # a queued event is at most 48 KiB of text: two chunks
-
-
-class BatchTable(EntityTable, Protocol):
-    def submit_transaction(self, operations: Iterable[Any], **kwargs: Any) -> Any: ...
 
 
 def partition_of(at: datetime) -> str:
@@ -74,27 +68,6 @@ def _text(e: Any) -> str:
     return "".join(str(e.get(name) or "") for name in TASK_PROPERTIES)
 
 
-def transactions(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """``rows`` cut into groups one transaction can take: one partition, ≤ 100 rows, bounded size."""
-    by_partition: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        by_partition.setdefault(str(r["PartitionKey"]), []).append(r)
-    out: list[list[dict[str, Any]]] = []
-    for group in by_partition.values():
-        current: list[dict[str, Any]] = []
-        size = 0
-        for r in group:
-            weight = sum(len(str(v)) for v in r.values())
-            if current and (len(current) == MAX_OPERATIONS or size + weight > MAX_TRANSACTION_CHARS):
-                out.append(current)
-                current, size = [], 0
-            current.append(r)
-            size += weight
-        if current:
-            out.append(current)
-    return out
-
-
 class HuntingOutbox:
     """Writes, reads and deletes waiting rows; ``pool`` runs a request's transactions side by side."""
 
@@ -112,14 +85,15 @@ class HuntingOutbox:
         webhook then answers 503 for the whole request). ``partition``: the minute to file them
         under; by default each event's own ``received_at``."""
         from azure.core.exceptions import AzureError
+        from azure.data.tables import UpdateMode
 
         entities = [entity(task, text, partition or partition_of(task.received_at)) for task, text in rows]
 
-        def write(group: list[dict[str, Any]]) -> int:
+        def write(group: list[dict[str, Any]]) -> int:  # replace: a shorter rewrite leaves no stale chunk
             if len(group) == 1:
-                self._table.upsert_entity(group[0])
+                self._table.upsert_entity(group[0], mode=UpdateMode.REPLACE)
             else:
-                self._table.submit_transaction([("upsert", e) for e in group])
+                self._table.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in group])
             return len(group)
 
         try:

@@ -220,6 +220,7 @@ def test_explain_and_rules_try_judge_an_event_against_the_windows_as_they_stand(
     assert "✓ Auto-isolate devices with repeated violations (dry run" in out and "nothing was sent" in out
     posted = [c for c in emulator.state.calls[calls:] if c["method"] != "GET" and "advancedqueries" not in c["path"]]
     assert posted == []  # judged, not acted on
+    wiring.flush()  # anything the commands had recorded would be written now
     rows = [e for e in env.table("Patterns").list_entities() if e.get("event_id") == "evt_sim_00009"]
     assert rows == []  # and not counted
 

@@ -63,6 +63,7 @@ def _seed(env: Env, now: datetime) -> dict[str, Any]:
     patterns = PatternStore(wiring.table("Patterns"))
     for event_id, at in (("evt_seen_old", old), ("evt_seen_new", recent)):  # a device row and a user row each
         patterns.record(Observation(event_id, at.timestamp(), "alice-laptop", "alice@acme.fr", "ChatGPT", "EMAIL"))
+    patterns.flush()
     responses = ResponseStore(wiring.table("Responses"))
     for event_id, at in (("evt_acted_old", old), ("evt_acted_new", recent)):
         responses.save(ActionRow(event_id, "r00a00", "rule", "isolate", "Succeeded", at=at.timestamp()))

@@ -4,57 +4,17 @@ already gone (Azure fails the whole transaction then; Azurite does not, so this 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any
 
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
-from azure.data.tables import TableTransactionError
 
-from shared.delivery import hunting_outbox as module
-from shared.delivery.hunting_outbox import HuntingOutbox, partition_of, transactions
+from shared import storage as module
+from shared.delivery import hunting_outbox
+from shared.delivery.hunting_outbox import HuntingOutbox, partition_of
 from shared.delivery.message import QueuedEvent
 from shared.events import parse_events
-from tests.support import SAMPLE_DAY, violation
-
-
-class AzureLikeTable:
-    """Rows in a dict; a transaction is all or nothing, as Azure documents (one missing row in a
-    delete fails every operation of the group)."""
-
-    def __init__(self) -> None:
-        self.rows: dict[tuple[str, str], dict[str, Any]] = {}
-        self.transactions = 0
-
-    def upsert_entity(self, entity: dict[str, Any], **kwargs: Any) -> None:
-        self.rows[(entity["PartitionKey"], entity["RowKey"])] = dict(entity)
-
-    def delete_entity(self, partition_key: str, row_key: str, **kwargs: Any) -> None:
-        if (partition_key, row_key) not in self.rows:
-            raise ResourceNotFoundError("gone")
-        del self.rows[(partition_key, row_key)]
-
-    def submit_transaction(self, operations: Iterable[Any], **kwargs: Any) -> None:
-        operations = list(operations)
-        assert len(operations) <= 100 and len({e["PartitionKey"] for _, e in operations}) == 1
-        self.transactions += 1
-        keys = [(e["PartitionKey"], e["RowKey"]) for _, e in operations]
-        if any(op == "delete" and k not in self.rows for (op, _), k in zip(operations, keys, strict=True)):
-            raise TableTransactionError(message="0:The specified resource does not exist.")
-        for (op, e), k in zip(operations, keys, strict=True):
-            if op == "upsert":
-                self.rows[k] = dict(e)
-            else:
-                del self.rows[k]
-
-    def list_entities(self, **kwargs: Any) -> list[dict[str, Any]]:
-        return [self.rows[k] for k in sorted(self.rows)]
-
-    def get_entity(self, *a: Any, **k: Any) -> Any: ...
-    def create_entity(self, *a: Any, **k: Any) -> Any: ...
-    def update_entity(self, *a: Any, **k: Any) -> Any: ...
-    def query_entities(self, *a: Any, **k: Any) -> Any: ...
+from shared.storage import transactions
+from tests.support import SAMPLE_DAY, AzureLikeTable, violation
 
 
 def _rows(n: int) -> list[tuple[QueuedEvent, str]]:
@@ -96,6 +56,6 @@ def test_a_long_event_is_kept_in_chunks_and_read_back_whole() -> None:
     padded = text[:-1] + ', "pad": "' + "y" * 40_000 + '"}'  # extra keys are ignored when read back
     HuntingOutbox(table).put([(task, padded)])
     (stored,) = table.rows.values()
-    assert {"task", "task1"} <= set(stored) and all(len(stored[k]) <= module.CHUNK for k in ("task", "task1"))
+    assert {"task", "task1"} <= set(stored) and all(len(stored[k]) <= hunting_outbox.CHUNK for k in ("task", "task1"))
     (back,) = HuntingOutbox(table).read()
     assert back.task.event.id == task.event.id

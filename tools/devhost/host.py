@@ -61,6 +61,9 @@ def timespan(text: str) -> float:
     return days * 86400 + int(h) * 3600 + int(m) * 60 + float(s)
 
 
+IDLE_ROUNDS_MAX = 8  # drain(): rounds an empty queue waits between polls at most
+
+
 @dataclass(frozen=True)
 class QueueSettings:
     batch_size: int = 16
@@ -294,13 +297,26 @@ class DevHost:
         return len(batch)
 
     def drain(self, *, max_rounds: int = 1000) -> int:
-        """Poll every queue function until all report an empty poll; returns messages handled."""
-        total = 0
+        """Poll every queue function until all report an empty poll; returns messages handled.
+
+        As the host does, a queue found empty is polled less often (every 2, 4, then 8 rounds)
+        until it has messages again; the drain ends only after a round that polled every queue
+        and found nothing."""
+        total, skip, backoff = 0, dict.fromkeys(range(len(self.queues)), 0), dict.fromkeys(range(len(self.queues)), 1)
         for _ in range(max_rounds):
-            handled = sum(self.poll_once(qf) for qf in self.queues)
+            handled, everyone = 0, True
+            for i, qf in enumerate(self.queues):
+                if skip[i]:
+                    skip[i], everyone = skip[i] - 1, False
+                    continue
+                n = self.poll_once(qf)
+                handled += n
+                skip[i], backoff[i] = (0, 1) if n else (backoff[i], min(backoff[i] * 2, IDLE_ROUNDS_MAX))
             total += handled
             if handled == 0:
-                return total
+                if everyone:
+                    return total
+                skip = dict.fromkeys(skip, 0)  # nothing anywhere: look at every queue before saying so
         raise HostError(f"queues still not empty after {max_rounds} polls")
 
     def _dispatch(self, qf: QueueFunction, client: Any, msg: Any) -> None:
