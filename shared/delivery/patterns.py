@@ -37,7 +37,7 @@ from functools import partial
 from typing import Any
 
 from shared.risk import Patterns
-from shared.storage import BatchTable, table_key, transactions
+from shared.storage import TRANSACTION_FROM, BatchTable, table_key, transactions
 
 log = logging.getLogger(__name__)
 WINDOW_SECONDS = 86400.0
@@ -45,10 +45,6 @@ MAX_ROWS = 1000
 PLATFORMS_ROW = "platforms"
 FLUSH_SECONDS = 1.0
 MAX_PENDING = 20_000  # rows kept while the table cannot be written (~200 bytes each)
-# A transaction costs the SDK ~6 ms of CPU before its first row (it starts two thread pools to
-# prepare and parse the parts), then ~0.7 ms a row; one upsert costs ~2.3 ms. Below this many rows
-# in a partition, single upserts are cheaper (measured on Azurite, 2 cores).
-TRANSACTION_FROM = 6
 
 
 @dataclass(frozen=True)

@@ -60,3 +60,6 @@ def test_an_unwritable_table_keeps_the_rows_for_the_next_flush(monkeypatch: pyte
         store.record(_seen(i))
     store.flush()
     assert store.waiting() == 4  # bounded: the oldest were dropped (and logged)
+    table.down = None
+    store.close()  # written now, not at the interpreter's exit
+    assert store.waiting() == 0 and len(table.rows) == 10
