@@ -10,8 +10,8 @@ message of the request is durably queued is the answer 202. A request is judged 
 
 What costs the webhook time is the number of storage writes, not their size, so a request that
 carries many events for one lane sends them as a few bundles (``EventBundle``, each up to the
-queue's 64 KiB), which a worker splits into one message per event, and its hunting rows go to the
-hunting outbox 100 to a transaction. One event is still one message, delivered straight away.
+queue's 64 KiB), whose events a worker delivers one by one, and its hunting rows go to the hunting
+outbox 100 to a transaction. One event is still one message.
 """
 
 from __future__ import annotations
@@ -212,8 +212,8 @@ class Intake:
     def _plan(self, events: list[Envelope], accepted: list[Envelope], stamp: datetime, *, batch: bool) -> Plan:
         """Every write of the request, serialised and size-checked before any is made.
 
-        Each event must fit the queue's 64 KiB on its own (after a bundle is split, it is one
-        message). A message over the limit would fail at enqueue, which used to answer 503
+        Each event must fit the queue's 64 KiB on its own (an event of a bundle that fails is
+        queued alone). A message over the limit would fail at enqueue, which used to answer 503
         ("retry") for a body that can never succeed; the field limits make this unreachable for
         valid events, and this check keeps it a 413 naming the event if they ever do not.
         """

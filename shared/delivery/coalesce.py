@@ -22,7 +22,9 @@ group" and "its leader failed" are always read from the table.
 from __future__ import annotations
 
 import hashlib
+import random
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
@@ -32,6 +34,15 @@ from shared.storage import EntityTable
 
 PARTITION = "group"
 KNOWN_MAX = 1024  # group rows remembered per instance (a few hundred bytes each)
+ATTEMPTS = 20  # conditional writes of one group row before giving up (the delivery then retries later)
+
+
+def _pause(attempt: int) -> None:
+    """After the second refused write in a row, wait a random moment (up to 2 ms per attempt so
+    far, at most 40 ms): writers of one hot row stop colliding in lockstep. The first retry is
+    immediate: it usually only replaces a stale copy."""
+    if attempt >= 2:
+        time.sleep(random.uniform(0, min(0.04, 0.002 * attempt)))  # noqa: S311 - jitter, not security
 
 
 def group_key(event: Envelope, machine_id: str, window_seconds: int) -> str:
@@ -154,7 +165,8 @@ class Groups:
 
     def try_join(self, key: str, event_id: str, now: float) -> Group | None:
         """Join the group of this device/policy/window, if one is led (no anchor search needed then)."""
-        for attempt in range(20):
+        for attempt in range(ATTEMPTS):
+            _pause(attempt)
             g = (self._joinable(key, event_id) if attempt == 0 else None) or self.get(key)
             if g is None or g.leader == event_id or g.state == "failed":
                 return None
@@ -166,7 +178,8 @@ class Groups:
 
     def join_or_lead(self, key: str, event_id: str, now: float) -> tuple[str, Group]:
         """('join', group) when the group is led already, else ('lead', group) (a failed leader is replaced)."""
-        for attempt in range(20):
+        for attempt in range(ATTEMPTS):
+            _pause(attempt)
             g = (self._joinable(key, event_id) if attempt == 0 else None) or self.get(key)
             if g and g.leader == event_id:
                 return "lead", g  # our own earlier attempt led this group
@@ -183,7 +196,8 @@ class Groups:
 
     def update(self, key: str, **changes: Any) -> Group | None:
         """Apply ``changes`` (re-reading on ETag conflicts); ``None`` when the group is gone."""
-        for _ in range(20):
+        for attempt in range(ATTEMPTS):
+            _pause(attempt)
             g = self.get(key)
             if g is None:
                 return None
@@ -198,7 +212,8 @@ class Groups:
 
         ``known``: the group as this caller just wrote it (joining it): a storm's followers then
         find the note already scheduled without reading the group again."""
-        for attempt in range(20):
+        for attempt in range(ATTEMPTS):
+            _pause(attempt)
             g = known if attempt == 0 and known is not None else self.get(key)
             if g is None or g.note_scheduled or g.count <= g.noted:
                 return None

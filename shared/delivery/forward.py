@@ -31,6 +31,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -64,6 +66,7 @@ from shared.risk import DeviceView, Patterns, assess
 from shared.storage import is_storage_error
 
 log = logging.getLogger(__name__)
+BUNDLE_BUDGET_SECONDS = 60.0  # a bundle's events delivered in one invocation at most this long
 MARKER = "Noxys event id: "
 
 
@@ -97,7 +100,7 @@ class Delivery:
     def handle(self, text: str, *, queue: str, priority: bool = False) -> Outcome:
         task = parse_task(text)
         if isinstance(task, EventBundle):
-            return self._split(task, queue)
+            return self._bundle(task, queue, priority)
         if isinstance(task, NoteTask):
             return self.followups.note(task, queue)
         if isinstance(task, TagTask):
@@ -110,13 +113,38 @@ class Delivery:
             return self.deps.responder.follow(task)
         return self._event(task, queue, priority)
 
-    def _split(self, bundle: EventBundle, queue: str) -> Outcome:
-        """One message per event, on the bundle's own lane, in the order Noxys sent them. A failed
-        send raises, so the host retries the whole bundle; the events already queued are then
-        queued again, and the second copy of each is answered ``duplicate`` by the ledger."""
-        for task in bundle.events:
-            self.deps.sender.send(queue, task.to_text(), 0)
-        return Outcome(Kind.SPLIT, detail=f"{len(bundle.events)} event(s) queued one by one")
+    def _bundle(self, bundle: EventBundle, queue: str, priority: bool) -> Outcome:
+        """Each event of a webhook request's bundle, delivered here in the order Noxys sent them,
+        exactly as from its own message (a retry or a dead letter is already per event). An event
+        that raises, and every event after it, are queued one message each, so the host's retries
+        and poison apply to that event alone; so are the rest once :data:`BUNDLE_BUDGET_SECONDS`
+        have passed, so a slow Defender never brings a bundle near the function timeout. If that
+        queueing fails too, the bundle raises and is delivered again: what was done is then
+        ``duplicate``."""
+        parts: list[Outcome] = []
+        started = time.monotonic()
+        for i, task in enumerate(bundle.events):
+            late = time.monotonic() - started > BUNDLE_BUDGET_SECONDS
+            failed: Exception | None = None
+            if not late:
+                try:
+                    parts.append(self._event(task, queue, priority))
+                    continue
+                except Exception as exc:  # queued alone below, where the host retries it alone
+                    failed = exc
+            rest = bundle.events[i:]
+            for alone in rest:
+                self.deps.sender.send(queue, alone.to_text(), 0)
+            why = f"{failed.__class__.__name__} on event {task.event.id}" if failed else "time budget spent"
+            log.warning("bundle: %s; %d event(s) queued one message each", why, len(rest))
+            break
+        kinds = Counter(p.kind.value for p in parts)
+        summary = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+        queued = len(bundle.events) - len(parts)
+        detail = f"{len(parts)} of {len(bundle.events)} event(s) delivered ({summary or 'none'})" + (
+            f", {queued} queued one message each" if queued else ""
+        )
+        return Outcome(Kind.BUNDLE, detail=detail, parts=tuple(parts))
 
     def _event(self, task: QueuedEvent, queue: str, priority: bool) -> Outcome:
         if not self.settings.integration_enabled and self.deps.held is not None:

@@ -86,11 +86,12 @@ class ActionStatusTask(_Task):
 
 
 class EventBundle(_Task):
-    """Several events of one webhook request, in one message, split into one message per event by
-    the first worker that reads it. A 100-event request is then a few queue writes instead of a
-    hundred before the webhook can answer; poison, replay and redelivery stay per event, because
-    each event is delivered from its own message after the split (a split retried after a crash
-    queues some events twice, and the ledger answers the second copy ``duplicate``)."""
+    """Several events of one webhook request in one message: a 100-event request is then a few
+    queue writes instead of a hundred before the webhook can answer. The worker that reads it
+    delivers the events one after the other, each exactly as from its own message (a retry or a
+    dead letter is already per event); an event that raises, and the ones after it, are queued one
+    message each, so the host's retries and poison still apply per event. A bundle delivered again
+    after a crash finds the events already done in the ledger (``duplicate``)."""
 
     kind: Literal["bundle"] = "bundle"
     events: list[QueuedEvent]

@@ -29,7 +29,7 @@ class Kind(StrEnum):
     TAGGED = "tagged"
     HELD = "held"
     RESPONDED = "responded"
-    SPLIT = "split"  # a bundle of a webhook request, now one message per event
+    BUNDLE = "bundle"  # several events of one webhook request; each one's outcome is in ``parts``
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class Outcome:
     slot: datetime | None = None
     api: str | None = None
     transient_failure: bool = False
+    parts: tuple[Outcome, ...] = ()  # a bundle's: one per event delivered from it
 
 
 def from_error(exc: DefenderError, stage: str) -> Outcome:

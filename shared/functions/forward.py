@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
-QUIET = ("created", "coalesced", "duplicate", "noted", "tagged", "retry_after", "held", "responded", "split")
+QUIET = ("created", "coalesced", "duplicate", "noted", "tagged", "retry_after", "held", "responded", "bundle")
 
 
 def process(body: str, *, priority: bool = False, dequeue_count: int = 1) -> Outcome:
@@ -30,8 +30,9 @@ def process(body: str, *, priority: bool = False, dequeue_count: int = 1) -> Out
     queue = settings.events_priority_queue_name if priority else settings.events_queue_name
     outcome = wiring.delivery().handle(body, queue=queue, priority=priority)
     now = wiring.clock().now()
-    wiring.counters().add(f"outcome.{outcome.kind.value}", now)
-    if outcome.kind == Kind.CREATED:
+    for each in outcome.parts or (outcome,):  # a bundle counts as the events it delivered
+        wiring.counters().add(f"outcome.{each.kind.value}", now)
+    if any(each.kind == Kind.CREATED for each in outcome.parts or (outcome,)):
         wiring.counters().mark("last_alert_at", now.isoformat())
     level = logging.INFO if outcome.kind.value in QUIET else logging.WARNING
     log.log(level, "%s try %d: %s %s", _subject(body), dequeue_count, outcome.kind.value, outcome.detail)
