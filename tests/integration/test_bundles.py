@@ -18,6 +18,12 @@ from tools.simulation import Arrival, Simulation
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def warned(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.WARNING)
+    return caplog
+
+
 def _storm(n: int) -> list[dict[str, Any]]:
     return [violation(i, policy="storm") for i in range(n)]
 
@@ -35,13 +41,8 @@ def test_a_large_batch_is_delivered_from_bundles_each_event_once(
 
 
 def test_an_event_that_fails_is_queued_alone_with_the_ones_after_it(
-    sim: Simulation,
-    env: Env,
-    emulator: EmulatorServer,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    sim: Simulation, env: Env, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, warned: Any
 ) -> None:
-    caplog.set_level(logging.WARNING)
     original = forward.Delivery._event
     failed: list[str] = []
 
@@ -53,21 +54,16 @@ def test_an_event_that_fails_is_queued_alone_with_the_ones_after_it(
 
     monkeypatch.setattr(forward.Delivery, "_event", flaky)
     sim.run([Arrival(0, _storm(10))])
-    assert "bundle: ServiceRequestError on event evt_sim_00006; 4 event(s) queued one message each" in caplog.text
+    assert "bundle: ServiceRequestError on event evt_sim_00006; 4 event(s) queued one message each" in warned.text
     states = ledger_states(env)
     assert failed == ["evt_sim_00006"] and len(states) == 10  # delivered all the same, from its own message
     assert sorted(states.values()) == ["alert_created"] + ["coalesced"] * 9 and len(emulator.state.alerts) == 1
 
 
 def test_a_bundle_past_its_time_budget_queues_the_rest_alone(
-    sim: Simulation,
-    env: Env,
-    emulator: EmulatorServer,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    sim: Simulation, env: Env, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, warned: Any
 ) -> None:
-    caplog.set_level(logging.WARNING)
     monkeypatch.setattr(forward, "BUNDLE_BUDGET_SECONDS", -1.0)  # spent before the first event
     sim.run([Arrival(0, _storm(8))])
-    assert "bundle: time budget spent; 8 event(s) queued one message each" in caplog.text
+    assert "bundle: time budget spent; 8 event(s) queued one message each" in warned.text
     assert len(ledger_states(env)) == 8 and len(emulator.state.alerts) == 1
