@@ -193,7 +193,12 @@ class AzureLikeTable:
     def list_entities(self, **kwargs: Any) -> list[dict[str, Any]]:
         return [self.rows[k] for k in sorted(self.rows)]
 
-    def get_entity(self, *a: Any, **k: Any) -> Any: ...
+    def get_entity(self, partition_key: str, row_key: str, **kwargs: Any) -> dict[str, Any]:
+        self._check()
+        if (partition_key, row_key) not in self.rows:
+            raise ResourceNotFoundError("not found")
+        return dict(self.rows[(partition_key, row_key)])
+
     def create_entity(self, *a: Any, **k: Any) -> Any: ...
     def update_entity(self, *a: Any, **k: Any) -> Any: ...
     def query_entities(self, *a: Any, **k: Any) -> Any: ...

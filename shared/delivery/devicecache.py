@@ -43,6 +43,7 @@ def view_of(machine: dict[str, Any] | None) -> DeviceView:
 
 
 MEMO_SECONDS = 60.0  # how long an instance trusts what it read from the table without reading again
+MEMO_MAX = 4096  # devices an instance remembers at most (the oldest are forgotten first)
 
 
 class DeviceCache:
@@ -75,8 +76,15 @@ class DeviceCache:
         tags = tuple(t for t in str(e.get("tags") or "").split("\n") if t)
         view = DeviceView(str(e.get("risk_score") or ""), str(e.get("exposure_level") or ""), tags)
         found = Cached(e.get("machine_id") or None, str(e.get("resolved_by") or ""), view)
-        self._memo[key] = (min(expires, now + MEMO_SECONDS), found)
+        self._remember(key, min(expires, now + MEMO_SECONDS), found)
         return found
+
+    def _remember(self, key: str, until: float, found: Cached | None) -> None:
+        """Bounded: a fleet of 100,000 devices must not grow one instance's memory for ever."""
+        self._memo.pop(key, None)  # re-inserted last: the newest
+        self._memo[key] = (until, found)
+        for old in list(self._memo)[: max(0, len(self._memo) - MEMO_MAX)]:
+            self._memo.pop(old, None)
 
     def put(
         self,
@@ -92,7 +100,7 @@ class DeviceCache:
         if ttl_seconds <= 0:
             return
         view = view or DeviceView()
-        self._memo[self._key(device)] = (now + min(ttl_seconds, MEMO_SECONDS), Cached(machine_id, resolved_by, view))
+        self._remember(self._key(device), now + min(ttl_seconds, MEMO_SECONDS), Cached(machine_id, resolved_by, view))
         self._table.upsert_entity(
             {
                 "PartitionKey": PARTITION,
