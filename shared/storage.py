@@ -83,6 +83,12 @@ def transactions(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return out
 
 
+def write_groups(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """:func:`transactions`, with the groups too small for a transaction to pay off (fewer than
+    :data:`TRANSACTION_FROM` rows) cut into single rows: one request each, sent side by side."""
+    return [g2 for g in transactions(rows) for g2 in ([g] if len(g) >= TRANSACTION_FROM else [[r] for r in g])]
+
+
 class MessageQueue(Protocol):
     """The slice of ``azure.storage.queue.QueueClient`` the hunting shipper uses."""
 

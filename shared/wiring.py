@@ -380,18 +380,21 @@ def _clear_caches() -> None:
             cached.cache_clear()
 
 
+def _buffers() -> list[BufferedCounters | PatternStore]:
+    """What is kept in memory for a moment before it is written, as far as it has been built."""
+    return [b for b in (counters.built(), patterns.built()) if b is not None]
+
+
 def flush() -> None:
     """Write what is kept in memory for a moment (counters, pattern observations) now."""
-    for buffered in (counters.built(), patterns.built()):
-        if buffered is not None:
-            buffered.flush()
+    for buffered in _buffers():
+        buffered.flush()
 
 
 def reset() -> None:
     """Forget settings, overrides and every cached adapter (the environment changed)."""
-    for buffered in (counters.built(), patterns.built()):  # written to the tables they were kept for
-        if buffered is not None:
-            buffered.close()
+    for buffered in _buffers():  # written to the tables they were kept for
+        buffered.close()
     reset_settings()
     _overrides.clear()
     _clear_caches()

@@ -25,7 +25,7 @@ from typing import Any
 
 from shared.delivery.message import QueuedEvent
 from shared.facts import facts
-from shared.storage import TRANSACTION_FROM, BatchTable, QueueUnavailable, table_key, transactions
+from shared.storage import BatchTable, QueueUnavailable, table_key, write_groups
 
 log = logging.getLogger(__name__)
 TABLE = "HuntingOutbox"
@@ -68,11 +68,6 @@ def _text(e: Any) -> str:
     return "".join(str(e.get(name) or "") for name in TASK_PROPERTIES)
 
 
-def _cut(groups: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
-    """Groups too small for a transaction to pay off become single operations (run side by side)."""
-    return [g2 for g in groups for g2 in ([g] if len(g) >= TRANSACTION_FROM else [[r] for r in g])]
-
-
 class HuntingOutbox:
     """Writes, reads and deletes waiting rows; ``pool`` runs a request's transactions side by side."""
 
@@ -102,7 +97,7 @@ class HuntingOutbox:
             return len(group)
 
         try:
-            self._each(write, _cut(transactions(entities)))
+            self._each(write, write_groups(entities))
         except AzureError as exc:
             raise QueueUnavailable(f"table {TABLE}: {exc.__class__.__name__}") from None
 
@@ -135,7 +130,7 @@ class HuntingOutbox:
                 return sum(one(k) for k in group)
             return len(group)
 
-        return self._each(delete, _cut(transactions(keys)))
+        return self._each(delete, write_groups(keys))
 
     def count(self, cap: int = 100_000) -> int:
         """Rows waiting (keys only; stops counting at ``cap``)."""

@@ -12,7 +12,7 @@ by the same query), for "a platform this user never used before". Rows are purge
 
 Observations are written behind, like the counters: kept in memory and written every
 :data:`FLUSH_SECONDS` (a window's own partitions before this process reads it, and all at exit).
-A partition with :data:`TRANSACTION_FROM` rows or more is written in one transaction per 100 (a
+A partition with ``shared.storage.TRANSACTION_FROM`` rows or more is written in one transaction per 100 (a
 storm on one laptop is a few writes for its device's window, not one per event); fewer rows go as
 single upserts, which cost the SDK less CPU than a small transaction. A coalesced event costs no
 round trip on its own delivery path for the windows. What a process had not written when it was
@@ -37,7 +37,7 @@ from functools import partial
 from typing import Any
 
 from shared.risk import Patterns
-from shared.storage import TRANSACTION_FROM, BatchTable, table_key, transactions
+from shared.storage import BatchTable, table_key, write_groups
 
 log = logging.getLogger(__name__)
 WINDOW_SECONDS = 86400.0
@@ -131,8 +131,8 @@ class PatternStore:
                 from azure.data.tables import UpdateMode
 
                 try:
-                    if len(group) < TRANSACTION_FROM or self._stop.is_set():  # closing: perhaps at exit,
-                        for row in group:  # where the SDK can no longer start a transaction's threads
+                    if len(group) == 1 or self._stop.is_set():  # closing: perhaps at exit, where the
+                        for row in group:  # SDK can no longer start a transaction's threads
                             self._upsert(row)
                     else:
                         self._table.submit_transaction([("upsert", r, {"mode": UpdateMode.REPLACE}) for r in group])
@@ -140,7 +140,7 @@ class PatternStore:
                     log.warning("patterns: %d observation(s) not written yet: %s", len(group), exc.__class__.__name__)
                     failed.extend(group)
 
-            for group in transactions(pending):  # one by one: a flush may run at exit, after the pool is gone
+            for group in write_groups(pending):  # one by one: a flush may run at exit, after the pool is gone
                 write(group)
             if failed:
                 with self._lock:
