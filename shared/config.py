@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     max_event_age_hours: float = Field(default=24, gt=0, le=168, alias="MAX_EVENT_AGE_HOURS")
     delivery_lease_seconds: int = Field(default=300, ge=5, le=600, alias="DELIVERY_LEASE_SECONDS")
     max_delivery_errors: int = Field(default=5, ge=1, le=50, alias="MAX_DELIVERY_ERRORS")
+    # After a create whose answer was lost, how long Defender may take to list the alert it made
+    # before we conclude it made none and create (docs/lifecycle.md, "An answer that was lost").
+    alert_search_grace_seconds: int = Field(default=300, ge=0, le=3600, alias="ALERT_SEARCH_GRACE_SECONDS")
     retry_base_seconds: int = Field(default=30, ge=1, alias="RETRY_BASE_SECONDS")
     retry_max_seconds: int = Field(default=900, ge=1, le=86400, alias="RETRY_MAX_SECONDS")
     coalesce_window_minutes: int = Field(default=15, ge=0, le=1440, alias="COALESCE_WINDOW_MINUTES")

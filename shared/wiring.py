@@ -293,6 +293,7 @@ def delivery() -> Delivery:
             risk=load_config(s.risk_config_file),
             rules=rules,
             responder=_responder(rules) if rules else None,
+            audit=audit().record,
         )
     )
 

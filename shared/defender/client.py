@@ -118,14 +118,8 @@ class ApiClient:
                 resp = self._session.request(
                     method, self.api_url + path, params=params, json=json, timeout=self._timeout, headers=headers
                 )
-            except requests.Timeout:
-                raise DefenderError(
-                    0, "Timeout", f"no answer from {self.api_url} within {self._timeout:.0f}s"
-                ) from None
             except requests.RequestException as exc:
-                raise DefenderError(
-                    0, "Unreachable", f"cannot reach {self.api_url}: {exc.__class__.__name__}"
-                ) from None
+                raise _unanswered(exc, self.api_url, self._timeout) from None
             if resp.status_code != 401:
                 break
         return resp
@@ -291,6 +285,26 @@ class IncidentsClient(ApiClient):
 
     def set_incident_tags(self, incident_id: str, tags: list[str]) -> None:
         self._request("PATCH", f"/api/incidents/{quote(incident_id, safe='')}", json={"tags": tags})
+
+
+def _unanswered(exc: Exception, api_url: str, timeout: float) -> DefenderError:
+    """A call without an HTTP answer, typed by whether the request can have reached the service:
+    only a connection that was never made proves nothing happened (``Unreachable``); a read timeout
+    (``Timeout``) or a connection broken after sending (``ConnectionLost``) may hide a call that
+    worked. requests wraps urllib3's connect failures in ``MaxRetryError``; a failure while reading
+    the answer is raised bare (urllib3 never retries a POST's read)."""
+    import requests
+    from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
+
+    name = exc.__class__.__name__
+    if isinstance(exc, requests.ConnectTimeout | requests.exceptions.SSLError | requests.exceptions.ProxyError):
+        return DefenderError(0, "Unreachable", f"cannot reach {api_url}: {name}")
+    if isinstance(exc, requests.Timeout):
+        return DefenderError(0, "Timeout", f"no answer from {api_url} within {timeout:.0f}s")
+    cause = exc.args[0] if exc.args else None
+    if isinstance(cause, MaxRetryError) and isinstance(cause.reason, NewConnectionError | ConnectTimeoutError):
+        return DefenderError(0, "Unreachable", f"cannot reach {api_url}: {name}")
+    return DefenderError(0, "ConnectionLost", f"connection to {api_url} lost before the answer: {name}")
 
 
 def _error_body(resp: requests.Response) -> dict[str, Any]:

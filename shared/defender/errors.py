@@ -7,9 +7,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+# Answers that prove the service did nothing: it refused the request as a whole (bad body,
+# unauthenticated, forbidden, unknown machine or event, throttled). A 5xx does not: it may come
+# from a gateway in front of the service after the service acted and its answer was lost.
+NOTHING_DONE_STATUSES = frozenset({400, 401, 403, 404, 429})
+# Failures without an answer that happened before the request left this process (no connection,
+# no token, no secret). A read timeout or a connection lost after sending proves nothing.
+NOT_SENT_CODES = frozenset({"Unreachable", "TokenError", "SecretUnavailable"})
+
 
 class DefenderError(Exception):
-    """A failed call. ``status`` 0 means no HTTP answer (network, timeout, token)."""
+    """A failed call. ``status`` 0 means no HTTP answer (network, timeout, token): ``code`` says
+    which — ``Unreachable`` (no connection was made: nothing was sent), ``Timeout`` (sent, no answer
+    in time), ``ConnectionLost`` (sent, the connection broke before the answer), ``TokenError`` and
+    ``SecretUnavailable`` (no call was made)."""
 
     def __init__(
         self,
@@ -31,6 +42,15 @@ class DefenderError(Exception):
     def transient(self) -> bool:
         """Worth retrying later: throttling, server errors, timeouts, network trouble."""
         return self.status in (0, 408, 429) or self.status >= 500
+
+    @property
+    def nothing_done(self) -> bool:
+        """The failure proves the call changed nothing, so a create may simply be sent again.
+        Anything else (a 5xx, a timeout, a connection lost after the request was sent, an answer
+        we could not read) may hide a call that worked: look before repeating it."""
+        if self.status:
+            return self.status in NOTHING_DONE_STATUSES
+        return self.code in NOT_SENT_CODES
 
 
 class Paced(DefenderError):

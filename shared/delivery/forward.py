@@ -9,7 +9,8 @@ For an event, one method per step, each returning an :class:`Outcome` (stop here
          │
     _join_group  an open group for device+policy? join it: coalesced (a note task counts it on the alert)
          │       (else the machine is checkpointed in the ledger before the paced steps)
-    _recover     a crash left "creating"? find our alert by its marker before creating again
+    _recover     "creating" left by a crash or a lost answer (5xx, timeout)? find our alert by its
+         │       marker and adopt it; not listed yet: wait out the indexing grace, then create
          │
     _anchor      the device's connection to the platform (hunting)    ─▶ none: no_anchor (or Graph fallback)
          │
@@ -39,7 +40,7 @@ from typing import Any
 
 from shared import anchor, devices
 from shared.defender.context import CallContext, calls_for
-from shared.defender.errors import DefenderError
+from shared.defender.errors import CallRecord, DefenderError
 from shared.delivery.coalesce import Group, group_key
 from shared.delivery.deadletter import DeadLetter
 from shared.delivery.devicecache import identity, view_of
@@ -287,10 +288,33 @@ class Delivery:
         return None
 
     def _recover_interrupted(self, a: Attempt) -> Outcome | None:
+        """An earlier attempt may have made the alert: it was interrupted after recording its intent,
+        or Defender's answer was lost (a 5xx, a timeout). Look for the alert by its marker line
+        (the alerts budget, not the creation one) and adopt it. Not listed yet: Defender may still
+        be indexing it, so wait until ``ALERT_SEARCH_GRACE_SECONDS`` after the intent and look once
+        more; only then create."""
         if a.entry.state != LedgerState.CREATING:
             return None
-        existing = self._find_own_alert(a.event, a.machine_id, a.entry.intent_at or 0.0)
-        return self._created(a, existing, recovered=True) if existing else None
+        intent = a.entry.intent_at or 0.0
+        existing = self._find_own_alert(a.event, a.machine_id, intent)
+        why = (
+            f"found after an ambiguous answer ({a.entry.unanswered})"
+            if a.entry.unanswered
+            else "found after an interrupted attempt"
+        )
+        if existing:
+            self._audit(a, f"alert {existing['id']} {why}")
+            return self._created(a, existing, how=why)
+        left = intent + self.settings.alert_search_grace_seconds - a.now.timestamp()
+        if left > 0:
+            return Outcome(
+                Kind.RETRY_AFTER,
+                detail=f"alert not listed yet after an earlier create ({a.entry.unanswered or 'interrupted'}); "
+                f"searching again in {left:.0f} s before creating",
+                retry_after=left,
+            )
+        log.info("event %s: no alert listed %.0f s after the earlier create; creating", a.event.id, -left)
+        return None
 
     def _anchor(self, a: Attempt) -> Outcome | None:
         if a.entry.anchor_report_id:  # checkpointed
@@ -334,8 +358,10 @@ class Delivery:
         try:
             alert = self.deps.mde.create_alert_by_reference(body)
         except DefenderError as exc:
-            if exc.status:  # Defender answered: nothing was created, no need to search next time
+            if exc.nothing_done:  # a 400/401/403/404/429, or never sent: nothing to search for next time
                 self.deps.ledger.mark_not_created(a.entry)
+            else:  # a 5xx or no answer may hide an alert that was made: the next attempt searches first
+                self.deps.ledger.mark_unanswered(a.entry, f"{exc.status or 'no answer'} {exc.code}")
             return from_error(exc, "CreateAlertByReference")
         return self._created(a, alert)
 
@@ -373,16 +399,36 @@ class Delivery:
                 return alert
         return None
 
-    def _created(self, a: Attempt, alert: dict[str, Any], *, recovered: bool = False) -> Outcome:
+    def _audit(self, a: Attempt, what: str) -> None:
+        """A decision of the delivery itself (no call of its own), kept with the calls it explains."""
+        if self.deps.audit is None:
+            return
+        record = CallRecord(
+            time=self.deps.clock.now().timestamp(),
+            service="delivery",
+            method="ADOPT",
+            path=what,
+            status=200,
+            latency_ms=0,
+            correlation_id=None,
+            error_code=None,
+            event_id=a.event.id,
+            attempt=a.entry.attempts,
+        )
+        try:
+            self.deps.audit(record)
+        except Exception as exc:  # the audit must never break delivery
+            log.warning("audit not written: %s", exc.__class__.__name__)
+
+    def _created(self, a: Attempt, alert: dict[str, Any], *, how: str = "") -> Outcome:
         alert_id = str(alert["id"])
         incident = str(alert["incidentId"]) if alert.get("incidentId") is not None else None
         self._respond(a, alert_id, None)  # before the ledger's final write: a retry enqueues it again
         self.deps.ledger.mark_created(a.entry, alert_id, incident, at=self.deps.clock.now().timestamp())
         self.followups.after_created(a.key, alert_id, incident, a.event.id)
-        how = " (found after an interrupted attempt)" if recovered else ""
         return Outcome(
             Kind.CREATED,
-            detail=f"alert {alert_id}{how}",
+            detail=f"alert {alert_id}" + (f" ({how})" if how else ""),
             alert_id=alert_id,
             incident_id=incident,
             machine_id=a.machine_id,

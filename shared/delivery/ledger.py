@@ -74,6 +74,7 @@ class Entry:
     group_role: str | None = None  # "leader" once this event leads its coalescing group
     group_key: str | None = None
     intent_at: float | None = None
+    unanswered: str | None = None  # the create's answer was lost ("502 BadGateway"): search before creating
     alert_id: str | None = None
     incident_id: str | None = None
     coalesced_into: str | None = None
@@ -243,8 +244,13 @@ class Ledger:
         self._apply(entry, state=LedgerState.CREATING, intent_at=intent_at)
 
     def mark_not_created(self, entry: Entry) -> None:
-        """Defender answered the create with an error: nothing exists, nothing to look for."""
-        self._apply(entry, state=LedgerState.RECEIVED)
+        """Defender's answer proves nothing was created: nothing to look for."""
+        self._apply(entry, state=LedgerState.RECEIVED, unanswered=None)
+
+    def mark_unanswered(self, entry: Entry, what: str) -> None:
+        """The create may have worked (a 5xx, a timeout, a connection lost after sending): the entry
+        stays ``creating``, so the next attempt searches for the alert before creating one."""
+        self._apply(entry, unanswered=what[:200])
 
     def mark_created(
         self,

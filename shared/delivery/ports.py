@@ -3,12 +3,14 @@ client can stand in) and the state it keeps. Built once by ``shared.wiring``, th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared import devices
 from shared.clock import Clock
 from shared.config import Settings
+from shared.defender.errors import CallRecord
 from shared.delivery.coalesce import Groups
 from shared.delivery.deadletter import DeadLetters
 from shared.delivery.devicecache import DeviceCache
@@ -55,3 +57,4 @@ class Deps:
     risk: RiskConfig = field(default_factory=RiskConfig)
     rules: RulesFile | None = None
     responder: Responder | None = None
+    audit: Callable[[CallRecord], None] | None = None  # the delivery's own decisions (an adopted alert)

@@ -7,8 +7,11 @@ Routes follow the real services: Entra v2.0 discovery and token endpoints under
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
+import time
 import uuid
 from typing import Any, cast
 
@@ -21,6 +24,13 @@ from tools.emulator.state import GRAPH_AUDIENCE, MDE_AUDIENCES, ApiError, Defend
 
 FINDBYIP = re.compile(r"^findbyip\(ip='([0-9a-fA-F.:]+)',timestamp=([0-9T:.\-Z+]+)\)$")
 XDR_AUDIENCE = "https://api.security.microsoft.com"
+# what a gateway in front of Defender answers when it lost the service's answer
+GATEWAY_ERRORS = {
+    "500": "InternalServerError",
+    "502": "BadGateway",
+    "503": "ServiceUnavailable",
+    "504": "GatewayTimeout",
+}
 
 URLS = Map(
     [
@@ -106,6 +116,12 @@ class EmulatorApp:
             with self.state.lock:
                 self.state.record(request.method, request.full_path.rstrip("?"), response.status_code)
             self.state.slow_down(request.path)
+        lose = request.environ.get("emulator.lose")
+        if lose == "timeout":
+            time.sleep(self.state.faults.lost_answer_delay)  # answers after the client gave up
+        elif lose == "reset":  # closed without an answer (the client sees the connection drop)
+            with contextlib.suppress(OSError):
+                request.environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
         return response
 
     # ---- Entra ID ----
@@ -124,7 +140,7 @@ class EmulatorApp:
         self, request: Request, role: tuple[str, ...], quota: str | None, audiences: set[str] = MDE_AUDIENCES
     ) -> dict[str, Any]:
         claims = self.state.authorize(request.headers.get("Authorization"), audiences, role)
-        self.state.inject()
+        self.state.inject(request.path)
         if quota:
             self.state.take_quota(claims, quota)
         return claims
@@ -251,7 +267,21 @@ class EmulatorApp:
         body = request.get_json(silent=True)
         if body is None:
             raise ApiError(400, "InvalidRequestBody", "Request body is not valid JSON.")
-        return _json(200, self.state.create_alert(body))
+        alert = self.state.create_alert(body)
+        self._lose_answer(request)  # the alert exists whatever the client hears
+        return _json(200, alert)
+
+    def _lose_answer(self, request: Request) -> None:
+        """The ``lose_answer`` fault: the work is done, the answer does not arrive intact."""
+        f = self.state.faults
+        if f.lose_answer <= 0:
+            return
+        f.lose_answer -= 1
+        mode = f.lose_answer_as
+        f.count(f"lost answer {mode}")
+        if mode in GATEWAY_ERRORS:
+            raise ApiError(int(mode), GATEWAY_ERRORS[mode], "The upstream service did not answer in time.")
+        request.environ["emulator.lose"] = mode  # acted on in dispatch, outside the state lock
 
     # ---- managed identity + Key Vault ----
     def on_msi(self, request: Request) -> Response:

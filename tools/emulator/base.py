@@ -96,14 +96,14 @@ class Base:
             f.count("latency")
             time.sleep(f.latency)  # the emulator is slow, as a real service can be
 
-    def inject(self) -> None:
-        """Apply the switched-on failures to one API call (before quota and handler)."""
+    def inject(self, path: str = "") -> None:
+        """Apply the switched-on failures to one API call (before quota and handler: nothing is done)."""
         f = self.faults
-        if f.burst_429 > 0:
+        if f.burst_429 > 0 and f.fail_path in path:
             f.burst_429 -= 1
             f.count("429")
             raise ApiError(429, "TooManyRequests", "Rate limit is exceeded.", retry_after=f.burst_retry_after)
-        if f.fail_next > 0 or (f.error_rate and self._rng.random() < f.error_rate):
+        if (f.fail_next > 0 and f.fail_path in path) or (f.error_rate and self._rng.random() < f.error_rate):
             f.fail_next = max(0, f.fail_next - 1)
             f.count("503")
             raise ApiError(503, "ServiceUnavailable", "The service is temporarily unavailable.")

@@ -18,9 +18,18 @@ class Faults:
     burst_retry_after: int = 30
     error_rate: float = 0.0  # this share of API calls answers 503
     fail_next: int = 0  # the next N API calls answer 503
+    fail_path: str = ""  # burst_429 and fail_next only for calls whose path contains this
     latency: float = 0.0  # seconds added to each API call (after it has been handled)
     latency_path: str = ""  # only calls whose path contains this
     token_outage: bool = False  # the token endpoint answers 503
+    # The next N CreateAlertByReference calls make the alert, then the answer is lost the way a
+    # gateway in front of Defender loses it: "500"/"502"/"503"/"504" (that status instead of the
+    # alert), "timeout" (the answer comes after ``lost_answer_delay`` seconds, past the client's
+    # timeout) or "reset" (the connection is closed without an answer).
+    lose_answer: int = 0
+    lose_answer_as: str = "502"
+    lost_answer_delay: float = 2.0
+    index_delay: float = 0.0  # seconds before a new alert is listed by GET /api/alerts
     seed: int = 7
     injected: dict[str, int] = field(default_factory=dict)
 

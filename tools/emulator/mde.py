@@ -204,7 +204,8 @@ class Mde(Base):
                 del self.pending_incidents[alert["id"]]
                 self._correlate(alert)
         match = compile_filter(odata_filter, FILTERABLE_ALERT_FIELDS) if odata_filter else (lambda a: True)
-        found = [dict(a) for a in self.alerts if match(a)]
+        listed = now - timedelta(seconds=self.faults.index_delay)  # not indexed yet: not listed
+        found = [dict(a) for a in self.alerts if parse_time(a["alertCreationTime"]) <= listed and match(a)]
         return found[:top] if top else found
 
     def update_alert(self, alert_id: str, body: Any) -> dict[str, Any]:
