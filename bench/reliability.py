@@ -1,6 +1,7 @@
 """The reliability run at full size: the same harness as tests/integration/test_reliability.py
 (separate web and worker processes, real Azurite on disk, the TLS emulators, SIGKILLs of the
-worker mid-call, Azurite restarts, token and Key Vault outages, 429 bursts, 10 % 5xx), with more
+worker mid-call, Azurite restarts, token and Key Vault outages, 429 bursts, 10 % 5xx, creates whose
+answer is lost after the alert was made), with more
 events, more kills and more restarts. Prints what became of every event. Asserts nothing.
 
     .venv/bin/python -m bench.reliability                       # 400 events, 8 kills, 2 restarts
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kills", type=int, default=8)
     p.add_argument("--restarts", type=int, default=2, help="Azurite restarts")
     p.add_argument("--error-rate", type=float, default=0.1)
+    p.add_argument("--lost-answers", type=int, default=8, help="creates answered 502/504/timeout/reset after acting")
     args = p.parse_args(argv)
     plan = Plan(
         events=args.events,
@@ -36,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         kills=args.kills,
         azurite_restarts=args.restarts,
         error_rate=args.error_rate,
+        lost_answers=args.lost_answers,
         bursts_429=4,
         deadline_seconds=1800,
     )
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             run.close()
     print("\n".join(report.lines()))
-    return 0 if not report.lost and not report.duplicates else 1
+    return 0 if not report.lost and not report.duplicates and report.creates_made == report.alerts else 1
 
 
 if __name__ == "__main__":

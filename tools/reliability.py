@@ -10,11 +10,14 @@ Azurite with **on-disk persistence** and the TLS emulators. While events arrive,
   sender retries, as Noxys would; the worker's storage calls fail and are retried);
 * takes the token endpoint and Key Vault down for a few seconds each (tokens and secrets are
   short-lived in this run, so both are needed again during the outage);
-* throws bursts of 429 with ``Retry-After`` and answers 10 % of Defender calls with 503.
+* throws bursts of 429 with ``Retry-After`` and answers 10 % of Defender calls with 503;
+* loses the answer of the first creates *after* the alert was made (a gateway's 502 or 504, a
+  timeout, a connection reset), so the worker must find the alert instead of creating it again.
 
 It then waits for every accepted event to reach a final ledger state and reports: events sent and
 accepted, final ledger states, alerts, duplicates (a second ``CreateAlertByReference`` for an alert
-that exists — the emulator counts Defender's silent merges — or two alerts for one event), poison
+that exists — the emulator counts Defender's silent merges — or two alerts for one event), the
+create calls that made an alert (one per alert: none repeated after a lost answer), poison
 messages and dead letters with their reasons, and **lost** events (accepted, yet in no final
 state, no dead letter and no poison queue). Used by ``tests/integration/test_reliability.py``
 (CI size) and ``bench/reliability.py`` (full size).
@@ -61,6 +64,7 @@ class Plan:
     error_rate: float = 0.1
     bursts_429: int = 2
     outage_seconds: float = 5.0
+    lost_answers: int = 4  # the first creates' answers lost after the alert was made
     deadline_seconds: float = 300.0
 
 
@@ -72,6 +76,7 @@ class Report:
     states: dict[str, int] = field(default_factory=dict)
     alerts: int = 0
     duplicates: int = 0
+    creates_made: int = 0  # CreateAlertByReference calls that made an alert (whatever was answered)
     poison: int = 0
     dead_letters: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
@@ -86,7 +91,8 @@ class Report:
             f"faults: worker SIGKILLs {self.kills}, Azurite restarts {self.azurite_restarts}, "
             f"emulator {dict(sorted(self.injected.items()))}",
             f"final ledger states {dict(sorted(self.states.items()))}",
-            f"alerts {self.alerts}, duplicates {self.duplicates}, poison {self.poison}, "
+            f"alerts {self.alerts}, create calls that made one {self.creates_made}, "
+            f"duplicates {self.duplicates}, poison {self.poison}, "
             f"dead letters {len(self.dead_letters)}, lost {len(self.lost)}",
             *(f"  dead letter: {reason}" for reason in self.dead_letters),
             f"{self.seconds:.0f} s",
@@ -116,6 +122,8 @@ class Run:
         self.state.token_lifetime = 4  # tokens are needed again during the outages
         self.state.faults.latency, self.state.faults.latency_path = 1.5, "CreateAlertByReference"
         self.state.faults.error_rate = plan.error_rate
+        self.state.faults.lose_answer, self.state.faults.lose_answer_as = plan.lost_answers, "502,timeout,504,reset"
+        self.state.faults.lost_answer_delay = 6.0  # past the client's HTTP_TIMEOUT_SECONDS below
         self.state.vault.set("defender-client-secret", "emulator-client-secret", now=datetime.now(UTC))
         self.state.vault.set("noxys-signing-secret", SECRET, now=datetime.now(UTC))
         self.emulator = EmulatorServer(self.state, ca_file=workdir / "ca.pem").start()
@@ -141,6 +149,8 @@ class Run:
                 "AZURE_CLIENT_ID": IDENTITY,
                 "SECRET_CACHE_SECONDS": "1",
                 "RETRY_BASE_SECONDS": "1",
+                "HTTP_TIMEOUT_SECONDS": "5",
+                "ALERT_SEARCH_GRACE_SECONDS": "8",  # alerts are listed at once here
                 "RETRY_MAX_SECONDS": "4",
                 "DELIVERY_LEASE_SECONDS": "6",
                 "COALESCE_NOTE_INTERVAL_SECONDS": "1",
@@ -356,6 +366,12 @@ class Run:
             if line.startswith("Noxys event id: ")
         )
         r.alerts = len(self.state.alerts)
+        # a create that made an alert (or merged into one): 200, also when the answer then timed out
+        # or the connection was reset, or the 502/504 of a lost answer (this run's 503s come before
+        # the emulator acts)
+        r.creates_made = sum(
+            1 for c in self.state.calls_of("/api/alerts/CreateAlertByReference") if c["status"] in (200, 502, 504)
+        )
         r.duplicates = sum(self.state.merged.values()) + sum(n - 1 for n in markers.values() if n > 1)
         r.injected = dict(self.state.faults.injected)
 

@@ -277,7 +277,8 @@ class EmulatorApp:
         if f.lose_answer <= 0:
             return
         f.lose_answer -= 1
-        mode = f.lose_answer_as
+        modes = f.lose_answer_as.split(",")  # several: each lost answer takes the next one
+        mode = modes[sum(n for k, n in f.injected.items() if k.startswith("lost answer")) % len(modes)]
         f.count(f"lost answer {mode}")
         if mode in GATEWAY_ERRORS:
             raise ApiError(int(mode), GATEWAY_ERRORS[mode], "The upstream service did not answer in time.")

@@ -25,7 +25,8 @@ class Faults:
     # The next N CreateAlertByReference calls make the alert, then the answer is lost the way a
     # gateway in front of Defender loses it: "500"/"502"/"503"/"504" (that status instead of the
     # alert), "timeout" (the answer comes after ``lost_answer_delay`` seconds, past the client's
-    # timeout) or "reset" (the connection is closed without an answer).
+    # timeout) or "reset" (the connection is closed without an answer); a comma-separated list
+    # takes one mode per lost answer, in turn.
     lose_answer: int = 0
     lose_answer_as: str = "502"
     lost_answer_delay: float = 2.0
