@@ -174,11 +174,17 @@ class Run:
 
     # ------------------------------------------------------------------ faults
     def kill_worker_mid_call(self, timeout: float = 60.0) -> bool:
-        """SIGKILL the worker right after it sent CreateAlertByReference, then start a new one."""
-        seen = len(self.state.calls_of("/api/alerts/CreateAlertByReference"))
+        """SIGKILL the worker right after it sent CreateAlertByReference, then start a new one. Only a
+        create answered 200 is a kill's target, so the kills and the lost 502/504 answers each stay
+        their own fault (a worker killed while its answer is lost would never hear the 502)."""
+
+        def answered() -> int:
+            return sum(1 for c in self.state.calls_of("/api/alerts/CreateAlertByReference") if c["status"] == 200)
+
+        seen = answered()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if len(self.state.calls_of("/api/alerts/CreateAlertByReference")) > seen:
+            if answered() > seen:
                 self.worker.send_signal(signal.SIGKILL)
                 self.worker.wait()
                 self.report.kills += 1
