@@ -231,6 +231,8 @@ def _azure_monitor(connection: str) -> Instruments:
         "instrumentation_options": {name: {"enabled": False} for name in INSTRUMENTATIONS},
         "resource": _resource(),
     }
+    if not os.environ.get("OTEL_TRACES_SAMPLER"):  # the distro's default keeps 5 traces a second, cut anywhere
+        options["sampling_ratio"] = 1.0  # every trace whole: decided by trace id, so a delivery follows its webhook
     aad, client_id = aad_client(os.environ.get(AUTHENTICATION_STRING))
     if aad:
         from azure.identity import ManagedIdentityCredential
@@ -399,9 +401,12 @@ def carried(body: str) -> tuple[str | None, datetime | None]:
 
 
 @contextmanager
-def span(name: str, kind: str, parent: str | None = None, **attrs: str) -> Iterator[Span | None]:
+def span(
+    name: str, kind: str, parent: str | None = None, *, route: str | None = None, **attrs: str
+) -> Iterator[Span | None]:
     """A span (``kind``: server, consumer, client), child of the current one or of ``parent`` (a
-    carried ``traceparent``); None when telemetry is off. Attributes pass the vocabulary."""
+    carried ``traceparent``); None when telemetry is off. Attributes pass the vocabulary; ``route``
+    ("POST /api/...") makes a server span an HTTP request (method, route, and later its status)."""
     otel = _otel()
     if otel is None:
         yield None
@@ -410,11 +415,14 @@ def span(name: str, kind: str, parent: str | None = None, **attrs: str) -> Itera
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     context = TraceContextTextMapPropagator().extract({"traceparent": parent}) if parent else None
+    fixed: dict[str, str] = {f"noxys.{k}": attribute(k, v) for k, v in attrs.items()}
+    if route:
+        fixed["http.request.method"], fixed["http.route"] = route.split(" ", 1)
     with otel.tracer.start_as_current_span(
         name,
         context=context,
         kind=SpanKind[kind.upper()],
-        attributes={f"noxys.{k}": attribute(k, v) for k, v in attrs.items()},
+        attributes=fixed,
         record_exception=False,  # an exception's message may quote an id: only its type is kept
     ) as current:
         try:
@@ -429,6 +437,7 @@ def mark(current: Span | None, **attrs: str | int | float) -> None:
     if current is None:
         return
     for key, value in attrs.items():
-        current.set_attribute(
-            f"noxys.{key}", value if isinstance(value, int | float) and key != "status" else attribute(key, value)
-        )
+        if key == "status":  # the HTTP status, where Application Insights reads a response code
+            current.set_attribute("http.response.status_code", int(value))
+        else:
+            current.set_attribute(f"noxys.{key}", value if isinstance(value, int | float) else attribute(key, value))

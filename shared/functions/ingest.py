@@ -31,7 +31,8 @@ def handle(body: bytes, headers: Mapping[str, str], *, now: datetime | None = No
         intake.log.error("webhook refused: %s", exc)
         refused = intake.precheck(body, headers) or intake.Refused(503, "not_configured", str(exc), setting=exc.setting)
         return json_response(refused.status, refused.body())
-    with telemetry.span("POST /api/noxys/events", "server") as span:  # its context travels in the messages
+    route = "POST /api/noxys/events"
+    with telemetry.span(route, "server", route=route) as span:  # its context travels in the messages
         result = use_case.receive(body, headers, now=now or datetime.now(UTC))
         telemetry.mark(span, outcome="accepted" if result.status < 300 else "refused", status=result.status)
     return json_response(result.status, result.body())
