@@ -92,7 +92,8 @@ def test_off_without_a_connection_string_and_nothing_imported() -> None:
         "    telemetry.mark(s, outcome='accepted', status=202)\n"
         "telemetry.defender_call('alerts', 200)\n"
         "assert telemetry.traceparent() is None and telemetry.carried('{}') == (None, None)\n"
-        "print(telemetry.enabled(), sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'azure.monitor'))))\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'azure.monitor')))\n"
+        "print(telemetry.enabled(), loaded)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
