@@ -202,6 +202,7 @@ def test_the_exporters_real_traffic_reaches_application_insights(env: Env, emula
     assert {d["name"] for d in dependencies} >= {"defender alerts.create"}
     operations = {i["tags"]["ai.operation.id"] for i in insights.items if i["data"]["baseType"] != "MetricData"}
     assert len(operations) == 1 and len(consumer) == 1  # one operation: the webhook, its delivery, its calls
+    assert float(consumer[0]["properties"]["noxys.latency"]) >= 0  # what the workbook's p50 / p95 read
     metrics = {
         (m["name"], json.dumps(d.get("properties", {}), sort_keys=True)): m["value"]
         for d in insights.of_type("MetricData")
