@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanKind
 
 from shared import telemetry, wiring
 from shared.functions.hunting import ship_rows
-from tests.support import ROOT, Env, sample, signed_headers
+from tests.support import EMULATOR_CLIENT, EMULATOR_TENANT, ROOT, Env, sample, signed_headers, violation
 from tools.emulator.server import EmulatorServer
 from tools.simulation import Arrival, Simulation
 
@@ -129,6 +129,39 @@ def test_refusals_are_counted_by_reason_and_delivery_outcomes_by_kind(
     }
     assert of(found, "noxys.events.delivered") == {frozenset({("outcome", "no_device")}): 1}
     assert wiring.counters().totals(sim.clock.now())["ingest.refused.media_type"] == 1  # status sees it too
+
+
+def test_quota_waits_are_timed_per_api(recorded: tuple[Simulation, InMemorySpanExporter, InMemoryMetricReader]) -> None:
+    sim, _, reader = recorded
+    sim.run([Arrival(0, [violation(i, policy=str(i)) for i in range(20)])])  # over 15 alerts a minute
+    waits = of(points(reader), "noxys.quota.wait")
+    assert waits.get(frozenset({("api", "alerts.create")}), 0) >= 5
+    delivered = of(points(reader), "noxys.events.delivered")
+    assert delivered == {frozenset({("outcome", "alert_created")}): 20}  # waits are not outcomes
+
+
+def test_the_health_timer_sends_its_numbers(
+    recorded: tuple[Simulation, InMemorySpanExporter, InMemoryMetricReader],
+    emulator: EmulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sim, _, reader = recorded
+    (timer,) = [t for t in sim.host.timers if t.name == "health_check"]
+    sim.host.fire_timer(timer)
+    found = points(reader)
+    assert of(found, "noxys.health.checks") == {frozenset({("result", "ok")}): 1}
+    assert of(found, "noxys.queue.depth") == {frozenset(): 0}
+    assert of(found, "noxys.poison.depth") == {frozenset(): 0}
+    expires = emulator.state.clients[(EMULATOR_TENANT, EMULATOR_CLIENT)].secret_expires
+    assert expires is not None
+    days = round((expires - sim.clock.now()).total_seconds() / 86400, 2)  # what Graph says, as the check saw it
+    assert of(found, "noxys.secret.days_left") == {frozenset({("secret", "entra")}): days}
+    monkeypatch.setenv("DEFENDER_CLIENT_SECRET", "a-wrong-secret")  # Entra refuses the app: the check fails
+    wiring.reset()
+    wiring.use(clock=sim.clock, sender=sim.sender)
+    sim.host.fire_timer(timer)
+    checks = of(points(reader), "noxys.health.checks")  # the in-memory reader sums since the start
+    assert checks == {frozenset({("result", "ok")}): 1, frozenset({("result", "failing")}): 1}
 
 
 def test_no_attribute_carries_a_user_device_id_or_pii(
