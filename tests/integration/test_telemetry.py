@@ -268,3 +268,77 @@ def test_the_stand_in_refuses_what_application_insights_refuses(emulator: Emulat
     assert answer.json()["errors"] == [{"index": 1, "statusCode": 400, "message": "Invalid instrumentation key"}]
     assert requests.post(url, json=[wrong_key], headers=auth, timeout=30, verify=ca).status_code == 400
     assert insights.items == [item]
+
+
+LOCAL_SCRIPT = (
+    "from datetime import UTC, datetime\n"
+    "from shared import telemetry\n"
+    "with telemetry.span('POST /api/noxys/events', 'server', route='POST /api/noxys/events') as s:\n"
+    "    telemetry.Tally(lambda *a: None, lambda: datetime.now(UTC)).count('ingest.accepted')\n"
+    "telemetry.flush()\n"
+    "print('enabled', telemetry.enabled())\n"
+)
+
+
+def _local_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != telemetry.CONNECTION_STRING}
+    return {**env, **extra}
+
+
+def test_command_1_prints_spans_and_metrics_to_the_console() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", LOCAL_SCRIPT],
+        env=_local_env(NOXYS_TELEMETRY="console"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "enabled True" in done.stdout
+    assert '"name": "POST /api/noxys/events"' in done.stdout and '"name": "noxys.events.received"' in done.stdout
+
+
+def test_command_1_sends_to_a_local_otlp_endpoint() -> None:
+    """What the OTLP exporter really sends (protobuf over HTTP) to ``OTEL_EXPORTER_OTLP_ENDPOINT``."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    received: list[tuple[str, str, bytes]] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, self.headers["Content-Type"], body))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        subprocess.run(
+            [sys.executable, "-c", LOCAL_SCRIPT],
+            env=_local_env(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint),
+            cwd=ROOT,
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+    finally:
+        server.shutdown()
+    by_path = {path: (kind, body) for path, kind, body in received}
+    assert by_path["/v1/traces"][0] == by_path["/v1/metrics"][0] == "application/x-protobuf"
+    traces = ExportTraceServiceRequest.FromString(by_path["/v1/traces"][1])
+    spans = [s for r in traces.resource_spans for ss in r.scope_spans for s in ss.spans]
+    assert [s.name for s in spans] == ["POST /api/noxys/events"]
+    metrics = ExportMetricsServiceRequest.FromString(by_path["/v1/metrics"][1])
+    names = {m.name for r in metrics.resource_metrics for sm in r.scope_metrics for m in sm.metrics}
+    assert "noxys.events.received" in names
