@@ -395,7 +395,8 @@ def carried(body: str) -> tuple[str | None, datetime | None]:
         first = doc.get("events", [doc])[0] if doc.get("kind") == "bundle" else doc
         trace, received = first.get("trace"), doc.get("first_received_at")
         when = datetime.fromisoformat(received.replace("Z", "+00:00")) if isinstance(received, str) else None
-        return (trace if isinstance(trace, str) else None), when
+        aware = when if when is not None and when.utcoffset() is not None else None  # never breaks a subtraction
+        return (trace if isinstance(trace, str) else None), aware
     except (ValueError, AttributeError, IndexError, TypeError):
         return None, None
 

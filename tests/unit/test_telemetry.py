@@ -99,3 +99,24 @@ def test_off_without_a_connection_string_and_nothing_imported() -> None:
         [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "False []"
+
+
+def test_what_a_queue_message_carries_never_breaks_a_delivery() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    telemetry.install(TracerProvider(), MeterProvider())
+    try:
+        parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        good = f'{{"kind":"event","trace":"{parent}","first_received_at":"2026-03-20T12:00:00Z"}}'
+        assert telemetry.carried(good) == (parent, NOW)
+        bundle = f'{{"kind":"bundle","first_received_at":"2026-03-20T12:00:00Z","events":[{{"trace":"{parent}"}}]}}'
+        assert telemetry.carried(bundle) == (parent, NOW)
+        for hostile in ("not json", "[]", '{"kind":"bundle","events":[]}', '{"first_received_at":"2026-03-20T12:00"}',
+                        '{"first_received_at":"yesterday","trace":7}', '{"trace":"00-zz"}'):  # fmt: skip
+            trace, when = telemetry.carried(hostile)
+            assert when is None and trace in (None, "00-zz")
+        with telemetry.span("noxys.deliver", "consumer", "00-zz") as span:  # a malformed parent: a new trace
+            assert span is not None
+    finally:
+        telemetry.reset()
