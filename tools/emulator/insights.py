@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tools.emulator.common import ApiError, Core
-from tools.emulator.logs import MONITOR_AUDIENCE
+from tools.emulator.logs import MONITOR_AUDIENCE, _authorize  # the same Entra check as Logs Ingestion
 
 BASE_TYPES = {
     "RequestData",
@@ -70,8 +70,6 @@ def _problem(item: Any, ikey: str) -> str | None:
 
 def track(state: Core, insights: InsightsState, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
     """POST /v2.1/track: authenticate, read the envelopes, accept the valid ones."""
-    from tools.emulator.logs import _authorize
-
     claims = _authorize(state, headers.get("Authorization", ""))
     if claims.get("aud") != MONITOR_AUDIENCE:  # _authorize checks it too; here it is the contract
         raise ApiError(401, "InvalidToken", "The token audience is not https://monitor.azure.com.")
