@@ -154,6 +154,7 @@ class Instruments:
                 ("noxys.queue.depth", "1", "Messages waiting on the event queues (health check)"),
                 ("noxys.poison.depth", "1", "Messages on the poison queues (health check)"),
                 ("noxys.secret.days_left", "d", "Days until the Defender client secret expires (health check)"),
+                ("noxys.response.circuits_open", "1", "Response caps that stopped an action (health check)"),
             )
         }
         flushers = [getattr(p, "force_flush", None) for p in (tracer_provider, meter_provider)]
@@ -340,26 +341,34 @@ def rows_shipped(n: int) -> None:
     _add("noxys.hunting.rows_shipped", n)
 
 
+CIRCUIT = "response circuit open"  # how the health record's problems name a tripped response cap
+
+
 @dataclass(frozen=True)
 class HealthFigures:
     ok: bool
     waiting: int | None
     poison: int | None
     days_left: dict[str, float]
+    circuits_open: int = 0
 
 
 def health_figures(record: Mapping[str, Any], now: datetime) -> HealthFigures:
     """What the health check's record says, as numbers: pure, so every alert rule's input is tested.
-    Failing means the connection test failed or a secret expires within the error horizon."""
+    Failing means the record says so (``ok``; else its connection test failed) or a secret expires
+    within the error horizon; an open response circuit is one of the record's problems."""
     queues = record.get("queues") or {}
     expiring = any(int(e.get("level", 0)) >= logging.ERROR for e in record.get("expiry") or [])
-    ok = bool((record.get("connection") or {}).get("ok")) and not expiring
+    passed = record["ok"] if "ok" in record else (record.get("connection") or {}).get("ok")
+    ok = bool(passed) and not expiring
+    problems = [p for p in record.get("problems") or [] if isinstance(p, str)]
     days: dict[str, float] = {}
     for what, when in (record.get("secret_expires_on") or {}).items():
         which = "key_vault" if "Key Vault" in what else "entra"
         left = (datetime.fromisoformat(when) - now).total_seconds() / 86400
         days[which] = round(min(left, days.get(which, left)), 2)
-    return HealthFigures(ok, queues.get("waiting"), queues.get("poison"), days)
+    circuits = sum(p.startswith(CIRCUIT) for p in problems)
+    return HealthFigures(ok, queues.get("waiting"), queues.get("poison"), days, circuits)
 
 
 def health(record: Mapping[str, Any], now: datetime) -> HealthFigures:
@@ -371,6 +380,7 @@ def health(record: Mapping[str, Any], now: datetime) -> HealthFigures:
         _gauge("noxys.poison.depth", figures.poison)
     for which, days in figures.days_left.items():
         _gauge("noxys.secret.days_left", days, {"secret": attribute("secret", which)})
+    _gauge("noxys.response.circuits_open", figures.circuits_open)
     return figures
 
 

@@ -152,6 +152,7 @@ def test_the_health_timer_sends_its_numbers(
     assert of(found, "noxys.health.checks") == {frozenset({("result", "ok")}): 1}
     assert of(found, "noxys.queue.depth") == {frozenset(): 0}
     assert of(found, "noxys.poison.depth") == {frozenset(): 0}
+    assert of(found, "noxys.response.circuits_open") == {frozenset(): 0}
     expires = emulator.state.clients[(EMULATOR_TENANT, EMULATOR_CLIENT)].secret_expires
     assert expires is not None
     days = round((expires - sim.clock.now()).total_seconds() / 86400, 2)  # what Graph says, as the check saw it

@@ -68,6 +68,8 @@ def test_health_record_as_numbers() -> None:
     assert not telemetry.health_figures(expiring, NOW).ok
     assert not telemetry.health_figures({"connection": {"ok": False}}, NOW).ok
     assert telemetry.health_figures({}, NOW) == telemetry.HealthFigures(False, None, None, {})
+    tripped = {"ok": False, "connection": {"ok": True}, "problems": ["response circuit open: hourly cap on isolate"]}
+    assert telemetry.health_figures(tripped, NOW) == telemetry.HealthFigures(False, None, None, {}, 1)
 
 
 def test_entra_authentication_string() -> None:
