@@ -234,6 +234,9 @@ def _azure_monitor(connection: str) -> Instruments:
     }
     if not os.environ.get("OTEL_TRACES_SAMPLER"):  # the distro's default keeps 5 traces a second, cut anywhere
         options["sampling_ratio"] = 1.0  # every trace whole: decided by trace id, so a delivery follows its webhook
+    # The app runs on App Service (Functions): its detector names the app and instance; the VM
+    # detector would probe the instance metadata endpoint on the first event for nothing.
+    os.environ.setdefault("OTEL_EXPERIMENTAL_RESOURCE_DETECTORS", "azure_app_service")
     aad, client_id = aad_client(os.environ.get(AUTHENTICATION_STRING))
     if aad:
         from azure.identity import ManagedIdentityCredential
