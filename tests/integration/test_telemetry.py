@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -130,6 +131,30 @@ def test_refusals_are_counted_by_reason_and_delivery_outcomes_by_kind(
     }
     assert of(found, "noxys.events.delivered") == {frozenset({("outcome", "no_device")}): 1}
     assert wiring.counters().totals(sim.clock.now())["ingest.refused.media_type"] == 1  # status sees it too
+
+
+def test_response_actions_by_action_and_state(
+    recorded: tuple[Simulation, InMemorySpanExporter, InMemoryMetricReader],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    sim, _, reader = recorded
+    rule = {
+        "name": "Tag and isolate on a violation",
+        "when": {"event_types": ["interaction.policy_violated"]},
+        "then": [{"action": "tag_device", "tag": "NoxysRisk"}, {"action": "isolate", "isolation_type": "Selective"}],
+        "dry_run": False,
+    }
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"rules": [rule], "limits": {"max_isolations_per_hour": 5}}))
+    monkeypatch.setenv("RESPONSE_RULES_FILE", str(rules))
+    wiring.reset()
+    wiring.use(clock=sim.clock, sender=sim.sender)
+    sim.run([Arrival(0, [violation(1)])])
+    actions = of(points(reader), "noxys.response.actions")
+    assert actions[frozenset({("action", "tag_device"), ("state", "done")})] == 1
+    assert actions[frozenset({("action", "isolate"), ("state", "sent")})] == 1
+    assert actions[frozenset({("action", "isolate"), ("state", "succeeded")})] == 1  # followed to its end
 
 
 def test_quota_waits_are_timed_per_api(recorded: tuple[Simulation, InMemorySpanExporter, InMemoryMetricReader]) -> None:
