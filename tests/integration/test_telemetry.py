@@ -133,6 +133,41 @@ def test_refusals_are_counted_by_reason_and_delivery_outcomes_by_kind(
     assert wiring.counters().totals(sim.clock.now())["ingest.refused.media_type"] == 1  # status sees it too
 
 
+def test_coalesced_and_held_outcomes(
+    recorded: tuple[Simulation, InMemorySpanExporter, InMemoryMetricReader], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim, _, reader = recorded
+    sim.run([Arrival(i * 10.0, [violation(i, policy="storm")]) for i in range(3)])  # one device, one policy
+    monkeypatch.setenv("INTEGRATION_ENABLED", "false")
+    wiring.reset()
+    wiring.use(clock=sim.clock, sender=sim.sender)
+    sim.run([Arrival(0, [violation(9)])])
+    assert of(points(reader), "noxys.events.delivered") == {
+        frozenset({("outcome", "alert_created")}): 1,
+        frozenset({("outcome", "coalesced")}): 2,
+        frozenset({("outcome", "held")}): 1,
+    }
+    assert of(points(reader), "noxys.alerts.created") == {frozenset(): 1}
+
+
+def test_a_dead_letter_is_counted_and_defender_failures_by_status(
+    recorded: tuple[Simulation, InMemorySpanExporter, InMemoryMetricReader],
+    emulator: EmulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sim, _, reader = recorded
+    monkeypatch.setenv("MAX_EVENT_AGE_HOURS", "1")
+    wiring.reset()
+    wiring.use(clock=sim.clock, sender=sim.sender)
+    emulator.state.faults.error_rate = 1.0  # Defender answers 503 to everything until the event is given up
+    sim.run([Arrival(0, [violation(1)])])
+    found = points(reader)
+    assert of(found, "noxys.events.delivered") == {frozenset({("outcome", "dead_letter")}): 1}
+    calls = of(found, "noxys.defender.calls")
+    assert set(calls) == {frozenset({("api", "machines"), ("status", "503")})}
+    assert calls[frozenset({("api", "machines"), ("status", "503")})] == emulator.state.faults.injected["503"]
+
+
 def test_response_actions_by_action_and_state(
     recorded: tuple[Simulation, InMemorySpanExporter, InMemoryMetricReader],
     monkeypatch: pytest.MonkeyPatch,
