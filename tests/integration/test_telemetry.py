@@ -45,14 +45,19 @@ def recorded(
     monkeypatch.setenv("HUNTING_DCR_IMMUTABLE_ID", emulator.state.logs.dcr_id)
     monkeypatch.setenv("HUNTING_EVENT_TYPES", "interaction.policy_violated,interaction.created")
     monkeypatch.setenv("HUNTING_QUEUE_NAME", f"{env.queue}-hunting")
-    wiring.reset()
-    wiring.use(clock=sim.clock, sender=sim.sender)
+    rewire(sim)
     spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
     telemetry.install(tracer_provider, MeterProvider(metric_readers=[reader]))
     yield sim, spans, reader
     telemetry.reset()
+
+
+def rewire(sim: Simulation) -> None:
+    """The settings changed: build the app again, on the simulation's clock and sender."""
+    wiring.reset()
+    wiring.use(clock=sim.clock, sender=sim.sender)
 
 
 def points(reader: InMemoryMetricReader) -> dict[tuple[str, frozenset[tuple[str, Any]]], Any]:
@@ -139,8 +144,7 @@ def test_coalesced_and_held_outcomes(
     sim, _, reader = recorded
     sim.run([Arrival(i * 10.0, [violation(i, policy="storm")]) for i in range(3)])  # one device, one policy
     monkeypatch.setenv("INTEGRATION_ENABLED", "false")
-    wiring.reset()
-    wiring.use(clock=sim.clock, sender=sim.sender)
+    rewire(sim)
     sim.run([Arrival(0, [violation(9)])])
     assert of(points(reader), "noxys.events.delivered") == {
         frozenset({("outcome", "alert_created")}): 1,
@@ -157,8 +161,7 @@ def test_a_dead_letter_is_counted_and_defender_failures_by_status(
 ) -> None:
     sim, _, reader = recorded
     monkeypatch.setenv("MAX_EVENT_AGE_HOURS", "1")
-    wiring.reset()
-    wiring.use(clock=sim.clock, sender=sim.sender)
+    rewire(sim)
     emulator.state.faults.error_rate = 1.0  # Defender answers 503 to everything until the event is given up
     sim.run([Arrival(0, [violation(1)])])
     found = points(reader)
@@ -183,8 +186,7 @@ def test_response_actions_by_action_and_state(
     rules = tmp_path / "rules.json"
     rules.write_text(json.dumps({"rules": [rule], "limits": {"max_isolations_per_hour": 5}}))
     monkeypatch.setenv("RESPONSE_RULES_FILE", str(rules))
-    wiring.reset()
-    wiring.use(clock=sim.clock, sender=sim.sender)
+    rewire(sim)
     sim.run([Arrival(0, [violation(1)])])
     actions = of(points(reader), "noxys.response.actions")
     assert actions[frozenset({("action", "tag_device"), ("state", "done")})] == 1
@@ -219,8 +221,7 @@ def test_the_health_timer_sends_its_numbers(
     days = round((expires - sim.clock.now()).total_seconds() / 86400, 2)  # what Graph says, as the check saw it
     assert of(found, "noxys.secret.days_left") == {frozenset({("secret", "entra")}): days}
     monkeypatch.setenv("DEFENDER_CLIENT_SECRET", "a-wrong-secret")  # Entra refuses the app: the check fails
-    wiring.reset()
-    wiring.use(clock=sim.clock, sender=sim.sender)
+    rewire(sim)
     sim.host.fire_timer(timer)
     checks = of(points(reader), "noxys.health.checks")  # the in-memory reader sums since the start
     assert checks == {frozenset({("result", "ok")}): 1, frozenset({("result", "failing")}): 1}
