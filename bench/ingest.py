@@ -6,7 +6,13 @@ request against 100 sequential raw sends (a 100-event request is queued as a few
 events the workers deliver: that cost is in bench.storm). Asserts nothing; prints and returns the
 figures.
 
-    .venv/bin/python -m bench.ingest [--requests 500] [--batches 10]
+With ``--telemetry`` the webhook runs with OpenTelemetry on: the Azure Monitor distro configured
+from ``APPLICATIONINSIGHTS_CONNECTION_STRING`` as in Azure, exporting in the background to a local
+sink that answers like the ingestion endpoint (``/v2.1/track``), so the figure includes its span,
+its counter, the trace context written into the message and the exporter's threads. The distro sets
+process-wide providers, so :func:`with_telemetry` runs it in a fresh interpreter.
+
+    .venv/bin/python -m bench.ingest [--requests 500] [--batches 10] [--telemetry]
 """
 
 from __future__ import annotations
@@ -146,12 +152,85 @@ def _messages_for_one_batch(raw: Any) -> int:
     return count
 
 
+@contextmanager
+def ingestion_sink() -> Iterator[str]:
+    """A local stand-in for Application Insights ingestion that accepts everything: the exporter's
+    real HTTP traffic, without the network. Yields the connection string that points at it."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            answer = b'{"itemsReceived": 0, "itemsAccepted": 0, "errors": []}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"InstrumentationKey={uuid.uuid4()};IngestionEndpoint=http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+
+
+def run_with_telemetry(requests: int, batches: int) -> dict[str, Any]:
+    """:func:`run` with the distro configured (this process), and what its first use cost."""
+    from shared import telemetry
+
+    with ingestion_sink() as connection:
+        os.environ.update(
+            {
+                telemetry.CONNECTION_STRING: connection,
+                "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",  # no calls to Microsoft from a benchmark
+                "APPLICATIONINSIGHTS_SDKSTATS_DISABLED": "true",
+                "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",
+            }
+        )
+        started = time.perf_counter()
+        if not telemetry.enabled():
+            raise RuntimeError("telemetry did not start: see the log")
+        configured = (time.perf_counter() - started) * 1000
+        found = run(requests, batches)
+        telemetry.flush()
+    return {
+        "webhook, 1 event, telemetry on (median ms)": found["webhook, 1 event (median ms)"],
+        "raw enqueue, same message (median ms)": found["raw enqueue, same message (median ms)"],
+        "ratio, 1 event, telemetry on (target ≤ 1.2)": found["ratio, 1 event (target ≤ 1.2)"],
+        "ratio, 100 events, telemetry on (target ≤ 0.35)": found["ratio, 100 events (target ≤ 0.35)"],
+        "first use: the distro imported and configured (ms, once per process)": round(configured, 1),
+    }
+
+
+def with_telemetry(requests: int, batches: int) -> dict[str, Any]:
+    """:func:`run_with_telemetry` in a fresh interpreter (the distro's providers are process-wide)."""
+    import subprocess
+
+    out = subprocess.run(  # noqa: S603 - this interpreter, this module
+        [sys.executable, "-m", "bench.ingest", "--telemetry", "--requests", str(requests), "--batches", str(batches)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found: dict[str, Any] = json.loads(out.stdout)
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=500)
     p.add_argument("--batches", type=int, default=10)
+    p.add_argument("--telemetry", action="store_true", help="with OpenTelemetry on (the Azure Monitor distro)")
     args = p.parse_args(argv)
-    print(json.dumps(run(args.requests, args.batches), indent=2, ensure_ascii=False))
+    found = run_with_telemetry(args.requests, args.batches) if args.telemetry else run(args.requests, args.batches)
+    print(json.dumps(found, indent=2, ensure_ascii=False))
     return 0
 
 

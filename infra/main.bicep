@@ -72,6 +72,11 @@ param sentinelWorkspaceId string = ''
 @description('E-mail address for the Azure Monitor alerts; empty means no notification.')
 param alertEmail string = ''
 
+@description('Alert when no Noxys event has been received for this many hours (0: no such alert; at most 48).')
+@minValue(0)
+@maxValue(48)
+param noEventsAlertHours int = 0
+
 @description('Object id of the person deploying (azd fills it); not needed by the app.')
 param principalId string = ''
 
@@ -199,8 +204,9 @@ module alerts 'app/alerts.bicep' = {
     tags: tags
     namePrefix: resourceToken
     actionGroupName: '${abbrs.actionGroup}${resourceToken}'
-    appInsightsId: monitoring.outputs.appInsightsId
+    workspaceId: monitoring.outputs.logAnalyticsId
     alertEmail: alertEmail
+    noEventsAlertHours: noEventsAlertHours
   }
 }
 

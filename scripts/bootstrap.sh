@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what is missing — Python 3.11 virtualenv with pinned packages, Azurite from npm, and
 # with --infra what only the tests need: the infrastructure checkers (checkov) and a headless
-# Chromium (Debian's package) that opens the compliance report — and nothing else.
+# Chromium (Debian's package) that opens the compliance report, and Microsoft's Kusto parser (npm) that
+# checks every shipped KQL query — and nothing else.
 # Quick (a few hash checks) when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,4 +65,14 @@ if [ ! -x tools/azurite/node_modules/.bin/azurite ] || [ "$(cat tools/azurite/no
   echo "bootstrap: installing Azurite (npm ci in tools/azurite)"
   (cd tools/azurite && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   echo "$lock" > tools/azurite/node_modules/.lock.sha256
+fi
+
+# Microsoft's Kusto parser, for tests/infra/test_kql.py (every shipped KQL query parsed and bound).
+if [ "${1:-}" = "--infra" ]; then
+  klock=$(sha256sum tools/kusto/package-lock.json | cut -d' ' -f1)
+  if [ ! -d tools/kusto/node_modules/@kusto/language-service-next ] || [ "$(cat tools/kusto/node_modules/.lock.sha256 2>/dev/null || true)" != "$klock" ]; then
+    echo "bootstrap: installing the Kusto parser (npm ci in tools/kusto)"
+    (cd tools/kusto && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$klock" > tools/kusto/node_modules/.lock.sha256
+  fi
 fi

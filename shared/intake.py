@@ -33,6 +33,7 @@ from shared.events import Envelope, FieldError, InvalidEvents, parse_events
 from shared.mapping import is_critical
 from shared.secrets import VaultUnavailable
 from shared.storage import QueueUnavailable
+from shared.telemetry import REFUSAL_REASONS, traceparent
 from shared.webhook import WebhookError, check_bearer, verify_signature
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,14 @@ class Intake:
 
     def receive(self, body: bytes, headers: Mapping[str, str], *, now: datetime) -> Accepted | Refused:
         """``now`` (real time) checks the sender's signature timestamp; the queued event is stamped
-        with the connector's clock, which decides its age and the date window."""
+        with the connector's clock, which decides its age and the date window. Every refusal is
+        counted here, once, by its reason (``shared.telemetry.REFUSAL_REASONS``)."""
+        result = self._receive(body, headers, now)
+        if isinstance(result, Refused):
+            self.count(f"ingest.refused.{REFUSAL_REASONS.get(result.error, 'other')}", 1)
+        return result
+
+    def _receive(self, body: bytes, headers: Mapping[str, str], now: datetime) -> Accepted | Refused:
         refused = precheck(body, headers) or self._authenticate(body, headers, now)
         if refused:
             return refused
@@ -198,14 +206,11 @@ class Intake:
             return Refused(503, "secrets_unavailable", str(exc))
         except WebhookError as exc:
             log.warning("webhook refused (%s): %s", exc.status, exc.reason)
-            if exc.status == 401:
-                self.count("ingest.refused.signature", 1)
             return Refused(exc.status, "not_configured" if exc.status == 503 else "unauthorized", exc.reason)
         return None
 
     def _invalid(self, exc: InvalidEvents) -> Refused:
         log.warning("webhook rejected %d invalid field(s): %s", len(exc.errors), ", ".join(e.field for e in exc.errors))
-        self.count("ingest.refused.invalid", 1)
         error = "event_too_large" if exc.status == 413 else "invalid_event"
         return Refused(exc.status, error, errors=exc.errors)
 
@@ -223,9 +228,10 @@ class Intake:
         texts: dict[str, tuple[QueuedEvent, str]] = {}
         errors: list[FieldError] = []
         status = 413
+        trace = traceparent()  # the webhook request's span: every delivery of these events joins its trace
         for event in {e.id: e for e in [*accepted, *hunting]}.values():
             where = f"[{positions[event.id]}]" if batch else "body"
-            task = QueuedEvent.new(event, stamp)
+            task = QueuedEvent.new(event, stamp, trace)
             try:
                 text = task.to_text()
             except ValueError as exc:  # pydantic's serialisation error is a ValueError too

@@ -45,6 +45,7 @@ from shared.response.ticket import HttpTickets
 from shared.risk import load_config
 from shared.secrets import SecretStore, build_store
 from shared.status import StatusDeps
+from shared.telemetry import Tally
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -330,12 +331,15 @@ def _responder(rules: RulesFile) -> Responder:
     )
 
 
+@_once
+def tally() -> Tally:
+    """One call per event feeds the Table counter (status) and its metric (Azure Monitor)."""
+    return Tally(lambda name, now, n: counters().add(name, now, n), lambda: clock().now())
+
+
 def _count(name: str, n: int) -> None:
     """Best effort: counting must never change the webhook's answer."""
-    try:
-        counters().add(name, clock().now(), n)
-    except Exception as exc:
-        log.warning("counter %s not updated: %s", name, exc.__class__.__name__)
+    tally().count(name, n)
 
 
 def _send(queue: str, text: str) -> object:

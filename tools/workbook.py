@@ -30,6 +30,23 @@ def query_text(name: str) -> str:
     return "\n".join(li for li in lines if not li.strip().startswith("| render")).strip()
 
 
+def tile(name: str, title: str, visual: str, item: str) -> dict[str, Any]:
+    """One query tile of the workbook, its query read from infra/kql/``name``."""
+    return {
+        "type": 3,
+        "content": {
+            "version": "KqlItem/1.0",
+            "query": query_text(name),
+            "size": 0,
+            "title": title,
+            "queryType": 0,
+            "resourceType": "microsoft.operationalinsights/workspaces",
+            "visualization": visual,
+        },
+        "name": item,
+    }
+
+
 def build() -> dict[str, Any]:
     items: list[dict[str, Any]] = [
         {
@@ -42,21 +59,8 @@ def build() -> dict[str, Any]:
         }
     ]
     for i, (name, title, visual) in enumerate(PANELS):
-        items.append(
-            {
-                "type": 3,
-                "content": {
-                    "version": "KqlItem/1.0",
-                    "query": query_text(name),
-                    "size": 0,
-                    "title": title,
-                    "queryType": 0,
-                    "resourceType": "microsoft.operationalinsights/workspaces",
-                    "visualization": visual,
-                },
-                "name": f"query-{i}",
-            }
-        )
+        items.append(tile(name, title, visual, f"query-{i}"))
+    items.append(health_page())
     return {
         "version": "Notebook/1.0",
         "items": items,
@@ -64,6 +68,34 @@ def build() -> dict[str, Any]:
         "fallbackResourceIds": [],
         "$schema": "https://github.com/Microsoft/Application-Insights-Workbooks/blob/master/schema/workbook.json",
     }
+
+
+HEALTH_PANELS = (
+    ("health-events.kql", "Events in and out, by outcome", "timechart"),
+    ("health-outcomes.kql", "Delivery outcomes (24 h)", "piechart"),
+    ("health-latency.kql", "Webhook → alert latency, p50 and p95 (s)", "timechart"),
+    ("health-quota-waits.kql", "Waits for the Defender budget", "timechart"),
+    ("health-dead-letters.kql", "Dead letters and poison depth", "timechart"),
+    ("health-secret-days.kql", "Days until each client secret expires", "table"),
+)
+
+
+def health_page() -> dict[str, Any]:
+    """The connector's own health, from its OpenTelemetry metrics and spans (docs/operations.md):
+    a group of its own, after the interaction tiles."""
+    tiles: list[dict[str, Any]] = [
+        {
+            "type": 1,
+            "content": {
+                "json": "## Connector health\nFrom the connector's metrics and traces (Application Insights, "
+                "tables `AppMetrics` and `AppRequests`); the alert rules read the same numbers."
+            },
+            "name": "health-title",
+        }
+    ]
+    tiles += [tile(name, title, visual, f"health-{i}") for i, (name, title, visual) in enumerate(HEALTH_PANELS)]
+    group = {"version": "NotebookGroup/1.0", "groupType": "editable", "title": "Connector health", "items": tiles}
+    return {"type": 12, "content": group, "name": "connector-health"}
 
 
 def main() -> int:

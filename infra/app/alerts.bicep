@@ -1,11 +1,22 @@
-// Azure Monitor alerts on what the connector logs: events given up on, functions failing,
-// the health check failing.
+// Azure Monitor alerts on the connector's OpenTelemetry metrics (numbers, never log wording): dead
+// letters, poison messages, the health check failing twice, secrets expiring, the response circuit,
+// failing functions and, optionally, silence from Noxys. The rules live in ../alerts/rules.json,
+// shared with Terraform; docs/operations.md maps each to the command that diagnoses it.
 param location string
 param tags object
 param namePrefix string
 param actionGroupName string
-param appInsightsId string
+param workspaceId string
 param alertEmail string
+
+@description('Alert when no event has been received for this many hours (0: never; at most 48).')
+@minValue(0)
+@maxValue(48)
+param noEventsAlertHours int = 0
+
+var defined = loadJsonContent('../alerts/rules.json')
+var noEvents = (noEventsAlertHours > 0) ? [union(defined.noEvents, { window: 'PT${noEventsAlertHours}H' })] : []
+var rules = concat(defined.rules, noEvents)
 
 resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
   name: actionGroupName
@@ -20,40 +31,16 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
   }
 }
 
-var rules = [
-  {
-    name: 'noxys-dead-letters-${namePrefix}'
-    title: 'Noxys connector: events given up on (dead letter or poison queue not empty)'
-    severity: 2
-    window: 'PT15M'
-    query: 'traces | where message contains "dead_letter" or message contains "-poison"'
-  }
-  {
-    name: 'noxys-function-failures-${namePrefix}'
-    title: 'Noxys connector: function executions failing'
-    severity: 2
-    window: 'PT15M'
-    query: 'requests | where success == false'
-  }
-  {
-    name: 'noxys-health-failing-${namePrefix}'
-    title: 'Noxys connector: health check failing (connection, permission or secret expiry)'
-    severity: 1
-    window: 'PT2H'
-    query: 'traces | where message startswith "health: ✗" or message has "connectivity FAILED" or message has "EXPIRED" or (message has "health:" and severityLevel >= 3)'
-  }
-]
-
 resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = [for rule in rules: {
-  name: rule.name
+  name: 'noxys-${rule.name}-${namePrefix}'
   location: location
   tags: tags
   properties: {
     displayName: rule.title
     severity: rule.severity
     enabled: true
-    scopes: [appInsightsId]
-    evaluationFrequency: 'PT5M'
+    scopes: [workspaceId]
+    evaluationFrequency: rule.frequency
     windowSize: rule.window
     criteria: {
       allOf: [

@@ -1,24 +1,13 @@
-# Azure Monitor alerts on what the connector logs.
+# Azure Monitor alerts on the connector's OpenTelemetry metrics (numbers, never log wording), from
+# ../alerts/rules.json, the file the Bicep flavour deploys too; docs/operations.md maps each rule to
+# the command that diagnoses it.
 locals {
+  alert_definitions = jsondecode(file("${path.module}/../alerts/rules.json"))
   alert_rules = {
-    dead-letters = {
-      title    = "Noxys connector: events given up on (dead letter or poison queue not empty)"
-      severity = 2
-      window   = "PT15M"
-      query    = "traces | where message contains \"dead_letter\" or message contains \"-poison\""
-    }
-    function-failures = {
-      title    = "Noxys connector: function executions failing"
-      severity = 2
-      window   = "PT15M"
-      query    = "requests | where success == false"
-    }
-    health-failing = {
-      title    = "Noxys connector: health check failing (connection, permission or secret expiry)"
-      severity = 1
-      window   = "PT2H"
-      query    = "traces | where message startswith \"health: ✗\" or message has \"connectivity FAILED\" or message has \"EXPIRED\" or (message has \"health:\" and severityLevel >= 3)"
-    }
+    for rule in concat(
+      local.alert_definitions.rules,
+      var.no_events_alert_hours > 0 ? [merge(local.alert_definitions.noEvents, { window = "PT${var.no_events_alert_hours}H" })] : []
+    ) : rule.name => rule
   }
 }
 
@@ -44,9 +33,9 @@ resource "azurerm_monitor_scheduled_query_rules_alert_v2" "main" {
   display_name         = each.value.title
   resource_group_name  = azurerm_resource_group.main.name
   location             = var.location
-  scopes               = [azurerm_application_insights.main.id]
+  scopes               = [azurerm_log_analytics_workspace.main.id]
   severity             = each.value.severity
-  evaluation_frequency = "PT5M"
+  evaluation_frequency = each.value.frequency
   window_duration      = each.value.window
   tags                 = local.tags
 

@@ -121,3 +121,13 @@ variable "alert_email" {
   type        = string
   default     = ""
 }
+
+variable "no_events_alert_hours" {
+  description = "Alert when no Noxys event has been received for this many hours (0: no such alert; at most 48)."
+  type        = number
+  default     = 0
+  validation {
+    condition     = var.no_events_alert_hours >= 0 && var.no_events_alert_hours <= 48
+    error_message = "no_events_alert_hours is between 0 and 48."
+  }
+}

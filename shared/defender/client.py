@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from shared import telemetry
 from shared.defender.auth import TokenProvider
 from shared.defender.budget import Budget, BudgetSpent, api_of
 from shared.defender.context import current
@@ -86,11 +87,14 @@ class ApiClient:
             try:
                 self.pacer.acquire(api, priority=ctx.priority, ticketed=api in ctx.tickets)
             except BudgetSpent as spent:
+                telemetry.quota_wait(api, spent.wait)
                 raise Paced(api, spent.wait, spent.slot) from None
         started, wall = time.monotonic(), time.time()
         status, code, target = 0, None, None
         try:
-            resp = self._send(method, path, params, json)
+            with telemetry.span(f"defender {api}", "client", api=api) as span:  # a child of the delivery's
+                resp = self._send(method, path, params, json)
+                telemetry.mark(span, status=resp.status_code)
             status = resp.status_code
             if status >= 400:
                 error = self._error(api, resp)
@@ -141,6 +145,7 @@ class ApiClient:
         self, method: str, path: str, status: int, started: float, wall: float, target: str | None, code: str | None
     ) -> None:
         ctx = current()
+        telemetry.defender_call(api_of(method, path), status)
         record = CallRecord(
             time=wall,
             service=self.service,

@@ -3,7 +3,9 @@
 Only the parsed :class:`~shared.events.Envelope` is ever serialised, so no PII value or prompt
 text is written to storage. ``first_received_at`` travels with every re-enqueued copy, so a
 retry keeps its age (the delivery gives up after ``MAX_EVENT_AGE_HOURS``); ``tickets`` are the
-pacing slots this event holds (see ``shared.delivery.pacing``).
+pacing slots this event holds (see ``shared.delivery.pacing``); ``trace`` is the W3C
+``traceparent`` of the webhook request that queued it (only when telemetry is on), so every
+delivery attempt joins that request's trace (``shared.telemetry``).
 """
 
 from __future__ import annotations
@@ -36,10 +38,11 @@ class QueuedEvent(_Task):
     event: Envelope
     received_at: UtcDatetime
     tickets: dict[str, UtcDatetime] = Field(default_factory=dict)
+    trace: str | None = None
 
     @classmethod
-    def new(cls, event: Envelope, now: datetime) -> QueuedEvent:
-        return cls(event=event, received_at=now, first_received_at=now)
+    def new(cls, event: Envelope, now: datetime, trace: str | None = None) -> QueuedEvent:
+        return cls(event=event, received_at=now, first_received_at=now, trace=trace)
 
 
 class NoteTask(_Task):

@@ -23,15 +23,22 @@ QUIET = ("created", "coalesced", "duplicate", "noted", "tagged", "retry_after", 
 
 
 def process(body: str, *, priority: bool = False, dequeue_count: int = 1) -> Outcome:
-    from shared import wiring
+    from shared import telemetry, wiring
     from shared.delivery.outcome import Kind
 
     settings = wiring.settings()
     queue = settings.events_priority_queue_name if priority else settings.events_queue_name
-    outcome = wiring.delivery().handle(body, queue=queue, priority=priority)
-    now = wiring.clock().now()
-    for each in outcome.parts or (outcome,):  # a bundle counts as the events it delivered
-        wiring.counters().add(f"outcome.{each.kind.value}", now)
+    trace, received = telemetry.carried(body)  # the webhook request's trace, joined by this delivery
+    with telemetry.span("noxys.deliver", "consumer", trace, lane="priority" if priority else "normal") as span:
+        outcome = wiring.delivery().handle(body, queue=queue, priority=priority)
+        now = wiring.clock().now()
+        for each in outcome.parts or (outcome,):  # a bundle counts as the events it delivered
+            wiring.tally().count(f"outcome.{each.kind.value}")
+            if each.kind == Kind.CREATED:
+                telemetry.alert_created(received, now)
+        telemetry.mark(span, outcome=telemetry.DELIVERED.get(outcome.kind.value, outcome.kind.value))
+        if received is not None and outcome.kind == Kind.CREATED:  # the workbook's p50 / p95
+            telemetry.mark(span, latency=(now - received).total_seconds())
     if any(each.kind == Kind.CREATED for each in outcome.parts or (outcome,)):
         wiring.counters().mark("last_alert_at", now.isoformat())
     level = logging.INFO if outcome.kind.value in QUIET else logging.WARNING

@@ -29,13 +29,13 @@ def release_held() -> int:
 
 @bp.timer_trigger(arg_name="timer", schedule="%HEALTH_SCHEDULE%", run_on_startup=False)
 def health_check(timer: func.TimerRequest) -> None:
-    from shared import jobs, status, wiring
+    from shared import jobs, status, telemetry, wiring
     from shared.config import ConfigError
 
     if timer.past_due:
         log.info("health: timer is past due; running now")
     try:
-        status.run_health_check(wiring.status_deps())
+        telemetry.health(status.run_health_check(wiring.status_deps()), wiring.clock().now())
     except ConfigError as exc:
         log.error("health: %s", exc)
     try:

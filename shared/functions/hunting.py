@@ -16,14 +16,14 @@ bp = func.Blueprint()
 
 def ship_rows() -> ShipReport:
     """One run of the shipper, built from the wiring (nothing when hunting is not configured)."""
-    from shared import jobs, wiring
+    from shared import jobs, telemetry, wiring
     from shared.delivery.hunting_sink import ShipReport
 
     s = wiring.settings()
     if not s.hunting_configured:
         return ShipReport()
     now = wiring.clock().now()
-    return jobs.ship_rows(
+    report = jobs.ship_rows(
         s,
         wiring.hunting_outbox(),
         wiring.ledger(),
@@ -32,6 +32,8 @@ def ship_rows() -> ShipReport:
         legacy=wiring.queue(s.hunting_queue_name),
         pool=wiring.io_pool(),
     )
+    telemetry.rows_shipped(report.sent)
+    return report
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%HUNTING_SCHEDULE%", run_on_startup=False)

@@ -22,7 +22,7 @@ bp = func.Blueprint()
 
 def handle(body: bytes, headers: Mapping[str, str], *, now: datetime | None = None) -> func.HttpResponse:
     """The whole webhook, callable without the Functions runtime (tests, dev host, CLI)."""
-    from shared import intake, wiring
+    from shared import intake, telemetry, wiring
     from shared.config import ConfigError
 
     try:
@@ -31,7 +31,10 @@ def handle(body: bytes, headers: Mapping[str, str], *, now: datetime | None = No
         intake.log.error("webhook refused: %s", exc)
         refused = intake.precheck(body, headers) or intake.Refused(503, "not_configured", str(exc), setting=exc.setting)
         return json_response(refused.status, refused.body())
-    result = use_case.receive(body, headers, now=now or datetime.now(UTC))
+    route = "POST /api/noxys/events"
+    with telemetry.span(route, "server", route=route) as span:  # its context travels in the messages
+        result = use_case.receive(body, headers, now=now or datetime.now(UTC))
+        telemetry.mark(span, outcome="accepted" if result.status < 300 else "refused", status=result.status)
     return json_response(result.status, result.body())
 
 

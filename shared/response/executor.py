@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from shared import telemetry
 from shared.defender.context import CallContext, calls_for
 from shared.defender.errors import CallRecord, DefenderError
 from shared.delivery.message import ActionStatusTask, ResponseTask
@@ -266,6 +267,7 @@ class Responder:
         self._record(task, row.rule, row.action, row.detail, row.state)
 
     def _record(self, task: ResponseTask | ActionStatusTask, rule: str, action: str, detail: str, state: str) -> None:
+        telemetry.response_action(action, state)
         self.deps.audit(
             CallRecord(
                 time=self.deps.now().timestamp(),

@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from tools.emulator import hunting, logs, response, vault
+from tools.emulator import hunting, insights, logs, response, vault
 from tools.emulator.state import GRAPH_AUDIENCE, MDE_AUDIENCES, ApiError, DefenderState, TokenError
 
 FINDBYIP = re.compile(r"^findbyip\(ip='([0-9a-fA-F.:]+)',timestamp=([0-9T:.\-Z+]+)\)$")
@@ -58,6 +58,7 @@ URLS = Map(
         Rule("/applications(appId='<app_id>')", endpoint="graph_application", methods=["GET"]),
         Rule("/v1.0/applications(appId='<app_id>')", endpoint="graph_application", methods=["GET"]),
         Rule("/dataCollectionRules/<dcr>/streams/<stream>", endpoint="logs_ingest", methods=["POST"]),
+        Rule("/v2.1/track", endpoint="track", methods=["POST"]),
         Rule("/emulator/state", endpoint="state", methods=["GET"]),
         Rule("/emulator/faults", endpoint="faults", methods=["POST"]),
     ],
@@ -341,6 +342,10 @@ class EmulatorApp:
             request.args.get("api-version"),
         )
         return Response(status=204)
+
+    def on_track(self, request: Request) -> Response:
+        status, body = insights.track(self.state, self.state.insights, dict(request.headers), request.get_data())
+        return _json(status, body)
 
     # ---- inspection (read-only) ----
     def on_state(self, request: Request) -> Response:

@@ -16,6 +16,7 @@ from typing import Any
 
 from shared.clock import Clock
 from tools.emulator.common import ApiError, Faults, format_time
+from tools.emulator.insights import InsightsState
 from tools.emulator.logs import LogsState
 from tools.emulator.vault import VaultState
 
@@ -81,6 +82,7 @@ class Base:
     merged: dict[str, int]
     vault: VaultState
     logs: LogsState
+    insights: InsightsState
     faults: Faults
     _rng: random.Random
     next_alert: int

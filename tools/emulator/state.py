@@ -22,6 +22,7 @@ from tools.emulator.base import Client, Limiter
 from tools.emulator.common import ApiError, Faults, TokenError, format_time, parse_time
 from tools.emulator.entra import GRAPH_AUDIENCE, MDE_AUDIENCES, Entra
 from tools.emulator.graph import Graph
+from tools.emulator.insights import InsightsState
 from tools.emulator.logs import LogsState, declared_columns
 from tools.emulator.mde import Mde
 from tools.emulator.response import Response, ResponseState
@@ -68,6 +69,7 @@ class DefenderState(Entra, Mde, Graph, Response):
         self.merged: dict[str, int] = {}
         self.vault = VaultState()
         self.logs = LogsState(columns=declared_columns())
+        self.insights = InsightsState()
         self.faults = Faults()
         self._rng = random.Random(self.faults.seed)  # noqa: S311 - reproducible fault injection
         self.next_alert = 1
@@ -99,6 +101,7 @@ class DefenderState(Entra, Mde, Graph, Response):
                 self.vault.readers.add(mi["client_id"])
             if mi.get("metrics_publisher"):
                 self.logs.publishers.add(mi["client_id"])
+                self.insights.publishers.add(mi["client_id"])
 
     def snapshot(self) -> dict[str, Any]:
         return {
