@@ -221,7 +221,7 @@ def cmd_switch(args: argparse.Namespace) -> int:
     switch = wiring.switch()
     if args.state != "show":
         switch.set(args.state == "on")
-    on = switch.is_on()
+    on = switch.current()
     print(
         "integration ON: events go to Defender (kept events are released within a minute)"
         if on

@@ -96,7 +96,14 @@ class Switch:
                     entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
                 )
 
+    def current(self) -> bool:
+        """The state as stored, read only: what ``status`` and the CLI show. Only the app itself
+        observes its setting (:meth:`is_on`); a workstation's ``local.settings.json`` is not the app's."""
+        stored, _ = self._load()
+        return True if stored is None else stored.on
+
     def is_on(self) -> bool:
+        """The app's view: its own setting observed (:func:`decide`), reused for a few seconds."""
         now = self._clock.now()
         if self._cached and now - self._cached[0] < timedelta(seconds=SWITCH_CACHE_SECONDS):
             return self._cached[1]
@@ -122,9 +129,12 @@ class Held:
         self._table = table
         self.switch = switch
 
-    def is_on(self) -> bool:
-        """Whether events go to Defender now (without a switch: always)."""
-        return self.switch is None or self.switch.is_on()
+    def is_on(self, observe: bool = True) -> bool:
+        """Whether events go to Defender now (without a switch: always). ``observe=False``: read
+        only, for a report (the health record, ``status``) that must not act on a setting."""
+        if self.switch is None:
+            return True
+        return self.switch.is_on() if observe else self.switch.current()
 
     def keep(self, task: QueuedEvent, queue: str) -> None:
         from azure.data.tables import UpdateMode

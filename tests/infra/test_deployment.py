@@ -9,6 +9,7 @@ provider here); the switch and the bearer token run in the real app on Azurite.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -122,6 +123,25 @@ def test_a_second_provision_leaves_a_switched_off_connector_off(
     sim.host.fire_timer(release)
     sim.run([])
     assert len(emulator.state.alerts) == 2
+
+
+def test_a_workstation_setting_never_rearms_the_connector(
+    sim: Simulation, env: Env, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI runs where local.settings.json says INTEGRATION_ENABLED=true (the example does):
+    reading the state there must not count as the app's setting having changed."""
+    monkeypatch.delenv("INTEGRATION_ENABLED", raising=False)  # the deployed app: a provision wrote none
+    use(sim)
+    sim.run([Arrival(0, [violation(1)])])
+    assert len(emulator.state.alerts) == 1
+    (Path.cwd() / "local.settings.json").write_text(json.dumps({"Values": {"INTEGRATION_ENABLED": "true"}}))
+    for command in (["switch", "off"], ["status"], ["switch", "show"]):
+        wiring.reset()  # each command a process of its own, reading the folder's local.settings.json
+        assert main(command) == 0
+    os.environ.pop("INTEGRATION_ENABLED", None)  # the app's process never had the workstation's values
+    use(sim)
+    sim.run([Arrival(0, [violation(2)])])
+    assert len(emulator.state.alerts) == 1 and len(list(env.table("Held").list_entities())) == 1
 
 
 def test_switched_off_by_the_app_setting_then_redeployed_stays_off(
