@@ -259,4 +259,6 @@ output AZURE_RESOURCE_GROUP string = rg.name
 output WEBHOOK_URL string = 'https://${app.outputs.defaultHostName}/api/noxys/events'
 output FUNCTION_APP_NAME string = app.outputs.name
 output KEY_VAULT_NAME string = keyVault.outputs.name
+// what `python -m shared switch` needs on a workstation (AzureWebJobsStorage__tableServiceUri)
+output STORAGE_TABLE_ENDPOINT string = storage.outputs.tableEndpoint
 output DEPLOYER_PRINCIPAL_ID string = principalId

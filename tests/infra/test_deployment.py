@@ -284,6 +284,16 @@ def test_hunting_locals_evaluate_with_the_hunting_table_off(
     assert out.stdout.strip().strip('"') == expected
 
 
+# ------------------------------------------------------------------------------ 10. smaller
+def test_the_documented_az_deployment_passes_a_vault_suffix_and_the_operator() -> None:
+    """Without keyVaultSuffix a redeploy after teardown collides with the soft-deleted vault."""
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    commands = re.findall(r"^az deployment sub create.*?(?=\n\S|\n\n)", deploy, flags=re.S | re.M)
+    assert commands
+    for command in commands:
+        assert "keyVaultSuffix=" in command and "principalId=" in command
+
+
 # ------------------------------------------------------------------------------ 8. sovereign clouds
 def test_storage_endpoints_come_from_the_cloud_in_both_flavours() -> None:
     services = ("blob", "queue", "table")
