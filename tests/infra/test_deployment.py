@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -218,28 +219,16 @@ def test_the_rule_waits_for_the_table_and_the_site_for_its_roles() -> None:
 
 
 # ------------------------------------------------------------------------------ 6. plan-time evaluation
-def _console(tmp: Path, variables: dict[str, Any], expression: str) -> subprocess.CompletedProcess[str]:
-    """hunting.tf's locals evaluated by terraform itself, the data source standing in as the list
-    `count` makes of it (no provider needed: nothing but expressions)."""
-    text = (TF / "hunting.tf").read_text()
-    (locals_block,) = re.findall(r"^locals \{\n.*?^\}\n", text, flags=re.S | re.M)
+def _locals(name: str) -> str:
+    return "".join(re.findall(r"^locals \{\n.*?^\}\n", (TF / name).read_text(), flags=re.S | re.M))
+
+
+def _console(tmp: Path, source: str, variables: dict[str, Any], expression: str) -> subprocess.CompletedProcess[str]:
+    """``expression`` evaluated by terraform itself over ``source`` (variables and locals of this
+    configuration): no provider is needed for expressions, so this runs offline."""
     module = tmp / "m"
     module.mkdir(exist_ok=True)
-    stand_ins = (
-        'variable "enable_hunting_table" { type = bool }\n'
-        'variable "sentinel_workspace_id" { type = string }\n'
-        "locals {\n"
-        '  data_sentinel_workspace = [for i in range(var.enable_hunting_table && var.sentinel_workspace_id != ""'
-        ' ? 1 : 0) : { location = "swedencentral" }]\n'
-        '  main_workspace          = { id = "/own/workspace", location = "westeurope" }\n'
-        "}\n"
-    )
-    body = (
-        locals_block.replace("data.azapi_resource.sentinel_workspace", "local.data_sentinel_workspace")
-        .replace("azurerm_log_analytics_workspace.main", "local.main_workspace")
-        .replace("${path.module}/../hunting/columns.json", str(INFRA / "hunting" / "columns.json"))
-    )
-    (module / "main.tf").write_text(stand_ins + body)
+    (module / "main.tf").write_text(source)
     tfvars = module / "t.tfvars.json"
     tfvars.write_text(json.dumps(variables))
     exe = shutil.which("terraform")
@@ -252,6 +241,25 @@ def _console(tmp: Path, variables: dict[str, Any], expression: str) -> subproces
         text=True,
         timeout=120,
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp), "TF_CLI_CONFIG_FILE": "/dev/null", "CHECKPOINT_DISABLE": "1"},
+    )
+
+
+def _hunting_locals() -> str:
+    """hunting.tf's locals, the data source standing in as the list ``count`` makes of it."""
+    stand_ins = (
+        'variable "enable_hunting_table" { type = bool }\n'
+        'variable "sentinel_workspace_id" { type = string }\n'
+        "locals {\n"
+        '  data_sentinel_workspace = [for i in range(var.enable_hunting_table && var.sentinel_workspace_id != ""'
+        ' ? 1 : 0) : { location = "swedencentral" }]\n'
+        '  main_workspace          = { id = "/own/workspace", location = "westeurope" }\n'
+        "}\n"
+    )
+    return stand_ins + (
+        _locals("hunting.tf")
+        .replace("data.azapi_resource.sentinel_workspace", "local.data_sentinel_workspace")
+        .replace("azurerm_log_analytics_workspace.main", "local.main_workspace")
+        .replace("${path.module}/../hunting/columns.json", str(INFRA / "hunting" / "columns.json"))
     )
 
 
@@ -277,9 +285,8 @@ def test_hunting_locals_evaluate_with_the_hunting_table_off(
     tmp_path: Path, enable: bool, workspace: str, expected: str
 ) -> None:
     """`sentinel_workspace_id` set with `enable_hunting_table = false` indexed an empty data source."""
-    out = _console(
-        tmp_path, {"enable_hunting_table": enable, "sentinel_workspace_id": workspace}, "local.workspace_location"
-    )
+    variables = {"enable_hunting_table": enable, "sentinel_workspace_id": workspace}
+    out = _console(tmp_path, _hunting_locals(), variables, "local.workspace_location")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().strip('"') == expected
 
@@ -292,6 +299,42 @@ def test_the_documented_az_deployment_passes_a_vault_suffix_and_the_operator() -
     assert commands
     for command in commands:
         assert "keyVaultSuffix=" in command and "principalId=" in command
+
+
+# A resource's attribute is known only after apply: in an expression it stands in as a string.
+RESOURCE_REF = re.compile(r"\b(?:data\.)?(?:azurerm|azapi)_\w+\.\w+(?:\[\d+\])?(?:\.\w+)+")
+FIRST_APPLY = {
+    "subscription_id": "00000000-0000-0000-0000-000000000000",
+    "environment_name": "noxys-prod",
+    "location": "westeurope",
+    "defender_client_id": "11111111-1111-1111-1111-111111111111",
+    "defender_client_secret": "s3cret",
+    "defender_client_secret_expiry": "2028-11-27T00:00:00Z",
+    "noxys_signing_secret": "whsec_AAAA",
+    "noxys_signing_secret_expiry": "2028-11-27T00:00:00Z",
+    "require_bearer_token": True,
+    "noxys_bearer_token": "the-token",
+}
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed on this machine")
+def test_a_second_terraform_apply_writes_the_same_settings_without_the_secrets(tmp_path: Path) -> None:
+    """The app settings of two applies, evaluated by terraform with this configuration's variables
+    (validations included): the second without any secret value, as after a rotation in the vault."""
+    source = (TF / "variables.tf").read_text() + RESOURCE_REF.sub(
+        '"<known after apply>"', _locals("main.tf") + _locals("function.tf")
+    )
+    later = FIRST_APPLY | {"defender_client_secret": "", "noxys_signing_secret": "", "noxys_bearer_token": ""}
+    rendered = []
+    for variables in (FIRST_APPLY, later):
+        out = _console(tmp_path, source, variables, "jsonencode(local.app_settings)")
+        assert out.returncode == 0, out.stderr
+        rendered.append(json.loads(json.loads(out.stdout.strip())))
+    first, second = rendered
+    assert first == second
+    assert "INTEGRATION_ENABLED" not in second
+    assert second["NOXYS_BEARER_TOKEN"].startswith("@Microsoft.KeyVault(VaultName=")
+    assert "the-token" not in json.dumps(first) and "s3cret" not in json.dumps(first)
 
 
 # ------------------------------------------------------------------------------ 8. sovereign clouds
@@ -345,3 +388,62 @@ def test_the_workbook_opens_on_the_deployed_workspace_and_can_pick_another() -> 
 def test_the_sentinel_rule_uses_the_combined_score() -> None:
     query = (INFRA / "kql" / "detection-high-risk-burst.kql").read_text()
     assert "coalesce(CombinedRiskScore, RiskScore)" in query and "RiskFactors" in query
+
+
+# ------------------------------------------------------------------------------ azd hooks
+FAKE_AZD = """
+import json, os, sys
+path = os.environ["FAKE_AZD_ENV"]
+values, args = json.load(open(path)), sys.argv[1:]
+if args[:2] == ["env", "get-value"]:
+    if args[2] not in values:
+        sys.exit(1)
+    print(values[args[2]])
+elif args[:2] == ["env", "set"]:
+    values[args[2]] = args[3]
+    json.dump(values, open(path, "w"))
+else:
+    sys.exit(2)
+"""
+
+
+def _run_hook(tmp: Path, stage: str, env_values: dict[str, str]) -> dict[str, str]:
+    """scripts/azd-hooks.sh run by sh with an `azd` on PATH that keeps its environment in a file,
+    as azd's `env get-value` / `env set` do: what the environment holds afterwards."""
+    store = tmp / "azd-env.json"
+    store.write_text(json.dumps(env_values))
+    fake = tmp / "bin" / "azd"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text(f"#!{sys.executable}\n{FAKE_AZD}")
+    fake.chmod(0o755)
+    sh = shutil.which("sh")
+    assert sh is not None
+    out = subprocess.run(
+        [sh, str(ROOT / "scripts" / "azd-hooks.sh"), stage],
+        env={"PATH": f"{fake.parent}:/usr/bin:/bin", "FAKE_AZD_ENV": str(store)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    result: dict[str, str] = json.loads(store.read_text())
+    return result
+
+
+def test_postprovision_forgets_the_secret_values_but_keeps_the_bearer_flag(tmp_path: Path) -> None:
+    before = {
+        "DEFENDER_CLIENT_SECRET": "s3cret",
+        "NOXYS_SIGNING_SECRET": "whsec_AAAA",
+        "NOXYS_BEARER_TOKEN": "the-token",
+        "REQUIRE_BEARER_TOKEN": "true",
+        "KEY_VAULT_SUFFIX": "a1b2c3",
+    }
+    after = _run_hook(tmp_path, "postprovision", before)
+    assert after == before | {"DEFENDER_CLIENT_SECRET": "", "NOXYS_SIGNING_SECRET": "", "NOXYS_BEARER_TOKEN": ""}
+
+
+def test_the_vault_suffix_is_drawn_once_then_anew_after_teardown(tmp_path: Path) -> None:
+    first = _run_hook(tmp_path, "preprovision", {})["KEY_VAULT_SUFFIX"]
+    assert re.fullmatch(r"[0-9a-f]{6}", first)
+    assert _run_hook(tmp_path, "preprovision", {"KEY_VAULT_SUFFIX": first})["KEY_VAULT_SUFFIX"] == first
+    assert _run_hook(tmp_path, "postdown", {"KEY_VAULT_SUFFIX": first})["KEY_VAULT_SUFFIX"] != first
