@@ -337,6 +337,98 @@ def test_a_second_terraform_apply_writes_the_same_settings_without_the_secrets(t
     assert "the-token" not in json.dumps(first) and "s3cret" not in json.dumps(first)
 
 
+# What a Bicep provision writes, evaluated over the parsed templates (no Bicep compiler here): the
+# subset of expressions the app settings and the secrets' conditions use. pycep gives a parameter
+# reference and a literal alike as a string: a name in scope is the reference.
+KNOWN_AFTER = "<known after deployment>"
+
+
+def _bicep_text(text: str, scope: dict[str, Any], suffix: str) -> Any:
+    if text in scope:
+        return scope[text]
+
+    def part(m: re.Match[str]) -> str:
+        inner = m.group(1)
+        if inner == "environment().suffixes.storage":
+            return suffix
+        return str(scope[inner]) if inner in scope else KNOWN_AFTER
+
+    return re.sub(r"\$\{([^}]+)\}", part, text)
+
+
+def _bicep_value(node: Any, scope: dict[str, Any], suffix: str) -> Any:
+    if node is None or isinstance(node, bool | int | float):
+        return node
+    if isinstance(node, str):
+        return _bicep_text(node, scope, suffix)
+    if "operator" in node:
+        kind, operands = node["operator"]["type"], node["operator"]["operands"]
+        if kind == "conditional":
+            chosen = "true_value" if _bicep_value(operands["condition"], scope, suffix) else "false_value"
+            return _bicep_value(operands[chosen], scope, suffix)
+        if kind == "not":
+            return not _bicep_value(operands["bool_value"], scope, suffix)
+        if kind == "property_accessor":  # a module's or resource's output
+            return KNOWN_AFTER
+    if "function" in node and node["function"]["type"] == "empty":
+        return not _bicep_value(node["function"]["parameters"]["item_to_test"], scope, suffix)
+    raise NotImplementedError(json.dumps(node)[:200])
+
+
+def _module_scope(main_scope: dict[str, Any], module: str, path: Path, suffix: str) -> dict[str, Any]:
+    params = config(bicep(INFRA / "main.bicep")["modules"][module])["params"]
+    declared = bicep(path)["parameters"]
+    scope = {k: v["default"] for k, v in declared.items() if isinstance(v.get("default"), str | bool | int)}
+    return scope | {k: _bicep_value(v, main_scope, suffix) for k, v in params.items()}
+
+
+def bicep_provision(given: dict[str, Any], suffix: str = "core.windows.net") -> tuple[dict[str, Any], set[str]]:
+    """The app settings one `azd provision` writes, and which Key Vault secrets it writes."""
+    declared = bicep(INFRA / "main.bicep")["parameters"]
+    main_scope = {k: v["default"] for k, v in declared.items() if isinstance(v.get("default"), str | bool | int)}
+    main_scope |= {name: KNOWN_AFTER for name in bicep(INFRA / "main.bicep")["variables"]} | given  # not evaluated here
+    app = _module_scope(main_scope, "app", INFRA / "app" / "function.bicep", suffix)
+    settings = {k: _bicep_value(v, app, suffix) for k, v in bicep_app_settings().items()}
+    vault_scope = _module_scope(main_scope, "keyVault", INFRA / "app" / "keyvault.bicep", suffix)
+    written = set()
+    for resource in bicep(INFRA / "app" / "keyvault.bicep")["resources"].values():
+        body = resource["config"]
+        if resource["type"].endswith("/secrets") and _bicep_value(body["condition"], vault_scope, suffix):
+            written.add(body["config"]["name"])
+    return settings, written
+
+
+FIRST_PROVISION = {
+    "environmentName": "noxys-prod",
+    "location": "westeurope",
+    "defenderClientId": "11111111-1111-1111-1111-111111111111",
+    "defenderClientSecret": "s3cret",
+    "noxysSigningSecret": "whsec_AAAA",
+    "noxysBearerToken": "the-token",
+    "requireBearerToken": True,
+}
+
+
+def test_a_second_azd_provision_writes_the_same_settings_and_no_secret() -> None:
+    """After the first provision the hooks empty the secret values (test below): the second writes
+    no secret — a rotated one stays — and the same settings, the bearer reference included."""
+    first, first_written = bicep_provision(FIRST_PROVISION)
+    later = FIRST_PROVISION | {"defenderClientSecret": "", "noxysSigningSecret": "", "noxysBearerToken": ""}
+    second, second_written = bicep_provision(later)
+    assert first_written == {"defender-client-secret", "noxys-signing-secret", "noxys-bearer-token"}
+    assert second_written == set()
+    assert first == second
+    assert "INTEGRATION_ENABLED" not in second
+    assert second["NOXYS_BEARER_TOKEN"].startswith("@Microsoft.KeyVault(VaultName=")
+    assert "the-token" not in json.dumps(first) and "s3cret" not in json.dumps(first)
+
+
+def test_a_provision_in_azure_government_writes_its_storage_endpoints() -> None:
+    settings, _ = bicep_provision(FIRST_PROVISION, suffix="core.usgovcloudapi.net")
+    for service in ("blob", "queue", "table"):
+        assert settings[f"AzureWebJobsStorage__{service}ServiceUri"].endswith(f".{service}.core.usgovcloudapi.net")
+
+
 # ------------------------------------------------------------------------------ 8. sovereign clouds
 def test_storage_endpoints_come_from_the_cloud_in_both_flavours() -> None:
     services = ("blob", "queue", "table")
