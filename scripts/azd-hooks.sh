@@ -17,6 +17,7 @@ case "${1:-}" in
   postprovision)
     azd env set DEFENDER_CLIENT_SECRET ""
     azd env set NOXYS_SIGNING_SECRET ""
+    azd env set NOXYS_BEARER_TOKEN ""
     echo "Secrets are in Key Vault; their values were removed from the azd environment (rotation: docs/deploy.md)." ;;
   postdown)
     azd env set KEY_VAULT_SUFFIX "$(suffix)"

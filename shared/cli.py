@@ -212,13 +212,31 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_switch(args: argparse.Namespace) -> int:
+    """The on/off switch, written where no provision can flip it back (``shared.delivery.hold``)."""
+    settings_from_local()
+    if (problem := storage_problem()) is not None:
+        print(f"✗ {problem}", file=sys.stderr)
+        return 1
+    switch = wiring.switch()
+    if args.state != "show":
+        switch.set(args.state == "on")
+    on = switch.current()
+    print(
+        "integration ON: events go to Defender (kept events are released within a minute)"
+        if on
+        else "integration OFF: events are verified, accepted and kept; no Defender call (a redeploy keeps it off)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m shared",
         description="Noxys → Microsoft Defender for Endpoint connector: operator and developer commands.",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_send_sample, _add_export_audit, _add_replay, _add_test_connection, _add_status):
+    for add in (_add_send_sample, _add_export_audit, _add_replay, _add_test_connection, _add_status, _add_switch):
         add(sub)
     cli_compliance.add_parsers(sub)
     cli_response.add_parsers(sub)
@@ -292,6 +310,12 @@ def _add_status(sub: Any) -> None:
     st.add_argument("--check", action="store_true", help="run the full health check first (calls Defender)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(run=cmd_status)
+
+
+def _add_switch(sub: Any) -> None:
+    sw = sub.add_parser("switch", help="turn delivery to Defender off or on (kept in Table Storage; redeploys keep it)")
+    sw.add_argument("state", choices=("off", "on", "show"))
+    sw.set_defaults(run=cmd_switch)
 
 
 def main(argv: list[str] | None = None) -> int:

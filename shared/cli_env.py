@@ -42,6 +42,8 @@ def settings_from_local() -> None:
     """Operators run the CLI from the project folder: fill the environment from local.settings.json
     (the shell's environment wins), and point at the local emulator when that is what runs."""
     for k, v in local_values().items():
+        if k == "INTEGRATION_ENABLED":  # the app's own setting, observed only by the app (shared.delivery.hold)
+            continue
         os.environ.setdefault(k, v)
     os.environ.update(emulator_values())
 

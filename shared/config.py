@@ -117,6 +117,8 @@ class Settings(BaseSettings):
     storage_connection: str | None = Field(default=None, alias="AzureWebJobsStorage")
     storage_queue_service_uri: str | None = Field(default=None, alias="AzureWebJobsStorage__queueServiceUri")
     storage_table_service_uri: str | None = Field(default=None, alias="AzureWebJobsStorage__tableServiceUri")
+    # the host's own blob leases; the infra sets all three from the cloud's storage suffix
+    storage_blob_service_uri: str | None = Field(default=None, alias="AzureWebJobsStorage__blobServiceUri")
     storage_account_name: str | None = Field(default=None, alias="AzureWebJobsStorage__accountName")
     storage_client_id: str | None = Field(default=None, alias="AzureWebJobsStorage__clientId")
 
@@ -192,7 +194,7 @@ class Settings(BaseSettings):
     secret_cache_seconds: int = Field(default=300, ge=0, le=86400, alias="SECRET_CACHE_SECONDS")
     azure_client_id: str | None = Field(default=None, alias="AZURE_CLIENT_ID")
 
-    # --- the switch, health and status ---
+    # --- the switch (its state lives in Table Storage: shared.delivery.hold), health and status ---
     integration_enabled: bool = Field(default=True, alias="INTEGRATION_ENABLED")
     expiry_alert: bool = Field(default=False, alias="SECRET_EXPIRY_ALERT")
 
@@ -317,6 +319,24 @@ class Settings(BaseSettings):
         if value and not value.startswith("https://"):
             raise ValueError("expected the Data Collection Endpoint's (or DCR's) https:// logs ingestion URL")
         return value.rstrip("/") if value else None
+
+    @property
+    def integration_setting(self) -> bool | None:
+        """``INTEGRATION_ENABLED`` as given, or None when absent — what every provision leaves, so
+        that the switch's stored state (``shared.delivery.hold.decide``) is never overridden by it."""
+        return self.integration_enabled if "integration_enabled" in self.model_fields_set else None
+
+    @field_validator("noxys_bearer_token")
+    @classmethod
+    def _check_bearer(cls, value: str | None) -> str | None:
+        # An unresolvable Key Vault reference reaches the app as its own text: accepting that as the
+        # token would make a guessable string the credential. Refused, the webhook answers 503.
+        if value and value.startswith("@Microsoft.KeyVault("):
+            raise ValueError(
+                "is a Key Vault reference the platform could not resolve: store the secret "
+                "noxys-bearer-token in the vault (docs/deploy.md) or turn requireBearerToken off"
+            )
+        return value
 
     @property
     def hunting_configured(self) -> bool:

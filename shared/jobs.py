@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def release_held(settings: Settings, held: Held, send: Callable[[str, str], object], now: datetime) -> int:
-    if not settings.integration_enabled:
+    if not held.is_on():
         return 0
     released = held.release(send, now)
     if released:

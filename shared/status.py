@@ -146,7 +146,8 @@ def run_health_check(deps: StatusDeps) -> dict[str, Any]:
     """Connectivity, permissions, secret expiry (Key Vault and Entra), queues; stored and logged."""
     s = deps.settings
     now = deps.clock.now()
-    record: dict[str, Any] = {"checked_at": now.isoformat(), "integration_enabled": s.integration_enabled, "expiry": []}
+    switched_on = deps.held().is_on(observe=False)
+    record: dict[str, Any] = {"checked_at": now.isoformat(), "integration_enabled": switched_on, "expiry": []}
     try:
         report = connection_test(s, deps.credential())
     except ConfigError as exc:
@@ -302,7 +303,7 @@ def snapshot(deps: StatusDeps) -> dict[str, Any]:
     counters = deps.counters()
     snap: dict[str, Any] = {
         "at": now.isoformat(),
-        "integration_enabled": s.integration_enabled,
+        "integration_enabled": deps.held().is_on(observe=False),
         "forwarded_types": s.forward_event_types,
         "counters": counters.totals(now),
         "marks": counters.marks(),

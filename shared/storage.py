@@ -115,16 +115,24 @@ def connection_string(settings: Settings) -> str | None:
         return None
     parts = {k.strip().lower(): v for k, _, v in (p.partition("=") for p in conn.split(";")) if k.strip()}
     usable = parts.get("accountkey") or parts.get("sharedaccesssignature")
-    identity = settings.storage_account_name or settings.storage_queue_service_uri or settings.storage_table_service_uri
+    identity = (
+        settings.storage_account_name
+        or settings.storage_queue_service_uri
+        or settings.storage_table_service_uri
+        or settings.storage_blob_service_uri
+    )
     if not usable and identity:
         return None
     return conn
 
 
 def _service_uri(settings: Settings, service: str, explicit: str | None) -> str:
-    """The identity-based endpoint of one storage service, as the Functions host derives it."""
+    """The identity-based endpoint of one storage service, as the Functions host derives it.
+
+    The infra sets ``__{queue,table,blob}ServiceUri`` from the cloud's storage suffix (Azure
+    Government, China); ``__accountName`` alone can only mean the public cloud, as for the host."""
     if explicit:
-        return explicit
+        return explicit.rstrip("/")
     if settings.storage_account_name:
         return f"https://{settings.storage_account_name}.{service}.core.windows.net"
     raise ConfigError(

@@ -28,7 +28,7 @@ from shared.delivery.coalesce import Groups
 from shared.delivery.deadletter import DeadLetters
 from shared.delivery.devicecache import DeviceCache
 from shared.delivery.forward import Delivery
-from shared.delivery.hold import Held
+from shared.delivery.hold import Held, Switch
 from shared.delivery.hunting_outbox import TABLE as OUTBOX_TABLE
 from shared.delivery.hunting_outbox import HuntingOutbox
 from shared.delivery.ledger import Ledger
@@ -208,7 +208,13 @@ def counters() -> BufferedCounters:
 
 @_once
 def held() -> Held:
-    return Held(table("Held"))
+    return Held(table("Held"), switch())
+
+
+@_once
+def switch() -> Switch:
+    """The on/off switch: a row of its own table, which no provision can overwrite."""
+    return Switch(table("Switch"), settings().integration_setting, clock())
 
 
 @_once

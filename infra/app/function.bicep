@@ -9,6 +9,7 @@ param storageAccountName string
 param deploymentContainerUrl string
 param appInsightsConnectionString string
 param keyVaultUrl string
+param keyVaultName string
 param defenderTenantId string
 param defenderClientId string
 param defenderCloud string
@@ -16,15 +17,24 @@ param forwardEventTypes string
 param incidentTagging string
 param alertFallback string
 param responseRulesFile string
+param riskConfigFile string
+param requireBearerToken bool
 param ticketUrl string
 param huntingIngestionEndpoint string
 param huntingDcrImmutableId string
 param maximumInstanceCount int
 param instanceMemoryMB int
 
+// Every provision replaces the whole list: a setting an operator must be able to keep is either a
+// parameter here or lives elsewhere. The bearer token is a Key Vault reference (its value is set
+// in the vault, never here); the on/off switch lives in Table Storage (shared/delivery/hold.py),
+// so INTEGRATION_ENABLED is deliberately not written: a redeploy cannot re-arm a connector.
 var appSettings = {
-  // host storage through the managed identity: no connection string, no key
-  AzureWebJobsStorage__accountName: storageAccountName
+  // host storage through the managed identity: no connection string, no key; the endpoints carry
+  // the cloud's storage suffix (public, Azure Government, China, ...)
+  AzureWebJobsStorage__blobServiceUri: 'https://${storageAccountName}.blob.${environment().suffixes.storage}'
+  AzureWebJobsStorage__queueServiceUri: 'https://${storageAccountName}.queue.${environment().suffixes.storage}'
+  AzureWebJobsStorage__tableServiceUri: 'https://${storageAccountName}.table.${environment().suffixes.storage}'
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identityClientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
@@ -34,6 +44,7 @@ var appSettings = {
   KEY_VAULT_URL: keyVaultUrl
   DEFENDER_CLIENT_SECRET_NAME: 'defender-client-secret'
   NOXYS_SIGNING_SECRET_NAME: 'noxys-signing-secret'
+  NOXYS_BEARER_TOKEN: requireBearerToken ? '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=noxys-bearer-token)' : ''
   DEFENDER_TENANT_ID: defenderTenantId
   DEFENDER_CLIENT_ID: defenderClientId
   DEFENDER_CLOUD: defenderCloud
@@ -44,10 +55,10 @@ var appSettings = {
   HUNTING_SCHEDULE: '*/30 * * * * *'
   HUNTING_QUEUE_NAME: 'noxys-hunting'
   FORWARD_EVENT_TYPES: forwardEventTypes
-  INTEGRATION_ENABLED: 'true'
   INCIDENT_TAGGING: incidentTagging
   ALERT_FALLBACK: alertFallback
   RESPONSE_RULES_FILE: responseRulesFile
+  RISK_CONFIG_FILE: riskConfigFile
   TICKET_URL: ticketUrl
   TICKET_SIGNING_SECRET_NAME: 'ticket-signing-secret'
   HUNTING_INGESTION_ENDPOINT: huntingIngestionEndpoint

@@ -1,33 +1,21 @@
-// The NoxysInteractions_CL hunting table in the Sentinel workspace, fed through a Data
-// Collection Rule (Logs Ingestion API), plus the detection rule and the dashboard workbook.
+// The pipeline into NoxysInteractions_CL, in the connector's own resource group: the Data
+// Collection Endpoint and Rule (Logs Ingestion API), the app's right to publish, and the
+// dashboard workbook. The table and the detection rule live on the workspace (workspace.bicep).
 // Column list: ../hunting/columns.json, shared with the code and with Terraform.
 param location string
 param tags object
 param workspaceId string
-param onboardSentinel bool
 param dceName string
 param dcrName string
 param publisherPrincipalId string
 
 var columns = loadJsonContent('../hunting/columns.json')
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
-var workspaceName = last(split(workspaceId, '/'))
 
+// read only (`existing` is never part of what azd deletes): the workspace's region
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
-  name: workspaceName
-}
-
-resource table 'Microsoft.OperationalInsights/workspaces/tables@2022-10-01' = {
-  parent: workspace
-  name: 'NoxysInteractions_CL'
-  properties: {
-    plan: 'Analytics'
-    retentionInDays: 90
-    schema: {
-      name: 'NoxysInteractions_CL'
-      columns: [for c in columns: { name: c.name, type: c.type == 'datetime' ? 'dateTime' : c.type }]
-    }
-  }
+  name: last(split(workspaceId, '/'))
+  scope: resourceGroup(split(workspaceId, '/')[2], split(workspaceId, '/')[4])
 }
 
 // The endpoint and the rule must be in the workspace's region, which need not be the app's.
@@ -63,7 +51,6 @@ resource dcr 'Microsoft.Insights/dataCollectionRules@2023-03-11' = {
       }
     ]
   }
-  dependsOn: [table]
 }
 
 resource publisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
@@ -76,39 +63,7 @@ resource publisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-resource sentinel 'Microsoft.SecurityInsights/onboardingStates@2024-03-01' = if (onboardSentinel) {
-  scope: workspace
-  name: 'default'
-  properties: {}
-}
-
-resource detection 'Microsoft.SecurityInsights/alertRules@2024-03-01' = {
-  scope: workspace
-  name: guid(workspaceId, 'noxys-high-risk-burst')
-  kind: 'Scheduled'
-  properties: {
-    displayName: 'Noxys: 5 or more high-risk AI interactions from one device in an hour'
-    description: 'A device sent five or more prompts that Noxys scored above 0.8 to AI platforms within an hour.'
-    severity: 'Medium'
-    enabled: true
-    query: loadTextContent('../kql/detection-high-risk-burst.kql')
-    queryFrequency: 'PT1H'
-    queryPeriod: 'PT1H'
-    triggerOperator: 'GreaterThan'
-    triggerThreshold: 0
-    suppressionEnabled: false
-    suppressionDuration: 'PT1H'
-    tactics: ['Exfiltration']
-    entityMappings: [
-      {
-        entityType: 'Host'
-        fieldMappings: [{ identifier: 'FullName', columnName: 'DeviceName' }] // DeviceName holds the FQDN
-      }
-    ]
-  }
-  dependsOn: [sentinel, table]
-}
-
+// The workbook opens on this workspace (fallbackResourceIds) and offers a picker for any other.
 resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {
   name: guid(workspaceId, 'noxys-workbook')
   location: location
@@ -118,7 +73,7 @@ resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {
     displayName: 'Noxys AI Firewall'
     category: 'sentinel'
     sourceId: workspaceId
-    serializedData: loadTextContent('../workbook/noxys-workbook.json')
+    serializedData: replace(loadTextContent('../workbook/noxys-workbook.json'), '__WORKSPACE_ID__', workspaceId)
   }
 }
 

@@ -9,6 +9,13 @@ param defenderClientSecret string = ''
 param defenderClientSecretExpiry string = ''
 @secure()
 param noxysSigningSecret string = ''
+@secure()
+@description('Bearer token Noxys sends with each webhook call; the app setting is a Key Vault reference to it.')
+param noxysBearerToken string = ''
+@description('Object id of the operator who rotates secrets; empty: nobody is granted.')
+param operatorPrincipalId string = ''
+@allowed(['User', 'Group', 'ServicePrincipal'])
+param operatorPrincipalType string = 'User'
 @description('Review date of the signing secret (Key Vault expiry is informational: reads still work after it).')
 param noxysSigningSecretExpiry string = dateTimeAdd(utcNow(), 'P2Y')
 
@@ -61,6 +68,35 @@ resource signingSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!emp
       enabled: true
       exp: dateTimeToEpoch(noxysSigningSecretExpiry)
     }
+  }
+}
+
+resource bearerToken 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(noxysBearerToken)) {
+  parent: vault
+  name: 'noxys-bearer-token'
+  properties: {
+    // checkov:skip=CKV_AZURE_41:checkov does not read a conditional resource; exp is set below (for the Defender secret, from the Entra end date when it is given).
+    // checkov:skip=CKV_AZURE_114:checkov does not read a conditional resource; contentType is set below.
+    value: noxysBearerToken
+    contentType: 'Bearer token Noxys sends with each webhook call'
+    attributes: {
+      enabled: true
+      exp: dateTimeToEpoch(noxysSigningSecretExpiry)
+    }
+  }
+}
+
+// On an RBAC vault, Owner has no data-plane access: without this role the operator's
+// `az keyvault secret set` (rotation, the ticket secret) answers 403.
+var keyVaultSecretsOfficer = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
+
+resource operatorSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(vault.id, operatorPrincipalId, keyVaultSecretsOfficer)
+  scope: vault
+  properties: {
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsOfficer)
   }
 }
 

@@ -60,4 +60,5 @@ resource queue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-0
 output name string = storage.name
 output id string = storage.id
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
+output tableEndpoint string = storage.properties.primaryEndpoints.table
 output deploymentContainerName string = deploymentContainer.name

@@ -1,8 +1,14 @@
 # The Function App on Flex Consumption (Linux, Python 3.11), identity-based settings only.
+# Every apply replaces the whole list (the azapi body): a setting an operator must be able to keep
+# is a variable here or lives elsewhere. The bearer token is a Key Vault reference; the on/off
+# switch lives in Table Storage (shared/delivery/hold.py), so INTEGRATION_ENABLED is not written.
 locals {
   app_settings = {
-    # host storage through the managed identity: no connection string, no key
-    "AzureWebJobsStorage__accountName"          = azurerm_storage_account.main.name
+    # host storage through the managed identity: no connection string, no key; the endpoints come
+    # from the account, which the provider builds with its environment's storage suffix
+    "AzureWebJobsStorage__blobServiceUri"       = trimsuffix(azurerm_storage_account.main.primary_blob_endpoint, "/")
+    "AzureWebJobsStorage__queueServiceUri"      = trimsuffix(azurerm_storage_account.main.primary_queue_endpoint, "/")
+    "AzureWebJobsStorage__tableServiceUri"      = trimsuffix(azurerm_storage_account.main.primary_table_endpoint, "/")
     "AzureWebJobsStorage__credential"           = "managedidentity"
     "AzureWebJobsStorage__clientId"             = azurerm_user_assigned_identity.app.client_id
     "APPLICATIONINSIGHTS_CONNECTION_STRING"     = azurerm_application_insights.main.connection_string
@@ -12,6 +18,7 @@ locals {
     "KEY_VAULT_URL"               = azurerm_key_vault.main.vault_uri
     "DEFENDER_CLIENT_SECRET_NAME" = azurerm_key_vault_secret.defender_client_secret.name
     "NOXYS_SIGNING_SECRET_NAME"   = azurerm_key_vault_secret.noxys_signing_secret.name
+    "NOXYS_BEARER_TOKEN"          = var.require_bearer_token ? "@Microsoft.KeyVault(VaultName=${azurerm_key_vault.main.name};SecretName=noxys-bearer-token)" : ""
     "DEFENDER_TENANT_ID"          = local.tenant_id
     "DEFENDER_CLIENT_ID"          = var.defender_client_id
     "DEFENDER_CLOUD"              = var.defender_cloud
@@ -22,10 +29,10 @@ locals {
     "HUNTING_SCHEDULE"           = "*/30 * * * * *"
     "HUNTING_QUEUE_NAME"         = "noxys-hunting"
     "FORWARD_EVENT_TYPES"        = var.forward_event_types
-    "INTEGRATION_ENABLED"        = "true"
     "INCIDENT_TAGGING"           = var.incident_tagging
     "ALERT_FALLBACK"             = var.alert_fallback
     "RESPONSE_RULES_FILE"        = var.response_rules_file
+    "RISK_CONFIG_FILE"           = var.risk_config_file
     "TICKET_URL"                 = var.ticket_url
     "TICKET_SIGNING_SECRET_NAME" = "ticket-signing-secret"
     "HUNTING_INGESTION_ENDPOINT" = var.enable_hunting_table ? azurerm_monitor_data_collection_endpoint.hunting[0].logs_ingestion_endpoint : ""
@@ -102,4 +109,7 @@ resource "azapi_resource" "function_app" {
   }
 
   response_export_values = ["properties.defaultHostName"]
+
+  # the first publish writes the package with the identity's blob role: wait until it is honoured
+  depends_on = [time_sleep.app_roles_propagation]
 }

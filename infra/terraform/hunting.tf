@@ -2,25 +2,14 @@
 # Collection Rule (Logs Ingestion API), plus the detection rule and the dashboard workbook.
 # Column list: ../hunting/columns.json, shared with the code and with Bicep.
 locals {
-  hunting_columns = jsondecode(file("${path.module}/../hunting/columns.json"))
-  workspace_id    = var.sentinel_workspace_id != "" ? var.sentinel_workspace_id : azurerm_log_analytics_workspace.main.id
-  hunting_count   = var.enable_hunting_table ? 1 : 0
-  # The Data Collection Endpoint and Rule must be in the workspace's region, which need not be the app's.
-  workspace_location = var.sentinel_workspace_id != "" ? data.azapi_resource.sentinel_workspace[0].location : azurerm_log_analytics_workspace.main.location
-}
-
-data "azapi_resource" "sentinel_workspace" {
-  count       = var.enable_hunting_table && var.sentinel_workspace_id != "" ? 1 : 0
-  type        = "Microsoft.OperationalInsights/workspaces@2022-10-01"
-  resource_id = var.sentinel_workspace_id
-}
-
-resource "azapi_resource" "hunting_table" {
-  count     = local.hunting_count
-  type      = "Microsoft.OperationalInsights/workspaces/tables@2022-10-01"
-  name      = "NoxysInteractions_CL"
-  parent_id = local.workspace_id
-  body = {
+  hunting_columns    = jsondecode(file("${path.module}/../hunting/columns.json"))
+  external_workspace = var.sentinel_workspace_id != ""
+  workspace_id       = local.external_workspace ? var.sentinel_workspace_id : azurerm_log_analytics_workspace.main.id
+  hunting_count      = var.enable_hunting_table ? 1 : 0
+  # The Data Collection Endpoint and Rule must be in the workspace's region, which need not be the
+  # app's. one(): the data source has no instance when the hunting table is off (null, unused then).
+  workspace_location = local.external_workspace ? one(data.azapi_resource.sentinel_workspace[*].location) : azurerm_log_analytics_workspace.main.location
+  hunting_table_body = {
     properties = {
       plan            = "Analytics"
       retentionInDays = 90
@@ -30,6 +19,31 @@ resource "azapi_resource" "hunting_table" {
       }
     }
   }
+}
+
+data "azapi_resource" "sentinel_workspace" {
+  count       = var.enable_hunting_table && var.sentinel_workspace_id != "" ? 1 : 0
+  type        = "Microsoft.OperationalInsights/workspaces@2022-10-01"
+  resource_id = var.sentinel_workspace_id
+}
+
+# On the workspace created here the table is a resource of this configuration, destroyed with it.
+resource "azapi_resource" "hunting_table" {
+  count     = var.enable_hunting_table && !local.external_workspace ? 1 : 0
+  type      = "Microsoft.OperationalInsights/workspaces/tables@2022-10-01"
+  name      = "NoxysInteractions_CL"
+  parent_id = local.workspace_id
+  body      = local.hunting_table_body
+}
+
+# On an existing workspace the table is written by a PUT action, which `terraform destroy` never
+# undoes: the table and the interactions it holds stay with the workspace's owner.
+resource "azapi_resource_action" "hunting_table_external" {
+  count       = var.enable_hunting_table && local.external_workspace ? 1 : 0
+  type        = "Microsoft.OperationalInsights/workspaces/tables@2022-10-01"
+  resource_id = "${var.sentinel_workspace_id}/tables/NoxysInteractions_CL"
+  method      = "PUT"
+  body        = local.hunting_table_body
 }
 
 resource "azurerm_monitor_data_collection_endpoint" "hunting" {
@@ -74,7 +88,7 @@ resource "azurerm_monitor_data_collection_rule" "hunting" {
     output_stream = "Custom-NoxysInteractions_CL"
   }
 
-  depends_on = [azapi_resource.hunting_table]
+  depends_on = [azapi_resource.hunting_table, azapi_resource_action.hunting_table_external]
 }
 
 resource "azurerm_role_assignment" "hunting_publisher" {
@@ -95,7 +109,7 @@ resource "azurerm_sentinel_alert_rule_scheduled" "high_risk_burst" {
   name                       = "noxys-high-risk-burst"
   log_analytics_workspace_id = local.workspace_id
   display_name               = "Noxys: 5 or more high-risk AI interactions from one device in an hour"
-  description                = "A device sent five or more prompts that Noxys scored above 0.8 to AI platforms within an hour."
+  description                = "A device sent five or more prompts that the connector scored above 0.8 (CombinedRiskScore: Noxys's score with the device's and user's patterns) to AI platforms within an hour."
   severity                   = "Medium"
   query                      = file("${path.module}/../kql/detection-high-risk-burst.kql")
   query_frequency            = "PT1H"
@@ -119,7 +133,7 @@ resource "azurerm_sentinel_alert_rule_scheduled" "high_risk_burst" {
 resource "time_sleep" "hunting_table_ready" {
   count           = local.hunting_count
   create_duration = "120s"
-  depends_on      = [azapi_resource.hunting_table]
+  depends_on      = [azapi_resource.hunting_table, azapi_resource_action.hunting_table_external]
 }
 
 resource "azurerm_application_insights_workbook" "noxys" {
@@ -130,6 +144,6 @@ resource "azurerm_application_insights_workbook" "noxys" {
   display_name        = "Noxys AI Firewall"
   category            = "sentinel"
   source_id           = lower(local.workspace_id)
-  data_json           = file("${path.module}/../workbook/noxys-workbook.json")
+  data_json           = replace(file("${path.module}/../workbook/noxys-workbook.json"), "__WORKSPACE_ID__", local.workspace_id)
   tags                = local.tags
 }

@@ -36,6 +36,15 @@ resource "azurerm_role_assignment" "deployer_secrets_officer" {
   principal_id       = data.azurerm_client_config.current.object_id
 }
 
+# On an RBAC vault, Owner has no data-plane access: the operators who rotate secrets
+# (`az keyvault secret set`, docs/deploy.md) get the role too, not only whoever ran apply.
+resource "azurerm_role_assignment" "operator_secrets_officer" {
+  for_each           = toset(var.operator_object_ids)
+  scope              = azurerm_key_vault.main.id
+  role_definition_id = local.role_id.key_vault_secrets_officer
+  principal_id       = each.value
+}
+
 # A new role assignment takes a while to reach the Key Vault data plane: writing the secrets at
 # once often answers 403 on a first apply.
 resource "time_sleep" "secrets_officer_propagation" {
@@ -70,5 +79,25 @@ resource "azurerm_key_vault_secret" "noxys_signing_secret" {
 
   lifecycle {
     ignore_changes = [value, expiration_date]
+  }
+}
+
+# The bearer token Noxys sends; the app setting is a Key Vault reference to it. Written once, like
+# the others: rotate it in the vault (docs/deploy.md).
+resource "azurerm_key_vault_secret" "noxys_bearer_token" {
+  count           = var.require_bearer_token ? 1 : 0
+  name            = "noxys-bearer-token"
+  value           = var.noxys_bearer_token
+  key_vault_id    = azurerm_key_vault.main.id
+  content_type    = "Bearer token Noxys sends with each webhook call"
+  expiration_date = var.noxys_signing_secret_expiry
+  depends_on      = [time_sleep.secrets_officer_propagation]
+
+  lifecycle {
+    ignore_changes = [value, expiration_date]
+    precondition {
+      condition     = var.noxys_bearer_token != ""
+      error_message = "require_bearer_token = true needs noxys_bearer_token (the value Noxys sends)."
+    }
   }
 }

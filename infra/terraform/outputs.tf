@@ -10,3 +10,8 @@ output "function_app_name" {
 output "key_vault_name" {
   value = azurerm_key_vault.main.name
 }
+
+# what `python -m shared switch` needs on a workstation (AzureWebJobsStorage__tableServiceUri)
+output "storage_table_endpoint" {
+  value = azurerm_storage_account.main.primary_table_endpoint
+}

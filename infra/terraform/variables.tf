@@ -52,6 +52,25 @@ variable "noxys_signing_secret_expiry" {
   type        = string
 }
 
+variable "require_bearer_token" {
+  description = "Require Noxys's bearer token: NOXYS_BEARER_TOKEN becomes a Key Vault reference to the secret noxys-bearer-token."
+  type        = bool
+  default     = false
+}
+
+variable "noxys_bearer_token" {
+  description = "The bearer token Noxys sends (Noxys → Webhooks → auth token); written to Key Vault once."
+  type        = string
+  sensitive   = true
+  default     = ""
+}
+
+variable "operator_object_ids" {
+  description = "Entra object ids of the people or groups who operate the connector: Key Vault Secrets Officer on the vault (rotation) and Storage Table Data Contributor on the account (the on/off switch). Whoever runs apply gets the vault role anyway."
+  type        = list(string)
+  default     = []
+}
+
 variable "defender_cloud" {
   description = "Defender cloud/region: global, us, eu, uk, au, swa, ina, aea, gcc, gcc-high."
   type        = string
@@ -65,7 +84,11 @@ variable "defender_cloud" {
 variable "maximum_instance_count" {
   description = "Most instances per scale group (on Flex the HTTP functions share one group; each queue or timer function is a group of its own). The shared pacing budget holds Defender's 15 alerts a minute whatever the count."
   type        = number
-  default     = 4
+  default     = 40
+  validation {
+    condition     = var.maximum_instance_count >= 40 && var.maximum_instance_count <= 1000
+    error_message = "Flex Consumption accepts 40 to 1000 instances per scale group."
+  }
 }
 
 variable "instance_memory_mb" {
@@ -98,6 +121,12 @@ variable "response_rules_file" {
   default     = ""
 }
 
+variable "risk_config_file" {
+  description = "Combined risk score weights and thresholds file, relative to the app root; empty: the defaults."
+  type        = string
+  default     = ""
+}
+
 variable "ticket_url" {
   description = "HTTPS endpoint the ticket action posts to; its signing secret goes in Key Vault as ticket-signing-secret."
   type        = string
@@ -111,7 +140,7 @@ variable "enable_hunting_table" {
 }
 
 variable "sentinel_workspace_id" {
-  description = "Resource id of the Sentinel workspace for the hunting table; empty means the workspace created here (Sentinel is enabled on it)."
+  description = "Resource id of an existing Sentinel workspace for the hunting table; empty means the workspace created here (Sentinel is enabled on it). On an existing workspace the table is written but never deleted by destroy."
   type        = string
   default     = ""
 }

@@ -23,7 +23,8 @@ from shared.delivery.ports import Deps
 
 log = logging.getLogger(__name__)
 INCIDENT_LOOKUP_FIRST_DELAY = 60.0  # seconds; then doubling, at most 30 min apart
-INCIDENT_LOOKUPS = 8  # about 4 hours in all, then the tags are given up (logged)
+# 60 s, then waits of 1, 2, 4, 8, 16, 30, 30 min: about 90 min in all, then the tags are given up (logged)
+INCIDENT_LOOKUPS = 8
 
 
 class Retry:

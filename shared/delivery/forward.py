@@ -148,7 +148,7 @@ class Delivery:
         return Outcome(Kind.BUNDLE, detail=detail, parts=tuple(parts))
 
     def _event(self, task: QueuedEvent, queue: str, priority: bool) -> Outcome:
-        if not self.settings.integration_enabled and self.deps.held is not None:
+        if self.deps.held is not None and not self.deps.held.is_on():
             self.deps.held.keep(task, queue)  # switched off: kept, no Defender call
             return Outcome(Kind.HELD, detail="integration switched off; kept until it is switched on")
         now, kept = self.deps.clock.now(), facts(task.event)  # the facts once: ledger, windows, response

@@ -1,4 +1,11 @@
-"""Events kept while the integration is switched off (``INTEGRATION_ENABLED=false``).
+"""The on/off switch, and the events kept while the integration is switched off.
+
+Where the switch lives: a row of its own table (``<prefix>Switch``), never only an app setting. A
+provision replaces every app setting (Bicep's ``siteConfig.appSettings``, the azapi body), so an
+``azd up`` or ``terraform apply`` would otherwise re-arm a connector the operator had switched
+off. The infra therefore never writes ``INTEGRATION_ENABLED``; the row keeps the state, and the
+setting counts only as the first default and, when the operator *changes* it by hand, as an
+order (:func:`decide`). ``python -m shared switch off|on`` writes the row directly.
 
 Switched off, the connector still verifies, accepts and keeps every event — it only makes no
 Defender call. Each event waits here, ordered by when it was received; switched back on, the
@@ -10,18 +17,124 @@ each event still becomes exactly one alert.
 
 from __future__ import annotations
 
-from datetime import datetime
+import contextlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from shared.clock import Clock, SystemClock
 from shared.delivery.message import QueuedEvent
 from shared.storage import EntityTable, table_key
 
 PARTITION = "held"
+SWITCH_KEY = ("switch", "integration")  # PartitionKey, RowKey of the one row of the Switch table
+SWITCH_CACHE_SECONDS = 30.0  # how long an instance reuses the state it read: a switch takes effect within this
+
+
+@dataclass(frozen=True)
+class SwitchState:
+    """``on``: whether events go to Defender. ``seen``: ``INTEGRATION_ENABLED`` as the app last saw
+    it (None: absent, which is what every provision leaves)."""
+
+    on: bool
+    seen: bool | None
+
+
+def decide(stored: SwitchState | None, setting: bool | None) -> SwitchState:
+    """The switch's state from the stored one and the app setting as it is now.
+
+    Nothing stored yet: the setting is the first default (absent: on). Afterwards the stored state
+    wins, unless the setting has *changed* since it was last seen — an operator who edits the app
+    setting by hand means it. A provision never writes the setting, so it changes nothing here.
+    """
+    if stored is None:
+        return SwitchState(on=True if setting is None else setting, seen=setting)
+    if setting is not None and setting != stored.seen:
+        return SwitchState(on=setting, seen=setting)
+    return SwitchState(on=stored.on, seen=setting)
+
+
+def _row(state: SwitchState) -> dict[str, Any]:
+    row: dict[str, Any] = {"PartitionKey": SWITCH_KEY[0], "RowKey": SWITCH_KEY[1], "on": state.on}
+    if state.seen is not None:  # Table Storage keeps no null: an absent property reads back as None
+        row["seen"] = state.seen
+    return row
+
+
+class Switch:
+    """Loads and stores the switch's row; :func:`decide` is the policy."""
+
+    def __init__(self, table: EntityTable, setting: bool | None, clock: Clock | None = None) -> None:
+        self._table = table
+        self._setting = setting
+        self._clock = clock or SystemClock()
+        self._cached: tuple[datetime, bool] | None = None
+
+    def _load(self) -> tuple[SwitchState | None, str | None]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            row = self._table.get_entity(*SWITCH_KEY)
+        except ResourceNotFoundError:
+            return None, None
+        seen = row.get("seen")
+        return SwitchState(on=bool(row["on"]), seen=None if seen is None else bool(seen)), row.metadata.get("etag")
+
+    def _store(self, state: SwitchState, etag: str | None) -> None:
+        """A first row is created, a known one replaced only if unchanged since it was read: two
+        instances deciding at once cannot undo an operator's switch written in between."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+        from azure.data.tables import UpdateMode
+
+        entity = _row(state)
+        with contextlib.suppress(ResourceExistsError, ResourceModifiedError):  # another writer won: its state stands
+            if etag is None:
+                self._table.create_entity(entity)
+            else:
+                self._table.update_entity(
+                    entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+
+    def current(self) -> bool:
+        """The state as stored, read only: what ``status`` and the CLI show. Only the app itself
+        observes its setting (:meth:`is_on`); a workstation's ``local.settings.json`` is not the app's."""
+        stored, _ = self._load()
+        return True if stored is None else stored.on
+
+    def is_on(self) -> bool:
+        """The app's view: its own setting observed (:func:`decide`), reused for a few seconds."""
+        now = self._clock.now()
+        if self._cached and now - self._cached[0] < timedelta(seconds=SWITCH_CACHE_SECONDS):
+            return self._cached[1]
+        stored, etag = self._load()
+        state = decide(stored, self._setting)
+        if state != stored:
+            self._store(state, etag)
+        self._cached = (now, state.on)
+        return state.on
+
+    def set(self, on: bool) -> None:
+        """The operator's switch (``python -m shared switch``): the state, whatever the setting says."""
+        from azure.data.tables import UpdateMode
+
+        stored, _ = self._load()
+        seen = stored.seen if stored else None
+        self._table.upsert_entity(_row(SwitchState(on=on, seen=seen)), mode=UpdateMode.REPLACE)
+        self._cached = None
 
 
 class Held:
-    def __init__(self, table: EntityTable) -> None:
+    def __init__(self, table: EntityTable, switch: Switch | None = None) -> None:
         self._table = table
+        self.switch = switch
+
+    def is_on(self, observe: bool = True) -> bool:
+        """Whether events go to Defender now (without a switch: always). ``observe=False``: read
+        only, for a report (the health record, ``status``) that must not act on a setting."""
+        if self.switch is None:
+            return True
+        return self.switch.is_on() if observe else self.switch.current()
 
     def keep(self, task: QueuedEvent, queue: str) -> None:
         from azure.data.tables import UpdateMode

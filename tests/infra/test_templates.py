@@ -56,9 +56,8 @@ IMPLICIT_IN_TERRAFORM = {
     "Microsoft.Storage/storageAccounts/blobServices",
     "Microsoft.Storage/storageAccounts/queueServices",
 }
-# Terraform writes the Key Vault secrets through the data plane, so the deployer needs this role
-# first; Bicep writes them through ARM and needs no such role.
-TF_ONLY_ROLES = {"b86a8fe4-44ce-4948-aee5-eccb2c155cd7"}  # Key Vault Secrets Officer
+# What Bicep does with a deployment script, Terraform does with time_sleep (a wait).
+BICEP_ONLY = {"Microsoft.Resources/deploymentScripts"}
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -184,11 +183,11 @@ def _terraform_role_ids() -> set[str]:
     for path in TF_FILES:
         for key in re.findall(r"local\.role_id\.(\w+)", path.read_text()):
             used.add(declared[key])
-    return used | (set(declared.values()) & TF_ONLY_ROLES)
+    return used
 
 
 def test_both_flavours_assign_the_same_roles_scoped_to_resources() -> None:
-    assert _bicep_role_ids() == _terraform_role_ids() - TF_ONLY_ROLES
+    assert _bicep_role_ids() == _terraform_role_ids()
     for path in TF_FILES:
         for block in terraform(path).get("resource", []):
             for assignment in block.get('"azurerm_role_assignment"', {}).values():
@@ -201,7 +200,7 @@ def _bicep_types() -> set[str]:
         for res in bicep(path)["resources"].values():
             if not res.get("existing"):
                 types.add(res["type"])
-    return types - IMPLICIT_IN_TERRAFORM
+    return types - IMPLICIT_IN_TERRAFORM - BICEP_ONLY
 
 
 def _terraform_types() -> set[str]:
@@ -212,7 +211,7 @@ def _terraform_types() -> set[str]:
                 tf_type = _unquote(quoted)
                 if tf_type.startswith(("time_", "random_")):  # local helpers, nothing in Azure
                     continue
-                if tf_type == "azapi_resource":
+                if tf_type in ("azapi_resource", "azapi_resource_action"):
                     types |= {v["type"].strip('"').split("@")[0] for v in instances.values()}
                     continue
                 types.add(TF_TO_ARM[tf_type])
@@ -234,7 +233,7 @@ def test_queues_match_the_code_defaults() -> None:
 
 
 def test_hunting_schema_detection_and_workbook_come_from_the_shared_files() -> None:
-    hunting_bicep = (INFRA / "app" / "hunting.bicep").read_text()
+    hunting_bicep = (INFRA / "app" / "hunting.bicep").read_text() + (INFRA / "app" / "workspace.bicep").read_text()
     hunting_tf = (TF / "hunting.tf").read_text()
     for shared in (
         "../hunting/columns.json",
@@ -252,10 +251,23 @@ def test_azd_parameters_exist_in_main_bicep() -> None:
     assert required <= set(params)
 
 
-def test_maximum_instance_count_is_bounded() -> None:
+def test_maximum_instance_count_is_within_what_flex_consumption_accepts() -> None:
+    """40 to 1000 per scale group (lower only in a preview of three regions); the pacing budget in
+    Table Storage, not the instance count, holds Defender's quota."""
     param = bicep(INFRA / "main.bicep")["parameters"]["maximumInstanceCount"]
-    assert param["default"] <= 10
-    assert any(d.get("type") == "max_value" and d["argument"] <= 40 for d in param["decorators"])
+    assert param["default"] == 40
+    bounds = {d["type"]: d["argument"] for d in param["decorators"] if d.get("type") in ("min_value", "max_value")}
+    assert bounds == {"min_value": 40, "max_value": 1000}
+    (variable,) = [
+        v
+        for b in terraform(TF / "variables.tf")["variable"]
+        for k, v in b.items()
+        if _unquote(k) == "maximum_instance_count"
+    ]
+    assert variable["default"] == 40
+    assert "var.maximum_instance_count >= 40 && var.maximum_instance_count <= 1000" in json.dumps(
+        variable["validation"]
+    )
 
 
 # ------------------------------------------------------------------------------ what deploy-time review found
@@ -291,7 +303,7 @@ def test_the_hunting_pipeline_takes_the_workspace_region() -> None:
         (resource,) = _tf_resources(tf_type).values()
         assert resource["location"] == "${local.workspace_location}"
     hunting_tf = (TF / "hunting.tf").read_text()
-    assert "data.azapi_resource.sentinel_workspace[0].location" in hunting_tf
+    assert "one(data.azapi_resource.sentinel_workspace[*].location)" in hunting_tf
 
 
 def test_key_vault_can_be_provisioned_again_after_a_teardown() -> None:
@@ -320,7 +332,7 @@ def test_provider_versions_admit_only_releases_that_can_apply_this() -> None:
 
 
 def test_the_sentinel_rule_maps_the_fqdn_as_the_host_full_name() -> None:
-    assert "identifier: 'FullName'" in (INFRA / "app" / "hunting.bicep").read_text()
+    assert "identifier: 'FullName'" in (INFRA / "app" / "workspace.bicep").read_text()
     (rule,) = _tf_resources("azurerm_sentinel_alert_rule_scheduled").values()
     assert _unquote(rule["entity_mapping"][0]["field_mapping"][0]["identifier"]) == "FullName"
     assert "time_sleep.hunting_table_ready" in json.dumps(rule["depends_on"])
