@@ -20,7 +20,16 @@ from azure.core.exceptions import AzureError
 
 from shared import cli_compliance, cli_response, logsafe, status, wiring
 from shared.audit import export
-from shared.cli_env import defender_problem, local_values, settings_from_local, storage_problem, when
+from shared.cli_env import (
+    PERIOD_HELP,
+    defender_problem,
+    local_values,
+    output_problem,
+    period,
+    settings_from_local,
+    storage_problem,
+    write_private,
+)
 from shared.config import ConfigError
 from shared.health import connection_test
 from shared.replay import candidates, replay
@@ -117,25 +126,20 @@ def cmd_send_sample(args: argparse.Namespace) -> int:
 
 def cmd_export_audit(args: argparse.Namespace) -> int:
     settings_from_local()
-    if (problem := storage_problem()) is not None:
+    if (problem := storage_problem() or (output_problem(args.output) if args.output else None)) is not None:
         print(f"✗ {problem}", file=sys.stderr)
         return 1
     try:
-        since, until = when(args.since), when(args.until) if args.until else datetime.now(UTC)
+        since, until = period(args.since, args.until, datetime.now(UTC))
     except ValueError as exc:
-        print(f"bad time: {exc} (use ISO 8601, e.g. 2026-03-20T00:00:00Z)", file=sys.stderr)
+        print(f"✗ {exc}", file=sys.stderr)
         return 2
     try:
-        rows = wiring.audit().rows(since, until)
-        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
-        count = 0
-        try:
-            for line in export(rows, args.format):
-                out.write(line + "\n")
-                count += 1
-        finally:
-            if args.output:
-                out.close()
+        lines = (line + "\n" for line in export(wiring.audit().rows(since, until), args.format))
+        if args.output:
+            count = write_private(args.output, lines)
+        else:
+            count = sum(1 for line in lines if sys.stdout.write(line) is not None)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
@@ -250,8 +254,8 @@ def _add_export_audit(sub: Any) -> None:
         description="Every outbound call with time, method, path, status, latency, event id, "
         "correlation id and attempt. Never a token, secret or PII value.",
     )
-    e.add_argument("--since", required=True, help="ISO 8601 start (inclusive), e.g. 2026-03-20T00:00:00Z")
-    e.add_argument("--until", help="ISO 8601 end (exclusive); default now")
+    e.add_argument("--since", required=True, help=f"start (inclusive): {PERIOD_HELP}")
+    e.add_argument("--until", help="end (exclusive); default now")
     e.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     e.add_argument("--output", help="write to this file instead of standard output")
     e.set_defaults(run=cmd_export_audit)
@@ -308,5 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except AzureError as exc:  # storage failed half-way: say what, not a traceback
         print(f"✗ storage error: {exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # writing --output failed half-way (disk full, permissions): nothing is left behind
+        reason = exc.strerror or exc.__class__.__name__
+        print(f"✗ cannot write {exc.filename or 'the output'}: {reason}", file=sys.stderr)
         return 1
     return result

@@ -4,10 +4,14 @@ storage and Defender endpoints (one clear line instead of a minute of SDK retrie
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import socket
-from datetime import UTC, datetime
+import tempfile
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -49,6 +53,69 @@ def settings_from_local() -> None:
 def when(text: str) -> datetime:
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+RELATIVE = re.compile(r"^(\d+)\s*([mhdw])$")
+UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+PERIOD_HELP = "use 7d, 24h, 30m, 2w or ISO 8601, e.g. 2026-03-20T00:00:00Z"
+
+
+def moment(text: str, now: datetime) -> datetime:
+    """``7d``/``24h``/``30m``/``2w`` before ``now``, or an ISO 8601 time (UTC when no zone is given):
+    the one reading of every ``--since`` and ``--until``."""
+    found = RELATIVE.match(text.strip())
+    if found:
+        return now - timedelta(**{UNITS[found.group(2)]: int(found.group(1))})
+    return when(text)
+
+
+def period(since: str, until: str | None, now: datetime) -> tuple[datetime, datetime]:
+    """``--since`` and ``--until`` (default: now); ValueError names the one that does not parse."""
+    found: list[datetime] = []
+    for name, text in (("--since", since), ("--until", until)):
+        try:
+            found.append(moment(text, now) if text else now)
+        except ValueError:
+            raise ValueError(f"{name} {text!r} is not a time: {PERIOD_HELP}") from None
+    return found[0], found[1]
+
+
+def output_problem(path: str) -> str | None:
+    """Why ``--output`` cannot be written, in one line, checked before any Defender call."""
+    target = Path(path)
+    if target.is_dir():
+        return f"--output {path} is a folder: name a file in it"
+    folder = target.parent
+    if not folder.is_dir():
+        return f"--output {path}: the folder {folder} does not exist"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"--output {path}: the folder {folder} is not writable"
+    return None
+
+
+def write_private(path: str, chunks: Iterable[str]) -> int:
+    """Write ``chunks`` to ``path`` readable by its owner only (0600: exports hold personal data).
+
+    The text goes to a new temporary file beside it (created with O_EXCL by ``mkstemp``), which
+    then replaces ``path`` by rename: a symbolic link at ``path`` is replaced, never followed, so
+    the command cannot be turned into overwriting another file, and a reader never sees half a
+    file. Returns how many chunks were written."""
+    target = Path(path)
+    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            written = 0
+            for chunk in chunks:
+                out.write(chunk)
+                written += 1
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    return written
 
 
 def storage_problem() -> str | None:

@@ -67,7 +67,7 @@ def _no_surrogate(value: str) -> str:
     return value
 
 
-def _identifier(value: str) -> str:
+def identifier(value: str) -> str:
     """Identifiers end up in log lines, table keys, alerts and reports, and a person is found by
     them: a control character is never legitimate, an invisible one disguises what is shown, and
     a compatibility character (U+212A KELVIN SIGN, fullwidth letters) is a look-alike that
@@ -136,7 +136,7 @@ def _total(limit: int) -> AfterValidator:
 
 
 ID, LABEL, PROSE, SITE = (
-    AfterValidator(_identifier),
+    AfterValidator(identifier),
     AfterValidator(_label),
     AfterValidator(_prose),
     AfterValidator(_site),
