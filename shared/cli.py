@@ -31,8 +31,11 @@ from shared.cli_env import (
     write_private,
 )
 from shared.config import ConfigError
+from shared.delivery.ledger import Ledger
+from shared.events import InvalidEvents, parse_events
 from shared.health import connection_test
-from shared.replay import candidates, replay
+from shared.intake import queue_for
+from shared.replay import Candidate, candidates, replay, why_not
 from shared.webhook import sign
 
 DEFAULT_WEBHOOK_URL = "http://127.0.0.1:7071/api/noxys/events"
@@ -82,6 +85,19 @@ def shift_to_now(doc: Any, now: datetime) -> Any:
     return _shifted(doc, now - max(stamps)) if stamps else doc
 
 
+def too_old(doc: Any, now: datetime, values: dict[str, str]) -> str | None:
+    """With --keep-timestamps, say before sending that the webhook will refuse the event: the
+    samples are dated months ago, beyond its date window (EVENT_MAX_PAST_DAYS, 90 days)."""
+    days = int(os.environ.get("EVENT_MAX_PAST_DAYS") or values.get("EVENT_MAX_PAST_DAYS") or 90)
+    oldest = min(_stamps(doc), default=now)
+    if now - oldest <= timedelta(days=days):
+        return None
+    return (
+        f"note: --keep-timestamps sends timestamps {(now - oldest).days} days old; the webhook refuses events older "
+        f"than EVENT_MAX_PAST_DAYS ({days}) with a 400 naming the fields (without the option they move to now)"
+    )
+
+
 def cmd_send_sample(args: argparse.Namespace) -> int:
     import requests
 
@@ -98,16 +114,26 @@ def cmd_send_sample(args: argparse.Namespace) -> int:
         return 2
     if not args.keep_timestamps:
         doc = shift_to_now(doc, datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5))
+    elif (late := too_old(doc, datetime.now(UTC), values)) is not None:
+        print(late, file=sys.stderr)
     if args.new_id and isinstance(doc, dict):
         doc["id"] = f"{doc.get('id', 'evt')}-{int(time.time())}"
     body = json.dumps(doc).encode()
     msg_id = str(doc.get("id", "msg")) if isinstance(doc, dict) else f"batch_{int(time.time())}"
     ts = int(time.time())
+    try:
+        signature = sign(secret, msg_id, ts, body)
+    except Exception as exc:  # standardwebhooks: binascii.Error, EmptyWebhookSecretError
+        print(
+            f"✗ the signing secret is not a Standard Webhooks secret (whsec_ then base64): {exc.__class__.__name__}",
+            file=sys.stderr,
+        )
+        return 2
     headers = {
         "Content-Type": "application/json",
         "webhook-id": msg_id,
         "webhook-timestamp": str(ts),
-        "webhook-signature": sign(secret, msg_id, ts, body),
+        "webhook-signature": signature,
     }
     bearer = args.bearer or os.environ.get("NOXYS_BEARER_TOKEN") or values.get("NOXYS_BEARER_TOKEN")
     if bearer:
@@ -120,8 +146,34 @@ def cmd_send_sample(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    print(resp.status_code, resp.text)
-    return 0 if 200 <= resp.status_code < 300 else 1
+    return _answer(resp.status_code, resp.text, body)
+
+
+def _answer(status: int, text: str, body: bytes) -> int:
+    print(status, text)
+    if status == 401:
+        print("the webhook refused the signature: is the secret the NOXYS_SIGNING_SECRET command 1 started with?")
+    elif status == 202:
+        for line in lanes(body):
+            print(line)
+    return 0 if 200 <= status < 300 else 1
+
+
+def lanes(body: bytes) -> list[str]:
+    """Which queue each forwarded event of ``body`` went to: criticals have a lane of their own."""
+    settings_from_local()
+    try:
+        settings = wiring.settings()
+        events = parse_events(body)
+    except (ConfigError, InvalidEvents):
+        return []
+    wanted = set(settings.forward_event_types)
+    return [
+        f"{e.id}: queued on {queue_for(settings, e)}"
+        + (" (the critical lane)" if queue_for(settings, e) == settings.events_priority_queue_name else "")
+        for e in events
+        if e.type in wanted
+    ]
 
 
 def cmd_export_audit(args: argparse.Namespace) -> int:
@@ -174,6 +226,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         for c in chosen:
             print(f"would replay {c.event_id} from {c.source} to {c.queue}: {c.reason}")
         print(f"{len(chosen)} event(s) would be replayed (dry run: nothing moved)")
+        _say_why_not(args.id, chosen, ledger)
         return 0
     results: dict[str, int] = {}
     now = wiring.clock().now()
@@ -181,7 +234,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         outcome = replay(wiring.enqueue, ledger, dead, c, now)
         results[outcome] = results.get(outcome, 0) + 1
     print(", ".join(f"{n} {what}" for what, n in results.items()) or "nothing matched")
+    _say_why_not(args.id, chosen, ledger)
     return 0
+
+
+def _say_why_not(asked: list[str] | None, chosen: list[Candidate], ledger: Ledger) -> None:
+    for missing in sorted(set(asked or []) - {c.event_id for c in chosen}):
+        print(why_not(missing, ledger.get(missing)))
 
 
 def cmd_test_connection(args: argparse.Namespace) -> int:

@@ -9,8 +9,9 @@ import json
 import os
 import re
 import socket
+import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,6 +22,8 @@ from shared.storage import connection_string, table_service_uri
 
 LOCAL_SETTINGS = Path("local.settings.json")
 EMULATOR_SETTINGS = Path(".local/emulator.settings.json")
+HOST_SETTINGS = Path(".local/host.settings.json")  # what a running command 1 started with
+SECRET_NAMES = re.compile(r"SECRET|TOKEN|PASSWORD|CONNECTION", re.IGNORECASE)
 
 
 def local_values(path: Path = LOCAL_SETTINGS) -> dict[str, str]:
@@ -42,12 +45,53 @@ def emulator_values() -> dict[str, str]:
         return {}
 
 
-def settings_from_local() -> None:
+def _shareable(name: str, value: str) -> bool:
+    """Whether a setting may be written beside the code: never a secret (a storage connection
+    string only when it is Azurite's, whose key is the published development key)."""
+    if name == "AzureWebJobsStorage":
+        return value == "UseDevelopmentStorage=true" or "AccountName=devstoreaccount1;" in value
+    return not SECRET_NAMES.search(name)
+
+
+def publish_host_settings(path: Path, names: Iterable[str]) -> None:
+    """Command 1 writes the settings it started with (their values now in its environment,
+    secrets left out) and its process id, for the operator commands run beside it."""
+    values = {n: os.environ[n] for n in sorted(set(names) | {"AzureWebJobsStorage"}) if n in os.environ}
+    doc = {"pid": os.getpid(), "values": {n: v for n, v in values.items() if _shareable(n, v)}}
+    write_private(str(path), [json.dumps(doc, indent=2)])
+
+
+def host_values(path: Path = HOST_SETTINGS) -> dict[str, str]:
+    """The settings the running command 1 started with; {} when none runs (no file, or a file
+    left by one that was killed: its process is gone)."""
+    try:
+        doc = json.loads(path.read_text())
+        os.kill(int(doc["pid"]), 0)
+        return {str(k): str(v) for k, v in doc["values"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def settings_from_local(note: Callable[[str], object] = lambda text: print(text, file=sys.stderr)) -> None:
     """Operators run the CLI from the project folder: fill the environment from local.settings.json
-    (the shell's environment wins), and point at the local emulator when that is what runs."""
-    for k, v in local_values().items():
+    (the shell's environment wins), and point at the local emulator when that is what runs.
+
+    While command 1 runs, its settings win: they are what the connector is doing now (settings
+    apply at its next start, as in Azure), so ``status`` shows the rules file the host uses and
+    ``test-connection`` the tenant it talks to. ``note`` says which settings here differ."""
+    shell, local, emulated = dict(os.environ), local_values(), emulator_values()
+    for k, v in local.items():
         os.environ.setdefault(k, v)
-    os.environ.update(emulator_values())
+    os.environ.update(emulated)
+    running = host_values()
+    os.environ.update(running)
+    here = {**local, **emulated, **shell}  # what this command would use without command 1
+    differ = sorted(k for k in running if here.get(k, "") != running[k])
+    if differ:
+        note(
+            f"note: command 1 is running with the settings it started with; {', '.join(differ)} differ here "
+            "(local.settings.json or this shell) and apply at its next start — shown is what it uses"
+        )
 
 
 def when(text: str) -> datetime:
