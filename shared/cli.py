@@ -36,60 +36,19 @@ from shared.events import InvalidEvents, parse_events
 from shared.health import connection_test
 from shared.intake import queue_for
 from shared.replay import Candidate, candidates, replay, why_not
+from shared.timeshift import as_if_now, shift_to_now, stamps
 from shared.webhook import sign
 
+__all__ = ["main", "shift_to_now"]
+
 DEFAULT_WEBHOOK_URL = "http://127.0.0.1:7071/api/noxys/events"
-
-
-STAMP_KEYS = ("created_at", "occurred_at")
-
-
-def _stamps(node: Any) -> list[datetime]:
-    if isinstance(node, dict):
-        return [
-            found
-            for k, v in node.items()
-            for found in (
-                [datetime.fromisoformat(v.replace("Z", "+00:00"))]
-                if k in STAMP_KEYS and isinstance(v, str)
-                else _stamps(v)
-            )
-        ]
-    if isinstance(node, list):
-        return [found for v in node for found in _stamps(v)]
-    return []
-
-
-def _shifted(node: Any, delta: timedelta) -> Any:
-    if isinstance(node, dict):
-        return {
-            k: (
-                (datetime.fromisoformat(v.replace("Z", "+00:00")) + delta).strftime("%Y-%m-%dT%H:%M:%SZ")
-                if k in STAMP_KEYS and isinstance(v, str)
-                else _shifted(v, delta)
-            )
-            for k, v in node.items()
-        }
-    if isinstance(node, list):
-        return [_shifted(v, delta) for v in node]
-    return node
-
-
-def shift_to_now(doc: Any, now: datetime) -> Any:
-    """Move every timestamp of a sample so that the newest one is ``now`` (keeps the gaps).
-
-    Advanced hunting keeps 30 days of data, so a sample dated months ago can never find its
-    anchor event; shifted, it behaves like an event that just happened.
-    """
-    stamps = _stamps(doc)
-    return _shifted(doc, now - max(stamps)) if stamps else doc
 
 
 def too_old(doc: Any, now: datetime, values: dict[str, str]) -> str | None:
     """With --keep-timestamps, say before sending that the webhook will refuse the event: the
     samples are dated months ago, beyond its date window (EVENT_MAX_PAST_DAYS, 90 days)."""
     days = int(os.environ.get("EVENT_MAX_PAST_DAYS") or values.get("EVENT_MAX_PAST_DAYS") or 90)
-    oldest = min(_stamps(doc), default=now)
+    oldest = min(stamps(doc), default=now)
     if now - oldest <= timedelta(days=days):
         return None
     return (
@@ -113,7 +72,7 @@ def cmd_send_sample(args: argparse.Namespace) -> int:
         print(f"cannot read {args.event}: {exc}", file=sys.stderr)
         return 2
     if not args.keep_timestamps:
-        doc = shift_to_now(doc, datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5))
+        doc = as_if_now(doc, datetime.now(UTC))  # the webhook's clock is the real one
     elif (late := too_old(doc, datetime.now(UTC), values)) is not None:
         print(late, file=sys.stderr)
     if args.new_id and isinstance(doc, dict):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -13,6 +14,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -178,3 +180,26 @@ def test_keep_timestamps_warns_that_the_samples_are_older_than_the_window(capsys
     assert "days old; the webhook refuses events older than EVENT_MAX_PAST_DAYS (90)" in err
     assert main(["send-sample", sample, *secret, "--url", dead]) == 1
     assert "EVENT_MAX_PAST_DAYS" not in capsys.readouterr().err  # moved to now: nothing to say
+
+
+def test_explain_and_rules_try_judge_a_sample_as_the_live_connector_would(
+    sim: Simulation, env: Env, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A sample dated two months ago: send-sample moves it to now, so explain and rules try must
+    too (they judged it in March, against empty windows); and a score over 1 says it was capped."""
+    from tests.integration.test_response import STORM_RULE, _rules, _storm, _use
+
+    rules = _rules(tmp_path, STORM_RULE | {"dry_run": True})
+    _use(sim, env, emulator, monkeypatch, rules)
+    sim.run(_storm(1, 4, "ALICE-LAPTOP"))
+    old = tmp_path / "old-sample.json"
+    old.write_text(json.dumps(violation(9, policy="storm", at=sim.clock.now() - timedelta(days=60))))
+    assert main(["explain", str(old)]) == 0
+    out = capsys.readouterr().out
+    assert "5 violations on this device in 1 h (+0.08)" in out
+    assert re.search(r"capped: the terms add up to 1\.\d\d; a combined risk is at most 1\.00", out), out
+    assert main(["rules", "try", str(rules), str(old)]) == 0
+    assert "✓ Auto-isolate devices with repeated violations (dry run" in capsys.readouterr().out
+    assert main(["explain", str(old), "--keep-timestamps"]) == 0  # judged in its own past: no storm then
+    assert "violations on this device" not in capsys.readouterr().out
