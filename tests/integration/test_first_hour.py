@@ -4,6 +4,7 @@ send-sample, replay and the emulator's ``show`` are one clear line each."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -49,11 +50,15 @@ def _storage_base() -> int:
     raise AssertionError("no three consecutive free ports")
 
 
-@pytest.fixture
-def command_1(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[str], list[str], int, int]]:
+Running = tuple[Path, subprocess.Popen[str], list[str], int, int]
+
+
+@contextlib.contextmanager
+def _command_1(tmp_path: Path, **settings: str) -> Iterator[Running]:
+    """Command 1 on free ports in a copy of the project, until it says it is ready; then Ctrl-C."""
     root, port, emulator_port = _project(tmp_path), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DEFENDER_", "RESPONSE_"))}
-    env |= {"PYTHONPATH": str(ROOT), "RESPONSE_RULES_FILE": str(RULES), "PYTHONUNBUFFERED": "1"}
+    env |= {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **settings}
     argv = ["--root", str(root), "--port", str(port), "--emulator-port", str(emulator_port)]
     argv += ["--storage-port", str(_storage_base())]
     proc = subprocess.Popen(
@@ -72,7 +77,13 @@ def command_1(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[str], lis
     assert not (root / ".local" / "host.settings.json").exists()
 
 
-def test_command_1_ends_with_one_ready_line(command_1: tuple[Path, subprocess.Popen[str], list[str], int, int]) -> None:
+@pytest.fixture
+def command_1(tmp_path: Path) -> Iterator[Running]:
+    with _command_1(tmp_path, RESPONSE_RULES_FILE=str(RULES)) as running:
+        yield running
+
+
+def test_command_1_ends_with_one_ready_line(command_1: Running) -> None:
     """It used to end with "Ctrl-C stops everything." and never say whether it answered."""
     _, _, lines, port, emulator_port = command_1
     assert lines[-1] == (
@@ -85,8 +96,17 @@ def test_command_1_ends_with_one_ready_line(command_1: tuple[Path, subprocess.Po
     assert "restart this command" in shown
 
 
+def test_with_a_real_tenant_the_banner_points_at_the_portal_not_the_emulator(tmp_path: Path) -> None:
+    with _command_1(tmp_path, DEFENDER_TENANT_ID="tenant-of-acme") as (_, _, lines, port, _):
+        assert lines[-1] == (
+            f"ready: webhook http://127.0.0.1:{port}/api/noxys/events — Defender: tenant tenant-of-acme; "
+            "automated response off (no RESPONSE_RULES_FILE)"
+        )
+        assert "tools.emulator" not in "\n".join(lines) and "Defender portal" in "\n".join(lines)
+
+
 def test_the_commands_read_the_settings_the_running_host_uses(
-    command_1: tuple[Path, subprocess.Popen[str], list[str], int, int], monkeypatch: pytest.MonkeyPatch
+    command_1: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root, _, _, _, emulator_port = command_1
     published = root / ".local" / "host.settings.json"
