@@ -150,7 +150,10 @@ def cmd_export_audit(args: argparse.Namespace) -> int:
         if args.output:
             count = write_private(args.output, lines)
         else:
-            count = sum(1 for line in lines if sys.stdout.write(line) is not None)
+            count = 0
+            for line in lines:
+                sys.stdout.write(line)
+                count += 1
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1

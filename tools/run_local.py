@@ -132,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     storage_ports = (args.storage_port, args.storage_port + 1, args.storage_port + 2)
     ports = {"Functions host, --port": args.port, "Azurite, --storage-port": storage_ports[0]}
     ports |= {"Azurite queue": storage_ports[1], "Azurite table": storage_ports[2]}
-    if (busy := taken(ports | {"Defender emulator, --emulator-port": args.emulator_port})) is not None:
+    if _will_emulate(root):
+        ports["Defender emulator, --emulator-port"] = args.emulator_port
+    if (busy := taken(ports)) is not None:
         print(f"✗ {busy}", file=sys.stderr)
         return 1
     logsafe.install()
@@ -166,6 +168,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _emulated() -> bool:
     return not os.environ.get("DEFENDER_TENANT_ID")
+
+
+def _will_emulate(root: Path) -> bool:
+    """Whether the emulator will start, judged before local.settings.json is created or read."""
+    try:
+        configured = json.loads((root / "local.settings.json").read_text())["Values"].get("DEFENDER_TENANT_ID")
+    except (OSError, ValueError, KeyError, AttributeError):
+        configured = None
+    return not (os.environ.get("DEFENDER_TENANT_ID") or configured)
 
 
 def _serve(
