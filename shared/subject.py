@@ -230,9 +230,16 @@ class SubjectRequests:
         return found
 
     def _patterns(self, subject: Subject, ids: set[str]) -> Iterator[dict[str, Any]]:
+        """The person's observations, by their events' ids (in their own and their devices'
+        windows), and the rows of their own window that belong to no event (its platforms).
+
+        An observation in their window is theirs only by its event: the window is keyed by the
+        e-mail, else the Noxys user id, so an event with no e-mail whose user id is this person's
+        address lands in it too, and is not theirs."""
         own = {partition("u", subject.value), partition("u", subject.typed.lower()), partition("u", subject.typed)}
         for e in self._table("Patterns").list_entities(results_per_page=1000):
-            if e["PartitionKey"] in own or (e.get("event_id") and str(e["event_id"]) in ids):
+            mine = str(e["event_id"]) in ids if e.get("event_id") else e["PartitionKey"] in own
+            if mine:
                 yield _plain(e)
 
     def _groups(self, found: Findings) -> Iterator[dict[str, Any]]:

@@ -36,7 +36,8 @@ def _person(doc: dict[str, Any], email: str | None, user_id: str, url: str) -> d
 
 @pytest.fixture
 def seeded(hunting: Simulation, env: Env, emulator: EmulatorServer) -> Simulation:  # noqa: F811
-    """Alice, Kate, and an event whose Noxys user id is Alice's e-mail but whose e-mail is Bob's;
+    """Alice, Kate, an event whose Noxys user id is Alice's e-mail but whose e-mail is Bob's, and one
+    with that user id and no e-mail (its risk window is keyed like Alice's);
     every URL carries the prompt in its path, query and fragment; one event is dead-lettered."""
     alert = critical(9, SAMPLE_DAY)
     alert["data"]["interaction"] = {"user_id": "uid-alice", "content_metadata": {"url": f"https://x.ai/?q={PROMPT}"}}
@@ -60,6 +61,9 @@ def seeded(hunting: Simulation, env: Env, emulator: EmulatorServer) -> Simulatio
                         "bob@acme.fr",
                         "alice@acme.fr",
                         f"https://chatgpt.com/{PROMPT}",
+                    ),
+                    _person(
+                        violation(6, host="BOB-WS-0042"), None, "alice@acme.fr", f"https://chatgpt.com/?q={PROMPT}"
                     ),
                     alert,
                 ],
@@ -104,7 +108,7 @@ def test_prompt_text_placed_in_urls_reaches_no_exit(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     before = list(_storage(env))  # the hunting rows still in their outbox and queue
-    assert ship_rows().sent == 6
+    assert ship_rows().sent == 7
     exports = []
     for argv in (
         ["export-audit", "--since", SINCE, "--until", UNTIL, "--format", "csv"],
@@ -137,16 +141,20 @@ def test_an_erasure_by_email_spares_namesakes_and_look_alikes(
 ) -> None:
     assert main(["subject", "export", "--user-id", "ALICE@acme.fr"]) == 0
     by_id = json.loads(capsys.readouterr().out)
-    assert [r["event_id"] for r in by_id["tables"]["Ledger"]] == ["evt_sim_00004"]
-    assert 'EventId in ("evt_sim_00004")' in by_id["hunting_query"]
+    assert sorted(r["event_id"] for r in by_id["tables"]["Ledger"]) == ["evt_sim_00004", "evt_sim_00006"]
+    assert 'EventId in ("evt_sim_00004", "evt_sim_00006")' in by_id["hunting_query"]
 
     with pytest.raises(SystemExit) as refused:  # U+212A KELVIN SIGN: .lower() made it kate@acme.fr
         main(["subject", "erase", "--user", "\u212aate@acme.fr", "--yes"])
     assert refused.value.code == 2 and "U+212A" in capsys.readouterr().err
 
+    namesake = [e for e in env.table("Patterns").list_entities() if e.get("event_id") == "evt_sim_00006"]
     assert main(["subject", "erase", "--user", "alice@acme.fr", "--yes"]) == 0
     left = _ledger_users(env)
-    assert sorted(left) == ["evt_sim_00003", "evt_sim_00004"]
+    assert sorted(left) == ["evt_sim_00003", "evt_sim_00004", "evt_sim_00006"]
+    # in the risk window keyed alice@acme.fr too, but not hers: its observations stay
+    kept = [e for e in env.table("Patterns").list_entities() if e.get("event_id") == "evt_sim_00006"]
+    assert len(namesake) == 2 and len(kept) == 2
     assert left["evt_sim_00004"] == ("bob@acme.fr", "alice@acme.fr") and left["evt_sim_00003"][0] == "kate@acme.fr"
 
 
