@@ -100,18 +100,31 @@ class AuditTrail:
         return removed
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(value: Any) -> Any:
+    """A CSV cell a spreadsheet will not run: text starting with ``= + - @``, a tab or a carriage
+    return is a formula to Excel and LibreOffice (``=HYPERLINK(…)`` from an event id), so it gets a
+    leading apostrophe, which they show as text (OWASP's CSV injection advice)."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
 def export(rows: Iterator[dict[str, Any]], fmt: str) -> Iterator[str]:
-    """Render rows as JSON lines or CSV (header first), one string per line."""
+    """Render rows as JSON lines or CSV (header first), one string per line; CSV cells are made
+    inert for spreadsheets, JSON keeps every value as it is."""
     if fmt == "jsonl":
         for row in rows:
             yield json.dumps(row, ensure_ascii=False)
         return
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
+    # "\r\n" as the terminator makes the writer quote a cell holding either character (with
+    # "\n" alone, a carriage return in a cell went out bare and split the row for a reader)
+    writer = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\r\n")
     writer.writeheader()
-    yield buf.getvalue().rstrip("\n")
+    yield buf.getvalue().removesuffix("\r\n")
     for row in rows:
         buf.seek(0)
         buf.truncate()
-        writer.writerow(row)
-        yield buf.getvalue().rstrip("\n")
+        writer.writerow({k: _inert(v) for k, v in row.items()})
+        yield buf.getvalue().removesuffix("\r\n")

@@ -20,57 +20,41 @@ from azure.core.exceptions import AzureError
 
 from shared import cli_compliance, cli_response, logsafe, status, wiring
 from shared.audit import export
-from shared.cli_env import defender_problem, local_values, settings_from_local, storage_problem, when
+from shared.cli_env import (
+    PERIOD_HELP,
+    defender_problem,
+    local_values,
+    output_problem,
+    period,
+    settings_from_local,
+    storage_problem,
+    write_private,
+)
 from shared.config import ConfigError
+from shared.delivery.ledger import Ledger
+from shared.events import InvalidEvents, parse_events
 from shared.health import connection_test
-from shared.replay import candidates, replay
+from shared.intake import queue_for
+from shared.replay import Candidate, candidates, replay, why_not
+from shared.timeshift import as_if_now, shift_to_now, stamps
 from shared.webhook import sign
+
+__all__ = ["main", "shift_to_now"]
 
 DEFAULT_WEBHOOK_URL = "http://127.0.0.1:7071/api/noxys/events"
 
 
-STAMP_KEYS = ("created_at", "occurred_at")
-
-
-def _stamps(node: Any) -> list[datetime]:
-    if isinstance(node, dict):
-        return [
-            found
-            for k, v in node.items()
-            for found in (
-                [datetime.fromisoformat(v.replace("Z", "+00:00"))]
-                if k in STAMP_KEYS and isinstance(v, str)
-                else _stamps(v)
-            )
-        ]
-    if isinstance(node, list):
-        return [found for v in node for found in _stamps(v)]
-    return []
-
-
-def _shifted(node: Any, delta: timedelta) -> Any:
-    if isinstance(node, dict):
-        return {
-            k: (
-                (datetime.fromisoformat(v.replace("Z", "+00:00")) + delta).strftime("%Y-%m-%dT%H:%M:%SZ")
-                if k in STAMP_KEYS and isinstance(v, str)
-                else _shifted(v, delta)
-            )
-            for k, v in node.items()
-        }
-    if isinstance(node, list):
-        return [_shifted(v, delta) for v in node]
-    return node
-
-
-def shift_to_now(doc: Any, now: datetime) -> Any:
-    """Move every timestamp of a sample so that the newest one is ``now`` (keeps the gaps).
-
-    Advanced hunting keeps 30 days of data, so a sample dated months ago can never find its
-    anchor event; shifted, it behaves like an event that just happened.
-    """
-    stamps = _stamps(doc)
-    return _shifted(doc, now - max(stamps)) if stamps else doc
+def too_old(doc: Any, now: datetime, values: dict[str, str]) -> str | None:
+    """With --keep-timestamps, say before sending that the webhook will refuse the event: the
+    samples are dated months ago, beyond its date window (EVENT_MAX_PAST_DAYS, 90 days)."""
+    days = int(os.environ.get("EVENT_MAX_PAST_DAYS") or values.get("EVENT_MAX_PAST_DAYS") or 90)
+    oldest = min(stamps(doc), default=now)
+    if now - oldest <= timedelta(days=days):
+        return None
+    return (
+        f"note: --keep-timestamps sends timestamps {(now - oldest).days} days old; the webhook refuses events older "
+        f"than EVENT_MAX_PAST_DAYS ({days}) with a 400 naming the fields (without the option they move to now)"
+    )
 
 
 def cmd_send_sample(args: argparse.Namespace) -> int:
@@ -88,17 +72,27 @@ def cmd_send_sample(args: argparse.Namespace) -> int:
         print(f"cannot read {args.event}: {exc}", file=sys.stderr)
         return 2
     if not args.keep_timestamps:
-        doc = shift_to_now(doc, datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5))
+        doc = as_if_now(doc, datetime.now(UTC))  # the webhook's clock is the real one
+    elif (late := too_old(doc, datetime.now(UTC), values)) is not None:
+        print(late, file=sys.stderr)
     if args.new_id and isinstance(doc, dict):
         doc["id"] = f"{doc.get('id', 'evt')}-{int(time.time())}"
     body = json.dumps(doc).encode()
     msg_id = str(doc.get("id", "msg")) if isinstance(doc, dict) else f"batch_{int(time.time())}"
     ts = int(time.time())
+    try:
+        signature = sign(secret, msg_id, ts, body)
+    except Exception as exc:  # standardwebhooks: binascii.Error, EmptyWebhookSecretError
+        print(
+            f"✗ the signing secret is not a Standard Webhooks secret (whsec_ then base64): {exc.__class__.__name__}",
+            file=sys.stderr,
+        )
+        return 2
     headers = {
         "Content-Type": "application/json",
         "webhook-id": msg_id,
         "webhook-timestamp": str(ts),
-        "webhook-signature": sign(secret, msg_id, ts, body),
+        "webhook-signature": signature,
     }
     bearer = args.bearer or os.environ.get("NOXYS_BEARER_TOKEN") or values.get("NOXYS_BEARER_TOKEN")
     if bearer:
@@ -111,31 +105,55 @@ def cmd_send_sample(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    print(resp.status_code, resp.text)
-    return 0 if 200 <= resp.status_code < 300 else 1
+    return _answer(resp.status_code, resp.text, body)
+
+
+def _answer(status: int, text: str, body: bytes) -> int:
+    print(status, text)
+    if status == 401:
+        print("the webhook refused the signature: is the secret the NOXYS_SIGNING_SECRET command 1 started with?")
+    elif status == 202:
+        for line in lanes(body):
+            print(line)
+    return 0 if 200 <= status < 300 else 1
+
+
+def lanes(body: bytes) -> list[str]:
+    """Which queue each forwarded event of ``body`` went to: criticals have a lane of their own."""
+    settings_from_local()
+    try:
+        settings = wiring.settings()
+        events = parse_events(body)
+    except (ConfigError, InvalidEvents):
+        return []
+    wanted = set(settings.forward_event_types)
+    return [
+        f"{e.id}: queued on {queue_for(settings, e)}"
+        + (" (the critical lane)" if queue_for(settings, e) == settings.events_priority_queue_name else "")
+        for e in events
+        if e.type in wanted
+    ]
 
 
 def cmd_export_audit(args: argparse.Namespace) -> int:
     settings_from_local()
-    if (problem := storage_problem()) is not None:
+    if (problem := storage_problem() or (output_problem(args.output) if args.output else None)) is not None:
         print(f"✗ {problem}", file=sys.stderr)
         return 1
     try:
-        since, until = when(args.since), when(args.until) if args.until else datetime.now(UTC)
+        since, until = period(args.since, args.until, datetime.now(UTC))
     except ValueError as exc:
-        print(f"bad time: {exc} (use ISO 8601, e.g. 2026-03-20T00:00:00Z)", file=sys.stderr)
+        print(f"✗ {exc}", file=sys.stderr)
         return 2
     try:
-        rows = wiring.audit().rows(since, until)
-        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
-        count = 0
-        try:
-            for line in export(rows, args.format):
-                out.write(line + "\n")
+        lines = (line + "\n" for line in export(wiring.audit().rows(since, until), args.format))
+        if args.output:
+            count = write_private(args.output, lines)
+        else:
+            count = 0
+            for line in lines:
+                sys.stdout.write(line)
                 count += 1
-        finally:
-            if args.output:
-                out.close()
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
@@ -170,6 +188,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         for c in chosen:
             print(f"would replay {c.event_id} from {c.source} to {c.queue}: {c.reason}")
         print(f"{len(chosen)} event(s) would be replayed (dry run: nothing moved)")
+        _say_why_not(args.id, chosen, ledger)
         return 0
     results: dict[str, int] = {}
     now = wiring.clock().now()
@@ -177,7 +196,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         outcome = replay(wiring.enqueue, ledger, dead, c, now)
         results[outcome] = results.get(outcome, 0) + 1
     print(", ".join(f"{n} {what}" for what, n in results.items()) or "nothing matched")
+    _say_why_not(args.id, chosen, ledger)
     return 0
+
+
+def _say_why_not(asked: list[str] | None, chosen: list[Candidate], ledger: Ledger) -> None:
+    for missing in sorted(set(asked or []) - {c.event_id for c in chosen}):
+        print(why_not(missing, ledger.get(missing)))
 
 
 def cmd_test_connection(args: argparse.Namespace) -> int:
@@ -268,8 +293,8 @@ def _add_export_audit(sub: Any) -> None:
         description="Every outbound call with time, method, path, status, latency, event id, "
         "correlation id and attempt. Never a token, secret or PII value.",
     )
-    e.add_argument("--since", required=True, help="ISO 8601 start (inclusive), e.g. 2026-03-20T00:00:00Z")
-    e.add_argument("--until", help="ISO 8601 end (exclusive); default now")
+    e.add_argument("--since", required=True, help=f"start (inclusive): {PERIOD_HELP}")
+    e.add_argument("--until", help="end (exclusive); default now")
     e.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     e.add_argument("--output", help="write to this file instead of standard output")
     e.set_defaults(run=cmd_export_audit)
@@ -332,5 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except AzureError as exc:  # storage failed half-way: say what, not a traceback
         print(f"✗ storage error: {exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # writing --output failed half-way (disk full, permissions): nothing is left behind
+        reason = exc.strerror or exc.__class__.__name__
+        print(f"✗ cannot write {exc.filename or 'the output'}: {reason}", file=sys.stderr)
         return 1
     return result

@@ -9,46 +9,51 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from shared import correlation, report, wiring
-from shared.cli_env import defender_problem, settings_from_local, storage_problem, when
+from shared.cli_env import (
+    defender_problem,
+    moment,
+    output_problem,
+    period,
+    settings_from_local,
+    storage_problem,
+    write_private,
+)
 from shared.defender.errors import DefenderError
 from shared.response.store import ResponseStore
-from shared.subject import SubjectRequests, hunting_query, purge_request
+from shared.subject import Subject, SubjectRequests, export_view, hunting_query, purge_request
 
-RELATIVE = re.compile(r"^(\d+)\s*([mhdw])$")
-UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+__all__ = ["add_parsers", "moment", "read_back"]
 MAX_WAIT = 60.0  # seconds a read-back waits for the budget before trying the same alert again
 
 
-def moment(text: str, now: datetime) -> datetime:
-    """``7d``/``24h``/``30m``/``2w`` before ``now``, or an ISO 8601 time (UTC when no zone is given)."""
-    found = RELATIVE.match(text.strip())
-    if found:
-        return now - timedelta(**{UNITS[found.group(2)]: int(found.group(1))})
-    return when(text)
+def subject_email(text: str) -> Subject:
+    """``--user``: an e-mail. A blank one would match every row that names no user (an erasure of
+    everything written before the ledger kept users), and a look-alike (U+212A KELVIN SIGN) would
+    fold into someone else's address: both are refused before any table is read."""
+    return _subject("email", text)
 
 
-def subject_user(text: str) -> str:
-    """``--user``: an e-mail or a Noxys user id. A blank one would match every row that names no
-    user (an erasure of everything written before the ledger kept users), so it is refused."""
-    user = text.strip()
-    if not user:
-        raise argparse.ArgumentTypeError("--user must name a user (e-mail or Noxys user id), not be empty")
-    return user
+def subject_user_id(text: str) -> Subject:
+    """``--user-id``: a Noxys user id, matched only against user ids (never against e-mails)."""
+    return _subject("user_id", text)
+
+
+def _subject(kind: str, text: str) -> Subject:
+    try:
+        return Subject.of("email" if kind == "email" else "user_id", text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _period(args: argparse.Namespace) -> tuple[datetime, datetime]:
-    now = datetime.now(UTC)
-    until = moment(args.until, now) if args.until else now
-    return moment(args.since, now), until
+    return period(args.since, args.until, datetime.now(UTC))
 
 
 def _ready() -> str | None:
@@ -101,13 +106,13 @@ def _patient(call: Callable[[], Any], sleep: Callable[[float], None], tries: int
 def cmd_report(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    if (problem := _ready()) is not None:
+    if (problem := _ready() or (output_problem(args.output) if args.output else None)) is not None:
         print(f"✗ {problem}", file=sys.stderr)
         return 1
     try:
         since, until = _period(args)
     except ValueError as exc:
-        print(f"bad time: {exc} (use 7d, 24h or ISO 8601, e.g. 2026-03-20T00:00:00Z)", file=sys.stderr)
+        print(f"✗ {exc}", file=sys.stderr)
         return 2
     entries = list(wiring.ledger().between(since.timestamp(), until.timestamp()))
     ids = sorted({e.alert_id for e in entries if e.state.value == "alert_created" and e.alert_id and e.via != "graph"})
@@ -127,7 +132,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     )  # fmt: skip
     text = report.RENDERERS[args.format](built)
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        write_private(args.output, [text])
         print(f"wrote the {args.format} report ({len(entries)} event(s), {len(ids)} alert(s)) to {args.output}")
     else:
         sys.stdout.write(text)
@@ -142,7 +147,7 @@ def cmd_correlation(args: argparse.Namespace) -> int:
     try:
         since, until = _period(args)
     except ValueError as exc:
-        print(f"bad time: {exc} (use 7d, 24h or ISO 8601)", file=sys.stderr)
+        print(f"✗ {exc}", file=sys.stderr)
         return 2
     found = correlation.summarize(wiring.ledger().between(since.timestamp(), until.timestamp()))
     if args.json:
@@ -179,24 +184,30 @@ def _not_searched() -> dict[str, int]:
     return out
 
 
+def _who(args: argparse.Namespace) -> Subject:
+    subject: Subject = args.user or args.user_id
+    return subject
+
+
 def cmd_subject_export(args: argparse.Namespace) -> int:
-    if (problem := _ready()) is not None:
+    if (problem := _ready() or (output_problem(args.output) if args.output else None)) is not None:
         print(f"✗ {problem}", file=sys.stderr)
         return 1
-    found = _requests(args.rate).find(args.user)
+    subject = _who(args)
+    found = _requests(args.rate).find(subject)
     doc = {
-        "subject": args.user,
-        "generated_at": datetime.now(UTC).isoformat(),
+        "subject": {subject.kind: subject.typed},
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "counts": found.counts(),
-        "tables": found.rows,
+        "tables": export_view(found),
         "defender_alert_ids": found.alert_ids,
-        "hunting_query": hunting_query(args.user),
+        "hunting_query": hunting_query(found),
         "not_searched": {"queue_messages": _not_searched()},
         "not_personal": ["Devices (machine ids by device name)", "Counters", "Pacing", "Health"],
     }
     text = json.dumps(doc, indent=2, ensure_ascii=False, default=str)
     if args.output:
-        Path(args.output).write_text(text + "\n", encoding="utf-8")
+        write_private(args.output, [text + "\n"])
         counts = ", ".join(f"{k} {v}" for k, v in found.counts().items())
         print(f"wrote {sum(found.counts().values())} row(s) ({counts}) to {args.output}")
     else:
@@ -204,14 +215,20 @@ def cmd_subject_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _confirmed(args: argparse.Namespace, total: int) -> bool:
+def _confirmed(args: argparse.Namespace, subject: Subject, total: int) -> bool:
     if args.yes:
         return True
     if not sys.stdin.isatty():
         print("refusing to erase without confirmation: pass --yes (or run it in a terminal)", file=sys.stderr)
         return False
-    answer = input(f"Erase {total} row(s) about {args.user}? Type the user again to confirm: ")
-    return bool(answer.strip().lower() == str(args.user).lower())
+    answer = input(f"Erase {total} row(s) about {subject.typed}? Type the user again to confirm: ")
+    try:
+        if Subject.of(subject.kind, answer).value == subject.value:
+            return True
+    except ValueError:
+        pass
+    print(f"✗ that is not {subject.typed}: nothing was erased", file=sys.stderr)
+    return False
 
 
 def cmd_subject_erase(args: argparse.Namespace) -> int:
@@ -221,14 +238,15 @@ def cmd_subject_erase(args: argparse.Namespace) -> int:
         print(f"✗ {problem}", file=sys.stderr)
         return 1
     requests = _requests(args.rate)
-    found = requests.find(args.user)
+    subject = _who(args)
+    found = requests.find(subject)
     if args.keep_audit:
         found.rows["Audit"] = []
     counts, total = found.counts(), sum(found.counts().values())
     print("found: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if args.dry_run:
         print(f"dry run: {total} row(s) would be erased; nothing was deleted")
-    elif total and not _confirmed(args, total):
+    elif total and not _confirmed(args, subject, total):
         return 2
     elif total:
         with tqdm(total=total, desc="erasing", unit="row", file=sys.stderr) as bar:
@@ -237,7 +255,7 @@ def cmd_subject_erase(args: argparse.Namespace) -> int:
         print(f"erased {erased} row(s); the audit trail records that an erasure happened (not whose)")
     print("the hunting table is in Log Analytics; the connector does not purge it (that needs the Data Purger role,")
     print("which its identity deliberately lacks). An operator who holds it runs:")
-    print("  " + purge_request(args.user))
+    print("  " + purge_request(found))
     waiting = {k: v for k, v in _not_searched().items() if v}
     if waiting:
         print(f"messages still queued (not searchable): {waiting}; run this again once they are delivered")
@@ -266,9 +284,9 @@ def add_parsers(sub: Any) -> None:
     x.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     x.add_argument("--keep-audit", action="store_true", help="keep the Defender call records (event ids only)")
     for verb in (e, x):
-        verb.add_argument(
-            "--user", required=True, type=subject_user, help="the user's e-mail (case-insensitive) or Noxys user id"
-        )
+        who = verb.add_mutually_exclusive_group(required=True)
+        who.add_argument("--user", type=subject_email, help="the user's e-mail (case and width do not matter)")
+        who.add_argument("--user-id", type=subject_user_id, help="the user's Noxys user id (never matched to e-mails)")
         verb.add_argument("--rate", type=float, default=50.0, help="storage operations per second (default 50)")
     e.set_defaults(run=cmd_subject_export)
     x.set_defaults(run=cmd_subject_erase)

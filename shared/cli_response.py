@@ -8,6 +8,7 @@ reached (each says when it could not) — and act on nothing: no window is writt
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from shared.mapping import AlertDraft, draft_alert
 from shared.response.rules import RulesError, describe_plan, load_rules
 from shared.response.situation import situation
 from shared.risk import Assessment, DeviceView, Patterns, assess, load_config
+from shared.timeshift import as_if_now
 
 
 @dataclass
@@ -38,11 +40,18 @@ class Analysis:
     notes: list[str] = field(default_factory=list)
 
 
-def _event(path: str) -> Envelope:
+def _event(path: str, keep_timestamps: bool) -> Envelope:
+    """The event of ``path`` judged as the live connector would judge it sent by ``send-sample``:
+    moved to now (the same rule), unless ``--keep-timestamps``."""
     try:
-        events = parse_events(Path(path).read_bytes())
+        body = Path(path).read_bytes()
+        if not keep_timestamps:
+            body = json.dumps(as_if_now(json.loads(body), wiring.clock().now())).encode()
+        events = parse_events(body)
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:  # not JSON, or a timestamp that is not one (before the move to now)
+        raise ValueError(f"{path} cannot be read as an event: {exc}") from None
     except InvalidEvents as exc:
         raise ValueError(f"{path} is not a valid Noxys event: {exc}") from None
     if len(events) != 1:
@@ -80,9 +89,9 @@ def _patterns(event: Envelope, notes: list[str]) -> Patterns:
     return store.read(observation, recorded=False)
 
 
-def analyse(path: str) -> Analysis:
+def analyse(path: str, keep_timestamps: bool = False) -> Analysis:
     settings_from_local()
-    event = _event(path)
+    event = _event(path, keep_timestamps)  # after the settings: the clock is the connector's
     notes: list[str] = []
     draft = draft_alert(event)
     patterns, view = _patterns(event, notes), _device(event, notes)
@@ -93,13 +102,16 @@ def analyse(path: str) -> Analysis:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     try:
-        a = analyse(args.event)
+        a = analyse(args.event, args.keep_timestamps)
     except (ValueError, ConfigError) as exc:
         print(f"✗ {exc}", file=sys.stderr)
         return 2
     f = a.assessment
     print(f"event {a.event.id} ({a.event.type})")
     print(f"  {f.line()}")
+    total = f.noxys + sum(factor.weight for factor in f.factors)
+    if total > f.score + 1e-9:
+        print(f"  capped: the terms add up to {total:.2f}; a combined risk is at most {f.score:.2f}")
     print(f"  severity: {a.draft.severity} from the event alone → {f.severity} combined")
     for factor in f.factors:
         print(f"    + {factor.weight:.2f}  {factor.text}  [{factor.name} = {factor.value}]")
@@ -127,7 +139,7 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
 def cmd_rules_try(args: argparse.Namespace) -> int:
     try:
         rules = load_rules(args.file)
-        a = analyse(args.event)
+        a = analyse(args.event, args.keep_timestamps)
     except RulesError as exc:
         print(f"✗ {exc.problem}", file=sys.stderr)
         return 1
@@ -148,7 +160,7 @@ def cmd_rules_try(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     e = sub.add_parser("explain", help="the combined risk score an event would get now, factor by factor")
-    e.add_argument("event", help="a Noxys event (JSON)")
+    e.add_argument("event", help="a Noxys event (JSON); its timestamps are moved to now, as send-sample does")
     e.set_defaults(run=cmd_explain)
     r = sub.add_parser("rules", help="automated response rules: check a file, or try it on an event")
     verbs = r.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -157,5 +169,7 @@ def add_parsers(sub: Any) -> None:
     c.set_defaults(run=cmd_rules_check)
     t = verbs.add_parser("try", help="which rules an event would meet and what they would do (acts on nothing)")
     t.add_argument("file")
-    t.add_argument("event")
+    t.add_argument("event", help="a Noxys event (JSON); its timestamps are moved to now, as send-sample does")
     t.set_defaults(run=cmd_rules_try)
+    for judged in (e, t):
+        judged.add_argument("--keep-timestamps", action="store_true", help="judge the event at its own timestamps")

@@ -19,12 +19,19 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 MAX_EVENTS_PER_REQUEST = 100
+# Lists are bounded as a whole, so that the longest valid event fits one queue message (64 KiB):
+# the field limits of docs/webhook.md add up, in four-byte characters, to less than that.
+MAX_CLASSIFICATIONS = 100
+MAX_INTERACTION_IDS_CHARS = 3000
+MAX_URL = 8192  # as received; only its scheme and host (at most 253 characters) are kept
 # Timestamps outside [now - past, now + future] are impossible for a live event (defaults; the
 # settings EVENT_MAX_PAST_DAYS / EVENT_MAX_FUTURE_HOURS change them).
 DEFAULT_MAX_PAST = timedelta(days=90)
@@ -43,6 +50,15 @@ UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+# Characters that change how text *looks* without being seen: bidi controls (U+202E turns
+# "gpj.exe" into "exe.jpg"), zero-width characters, the soft hyphen, the BOM, and the tag
+# characters that can smuggle text no one sees. In a name they are never legitimate.
+INVISIBLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff9-\ufffb\U000e0000-\U000e0fff]"
+)
+# A URL host the anchor search accepts: a DNS name (in its ASCII form) or an IPv4 address.
+_HOST = re.compile(r"(?=[a-z0-9.-]*[a-z0-9])[a-z0-9.-]{1,253}")
 
 
 def _no_surrogate(value: str) -> str:
@@ -51,24 +67,80 @@ def _no_surrogate(value: str) -> str:
     return value
 
 
-def _identifier(value: str) -> str:
-    """Identifiers end up in log lines and table keys: a control character is never legitimate."""
+def identifier(value: str) -> str:
+    """Identifiers end up in log lines, table keys, alerts and reports, and a person is found by
+    them: a control character is never legitimate, an invisible one disguises what is shown, and
+    a compatibility character (U+212A KELVIN SIGN, fullwidth letters) is a look-alike that
+    NFKC folds into another person's name — so each is refused rather than silently changed."""
     if _CONTROL.search(_no_surrogate(value)):
         raise ValueError("must not contain control characters")
+    if found := INVISIBLE.search(value):
+        raise ValueError(f"must not contain invisible or bidirectional characters (U+{ord(found.group()):04X})")
+    if unicodedata.normalize("NFKC", value) != value:
+        odd = next(c for c in value if unicodedata.normalize("NFKC", c) != c)
+        raise ValueError(
+            f"must be in Unicode normal form NFKC (U+{ord(odd):04X} is a compatibility character "
+            "that stands for another one)"
+        )
     return value
 
 
 def _label(value: str) -> str:
-    """Display text (a policy name, a title): control characters become spaces, never an error."""
-    return _CONTROL.sub(" ", _no_surrogate(value))
+    """Display text (a policy name, a title): control characters become spaces and invisible ones
+    are removed, never an error (a policy name with a stray tab is still forwarded)."""
+    return INVISIBLE.sub("", _CONTROL.sub(" ", _no_surrogate(value)))
 
 
 def _prose(value: str) -> str:
     """Multi-line text (a description): newlines and tabs stay, other controls become spaces."""
-    return _CONTROL_BUT_NEWLINE.sub(" ", _no_surrogate(value))
+    return INVISIBLE.sub("", _CONTROL_BUT_NEWLINE.sub(" ", _no_surrogate(value)))
 
 
-ID, LABEL, PROSE = AfterValidator(_identifier), AfterValidator(_label), AfterValidator(_prose)
+def _site(value: str) -> str:
+    """Where the user went, never what they typed: ``https://chatgpt.com/search?q=<prompt>`` is
+    kept as ``https://chatgpt.com``. The path, query, fragment, user name and port are dropped
+    here, before anything is queued, because a platform may put the prompt in any of them (the
+    host is all that matching a platform and anchoring an alert use). The host must be one the
+    anchor search can use — an event that cannot be delivered is refused now (400), not
+    dead-lettered after five tries."""
+    text = value.strip()
+    try:
+        parts = urlsplit(text if "//" in text else f"//{text}")
+        host = parts.hostname
+    except ValueError:
+        raise ValueError("is not a URL") from None
+    if "\\" in parts.netloc or not host:
+        raise ValueError("has no host name")
+    try:
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError("host is not a valid DNS name") from None
+    if not _HOST.fullmatch(host):
+        raise ValueError(
+            "host must be a DNS name or an IPv4 address: letters, digits, hyphens and dots only "
+            "(no '_', '%', space or IPv6 literal), at most 253 characters"
+        )
+    scheme = parts.scheme.lower()
+    return f"{scheme}://{host}" if scheme else host
+
+
+def _total(limit: int) -> AfterValidator:
+    """A list bound on its total length, so that the longest valid event fits a queue message."""
+
+    def check(items: list[str]) -> list[str]:
+        if sum(len(i) for i in items) > limit:
+            raise ValueError(f"at most {limit} characters in all")
+        return items
+
+    return AfterValidator(check)
+
+
+ID, LABEL, PROSE, SITE = (
+    AfterValidator(identifier),
+    AfterValidator(_label),
+    AfterValidator(_prose),
+    AfterValidator(_site),
+)
 
 
 def Max(n: int) -> StringConstraints:
@@ -101,7 +173,8 @@ class Classification(_Model):
 class ContentMetadata(_Model):
     """Only the keys known to be free of prompt content are kept (an allowlist, not a denylist)."""
 
-    url: Annotated[str, Max(2048), ID] | None = None
+    # Scheme and host only, cut before the identifier checks: what is dropped is not judged.
+    url: Annotated[str, Max(MAX_URL), SITE, ID] | None = None
     model: Annotated[str, Max(100), LABEL] | None = None
 
 
@@ -118,7 +191,7 @@ class Interaction(_Model):
     interaction_type: Annotated[str, Max(32), ID] | None = None
     content_hash: Annotated[str, Max(128), ID] | None = None
     content_metadata: ContentMetadata | None = None
-    classifications: list[Classification] = Field(default_factory=list, max_length=200)
+    classifications: list[Classification] = Field(default_factory=list, max_length=MAX_CLASSIFICATIONS)
     classification_level: Annotated[str, Max(32), ID] | None = None
     risk_score: float | None = Field(default=None, ge=0, le=1)
     direction: Annotated[str, Max(16), ID] | None = None
@@ -138,7 +211,9 @@ class NoxysAlert(_Model):
     user_email: Annotated[str, Max(320), ID] | None = None
     device: Device | None = None
     platform_id: Annotated[str, Max(64), ID] | None = None
-    interaction_ids: list[Annotated[str, Max(200), ID]] = Field(default_factory=list, max_length=100)
+    interaction_ids: Annotated[
+        list[Annotated[str, Max(200), ID]], Field(max_length=100), _total(MAX_INTERACTION_IDS_CHARS)
+    ] = Field(default_factory=list)
     created_at: UtcDatetime | None = None
 
 
@@ -318,4 +393,17 @@ def _one(
         return None, [FieldError(field=field, message=f"required for {event.type}")]
     if now is not None and (late := _outside_window(event, prefix, now, max_past, max_future)):
         return None, late
-    return event, []
+    return _kept(event), []
+
+
+def _kept(event: Envelope) -> Envelope:
+    """Only the payload of the event's own kind is kept: an alert event keeps of an interaction
+    its ``user_id`` (the person), an interaction event no alert. Nothing downstream reads the
+    rest, and without it the longest valid event of either kind fits a queue message."""
+    if event.kind == "alert":
+        it = event.data.interaction
+        slim = Interaction(user_id=it.user_id) if it and it.user_id else None
+        return event.model_copy(update={"data": event.data.model_copy(update={"interaction": slim})})
+    if event.data.alert is not None:
+        return event.model_copy(update={"data": event.data.model_copy(update={"alert": None})})
+    return event

@@ -10,6 +10,7 @@ the user, the platform, the device *as Noxys named it* (to say why it did not re
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 from shared import pii, platforms
@@ -18,10 +19,19 @@ from shared.events import Envelope
 DEVICE_KEYS = ("aadDeviceId", "fqdn", "hostname", "ip")
 
 
+def fold(text: str) -> str:
+    """The one form a person's identifier is kept and compared in, on write and on search: NFKC,
+    then casefold (``Alice@ACME.fr`` and ``alice@acme.fr`` are one mailbox). The webhook refuses
+    identifiers that NFKC alone changes, so a look-alike (U+212A KELVIN SIGN) never folds into
+    somebody else's name here."""
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
 @dataclass(frozen=True)
 class EventFacts:
-    user: str = ""  # the e-mail, lower-cased (what a data-subject request names), else the Noxys user id
-    user_id: str = ""
+    user: str = ""  # the person, for reports and risk windows: the e-mail, else the Noxys user id
+    user_id: str = ""  # the Noxys user id; e-mail and user id are separate namespaces (``email``)
+    email: str = ""  # what a data-subject request by e-mail matches; "" when the event named none
     platform: str = ""
     device_name: str = ""
     device_keys: str = ""  # which identifiers Noxys sent, e.g. "hostname,ip": what resolution could try
@@ -38,10 +48,12 @@ def facts(event: Envelope) -> EventFacts:
         if device
         else {}
     )
-    user_id = (event.data.interaction.user_id if event.data.interaction else None) or ""
+    user_id = fold((event.data.interaction.user_id if event.data.interaction else None) or "")
+    email = fold(event.user_email or "")
     return EventFacts(
-        user=(event.user_email or "").lower() or user_id,
+        user=email or user_id,
         user_id=user_id,
+        email=email,
         platform=platforms.resolve(event.platform_id, it.platform_name if it else None, url).name,
         device_name=device.display_name if device else "",
         device_keys=",".join(k for k, v in present.items() if v),

@@ -16,7 +16,7 @@ from typing import Any
 
 from shared.config import Settings
 from shared.delivery.deadletter import DeadLetters
-from shared.delivery.ledger import Ledger
+from shared.delivery.ledger import Entry, Ledger
 from shared.delivery.message import QueuedEvent, parse_task
 
 
@@ -105,3 +105,22 @@ def replay(
         raw, msg = item.handle
         raw.delete_message(msg)
     return outcome
+
+
+def why_not(event_id: str, entry: Entry | None) -> str:
+    """Why ``replay --id`` found nothing for this event: replay only moves what was dead-lettered
+    or poisoned, so say where the event is instead of a bare "nothing matched"."""
+    if entry is None:
+        return (
+            f"{event_id}: not in the dead letters, the poison queues or the ledger "
+            "(an id this connector never received, or one purged by retention)"
+        )
+    if entry.state.value == "dead_lettered":
+        return f"{event_id}: dead-lettered, but no longer in the dead letters (replayed already, or purged)"
+    detail = f": {entry.reason}" if entry.reason else ""
+    if entry.final:
+        return (
+            f"{event_id}: not dead-lettered — its outcome is final ({entry.state.value}{detail}); "
+            "replay only moves dead-lettered and poison events"
+        )
+    return f"{event_id}: not dead-lettered — still in delivery ({entry.state.value}); it needs no replay"

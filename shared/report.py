@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.delivery.ledger import Entry, LedgerState
+from shared.events import INVISIBLE
 
 OUTCOMES = ("alert_created", "coalesced", "no_device", "no_anchor", "dead_lettered", "pending")
 DEFENDER_FIELDS = ("status", "classification", "determination", "incidentId", "severity")
@@ -253,10 +255,26 @@ def _alert_cells(a: AlertLine) -> list[str]:
     return [a.alert_id, a.created_at, a.platform, a.user, a.device, str(a.events), *_defender_cells(a)]
 
 
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>!|~&])")
+
+
+def _shown(text: object) -> str:
+    """A name as a reader may see it: invisible characters (bidi overrides, zero-width spaces,
+    written before the webhook refused them in identifiers) are removed, line breaks become spaces."""
+    return INVISIBLE.sub("", " ".join(str(text).splitlines()))
+
+
+def _md(text: object) -> str:
+    """A Markdown cell that stays text: every character Markdown or HTML could act on is
+    backslash-escaped (CommonMark), so ``<img onerror=…>`` or ``[x](javascript:…)`` in a user,
+    device or platform name renders as those characters, never as markup or a link."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", _shown(text))
+
+
 def _md_table(first: str, heads: Iterable[str], rows: Iterable[list[str]]) -> list[str]:
     heads = [first, *heads]
     out = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-    out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    out += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
     return out
 
 
@@ -302,7 +320,7 @@ svg{vertical-align:top;margin-right:1rem}svg text{font:12px system-ui,sans-serif
 
 
 def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+    return html.escape(_shown(text), quote=True)
 
 
 def _html_table(first: str, heads: Iterable[str], rows: Iterable[list[str]], table_id: str) -> str:

@@ -31,10 +31,14 @@ import contextlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
+from shared.delivery.hunting_outbox import TASK_PROPERTIES
 from shared.delivery.message import QueuedEvent
 from shared.delivery.patterns import partition
+from shared.events import identifier
+from shared.facts import fold
 from shared.hunting import TABLE as HUNTING_TABLE
 from shared.storage import EntityTable
 
@@ -55,14 +59,49 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def is_subject(message: str, user: str) -> bool:
-    """Whether a stored queue message is about ``user`` (e-mail, case-insensitive, or Noxys user id)."""
+@dataclass(frozen=True)
+class Subject:
+    """Whom a request is about: an e-mail or a Noxys user id — two namespaces, never mixed, so an
+    event whose user id is ``alice@acme.fr`` but whose e-mail is Bob's is Bob's by e-mail, and
+    Alice's erasure leaves it alone. ``value`` is in the folded form the ledger keeps."""
+
+    kind: Literal["email", "user_id"]
+    value: str
+    typed: str  # as the operator typed it (for the export and the purge request)
+
+    @classmethod
+    def of(cls, kind: Literal["email", "user_id"], text: str) -> Subject:
+        """Refuses what the webhook refuses (a look-alike the fold would turn into someone else)."""
+        typed = text.strip()
+        if not typed:  # a blank user would match every row that names none
+            raise ValueError("a data-subject request needs a user (an e-mail or a Noxys user id)")
+        identifier(typed)
+        return cls(kind, fold(typed), typed)
+
+    def names(self, email: str | None, user_id: str | None) -> bool:
+        """Whether an event with this e-mail and user id is about this subject."""
+        return fold((email if self.kind == "email" else user_id) or "") == self.value
+
+
+def is_subject(message: str, subject: Subject) -> bool:
+    """Whether a stored queue message is about ``subject``."""
     try:
         event = QueuedEvent.model_validate_json(message).event
     except ValueError:
         return False
     user_id = event.data.interaction.user_id if event.data.interaction else None
-    return (event.user_email or "").lower() == user.lower() or (user_id or "") == user
+    return subject.names(event.user_email, user_id)
+
+
+def _row_is_about(row: Any, subject: Subject) -> bool:
+    """A ledger or outbox row: by its ``email`` or ``user_id``. Rows written before the two were
+    kept apart have no ``email``; their ``user`` is the e-mail only when it differs from the id."""
+    if subject.kind == "user_id":
+        return fold(str(row.get("user_id") or "")) == subject.value
+    if row.get("email") is not None:
+        return str(row["email"]) == subject.value
+    user, user_id = str(row.get("user") or ""), str(row.get("user_id") or "")
+    return fold(user) == subject.value and user != user_id
 
 
 def _plain(entity: Any) -> dict[str, Any]:
@@ -72,7 +111,7 @@ def _plain(entity: Any) -> dict[str, Any]:
 
 @dataclass
 class Findings:
-    user: str
+    subject: Subject
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {name: [] for name in SEARCHED})
 
     @property
@@ -89,13 +128,63 @@ class Findings:
         return {name: len(rows) for name, rows in self.rows.items()}
 
 
-def hunting_query(user: str) -> str:
-    return f"{HUNTING_TABLE}\n| where UserPrincipalName =~ {json.dumps(user)}\n| order by TimeGenerated asc"
+def _hunting_filter(found: Findings) -> tuple[str, dict[str, Any]]:
+    """The hunting table names a person by e-mail only: a request by Noxys user id finds the
+    rows by the ids of the events the connector found."""
+    if found.subject.kind == "email":
+        user = found.subject.typed
+        purge: dict[str, Any] = {"column": "UserPrincipalName", "operator": "==", "value": user}
+        return f"UserPrincipalName =~ {json.dumps(user)}", purge
+    ids = sorted(found.event_ids)
+    purge = {"column": "EventId", "operator": "in", "value": ids}
+    return f"EventId in ({', '.join(json.dumps(i) for i in ids)})", purge
 
 
-def purge_request(user: str) -> str:
+# How the connector finds and manages a row, not what it keeps about the person.
+INTERNAL = frozenset(
+    {"PartitionKey", "RowKey", "etag", "lease_owner", "lease_until", "attempts", "errors", "intent_at", "group_role",
+     "note_scheduled", "noted", "message", *TASK_PROPERTIES}
+)  # fmt: skip
+
+
+def _when(key: str, value: Any) -> Any:
+    """Times are kept as epoch seconds; a person reads ISO 8601 (UTC)."""
+    timed = key == "at" or key.endswith("_at") or key == "window_start"
+    if timed and isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC).isoformat().replace("+00:00", "Z")
+    return value
+
+
+def _stored_event(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The event a Held, DeadLetters or HuntingOutbox row keeps, as the person's data (parsed)."""
+    text = str(row.get("message") or "") or "".join(str(row.get(p) or "") for p in TASK_PROPERTIES)
+    try:
+        return QueuedEvent.model_validate_json(text).event.model_dump(mode="json", exclude_none=True)
+    except ValueError:
+        return None
+
+
+def export_view(found: Findings) -> dict[str, list[dict[str, Any]]]:
+    """What a data subject is owed (GDPR art. 15): their data and what was done with it, with
+    readable times — without the connector's bookkeeping (leases, keys, retry counters)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, rows in found.rows.items():
+        out[name] = []
+        for row in rows:
+            view = {k: _when(k, v) for k, v in row.items() if k not in INTERNAL and v not in (None, "")}
+            if name in ("Held", "DeadLetters", "HuntingOutbox") and (event := _stored_event(row)) is not None:
+                view["event"] = event
+            out[name].append(view)
+    return out
+
+
+def hunting_query(found: Findings) -> str:
+    return f"{HUNTING_TABLE}\n| where {_hunting_filter(found)[0]}\n| order by TimeGenerated asc"
+
+
+def purge_request(found: Findings) -> str:
     """The Log Analytics purge, as an ``az rest`` command for an operator with Data Purger."""
-    body = {"table": HUNTING_TABLE, "filters": [{"column": "UserPrincipalName", "operator": "==", "value": user}]}
+    body = {"table": HUNTING_TABLE, "filters": [_hunting_filter(found)[1]]}
     return (
         "az rest --method post --url 'https://management.azure.com/subscriptions/<subscription>/resourceGroups/"
         "<resource-group>/providers/Microsoft.OperationalInsights/workspaces/<workspace>/purge?api-version=2020-08-01'"
@@ -110,24 +199,27 @@ class SubjectRequests:
         self._table = table
         self._pace = pace
 
-    def find(self, user: str, progress: Callable[[str], None] = lambda _: None) -> Findings:
-        if not user.strip():  # a blank user would match every row that names none
-            raise ValueError("a data-subject request needs a user")
-        found = Findings(user)
-        wanted = _literal(user.lower()), _literal(user)
+    def find(self, subject: Subject, progress: Callable[[str], None] = lambda _: None) -> Findings:
+        found = Findings(subject)
+        # the server narrows by exact value (the folded one, and as typed for older rows); the
+        # namespace rule is then applied to each row
+        values = sorted({_literal(subject.value), _literal(subject.typed), _literal(subject.typed.lower())})
+        columns = ("email", "user") if subject.kind == "email" else ("user_id",)
+        who = "(" + " or ".join(f"{c} eq {v}" for c in columns for v in values) + ")"
         progress("Ledger")
-        who = f"(user eq {wanted[0]} or user eq {wanted[1]} or user_id eq {wanted[1]})"
-        found.rows["Ledger"] = [_plain(e) for e in self._table("Ledger").query_entities(f"RowKey eq 'event' and {who}")]
+        rows = self._table("Ledger").query_entities(f"RowKey eq 'event' and {who}")
+        found.rows["Ledger"] = [_plain(e) for e in rows if _row_is_about(e, subject)]
         for name, kept_in in (("Held", "held"), ("DeadLetters", "deadletter")):
             progress(name)
             rows = self._table(name).query_entities(f"PartitionKey eq {_literal(kept_in)}")
-            found.rows[name] = [_plain(e) for e in rows if is_subject(str(e.get("message") or ""), user)]
+            found.rows[name] = [_plain(e) for e in rows if is_subject(str(e.get("message") or ""), subject)]
         progress("HuntingOutbox")
-        found.rows["HuntingOutbox"] = [_plain(e) for e in self._table("HuntingOutbox").query_entities(who)]
+        outbox = self._table("HuntingOutbox").query_entities(who)
+        found.rows["HuntingOutbox"] = [_plain(e) for e in outbox if _row_is_about(e, subject)]
         progress("Groups")
         found.rows["Groups"] = list(self._groups(found))
         progress("Patterns")
-        found.rows["Patterns"] = list(self._patterns(user, found.event_ids))
+        found.rows["Patterns"] = list(self._patterns(subject, found.event_ids))
         progress("Responses")
         responses = self._table("Responses").list_entities(results_per_page=1000)
         found.rows["Responses"] = [_plain(e) for e in responses if str(e.get("event_id")) in found.event_ids]
@@ -137,10 +229,17 @@ class SubjectRequests:
         found.rows["Audit"] = [_plain(e) for e in audit if e.get("event_id") and str(e["event_id"]) in ids]
         return found
 
-    def _patterns(self, user: str, ids: set[str]) -> Iterator[dict[str, Any]]:
-        own = {partition("u", user.lower()), partition("u", user)}
+    def _patterns(self, subject: Subject, ids: set[str]) -> Iterator[dict[str, Any]]:
+        """The person's observations, by their events' ids (in their own and their devices'
+        windows), and the rows of their own window that belong to no event (its platforms).
+
+        An observation in their window is theirs only by its event: the window is keyed by the
+        e-mail, else the Noxys user id, so an event with no e-mail whose user id is this person's
+        address lands in it too, and is not theirs."""
+        own = {partition("u", subject.value), partition("u", subject.typed.lower()), partition("u", subject.typed)}
         for e in self._table("Patterns").list_entities(results_per_page=1000):
-            if e["PartitionKey"] in own or (e.get("event_id") and str(e["event_id"]) in ids):
+            mine = str(e["event_id"]) in ids if e.get("event_id") else e["PartitionKey"] in own
+            if mine:
                 yield _plain(e)
 
     def _groups(self, found: Findings) -> Iterator[dict[str, Any]]:

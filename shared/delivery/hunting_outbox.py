@@ -54,6 +54,7 @@ def entity(task: QueuedEvent, text: str, partition: str) -> dict[str, Any]:
         "event_id": task.event.id,
         "user": kept.user,
         "user_id": kept.user_id,
+        "email": kept.email,
     }
     for i, name in enumerate(TASK_PROPERTIES):
         part = text[i * CHUNK : (i + 1) * CHUNK]

@@ -86,6 +86,7 @@ class Entry:
     # what reporting, correlation and data-subject requests read (see shared.facts); "" on old rows
     user: str | None = None
     user_id: str | None = None
+    email: str | None = None  # None on rows written before e-mail and user id were kept apart
     platform: str | None = None
     device_name: str | None = None
     device_keys: str | None = None

@@ -13,9 +13,10 @@ import azure.functions as func
 import pytest
 import requests
 
-from tests.support import ROOT
+from tests.support import ROOT, sample, signed_headers
 from tools.azurite import Azurite
 from tools.devhost.host import DevHost, HostError, QueueSettings, timespan
+from tools.simulation import Simulation
 
 pytestmark = pytest.mark.integration
 
@@ -143,3 +144,39 @@ def test_timer_schedule_is_ncrontab_with_seconds(root: Path, hostenv: dict[str, 
 def test_unresolved_setting_fails_like_the_host(root: Path, hostenv: dict[str, str]) -> None:
     with pytest.raises(HostError, match="%SCHED%"):
         DevHost(make_app([], fail=False), root=root, env={k: v for k, v in hostenv.items() if k != "SCHED"})
+
+
+def test_a_signed_chunked_request_is_de_chunked_like_the_azure_host(sim: Simulation) -> None:
+    """Used to be a 401: the dev host read no body (no Content-Length) and the signature failed."""
+    body = sample("policy_violated")
+    url = f"http://127.0.0.1:{sim.host.http_port}/api/noxys/events"
+    pieces = iter([body[:50], body[50:300], body[300:]])  # requests sends a generator chunked
+    resp = requests.post(url, data=pieces, headers=signed_headers(body), timeout=30)
+    assert resp.request.headers.get("Transfer-Encoding") == "chunked" and "Content-Length" not in resp.request.headers
+    assert resp.status_code == 202, resp.text
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"zz\r\nabc\r\n0\r\n\r\n", 400),  # not a hexadecimal size
+        (b"10\r\nabc", 400),  # shorter than announced, then the connection ends
+        (b"7fffffff\r\n", 413),  # over the host's 100 MB
+    ],
+)
+def test_a_malformed_chunked_body_is_a_clear_4xx(sim: Simulation, raw: bytes, status: int) -> None:
+    import socket
+
+    request = (
+        b"POST /api/noxys/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + raw
+    )
+    with socket.create_connection(("127.0.0.1", sim.host.http_port), timeout=10) as conn:
+        conn.sendall(request)
+        conn.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.split()[1] == str(status).encode()
+    assert json.loads(payload)["error"] == "bad_request_body"

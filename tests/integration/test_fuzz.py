@@ -1,5 +1,7 @@
 """Property: no correctly signed body — arbitrary JSON, arbitrary bytes, or a sample with any field
-replaced by anything — gets a 5xx or raises. ``FUZZ_EXAMPLES`` sets the budget (CI: 150 each)."""
+replaced by anything — gets a 5xx or raises; any URL is refused by name or kept as scheme and host;
+any identifier is refused by name or kept visible and NFKC-stable; any name stays text in every
+export. ``FUZZ_EXAMPLES`` sets the budget (CI: 150 each)."""
 
 from __future__ import annotations
 
@@ -8,13 +10,17 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import time
+import unicodedata
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared.events import Envelope, InvalidEvents, parse_events
 from shared.functions.ingest import handle
 from tests.support import SAMPLES, TEST_SECRET, Env, signed_headers
 
@@ -111,3 +117,104 @@ def test_any_json_gets_a_clear_answer(env: Env, doc: Any) -> None:
 @given(body=st.binary(max_size=300))
 def test_any_bytes_get_a_clear_answer(env: Env, body: bytes) -> None:
     check(body)
+
+
+# ---------------------------------------------------------------- URLs, identifiers, exports
+SAMPLE = json.loads((SAMPLES / "policy_violated.json").read_text())
+HOSTILE_CHARS = st.sampled_from(["\u202e", "\u200b", "\u212a", "\uff4b", "\u00a0", "_", "%", "\\", " ", "@", ":", "["])
+HOSTS = st.lists(st.text("abcxyz019-" + "é", min_size=1, max_size=12), min_size=1, max_size=4).map(".".join)
+URLS = st.tuples(
+    st.sampled_from(["https://", "http://", "", "HTTPS://", "https://user:pw@"]),
+    HOSTS | st.text(max_size=30),
+    st.sampled_from(["", ":8443", ":x"]),
+    st.text(max_size=30),
+).map(lambda p: f"{p[0]}{p[1]}{p[2]}/{p[3]}?q=fuzzprompt#fuzzfrag")
+IDENTIFIERS = st.builds(
+    lambda a, c, b: a + c + b, st.text("alice@acme.fr", max_size=8), HOSTILE_CHARS, st.text(max_size=8)
+)
+
+
+MARKUP = ["<img src=x onerror=alert(1)>", "[x](javascript:alert(1))", "<script>", "=HYPERLINK(1)", "+", "-", "@", "\t"]
+NAMES = st.lists(
+    st.sampled_from(MARKUP) | ANY_TEXT.filter(lambda t: not re.search(r"[\ud800-\udfff]", t)), max_size=4
+).map("".join)
+
+
+def _with(field: str, value: str) -> bytes:
+    doc = json.loads(json.dumps(SAMPLE))
+    it = doc["data"]["interaction"]
+    if field == "url":
+        it["content_metadata"]["url"] = value
+    elif field == "hostname":
+        it["device"]["hostname"] = value
+    else:
+        it[field] = value
+    return json.dumps(doc).encode()
+
+
+def _parsed(body: bytes) -> tuple[Envelope | None, list[str]]:
+    """The event, or the fields its refusal names."""
+    try:
+        (event,) = parse_events(body)
+    except InvalidEvents as exc:
+        return None, [e.field for e in exc.errors]
+    return event, []
+
+
+@BUDGET
+@given(url=URLS)
+def test_any_url_is_refused_by_name_or_kept_as_scheme_and_host(env: Env, url: str) -> None:
+    body = _with("url", url)
+    check(body)
+    event, refused = _parsed(body)
+    if event is None:
+        assert refused == ["data.interaction.content_metadata.url"]
+        return
+    assert event.data.interaction and event.data.interaction.content_metadata
+    kept = str(event.data.interaction.content_metadata.url)
+    assert re.fullmatch(r"([a-z][a-z0-9+.-]*://)?[a-z0-9.-]+", kept), kept
+    assert "fuzz" not in event.model_dump_json()
+
+
+@BUDGET
+@given(field=st.sampled_from(["user_email", "user_id", "hostname"]), value=IDENTIFIERS)
+def test_an_identifier_is_refused_by_name_or_is_visible_and_stable(env: Env, field: str, value: str) -> None:
+    from shared.events import INVISIBLE
+
+    body = _with(field, value)
+    check(body)
+    event, refused = _parsed(body)
+    if event is None:
+        assert refused and all(f.endswith(field) for f in refused)
+        return
+    it = event.data.interaction
+    assert it is not None
+    kept = str(it.device.hostname if field == "hostname" and it.device else getattr(it, field))
+    assert not INVISIBLE.search(kept) and unicodedata.normalize("NFKC", kept) == kept
+
+
+@BUDGET
+@given(names=st.lists(NAMES, min_size=2, max_size=2))
+def test_any_name_stays_text_in_every_export(names: list[str]) -> None:
+    """Whatever a name holds, the Markdown report renders it as text (no tag, no link) and no
+    CSV cell of the audit export starts a formula."""
+    import csv
+    import io
+
+    from markdown_it import MarkdownIt
+
+    from shared import report
+    from shared.audit import FIELDS, export
+    from shared.delivery.ledger import Entry, LedgerState
+
+    entries = [Entry(f"e{i}", LedgerState.NO_DEVICE, user=n, platform=n, device_name=n) for i, n in enumerate(names)]
+    now = datetime.now(UTC)
+    rendered = (
+        MarkdownIt("commonmark")
+        .enable("table")
+        .render(report.render_markdown(report.build(entries, {}, since=now - timedelta(days=1), until=now, now=now)))
+    )
+    assert "<a " not in rendered and "<img" not in rendered and "<script" not in rendered.lower()
+    rows = [dict.fromkeys(FIELDS, n) for n in names]
+    for row in csv.DictReader(io.StringIO("\n".join(export(iter(rows), "csv")), newline="")):
+        assert not any(str(v).startswith(("=", "+", "-", "@", "\t", "\r")) for v in row.values())

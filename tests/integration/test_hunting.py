@@ -205,14 +205,14 @@ def test_outbox_transactions_order_and_a_row_erased_meanwhile(hunting: Simulatio
 
 
 def test_a_data_subject_request_finds_and_erases_rows_not_yet_shipped(hunting: Simulation, env: Env) -> None:
-    from shared.subject import SubjectRequests
+    from shared.subject import Subject, SubjectRequests
 
     bob = violation(2, host="BOB-WS-0042")
     bob["data"]["interaction"]["user_email"] = "bob@acme.fr"
     hunting.post([violation(1), bob])
     requests_ = SubjectRequests(wiring.table)
-    found = requests_.find("Alice@Acme.fr")
+    found = requests_.find(Subject.of("email", "Alice@Acme.fr"))
     assert [r["event_id"] for r in found.rows["HuntingOutbox"]] == ["evt_sim_00001"]
     requests_.erase(found)
     assert [e["event_id"] for e in env.table("HuntingOutbox").list_entities()] == ["evt_sim_00002"]
-    assert requests_.find("alice@acme.fr").counts()["HuntingOutbox"] == 0
+    assert requests_.find(Subject.of("email", "alice@acme.fr")).counts()["HuntingOutbox"] == 0

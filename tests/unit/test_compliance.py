@@ -14,7 +14,7 @@ from shared.delivery.ledger import Entry, LedgerState
 from shared.delivery.message import QueuedEvent
 from shared.events import parse_events
 from shared.facts import facts, method
-from shared.subject import hunting_query, is_subject, purge_request
+from shared.subject import Findings, Subject, hunting_query, is_subject, purge_request
 from tests.support import sample
 
 T0 = datetime(2026, 3, 20, 9, 0, tzinfo=UTC)
@@ -198,15 +198,50 @@ def test_markdown_and_json_carry_the_same_figures() -> None:
 def test_a_stored_message_is_matched_by_email_any_case_or_by_user_id() -> None:
     (event,) = parse_events(sample("policy_violated"))
     text = QueuedEvent.new(event, T0).to_text()
-    assert is_subject(text, "ALICE@acme.fr") and is_subject(text, "00000000-0000-0000-0000-000000000010")
-    assert not is_subject(text, "bob@acme.fr") and not is_subject("not json", "alice@acme.fr")
+    assert is_subject(text, Subject.of("email", "ALICE@acme.fr"))
+    assert is_subject(text, Subject.of("user_id", "00000000-0000-0000-0000-000000000010"))
+    assert not is_subject(text, Subject.of("email", "bob@acme.fr"))
+    assert not is_subject("not json", Subject.of("email", "alice@acme.fr"))
+
+
+def test_email_and_user_id_are_separate_namespaces() -> None:
+    """An event whose Noxys user id is alice@acme.fr but whose e-mail is Bob's is Bob's."""
+    doc = json.loads(sample("policy_violated"))
+    doc["data"]["interaction"].update(user_id="alice@acme.fr", user_email="bob@acme.fr")
+    (event,) = parse_events(json.dumps(doc).encode())
+    text = QueuedEvent.new(event, T0).to_text()
+    assert not is_subject(text, Subject.of("email", "alice@acme.fr"))
+    assert is_subject(text, Subject.of("email", "Bob@ACME.fr"))
+    assert is_subject(text, Subject.of("user_id", "alice@acme.fr"))
+    kept = facts(event)
+    assert (kept.email, kept.user_id) == ("bob@acme.fr", "alice@acme.fr")
+
+
+def test_a_look_alike_is_refused_and_never_folds_into_another_person() -> None:
+    """``Kate@acme.fr`` with U+212A KELVIN SIGN: ``.lower()`` made it kate@acme.fr's rows."""
+    with pytest.raises(ValueError, match="U\\+212A"):
+        Subject.of("email", "\u212aate@acme.fr")
+    assert Subject.of("email", "KATE@acme.fr").value == "kate@acme.fr"
+    assert Subject.of("email", "STRASSE@acme.fr").value == Subject.of("email", "straße@acme.fr").value  # casefold
+
+
+def _found(kind: str, who: str, ids: tuple[str, ...] = ()) -> Findings:
+    found = Findings(Subject.of("email" if kind == "email" else "user_id", who))
+    found.rows["Ledger"] = [{"event_id": i} for i in ids]
+    return found
 
 
 def test_the_purge_request_and_query_quote_the_user() -> None:
-    assert '"value": "o\'neil@acme.fr"' in purge_request("o'neil@acme.fr") or "o'\\''neil" in purge_request(
-        "o'neil@acme.fr"
-    )
-    assert 'UserPrincipalName =~ "alice@acme.fr"' in hunting_query("alice@acme.fr")
+    purge = purge_request(_found("email", "o'neil@acme.fr"))
+    assert '"value": "o\'neil@acme.fr"' in purge or "o'\\''neil" in purge
+    assert 'UserPrincipalName =~ "alice@acme.fr"' in hunting_query(_found("email", "alice@acme.fr"))
+
+
+def test_a_request_by_user_id_finds_hunting_rows_by_event_id() -> None:
+    """The hunting table names people by e-mail only: by user id, the events found are the key."""
+    found = _found("user_id", "u-1", ("evt_1", "evt_2"))
+    assert 'EventId in ("evt_1", "evt_2")' in hunting_query(found)
+    assert '"operator": "in", "value": ["evt_1", "evt_2"]' in purge_request(found)
 
 
 def test_periods_are_relative_or_iso() -> None:
@@ -220,15 +255,52 @@ def test_periods_are_relative_or_iso() -> None:
 def test_a_blank_user_is_refused_before_any_table_is_read() -> None:
     import argparse
 
-    from shared.cli_compliance import subject_user
-    from shared.subject import SubjectRequests
+    from shared.cli_compliance import subject_email
 
-    assert subject_user("  alice@acme.fr ") == "alice@acme.fr"
-    with pytest.raises(argparse.ArgumentTypeError, match="must name a user"):
-        subject_user("   ")
+    assert subject_email("  alice@acme.fr ").typed == "alice@acme.fr"
+    with pytest.raises(argparse.ArgumentTypeError, match="needs a user"):
+        subject_email("   ")
+    with pytest.raises(argparse.ArgumentTypeError, match="U\\+212A"):
+        subject_email("\u212aate@acme.fr")
 
-    def no_table(name: str) -> object:
-        raise AssertionError(f"read {name}")
 
-    with pytest.raises(ValueError, match="needs a user"):
-        SubjectRequests(no_table).find(" ")  # type: ignore[arg-type]
+# ---------------------------------------------------------------------- exports that could attack their reader
+HOSTILE_NAMES = (
+    '<img src=x onerror="alert(1)">@acme.fr',
+    "[click](javascript:alert(1))",
+    "<script>alert(1)</script>",
+    "ali\u202ecod.exe\u200b@acme.fr",
+)
+
+
+def test_the_markdown_report_renders_hostile_names_as_text() -> None:
+    """Through a real CommonMark renderer: no tag, no link, no invisible character comes out."""
+    from markdown_it import MarkdownIt
+
+    r = _report(users=HOSTILE_NAMES[:2])
+    r.devices[0].name, r.platforms[0].name = HOSTILE_NAMES[2], HOSTILE_NAMES[3]
+    rendered = MarkdownIt("commonmark").enable("table").render(report.render_markdown(r))
+    assert "<img" not in rendered and "<script" not in rendered and "<a " not in rendered
+    assert "&lt;img src=x onerror=" in rendered and "[click](javascript:alert(1))" in rendered
+    assert "\u202e" not in rendered and "\u200b" not in rendered and "alicod.exe@acme.fr" in rendered
+
+
+def test_the_html_report_removes_invisible_characters_from_names() -> None:
+    r = _report(users=(HOSTILE_NAMES[3], "bob@acme.fr"))
+    page = report.render_html(r)
+    assert "\u202e" not in page and "\u200b" not in page and "alicod.exe@acme.fr" in page
+
+
+@pytest.mark.parametrize("cell", ['=HYPERLINK("https://x.example","open")', "+1+2", "-2+3", "@SUM(A1)", "\tx", "\rx"])
+def test_a_csv_audit_export_never_starts_a_cell_with_a_formula(cell: str) -> None:
+    import csv
+    import io
+
+    from shared.audit import FIELDS, export
+
+    row = dict.fromkeys(FIELDS, "") | {"event_id": cell, "path": "/api/alerts", "status": 200}
+    lines = list(export(iter([row]), "csv"))
+    (read,) = list(csv.DictReader(io.StringIO("\n".join(lines), newline="")))
+    assert read["event_id"] == "'" + cell and read["path"] == "/api/alerts"
+    (kept,) = list(export(iter([row]), "jsonl"))
+    assert json.loads(kept)["event_id"] == cell  # JSON is data, not a spreadsheet: kept as it is

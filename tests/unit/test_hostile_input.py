@@ -16,7 +16,7 @@ import pytest
 
 from shared import logsafe
 from shared.delivery.message import QueuedEvent
-from shared.events import InvalidEvents, parse_events
+from shared.events import MAX_CLASSIFICATIONS, MAX_INTERACTION_IDS_CHARS, InvalidEvents, parse_events
 from shared.storage import table_key
 from tests.support import sample
 
@@ -79,7 +79,6 @@ def test_every_accepted_event_serialises_for_the_queue() -> None:
     [
         (("data", "policy", "name"), 1024),
         (("data", "interaction", "device", "hostname"), 255),
-        (("data", "interaction", "content_metadata", "url"), 2048),
         (("tenant_id",), 200),
     ],
 )
@@ -95,26 +94,51 @@ def test_each_kept_field_has_a_maximum_length(path: tuple[str, ...], limit: int)
     assert problem[0] == ".".join(path) and str(limit) in problem[1]
 
 
-def test_the_largest_valid_event_fits_a_queue_message() -> None:
-    """Every field at its maximum, in 4-byte characters where text allows: still under 64 KiB."""
-    d = json.loads(sample("alert_critical"))
-    wide = "𝔸"  # 4 bytes in UTF-8
-    d["id"] = "e" * 200
-    d["tenant_id"] = "t" * 200
-    a = d["data"]["alert"]
-    a.update(
-        id="a" * 200,
-        title=wide * 500,
-        description=wide * 4000,
-        user_email="u" * 320,
-        platform_id="p" * 64,
-        severity="critical",
-        interaction_ids=["i" * 200] * 100,
-        device={"hostname": "h" * 255, "fqdn": "f" * 255, "aad_device_id": "x" * 64, "ip_address": "1" * 45},
-    )
-    (event,) = parse_events(json.dumps(d).encode())
+def _widest(kind: str) -> dict[str, Any]:
+    """An event of ``kind`` with every kept field at its maximum, in four-byte characters that
+    identifiers accept (an emoji: NFKC leaves it alone), and both payloads present."""
+    wide = "😀"
+    device = {"hostname": wide * 255, "fqdn": wide * 255, "aad_device_id": wide * 64, "ip_address": wide * 45}
+    interaction = {
+        "id": wide * 200, "platform_id": wide * 64, "platform_name": wide * 100, "interaction_type": wide * 32,
+        "content_hash": wide * 128, "classification_level": wide * 32, "direction": wide * 16, "source": wide * 32,
+        "content_metadata": {"url": "https://" + ".".join(["a" * 63] * 3 + ["b" * 61]) + "/c?q=" + "x" * 7900,
+                             "model": wide * 100},
+        "classifications": [{"type": wide * 64, "score": 0.123456789012345}] * MAX_CLASSIFICATIONS,
+        "risk_score": 0.123456789012345, "user_id": wide * 200, "user_email": wide * 320,
+        "device": {**device, "os": wide * 100}, "occurred_at": "2026-03-20T17:00:00.123456Z",
+    }  # fmt: skip
+    alert = {
+        "id": wide * 200, "title": wide * 500, "severity": wide * 16, "description": wide * 4000,
+        "risk_score": 0.123456789012345, "user_email": wide * 320, "device": device, "platform_id": wide * 64,
+        "interaction_ids": [wide * 30] * 100, "created_at": "2026-03-20T17:00:00.123456Z",
+    }  # fmt: skip
+    return {
+        "id": wide * 200, "type": kind + wide * (100 - len(kind)), "created_at": "2026-03-20T17:00:00.123456Z",
+        "tenant_id": wide * 200,
+        "data": {"interaction": interaction, "policy": {"id": wide * 200, "name": wide * 1024, "action": wide * 32},
+                 "alert": alert},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["interaction.", "alert."])
+def test_the_largest_valid_event_fits_a_queue_message(kind: str) -> None:
+    """Every field and list at its maximum, in 4-byte characters: still under 64 KiB."""
+    (event,) = parse_events(json.dumps(_widest(kind)).encode())
     text = QueuedEvent.new(event, NOW).to_text()
     assert 4 * ((len(text.encode()) + 2) // 3) <= 64 * 1024
+
+
+def test_a_list_over_its_bound_is_a_400_not_a_413() -> None:
+    """The issue's case: 100 interaction ids of 200 emoji made a 'valid' event of 139,864 bytes."""
+    d = json.loads(sample("alert_critical"))
+    d["data"]["alert"]["interaction_ids"] = ["😀" * 200] * 100
+    (problem,) = refused(json.dumps(d).encode())
+    assert problem == ("data.alert.interaction_ids", f"at most {MAX_INTERACTION_IDS_CHARS} characters in all")
+    d = json.loads(sample("policy_violated"))
+    d["data"]["interaction"]["classifications"] *= MAX_CLASSIFICATIONS + 1
+    (problem,) = refused(json.dumps(d).encode())
+    assert problem[0] == "data.interaction.classifications" and str(MAX_CLASSIFICATIONS) in problem[1]
 
 
 # ---------------------------------------------------------------- 3. keys
@@ -209,3 +233,80 @@ def test_log_records_cannot_forge_a_line_or_write_raw_controls() -> None:
     assert lines[0] == "WARNING device PC\\nCRITICAL forged line\\x00\\x1b[31m not found"
     assert "\x00" not in stream.getvalue() and "\x1b" not in stream.getvalue()
     assert lines[-1] == "ValueError: bad host PC\\nCRITICAL forged from an exception"
+
+
+# ---------------------------------------------------------------- 4. URLs: where, never what
+def _with_url(url: str) -> bytes:
+    d = doc()
+    d["data"]["interaction"]["content_metadata"]["url"] = url
+    return json.dumps(d).encode()
+
+
+@pytest.mark.parametrize(
+    ("url", "kept"),
+    [
+        ("https://chatgpt.com/search?q=my+salary+is+42k#frag", "https://chatgpt.com"),
+        ("https://user:hunter2@Chat.Mistral.AI:8443/chat/ab12?prompt=x", "https://chat.mistral.ai"),
+        ("chatgpt.com/c/42?q=secret", "chatgpt.com"),
+        ("https://bücher.example/?q=x", "https://xn--bcher-kva.example"),
+        ("https://10.1.2.3/api?q=x", "https://10.1.2.3"),
+        ("https://chatgpt.com/?q=\u00a0ﬁ\u200b\u202e", "https://chatgpt.com"),  # what is dropped is not judged
+    ],
+)
+def test_a_url_keeps_its_scheme_and_host_only(url: str, kept: str) -> None:
+    (event,) = parse_events(_with_url(url))
+    assert event.data.interaction and event.data.interaction.content_metadata
+    assert event.data.interaction.content_metadata.url == kept
+    for secret in ("salary", "hunter2", "secret", "ab12", "8443", "frag", "q=", "/c/"):
+        assert secret not in QueuedEvent.new(event, NOW).to_text()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://a_b.example/", "https://a b.example/", "https://a%2eb.example/", "https://evil.example\\@good.example/",
+     "https://[2001:db8::1]/", "https:///nohost", "https://" + "a" * 64 + ".example/", "https://-/"],
+)  # fmt: skip
+def test_a_url_host_the_anchor_search_would_refuse_is_a_400_naming_the_field(url: str) -> None:
+    """These used to be accepted (202), fail delivery five times and stay dead-lettered for good."""
+    from shared.anchor import hunting_query
+
+    (problem,) = refused(_with_url(url))
+    assert problem[0] == "data.interaction.content_metadata.url"
+    # and what is accepted, the anchor search accepts too
+    (event,) = parse_events(_with_url("https://xn--bcher-kva.example/x"))
+    assert event.data.interaction and event.data.interaction.content_metadata
+    host = str(event.data.interaction.content_metadata.url).split("//")[1]
+    assert hunting_query("a" * 40, (host,), NOW, timedelta(minutes=5))
+
+
+# ---------------------------------------------------------------- 5. invisible and look-alike characters
+@pytest.mark.parametrize("char", ["\u202e", "\u200b", "\u2066", "\ufeff", "\U000e0041"])
+@pytest.mark.parametrize(
+    "path",
+    [("id",), ("data", "interaction", "user_email"), ("data", "interaction", "device", "hostname"),
+     ("data", "interaction", "user_id")],
+)  # fmt: skip
+def test_invisible_characters_are_refused_in_identifiers(char: str, path: tuple[str, ...]) -> None:
+    d = doc()
+    node = d
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = f"ali{char}ce@acme.fr"
+    (problem,) = refused(json.dumps(d).encode())
+    assert problem[0] == ".".join(path) and f"U+{ord(char):04X}" in problem[1]
+
+
+def test_invisible_characters_are_removed_from_labels() -> None:
+    d = doc()
+    d["data"]["policy"]["name"] = "Block \u202egnp.exe\u202c PII\u200b"
+    (event,) = parse_events(json.dumps(d).encode())
+    assert event.data.policy and event.data.policy.name == "Block gnp.exe PII"
+
+
+@pytest.mark.parametrize("look_alike", ["\u212aate@acme.fr", "ｋate@acme.fr", "\u212bngstrom@acme.fr"])
+def test_compatibility_look_alikes_are_refused_in_identifiers(look_alike: str) -> None:
+    """U+212A KELVIN SIGN folds to 'k': accepted, it would make one person's rows another's."""
+    d = doc()
+    d["data"]["interaction"]["user_email"] = look_alike
+    (problem,) = refused(json.dumps(d).encode())
+    assert problem[0] == "data.interaction.user_email" and "NFKC" in problem[1]

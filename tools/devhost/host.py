@@ -409,14 +409,76 @@ class DevHost:
                 log.exception("timer %s failed", tf.name)
 
 
+MAX_REQUEST_BYTES = 100 * 1024 * 1024  # the Functions host's request limit (100 MB)
+
+
+class BadRequestBody(Exception):
+    """The body cannot be read as the request framing says (the host answers 400 or 413)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def read_chunked(rfile: Any, limit: int = MAX_REQUEST_BYTES) -> bytes:
+    """A ``Transfer-Encoding: chunked`` body (RFC 9112 §7.1), de-chunked as the Functions host
+    does before the function sees it: Noxys (or any client streaming its body) may send one, and
+    the signature is over the de-chunked bytes. Chunk extensions and trailers are read and dropped."""
+    body = bytearray()
+    while True:
+        line = rfile.readline(1024)
+        try:
+            size = int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise BadRequestBody(400, "malformed chunk size") from None
+        if size < 0:
+            raise BadRequestBody(400, "malformed chunk size")
+        if len(body) + size > limit:
+            raise BadRequestBody(413, f"request body over {limit} bytes")
+        if size == 0:
+            while rfile.readline(8192) not in (b"\r\n", b"\n", b""):
+                pass  # trailer fields
+            return bytes(body)
+        chunk = rfile.read(size)
+        if len(chunk) != size or rfile.readline(3) not in (b"\r\n", b"\n"):
+            raise BadRequestBody(400, "truncated chunk")
+        body += chunk
+
+
+def request_body(transfer_encoding: str | None, content_length: str | None, rfile: Any) -> bytes:
+    """The request's body as the function sees it, by its framing (chunked or Content-Length)."""
+    coding = (transfer_encoding or "").split(",")[-1].strip().lower()
+    if coding == "chunked":
+        return read_chunked(rfile)
+    if coding:
+        raise BadRequestBody(501, f"Transfer-Encoding {coding} is not supported")
+    try:
+        length = int(content_length or 0)
+    except ValueError:
+        raise BadRequestBody(400, "malformed Content-Length") from None
+    if length > MAX_REQUEST_BYTES:
+        raise BadRequestBody(413, f"request body over {MAX_REQUEST_BYTES} bytes")
+    return bytes(rfile.read(length)) if length > 0 else b""
+
+
 def _handler(host: DevHost) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            status, headers, payload = host.handle_http(self.command, self.path, dict(self.headers.items()), body)
+            try:
+                body = request_body(
+                    self.headers.get("Transfer-Encoding"), self.headers.get("Content-Length"), self.rfile
+                )
+            except BadRequestBody as exc:
+                self.close_connection = True  # the framing is lost: the connection cannot be reused
+                error = {"error": "bad_request_body", "message": str(exc)}
+                self._reply(exc.status, {"Content-Type": "application/json"}, json.dumps(error).encode())
+                return
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
+            self._reply(*host.handle_http(self.command, self.path, headers, body))
+
+        def _reply(self, status: int, headers: Mapping[str, str], payload: bytes) -> None:
             self.send_response(status)
             for k, v in headers.items():
                 if k.lower() != "content-length":

@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{alert['computerDnsName']}  {alert['title']}"
             )
         print(f"{len(state['alerts'])} alert(s); throttled calls: {state['throttled'] or 'none'}")
-        print(json.dumps({"merged": state["merged"]}))
+        for alert_id, times in sorted(state["merged"].items()):  # Defender's own merge of a same-title alert
+            print(f"{alert_id}: {times} later alert(s) with the same title merged into it")
         return 0
 
     fixture = json.loads(args.fixture.read_text()) if args.fixture else None
