@@ -169,7 +169,7 @@ class FakeTable:
 
     def _store(self, entity: dict[str, Any]) -> dict[str, Any]:
         row = TableEntity({k: v for k, v in entity.items()})
-        etag = f'W/"datetime\'{next(self._etags)}\'"'
+        etag = f"W/\"datetime'{next(self._etags)}'\""
         row._metadata = {"etag": etag, "timestamp": None}
         self.rows[(str(entity["PartitionKey"]), str(entity["RowKey"]))] = row
         return {"etag": etag}
@@ -258,8 +258,16 @@ class FakeTable:
 
 
 # ---------------------------------------------------------------------------------- Defender
-ALERT_FIELDS = ("machineId", "reportId", "eventTime", "severity", "title", "description", "recommendedAction",
-                "category")  # fmt: skip
+ALERT_FIELDS = (
+    "machineId",
+    "reportId",
+    "eventTime",
+    "severity",
+    "title",
+    "description",
+    "recommendedAction",
+    "category",
+)
 SEVERITIES = ("Informational", "Low", "Medium", "High")
 
 
@@ -292,12 +300,13 @@ class FakeMde:
 
     # ------------------------------------------------------------------ test set-up
     def add_machine(self, machine_id: str, hostname: str, **extra: Any) -> None:
-        self.machines.append({"id": machine_id, "computerDnsName": hostname.lower(), "healthStatus": "Active",
-                              "lastSeen": "2026-03-20T17:00:00Z", **extra})  # fmt: skip
+        machine = {"id": machine_id, "computerDnsName": hostname.lower(), "healthStatus": "Active"}
+        self.machines.append({**machine, "lastSeen": "2026-03-20T17:00:00Z", **extra})
 
     def add_connection(self, machine_id: str, domain: str, at: datetime, report_id: int) -> None:
-        self.network_events.append({"Timestamp": at.strftime("%Y-%m-%dT%H:%M:%S.123456Z"), "ReportId": report_id,
-                                    "DeviceId": machine_id, "RemoteUrl": domain})  # fmt: skip
+        stamp = at.strftime("%Y-%m-%dT%H:%M:%S.123456Z")  # hunting's precision, passed back as is
+        row = {"Timestamp": stamp, "ReportId": report_id, "DeviceId": machine_id, "RemoteUrl": domain}
+        self.network_events.append(row)
 
     def fail(self, method: str, *faults: Fault | BaseException) -> None:
         """The next calls of ``method``: a :class:`Fault`, or an exception raised before acting."""
@@ -369,8 +378,8 @@ class FakeMde:
             for r in self.network_events
         )
         if not any(m["id"] == body["machineId"] for m in self.machines) or not known:
-            raise DefenderError(404, "ResourceNotFound", "No event was found for the given machineId, reportId and "
-                                "eventTime.")  # fmt: skip
+            why = "No event was found for the given machineId, reportId and eventTime."
+            raise DefenderError(404, "ResourceNotFound", why)
         for existing in self.alerts:
             if existing["machineId"] == body["machineId"] and existing["title"] == body["title"]:
                 self.merged += 1  # Defender's merge rule: an open alert with this title on this machine
