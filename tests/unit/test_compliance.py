@@ -4,6 +4,7 @@ report and its renderers, and matching a stored message to a data subject."""
 from __future__ import annotations
 
 import json
+import shlex
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -202,10 +203,16 @@ def test_a_stored_message_is_matched_by_email_any_case_or_by_user_id() -> None:
     assert not is_subject(text, "bob@acme.fr") and not is_subject("not json", "alice@acme.fr")
 
 
-def test_the_purge_request_and_query_quote_the_user() -> None:
-    assert '"value": "o\'neil@acme.fr"' in purge_request("o'neil@acme.fr") or "o'\\''neil" in purge_request(
-        "o'neil@acme.fr"
-    )
+def test_the_purge_request_is_a_shell_command_that_keeps_the_quote() -> None:
+    """An operator pastes it into a shell: it must parse there, and the body must name the user
+    with their apostrophe (o'neil), not cut at it."""
+    words = shlex.split(purge_request("o'neil@acme.fr"))
+    assert words[:4] == ["az", "rest", "--method", "post"] and words[-2] == "--body"
+    body = json.loads(words[-1])
+    assert body["filters"] == [{"column": "UserPrincipalName", "operator": "==", "value": "o'neil@acme.fr"}]
+
+
+def test_the_hunting_query_quotes_the_user() -> None:
     assert 'UserPrincipalName =~ "alice@acme.fr"' in hunting_query("alice@acme.fr")
 
 
