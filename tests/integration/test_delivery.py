@@ -300,6 +300,8 @@ def test_paced_events_keep_their_order_and_do_not_stampede(
     wiring.use(clock=clock, sender=sim.sender)
     sim.run([Arrival(0, [violation(100 + i, policy=f"p{i}") for i in range(40)])])
     assert len(emulator.state.alerts) == 40
+    made = [a["description"].split("Noxys event id: ")[1].split()[0] for a in emulator.state.alerts]
+    assert made == [f"evt_sim_{100 + i:05d}" for i in range(40)]  # alerts made in the order of arrival
     # each deferred event came back about once, at its slot, rather than over and over
     assert sim.sender.sent_delayed <= 2 * 40
 
