@@ -148,3 +148,35 @@ def test_a_follower_crashing_after_its_ledger_write_ends_coalesced_once(method: 
     last = seen[-1]
     assert isinstance(last, Outcome) and last.kind in (Kind.COALESCED, Kind.DUPLICATE)
     assert w.ledger_row(event_id(2))["state"] == "coalesced" and len(w.mde.alerts) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "fault"),
+    [("mark_unanswered", Fault(502, "BadGateway", after=True)), ("release", Fault(429, "TooManyRequests"))],
+    ids=["after-a-lost-answer", "after-a-429"],
+)
+def test_a_crash_after_the_ledger_notes_a_failed_create(method: str, fault: Fault) -> None:
+    w = ready()
+    w.mde.fail("create_alert_by_reference", fault)
+    crash_after(w.deps.ledger, method)
+    seen = deliver_until_final(w, message(w, 1))
+    assert f"killed after {method}" in seen
+    exactly_one_alert(w)
+
+
+def test_a_crash_after_no_device_is_recorded_ends_no_device_without_a_second_lookup() -> None:
+    w = ready()
+    crash_after(w.deps.ledger, "mark_no_alert")
+    seen = deliver_until_final(w, message(w, 1, host="NOBODY-PC"))
+    last = seen[-1]
+    assert seen[0] == "killed after mark_no_alert" and isinstance(last, Outcome) and last.kind == Kind.DUPLICATE
+    assert w.ledger_row(event_id(1))["state"] == "no_device" and w.mde.calls.count("list_machines") == 1
+
+
+def test_a_crash_after_the_dead_letter_is_recorded_keeps_one_letter() -> None:
+    w = ready()
+    w.mde.fail("create_alert_by_reference", Fault(403, "Forbidden"))
+    crash_after(w.deps.ledger, "mark_dead")
+    seen = deliver_until_final(w, message(w, 1))
+    assert seen[0] == "killed after mark_dead" and w.ledger_row(event_id(1))["state"] == "dead_lettered"
+    assert [d.event_id for d in w.deps.dead.all()] == [event_id(1)] and w.mde.alerts == []
