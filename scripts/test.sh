@@ -10,7 +10,7 @@ echo "== mypy";  .venv/bin/mypy
 # echo "== ruff format"; .venv/bin/ruff format --check .  # enabled after the formatting commit
 echo "== pytest"
 if [ "$#" -eq 0 ]; then
-  .venv/bin/python -m pytest --cov --cov-report=term
+  .venv/bin/python -m pytest -n 2 --cov --cov-report=term  # two workers (pytest-xdist), each with its own Azurite
 else
   .venv/bin/python -m pytest "$@"
 fi

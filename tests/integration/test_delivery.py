@@ -78,23 +78,23 @@ def test_events_paced_without_a_single_429_none_lost_criticals_first(
     monkeypatch.setenv("COALESCE_WINDOW_MINUTES", "0")  # every event needs its own alert here
     wiring.reset()
     wiring.use(clock=clock, sender=sim.sender)
-    # 75 events are five minutes of the 15-a-minute quota: long enough for criticals arriving at
-    # minutes 2, 3 and 4 to overtake a backlog, small enough to run in seconds.
+    # 45 events are three minutes of the 15-a-minute quota: long enough for criticals arriving at
+    # 60 and 90 s to overtake a backlog, small enough to run in seconds.
     start = clock.now()
-    normal = [violation(i, at=start) for i in range(75)]
-    crits = [critical(i, start + timedelta(minutes=2 + i)) for i in range(3)]
-    arrivals = [Arrival(0, normal[k : k + 25]) for k in range(0, 75, 25)]
-    arrivals += [Arrival(120 + 60 * i, [c]) for i, c in enumerate(crits)]
+    normal = [violation(i, at=start) for i in range(45)]
+    crits = [critical(i, start + timedelta(seconds=60 + 30 * i)) for i in range(2)]
+    arrivals = [Arrival(0, normal[k : k + 15]) for k in range(0, 45, 15)]
+    arrivals += [Arrival(60 + 30 * i, [c]) for i, c in enumerate(crits)]
     sim.run(arrivals)
 
     state = emulator.state.snapshot()
     assert state["throttled"] == {}, "the connector caused 429s"
-    assert len(state["alerts"]) == 78
-    assert set(ledger_states(env).values()) == {"alert_created"} and len(ledger_states(env)) == 78
+    assert len(state["alerts"]) == 47
+    assert set(ledger_states(env).values()) == {"alert_created"} and len(ledger_states(env)) == 47
     created = {a["title"]: datetime.fromisoformat(a["alertCreationTime"][:26] + "+00:00") for a in state["alerts"]}
     crit_waits = [
         (created[f"Noxys critical alert - Critical exfiltration {i}"] - sim.arrived_at[f"evt_crit_{i:03d}"])
-        for i in range(3)
+        for i in range(2)
     ]
     last_normal = max(t for title, t in created.items() if title.startswith("Policy violation"))
     assert max(crit_waits) <= timedelta(seconds=60), crit_waits
