@@ -24,7 +24,7 @@ import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from azure.core import MatchConditions
@@ -49,7 +49,7 @@ class Crash(BaseException):
 
 
 # ---------------------------------------------------------------------------------- the table
-_TOKEN = re.compile(r"\s*(?:(\()|(\))|'((?:[^']|'')*)'|(-?\d+(?:\.\d+)?)|(@\w+)|(\w+))")
+_TOKEN = re.compile(r"\s*(?:(\()|(\))|datetime'([^']*)'|'((?:[^']|'')*)'|(-?\d+(?:\.\d+)?)|(@\w+)|(\w+))")
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "eq": lambda a, b: a == b,
     "ne": lambda a, b: a != b,
@@ -68,9 +68,11 @@ def _tokens(text: str) -> list[tuple[str, Any]]:
         if m is None:
             raise ValueError(f"cannot read the filter at {text[pos:]!r}")
         pos = m.end()
-        opened, closed, string, number, param, word = m.groups()
+        opened, closed, moment, string, number, param, word = m.groups()
         if opened or closed:
             out.append(("paren", opened or closed))
+        elif moment is not None:
+            out.append(("value", _time(moment)))
         elif string is not None:
             out.append(("value", string.replace("''", "'")))
         elif number is not None:
@@ -170,7 +172,7 @@ class FakeTable:
     def _store(self, entity: dict[str, Any]) -> dict[str, Any]:
         row = TableEntity({k: v for k, v in entity.items()})
         etag = f"W/\"datetime'{next(self._etags)}'\""
-        row._metadata = {"etag": etag, "timestamp": None}
+        row._metadata = {"etag": etag, "timestamp": datetime.now(UTC)}  # the service stamps real time
         self.rows[(str(entity["PartitionKey"]), str(entity["RowKey"]))] = row
         return {"etag": etag}
 
@@ -248,7 +250,11 @@ class FakeTable:
     def query_entities(self, query_filter: str, **kwargs: Any) -> Pages:
         self._call("query_entities")
         keep = odata_filter(query_filter, kwargs.get("parameters"))
-        rows = [self._copy(self.rows[k], kwargs.get("select")) for k in sorted(self.rows) if keep(self.rows[k])]
+        rows = [
+            self._copy(row, kwargs.get("select"))
+            for row in (self.rows[k] for k in sorted(self.rows))
+            if keep({**row, "Timestamp": row.metadata["timestamp"]})  # the service's own property
+        ]
         return Pages(rows, kwargs.get("results_per_page"))
 
     def list_entities(self, **kwargs: Any) -> Pages:

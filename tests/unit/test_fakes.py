@@ -4,11 +4,15 @@ delivery's unit tests pass for the wrong reason."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
+from shared import retention
+from shared.config import load_settings
 from shared.delivery.coalesce import Groups
 from shared.delivery.deadletter import DeadLetter, DeadLetters
 from shared.delivery.ledger import LeaseHeld, Ledger, LedgerState
@@ -80,3 +84,14 @@ def test_and_binds_tighter_than_or_and_parameters_are_values() -> None:
     keep = odata_filter("a eq 1 or b eq 2 and c eq @c", {"c": "x'y"})
     assert keep({"a": 1}) and keep({"b": 2, "c": "x'y"}) and not keep({"b": 2, "c": "z"})
     assert odata_filter("name eq 'o''neil'")({"name": "o'neil"})
+
+
+def test_retention_s_filters_select_the_rows_they_name() -> None:
+    """Every retention rule is a filter the fake reads (``and``, ``or`` in parentheses, numbers,
+    booleans); the ledger's keeps a final entry past its days and leaves a live one."""
+    now = datetime(2026, 3, 20, tzinfo=UTC)
+    found = {rule.table: odata_filter(rule.expired) for rule in retention.rules(load_settings({}), now)}
+    old = (now - timedelta(days=400)).timestamp()
+    assert found["Ledger"]({"RowKey": "event", "updated_at": old, "state": "alert_created"})
+    assert not found["Ledger"]({"RowKey": "event", "updated_at": old, "state": "creating"})
+    assert not found["Groups"]({"PartitionKey": "group", "last_event_at": old, "note_scheduled": True})
