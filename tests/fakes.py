@@ -4,7 +4,7 @@
   (``IfNotModified`` → ``ResourceModifiedError``), insert (``ResourceExistsError``), read
   (``ResourceNotFoundError``), merge/replace, delete (silent when the row is gone, as the SDK),
   all-or-nothing transactions, and ``query_entities`` over the OData subset the product writes
-  (``eq``/``ne``/``ge``/``gt``/``le``/``lt``, ``and``/``or``, parentheses, ``@name`` parameters).
+  (``eq``/``ne``/``ge``/``gt``/``le``/``lt``, ``and``/``or``, parentheses, ``datetime'…'``, ``@name``).
 * :class:`FakeMde` — Defender for Endpoint as the emulator enforces it for what delivery calls:
   the machines lookup, hunting rows for the anchor, ``CreateAlertByReference``'s required fields
   and its 404 for an unknown machine/report/time triple, the merge of an open alert with the same
