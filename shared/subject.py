@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -183,12 +184,13 @@ def hunting_query(found: Findings) -> str:
 
 
 def purge_request(found: Findings) -> str:
-    """The Log Analytics purge, as an ``az rest`` command for an operator with Data Purger."""
+    """The Log Analytics purge, as an ``az rest`` command for an operator with Data Purger. The
+    body is shell-quoted: a user such as ``o'neil@…`` must not end the quoted argument."""
     body = {"table": HUNTING_TABLE, "filters": [_hunting_filter(found)[1]]}
     return (
         "az rest --method post --url 'https://management.azure.com/subscriptions/<subscription>/resourceGroups/"
         "<resource-group>/providers/Microsoft.OperationalInsights/workspaces/<workspace>/purge?api-version=2020-08-01'"
-        f" --body '{json.dumps(body)}'"
+        f" --body {shlex.quote(json.dumps(body))}"
     )
 
 

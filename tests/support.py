@@ -8,17 +8,15 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import requests
-from azure.core.exceptions import ResourceNotFoundError
-from azure.data.tables import TableTransactionError
 
 from shared.webhook import sign
+from tests.fakes import FakeTable
 from tools import azurite as azurite_launcher
 from tools.emulator.server import DEFAULT_CLIENT, DEFAULT_SECRET, DEFAULT_TENANT, EmulatorServer
 
@@ -153,52 +151,5 @@ def send_raw(env: Env, queue: str, text: str) -> None:
     ).send_message(text)
 
 
-class AzureLikeTable:
-    """A Table for unit tests of the stores that batch. Rows in a dict; a transaction is all or
-    nothing, as Azure documents (one missing row in a delete fails every operation of the group)."""
-
-    def __init__(self) -> None:
-        self.rows: dict[tuple[str, str], dict[str, Any]] = {}
-        self.transactions = 0
-        self.down: Exception | None = None  # set: every call raises it (storage unreachable)
-
-    def _check(self) -> None:
-        if self.down is not None:
-            raise self.down
-
-    def upsert_entity(self, entity: dict[str, Any], **kwargs: Any) -> None:
-        self._check()
-        self.rows[(entity["PartitionKey"], entity["RowKey"])] = dict(entity)
-
-    def delete_entity(self, partition_key: str, row_key: str, **kwargs: Any) -> None:
-        self._check()
-        if (partition_key, row_key) not in self.rows:
-            raise ResourceNotFoundError("gone")
-        del self.rows[(partition_key, row_key)]
-
-    def submit_transaction(self, operations: Iterable[Any], **kwargs: Any) -> None:
-        self._check()
-        operations = [(op[0], op[1]) for op in operations]  # (kind, entity[, options])
-        assert len(operations) <= 100 and len({e["PartitionKey"] for _, e in operations}) == 1
-        self.transactions += 1
-        keys = [(e["PartitionKey"], e["RowKey"]) for _, e in operations]
-        if any(op == "delete" and k not in self.rows for (op, _), k in zip(operations, keys, strict=True)):
-            raise TableTransactionError(message="0:The specified resource does not exist.")
-        for (op, e), k in zip(operations, keys, strict=True):
-            if op == "upsert":
-                self.rows[k] = dict(e)
-            else:
-                del self.rows[k]
-
-    def list_entities(self, **kwargs: Any) -> list[dict[str, Any]]:
-        return [self.rows[k] for k in sorted(self.rows)]
-
-    def get_entity(self, partition_key: str, row_key: str, **kwargs: Any) -> dict[str, Any]:
-        self._check()
-        if (partition_key, row_key) not in self.rows:
-            raise ResourceNotFoundError("not found")
-        return dict(self.rows[(partition_key, row_key)])
-
-    def create_entity(self, *a: Any, **k: Any) -> Any: ...
-    def update_entity(self, *a: Any, **k: Any) -> Any: ...
-    def query_entities(self, *a: Any, **k: Any) -> Any: ...
+# The in-memory Table of the unit tests: real ETags, conditional writes, transactions, queries.
+AzureLikeTable = FakeTable

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from shared import telemetry
+from shared import __version__, telemetry
 from shared.defender.auth import TokenProvider
 from shared.defender.budget import Budget, BudgetSpent, api_of
 from shared.defender.context import current
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import requests
 
 log = logging.getLogger(__name__)
-USER_AGENT = "noxys-defender-connector/0.1"
+USER_AGENT = f"noxys-defender-connector/{__version__}"
 
 
 def _retry_after(value: str | None) -> float | None:

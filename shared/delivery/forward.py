@@ -33,6 +33,7 @@ import contextlib
 import logging
 import threading
 import time
+import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -67,6 +68,7 @@ from shared.risk import DeviceView, Patterns, assess
 from shared.storage import is_storage_error
 
 log = logging.getLogger(__name__)
+DEVICE_LOCK_STRIPES = 64  # locks shared by the devices of one instance: bounded memory, few collisions
 BUNDLE_BUDGET_SECONDS = 60.0  # a bundle's events delivered in one invocation at most this long
 MARKER = "Noxys event id: "
 
@@ -95,7 +97,9 @@ class Delivery:
         self.settings = deps.settings
         self.retry = Retry(deps)
         self.followups = FollowUps(deps, self.retry)
-        self._device_locks: dict[str, threading.Lock] = {}
+        # A fixed set of locks, a device's chosen by a stable hash of its identity: one per device
+        # would grow with every device ever seen; two devices sharing a stripe only wait in turn.
+        self._device_locks = tuple(threading.Lock() for _ in range(DEVICE_LOCK_STRIPES))
 
     # ------------------------------------------------------------------ entry point
     def handle(self, text: str, *, queue: str, priority: bool = False) -> Outcome:
@@ -371,7 +375,7 @@ class Delivery:
         if device is None:
             return None, "the event names no device", DeviceView()
         # Workers of one instance resolving the same new device share one lookup.
-        with self._device_locks.setdefault(identity(device), threading.Lock()):
+        with self._device_lock(identity(device)):
             now = self.deps.clock.now()
             cached = self.deps.devices.get(device, now.timestamp())
             if cached:
@@ -388,6 +392,9 @@ class Delivery:
         if found is None:
             return None, f"device {device.display_name}: {why}", view
         return found, why, view
+
+    def _device_lock(self, key: str) -> threading.Lock:
+        return self._device_locks[zlib.crc32(key.encode()) % DEVICE_LOCK_STRIPES]
 
     def _find_own_alert(self, event: Envelope, machine_id: str, intent_at: float) -> dict[str, Any] | None:
         since = datetime.fromtimestamp(intent_at - 300, tz=self.deps.clock.now().tzinfo).strftime("%Y-%m-%dT%H:%M:%SZ")
