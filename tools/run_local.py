@@ -182,7 +182,15 @@ def _will_emulate(root: Path) -> bool:
 def _serve(
     args: argparse.Namespace, root: Path, local: Path, values: dict[str, str], emulator: EmulatorServer | None
 ) -> int:
-    """The host, until Ctrl-C; the ready line last, once everything answers."""
+    """The host, until Ctrl-C; the ready line last, once everything answers (and Ctrl-C is ours:
+    a Ctrl-C right after "ready" stops everything cleanly)."""
+    done = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     try:
         host = DevHost(function_app.app, root=root, http_port=args.port).start()
         webhook = f"http://127.0.0.1:{host.http_port}/api/noxys/events"
@@ -211,13 +219,6 @@ restarts the app). Ctrl-C stops everything.
 {ready_line(webhook, defender, response_mode(os.environ.get("RESPONSE_RULES_FILE")))}""",
             flush=True,
         )
-        done = threading.Event()
-
-        def stop(signum: int, frame: FrameType | None) -> None:
-            done.set()
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
         done.wait()
         host.stop()
     finally:
