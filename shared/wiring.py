@@ -39,10 +39,10 @@ from shared.delivery.ports import Deps, IncidentApi
 from shared.delivery.sender import QueueSender, StorageQueueSender
 from shared.intake import Intake
 from shared.response.executor import Responder, ResponseDeps
-from shared.response.rules import RulesFile, load_rules
+from shared.response.files import log_problems, risk_or_defaults, rules_or_off
+from shared.response.rules import RulesFile
 from shared.response.store import ResponseStore
 from shared.response.ticket import HttpTickets
-from shared.risk import load_config
 from shared.secrets import SecretStore, build_store
 from shared.status import StatusDeps
 
@@ -270,7 +270,8 @@ def incidents_client() -> IncidentsClient:
 @_once
 def delivery() -> Delivery:
     s = settings()
-    rules = load_rules(s.response_rules_file)
+    log_problems(s)  # a bad rules or risk file switches that feature off; it never stops an alert
+    rules, _ = rules_or_off(s)
     incidents: IncidentApi | None = None
     if s.incident_tagging == "graph":
         incidents = graph_client()
@@ -290,7 +291,7 @@ def delivery() -> Delivery:
             incidents=incidents,
             fallback=graph_client() if s.alert_fallback == "graph" else None,
             patterns=patterns() if s.risk_patterns else None,
-            risk=load_config(s.risk_config_file),
+            risk=risk_or_defaults(s)[0],
             rules=rules,
             responder=_responder(rules) if rules else None,
         )

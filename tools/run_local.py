@@ -22,6 +22,7 @@ from types import FrameType
 
 import function_app
 from shared import logsafe
+from shared.response.files import start_warnings
 from tools import azurite
 from tools.devhost.host import DevHost
 from tools.emulator.persist import StateFile
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in values.items():
         os.environ.setdefault(k, v)  # the shell's environment wins over local.settings.json
 
+    for warning in start_warnings(os.environ):  # a bad rules/risk file: said now, alerts unaffected
+        print(warning, file=sys.stderr, flush=True)
     LOCAL.mkdir(exist_ok=True)
     if args.reset:  # both together: a ledger without its alerts (or the reverse) is inconsistent
         shutil.rmtree(LOCAL / "azurite", ignore_errors=True)

@@ -4,8 +4,10 @@
   anything is sent. A redelivered task, or one a killed worker left half done, finds the row and
   never sends twice; a row still ``intended`` means the last attempt may have sent the action
   without recording it, so the executor asks Defender before sending again.
-* **Guards** (partition ``guard``): the per-device cooldown (who holds it, until when) and the
-  isolations of the last hour, changed only with ETags, so two instances never both pass.
+* **Guards** (partition ``guard``): the per-device cooldown (who holds it, until when), and per
+  hourly cap (each action type, and the distinct devices acted on) who took a place in the last
+  hour — changed only with ETags, so two instances never both pass. A cap that refuses an action
+  writes a ``circuit-…`` row that the health check reports ("response circuit open").
 """
 
 from __future__ import annotations
@@ -162,20 +164,48 @@ class ResponseStore:
         values, _ = self._guard(f"device-{machine_id}")
         return float(values.get("until") or 0), str(values.get("owner") or "")
 
-    def take_isolation(self, event_id: str, now: float, limit: int) -> tuple[int, tuple[str, ...]]:
-        """Count this event among the last hour's isolations if there is room; (count, holders)."""
+    def take_slot(self, cap: str, holder: str, now: float, limit: int) -> bool:
+        """A place for ``holder`` among the last hour's ``cap`` (an action type, or ``devices``);
+        True when it has one (a holder that already has one keeps it: a retry is not counted twice)."""
+        key = f"cap-{cap}"
         for _ in range(5):
-            values, etag = self._guard("isolations")
+            values, etag = self._guard(key)
             recent = _last_hour(values, now)
-            holders = tuple(e for _, e in recent)
-            if event_id in holders or len(recent) >= limit:
-                return len(recent), holders
-            if self._write_guard("isolations", {"recent": json.dumps([*recent, (now, event_id)])}, etag):
-                return len(recent) + 1, (*holders, event_id)
-        recent = _last_hour(self._guard("isolations")[0], now)  # still contended: report what is there
-        return len(recent), tuple(e for _, e in recent)
+            if holder in (h for _, h in recent):
+                return True
+            if len(recent) >= limit:
+                return False
+            if self._write_guard(key, {"recent": json.dumps([*recent, (now, holder)])}, etag):
+                return True
+        return False  # still contended after five rounds: refuse rather than overshoot the cap
+
+    def trip(self, cap: str, reason: str, now: float) -> None:
+        """Remember that ``cap`` refused an action (the health check reports it for an hour)."""
+        from azure.data.tables import UpdateMode
+
+        entity = {"PartitionKey": GUARD, "RowKey": f"circuit-{cap}", "reason": reason[:500], "tripped_at": now}
+        self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def comment_state(self, alert_id: str, rule: int) -> tuple[str, int]:
+        """The last verdict commented on the alert for rule ``rule``, and the cooldown skips since."""
+        values, _ = self._guard(f"comment-{table_key(alert_id)}-{rule:02d}")
+        return str(values.get("said") or ""), int(values.get("skipped") or 0)
+
+    def set_comment_state(self, alert_id: str, rule: int, said: str, skipped: int) -> None:
+        from azure.data.tables import UpdateMode
+
+        key = f"comment-{table_key(alert_id)}-{rule:02d}"
+        entity = {"PartitionKey": GUARD, "RowKey": key, "said": said[:1000], "skipped": skipped}
+        self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def open_circuits(self, now: float) -> list[str]:
+        """The caps that refused an action in the last hour, as sentences."""
+        rows = self._table.query_entities(
+            f"PartitionKey eq '{GUARD}' and RowKey ge 'circuit-' and RowKey lt 'circuit.'", results_per_page=100
+        )
+        return [str(e.get("reason")) for e in rows if now - float(e.get("tripped_at") or 0) < 3600]
 
 
 def _last_hour(values: dict[str, Any], now: float) -> list[tuple[float, str]]:
-    """The isolations guard's (time, event) pairs of the last hour."""
+    """A cap's (time, holder) pairs of the last hour."""
     return [(float(t), str(e)) for t, e in json.loads(values.get("recent") or "[]") if now - float(t) < 3600]
