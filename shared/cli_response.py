@@ -1,4 +1,5 @@
-"""Operator commands for risk and response: ``explain``, ``rules check`` and ``rules try``.
+"""Operator commands for risk and response: ``explain``, ``rules check``, ``rules try`` and
+``response undo``.
 
 ``explain`` and ``rules try`` judge an event file as the delivery would *now* — with the pattern
 windows as they stand in storage and Defender's current view of the device when both can be
@@ -8,6 +9,7 @@ reached (each says when it could not) — and act on nothing: no window is writt
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,10 +22,10 @@ from shared.config import ConfigError
 from shared.defender.errors import DefenderError
 from shared.delivery.devicecache import identity, view_of
 from shared.delivery.patterns import Observation, PatternStore
-from shared.events import Envelope, InvalidEvents, parse_events
+from shared.events import Device, Envelope, InvalidEvents, parse_events
 from shared.facts import facts
 from shared.mapping import AlertDraft, draft_alert
-from shared.response.rules import RulesError, describe_plan, load_rules
+from shared.response.rules import RulesError, describe_plan, load_rules, setting_warnings
 from shared.response.situation import situation
 from shared.risk import Assessment, DeviceView, Patterns, assess, load_config
 
@@ -120,7 +122,10 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     print(f"  limits: {rules.limits.max_isolations_per_hour} isolation(s) an hour, "
           f"{rules.limits.device_cooldown_minutes} min cooldown per device")  # fmt: skip
     for permission, names in sorted(rules.permissions().items()):
-        print(f"  needs {permission} (for {', '.join(names)})")
+        print(f"  needs {permission} (for {', '.join(names)}): `test-connection` checks that it is granted")
+    settings_from_local()
+    for warning in setting_warnings(rules, os.environ):
+        print(f"  ⚠ {warning}")
     return 0
 
 
@@ -146,6 +151,38 @@ def cmd_rules_try(args: argparse.Namespace) -> int:
     return 0
 
 
+def _machine_of(name: str) -> tuple[str | None, str]:
+    """The machine a host name or FQDN names (the same resolution as delivery), or why not."""
+    device = Device(fqdn=name) if "." in name.strip(".") else Device(hostname=name)
+    now = datetime.now(UTC)
+    machine, why = devices.resolve(device, wiring.defender_client(), when=now, now=now)
+    return (str(machine["id"]), why) if machine else (None, why)
+
+
+def cmd_response_undo(args: argparse.Namespace) -> int:
+    """Release what response did, by machine action id or by device; paced, audited, idempotent."""
+    settings_from_local()
+    try:
+        releaser = wiring.releaser()
+        if args.action:
+            said = releaser.by_action(args.action)
+        else:
+            machine, why = _machine_of(args.device)
+            if machine is None:
+                print(f"✗ device {args.device}: {why}", file=sys.stderr)
+                return 1
+            said = releaser.by_machine(machine)
+    except LookupError as exc:
+        print(f"✗ {exc.args[0]}", file=sys.stderr)
+        return 1
+    except (DefenderError, ConfigError) as exc:
+        print(f"✗ {exc}", file=sys.stderr)
+        return 2
+    for line in said:
+        print(f"  {line}")
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     e = sub.add_parser("explain", help="the combined risk score an event would get now, factor by factor")
     e.add_argument("event", help="a Noxys event (JSON)")
@@ -159,3 +196,10 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("file")
     t.add_argument("event")
     t.set_defaults(run=cmd_rules_try)
+    resp = sub.add_parser("response", help="automated response: undo what it did")
+    rverbs = resp.add_subparsers(dest="verb", required=True, metavar="VERB")
+    u = rverbs.add_parser("undo", help="release isolation, lift restriction, remove the tag, delete the indicator")
+    which = u.add_mutually_exclusive_group(required=True)
+    which.add_argument("--action", help="the Defender machine action id (as status and the audit trail show it)")
+    which.add_argument("--device", help="a host name or FQDN: everything still in force on that device")
+    u.set_defaults(run=cmd_response_undo)

@@ -43,6 +43,7 @@ from shared.response.files import log_problems, risk_or_defaults, rules_or_off
 from shared.response.rules import RulesFile
 from shared.response.store import ResponseStore
 from shared.response.ticket import HttpTickets
+from shared.response.undo import Releaser
 from shared.secrets import SecretStore, build_store
 from shared.status import StatusDeps
 
@@ -327,6 +328,17 @@ def _responder(rules: RulesFile) -> Responder:
             tickets=tickets,
             max_age=timedelta(hours=s.max_event_age_hours),
         )
+    )
+
+
+def releaser() -> Releaser:
+    """Undo and the hourly releases: the same paced, audited client and action rows as response."""
+    return Releaser(
+        defender_client(),
+        ResponseStore(table("Responses")),
+        audit().record,
+        lambda: clock().now(),
+        settings().release_on_false_positive,
     )
 
 

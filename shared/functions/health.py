@@ -29,8 +29,11 @@ def release_held() -> int:
 
 @bp.timer_trigger(arg_name="timer", schedule="%HEALTH_SCHEDULE%", run_on_startup=False)
 def health_check(timer: func.TimerRequest) -> None:
+    from azure.core.exceptions import AzureError
+
     from shared import jobs, status, wiring
     from shared.config import ConfigError
+    from shared.defender.errors import DefenderError
 
     if timer.past_due:
         log.info("health: timer is past due; running now")
@@ -38,6 +41,11 @@ def health_check(timer: func.TimerRequest) -> None:
         status.run_health_check(wiring.status_deps())
     except ConfigError as exc:
         log.error("health: %s", exc)
+    try:  # release_after_hours and FalsePositive releases (paced; the next hour picks up the rest)
+        if wiring.settings().response_rules_file:
+            wiring.releaser().sweep()
+    except (ConfigError, DefenderError, AzureError) as exc:  # tried again next hour; housekeeping goes on
+        log.error("health: response releases not done: %s", exc)
     try:
         now = wiring.clock().now()
         jobs.purge_audit(wiring.audit(), now, wiring.settings().audit_retention_days)

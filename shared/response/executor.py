@@ -62,7 +62,7 @@ class ResponseApi(Protocol):
     def machine_action(self, machine_id: str, segment: str, body: dict[str, Any]) -> dict[str, Any]: ...
     def list_machine_actions(self, odata_filter: str) -> list[dict[str, Any]]: ...
     def get_machine_action(self, action_id: str) -> dict[str, Any]: ...
-    def tag_machine(self, machine_id: str, tag: str) -> dict[str, Any]: ...
+    def tag_machine(self, machine_id: str, tag: str, action: str = "Add") -> dict[str, Any]: ...
     def add_indicator(self, indicator: dict[str, Any]) -> dict[str, Any]: ...
     def comment_alert(self, alert_id: str, comment: str) -> dict[str, Any]: ...
 
@@ -166,7 +166,9 @@ class Responder:
             return [f"{rule.name}: device excluded by tag {tag}"]
         now = self.deps.now().timestamp()
         guard = self._guard(task, rule, now)
-        said = [self._action(task, i, j, rule, action, guard, fresh, s, now) for j, action in enumerate(rule.then)]
+        said = [
+            self._action(task, i, j, rule, action, guard, fresh, s, now, alert_id) for j, action in enumerate(rule.then)
+        ]
         if alert_id:
             self._comment(task, i, rule, alert_id, said)
         return [f"{rule.name}: " + "; ".join(x.text for x in said)]
@@ -239,10 +241,11 @@ class Responder:
         fresh: Fresh,
         s: r.Situation,
         now: float,
+        alert_id: str | None,
     ) -> Said:
         what = r.describe(action)
         row = ActionRow(task.event_id, f"r{i:02d}a{j:02d}", rule.name, action.action, machine_id=task.machine_id)
-        row.at, row.dry_run = now, rule.dry_run
+        row.at, row.dry_run, row.alert_id = now, rule.dry_run, alert_id or ""
         row, fresh_row = self.deps.store.claim(row)
         if row.final or row.state == "sent":
             return Said(f"{what}: {row.state}{' ' + row.detail if row.detail else ''} (already recorded)", row.state)
@@ -299,15 +302,19 @@ class Responder:
     def _send(self, task: ResponseTask, action: r.Action, row: ActionRow, what: str, domain: str) -> Said:
         comment = f"Noxys response rule '{row.rule}' (event {task.event_id})"
         try:
-            done = self._call(task, action, comment, domain)
+            done, row.undo = self._call(task, action, comment, domain)
         except DefenderError as exc:
             if exc.transient:
                 raise  # the task is retried; the row stays 'intended' and is checked first
+            if exc.code == "ActiveRequestAlreadyExists" and (adopted := self._adopt(task, action, row)):
+                return Said(adopted, "sent")  # a duplicate of this task sent it a moment ago: the same action
             row.state, row.detail = "error", f"{exc.status} {exc.code}"
             self._settle(task, row)
             return Said(f"{what}: refused ({exc.status} {exc.code})", row.state, row.detail)
         if action.action in SEGMENT:
             row.state, row.action_id = "sent", done
+            hours = getattr(action, "release_after_hours", None)
+            row.release_at = self.deps.now().timestamp() + hours * 3600 if hours else 0.0
             self.deps.store.save(row)
             self._record(task, row.rule, row.action, f"sent, action {done}", "sent")
             self._follow(task, row)
@@ -316,21 +323,22 @@ class Responder:
         self._settle(task, row)
         return Said(f"{what}: done{' (' + done + ')' if done else ''}", "done")
 
-    def _call(self, task: ResponseTask, action: r.Action, comment: str, domain: str) -> str:
+    def _call(self, task: ResponseTask, action: r.Action, comment: str, domain: str) -> tuple[str, str]:
+        """Send it: (what Defender answered, what undoing it needs besides the action's own id)."""
         api = self.deps.api
         match action:
             case r.Isolate() | r.AvScan() | r.RestrictAppExecution() | r.CollectInvestigationPackage():
                 body = {"Comment": comment, **_options(action)}
-                return str(api.machine_action(task.machine_id, SEGMENT[action.action], body)["id"])
+                return str(api.machine_action(task.machine_id, SEGMENT[action.action], body)["id"]), ""
             case r.TagDevice():
                 api.tag_machine(task.machine_id, action.tag)
-                return ""
+                return "", f"tag:{action.tag}"
             case r.BlockDomain():
                 return self._indicator(domain, action, comment)
             case _:
-                return self._ticket(task, comment)
+                return self._ticket(task, comment), ""
 
-    def _indicator(self, domain: str, action: r.BlockDomain, comment: str) -> str:
+    def _indicator(self, domain: str, action: r.BlockDomain, comment: str) -> tuple[str, str]:
         """``domain`` is what :func:`shared.response.rules.block_target` allowed, never the event's own host."""
         expires = self.deps.now() + timedelta(hours=action.expires_after_hours)
         found = self.deps.api.add_indicator(
@@ -345,7 +353,8 @@ class Responder:
                 "generateAlert": False,
             }
         )
-        return f"indicator {found.get('id', '?')} on {domain} until {expires:%Y-%m-%dT%H:%M:%SZ}"
+        said = f"indicator {found.get('id', '?')} on {domain} until {expires:%Y-%m-%dT%H:%M:%SZ}"
+        return said, f"indicator:{found['id']}" if found.get("id") else ""
 
     def _ticket(self, task: ResponseTask, comment: str) -> str:
         if self.deps.tickets is None:

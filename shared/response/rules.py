@@ -12,6 +12,7 @@ the executor (``shared.response.executor``) only reads, reserves and sends.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -412,6 +413,25 @@ def describe(action: Action) -> str:
             return "restrict app execution" + _release(action.release_after_hours)
         case _:
             return "collect an investigation package"
+
+
+def setting_warnings(rules: RulesFile, env: Mapping[str, str]) -> list[str]:
+    """``rules check``: each action whose setting is missing, so the live run does not find out
+    (``400 TicketNotConfigured``), and what ``block_domain`` will refuse to block."""
+    out = []
+    for rule in rules.rules:
+        kinds = {a.action for a in rule.then}
+        if "ticket" in kinds and not env.get("TICKET_URL"):
+            out.append(f"rule '{rule.name}': ticket, but TICKET_URL is not set (it would fail: TicketNotConfigured)")
+        elif "ticket" in kinds and not (env.get("TICKET_SIGNING_SECRET") or env.get("KEY_VAULT_URL")):
+            out.append(f"rule '{rule.name}': ticket, but no signing secret (TICKET_SIGNING_SECRET or Key Vault)")
+        unknown = [p for p in rule.when.platforms if p.lower() not in PLATFORMS]
+        if "block_domain" in kinds and (unknown or not rule.when.platforms) and not rules.allowed_block_domains:
+            out.append(
+                f"rule '{rule.name}': block_domain acts only on catalogued platforms' domains here; "
+                "list others in allowed_block_domains"
+            )
+    return out
 
 
 def describe_plan(rules: RulesFile, s: Situation) -> list[str]:

@@ -35,10 +35,19 @@ class ActionRow:
     detail: str = ""
     at: float = 0.0
     dry_run: bool = False
+    alert_id: str = ""  # the alert the action was taken for (the false-positive release reads it)
+    undo: str = ""  # what undoing needs besides the action: "tag:NoxysRisk", "indicator:42"
+    release_at: float = 0.0  # release_after_hours: when the hourly sweep releases it (0: never)
+    released: str = ""  # how and when it was released (empty: still in force)
 
     @property
     def final(self) -> bool:
         return self.state in FINAL_STATES
+
+    @property
+    def in_force(self) -> bool:
+        """Sent or done live, and not released: what undo and the releases act on."""
+        return not self.dry_run and not self.released and self.state in ("sent", "Succeeded", "done")
 
 
 def _row(e: Any, event_id: str) -> ActionRow:
@@ -53,6 +62,10 @@ def _row(e: Any, event_id: str) -> ActionRow:
         str(e.get("detail") or ""),
         float(e.get("at") or 0),
         bool(e.get("dry_run")),
+        str(e.get("alert_id") or ""),
+        str(e.get("undo") or ""),
+        float(e.get("release_at") or 0),
+        str(e.get("released") or ""),
     )
 
 
@@ -98,7 +111,18 @@ class ResponseStore:
             "detail": row.detail[:1000],
             "at": row.at,
             "dry_run": row.dry_run,
+            "alert_id": row.alert_id,
+            "undo": row.undo,
+            "release_at": row.release_at,
+            "released": row.released[:500],
         }
+
+    def find(self, query: str, parameters: dict[str, Any]) -> list[ActionRow]:
+        """Action rows matching an OData filter (values passed as parameters, never quoted by hand)."""
+        rows = self._table.query_entities(
+            f"({query}) and PartitionKey ne '{GUARD}'", parameters=parameters, results_per_page=1000
+        )
+        return [_row(e, str(e.get("event_id") or "")) for e in rows]
 
     def between(self, since: float, until: float) -> list[dict[str, Any]]:
         """The action rows (comments and guards left out) recorded in [since, until), for reports."""
