@@ -27,6 +27,7 @@ from shared.facts import facts
 from shared.mapping import AlertDraft, draft_alert
 from shared.response.rules import RulesError, describe_plan, load_rules, setting_warnings
 from shared.response.situation import situation
+from shared.response.undo import UnknownAction
 from shared.risk import Assessment, DeviceView, Patterns, assess, load_config
 
 
@@ -172,8 +173,8 @@ def cmd_response_undo(args: argparse.Namespace) -> int:
                 print(f"✗ device {args.device}: {why}", file=sys.stderr)
                 return 1
             said = releaser.by_machine(machine)
-    except LookupError as exc:
-        print(f"✗ {exc.args[0]}", file=sys.stderr)
+    except UnknownAction as exc:
+        print(f"✗ {exc}", file=sys.stderr)
         return 1
     except (DefenderError, ConfigError) as exc:
         print(f"✗ {exc}", file=sys.stderr)

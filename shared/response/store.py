@@ -118,9 +118,10 @@ class ResponseStore:
         }
 
     def find(self, query: str, parameters: dict[str, Any]) -> list[ActionRow]:
-        """Action rows matching an OData filter (values passed as parameters, never quoted by hand)."""
+        """Action rows matching an OData filter (values passed as parameters, never quoted by hand;
+        the SDK substitutes a ``@name`` only as a whole word, so no parenthesis may touch one)."""
         rows = self._table.query_entities(
-            f"({query}) and PartitionKey ne '{GUARD}'", parameters=parameters, results_per_page=1000
+            f"PartitionKey ne '{GUARD}' and {query}", parameters=parameters, results_per_page=1000
         )
         return [_row(e, str(e.get("event_id") or "")) for e in rows]
 

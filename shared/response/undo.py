@@ -28,6 +28,10 @@ UNDOABLE = frozenset({*RELEASE, "tag_device", "block_domain"})
 SWEEP_DAYS = 7  # the false-positive and timed releases look this far back
 
 
+class UnknownAction(Exception):
+    """No action row carries the machine action id an operator gave."""
+
+
 class UndoApi(Protocol):
     def machine_action(self, machine_id: str, segment: str, body: dict[str, Any]) -> dict[str, Any]: ...
     def tag_machine(self, machine_id: str, tag: str, action: str = "Add") -> dict[str, Any]: ...
@@ -50,7 +54,7 @@ class Releaser:
         """Release the action Defender knows by ``action_id`` (as status and the audit trail show it)."""
         rows = self.store.find("action_id eq @id", {"id": action_id})
         if not rows:
-            raise LookupError(f"no response action {action_id} in the Responses table")
+            raise UnknownAction(f"no response action {action_id} in the Responses table")
         return [self.release(row, "undo --action") for row in rows]
 
     def by_machine(self, machine_id: str) -> list[str]:
