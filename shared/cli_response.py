@@ -25,7 +25,7 @@ from shared.delivery.patterns import Observation, PatternStore
 from shared.events import Device, Envelope, InvalidEvents, parse_events
 from shared.facts import facts
 from shared.mapping import AlertDraft, draft_alert
-from shared.response.rules import RulesError, describe_plan, load_rules, setting_warnings
+from shared.response.rules import PerHour, RulesError, describe_plan, load_rules, setting_warnings
 from shared.response.situation import situation
 from shared.response.undo import UnknownAction
 from shared.risk import Assessment, DeviceView, Patterns, assess, load_config
@@ -120,7 +120,8 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     assert rules is not None
     live = [r.name for r in rules.rules if not r.dry_run]
     print(f"✓ {args.file}: {len(rules.rules)} rule(s), {len(live)} live, {len(rules.rules) - len(live)} dry run")
-    print(f"  limits: {rules.limits.max_isolations_per_hour} isolation(s) an hour, "
+    caps = ", ".join(f"{kind} {rules.limits.cap(kind)}" for kind in PerHour.model_fields)
+    print(f"  limits an hour, across all instances: {caps}; {rules.limits.max_devices_per_hour} distinct device(s); "
           f"{rules.limits.device_cooldown_minutes} min cooldown per device")  # fmt: skip
     for permission, names in sorted(rules.permissions().items()):
         print(f"  needs {permission} (for {', '.join(names)}): `test-connection` checks that it is granted")
