@@ -385,7 +385,7 @@ def explain(snapshot: dict[str, Any]) -> list[Finding]:
     counters = snapshot.get("counters", {})
     health = snapshot.get("health") or {}
     # first: a configuration problem or an open response circuit, named (not blamed on quotas)
-    live = list(snapshot.get("config_problems") or [])
+    live = [*(snapshot.get("config_problems") or []), *((snapshot.get("response") or {}).get("circuits") or [])]
     out = [Finding(RESPONSE, line) for line in dict.fromkeys([*live, *(health.get("problems") or [])])]
     out += [f for rule in RULES if (f := rule(snapshot, counters)) is not None]
     for problem in (health.get("connection") or {}).get("problems", []):

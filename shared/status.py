@@ -176,6 +176,7 @@ def run_health_check(deps: StatusDeps) -> dict[str, Any]:
     record["problems"] = _response_problems(deps, now)
     for line in record["problems"]:
         log.error("health: %s", line)
+    record["ok"] = bool(record["connection"].get("ok")) and not record["problems"]
     record["queues"] = _queue_stats(deps)
     record["tables"] = _table_stats(deps)
     record["correlation"] = _correlation(deps, now)
@@ -278,7 +279,9 @@ def _response_stats(deps: StatusDeps, now: datetime) -> dict[str, Any]:
     live = [r.name for r in rules.rules if not r.dry_run]
     out: dict[str, Any] = {"configured": True, "rules": len(rules.rules), "live": live}
     try:
-        out |= ResponseStore(deps.table("Responses")).recent((now - timedelta(hours=24)).timestamp())
+        store = ResponseStore(deps.table("Responses"))
+        out |= store.recent((now - timedelta(hours=24)).timestamp())
+        out["circuits"] = store.open_circuits(now.timestamp())
     except Exception as exc:  # status must still answer when the table is unreachable
         out["table_error"] = exc.__class__.__name__
     return out
@@ -308,6 +311,7 @@ def _render_response(r: dict[str, Any]) -> list[str]:
     if done:
         lines.append("    actions: " + ", ".join(f"{k} {v}" for k, v in done.items()))
     lines += [f"    ! {f}" for f in r.get("failures") or []]
+    lines += [f"    ! {c}" for c in r.get("circuits") or []]
     return lines
 
 

@@ -161,9 +161,13 @@ def test_one_request_on_many_devices_stops_at_the_hourly_caps_and_alerts_still_f
     skipped = _skipped(env)
     assert "response circuit open: hourly cap on isolate reached (1, max_per_hour.isolate)" in skipped
     assert any("2 distinct device(s) acted on in the last hour" in s for s in skipped)
-    assert main(["status", "--check"]) == 0
+    assert main(["status"]) == 0  # live, before any health check
     out = capsys.readouterr().out
+    assert "    ! response circuit open: hourly cap on isolate reached" in out
     assert "[configuration and automated response] response circuit open" in out
+    assert main(["status", "--check"]) == 0
+    record = json.loads(next(iter(env.table("Health").list_entities()))["record"])
+    assert any(p.startswith("response circuit open") for p in record["problems"]) and record["ok"] is False
 
 
 def test_caps_hold_across_instances(env: Env, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -276,6 +280,8 @@ def test_a_missing_broken_or_hostile_rules_file_leaves_every_alert_delivered(
     lead = out.splitlines()[1]
     assert lead.startswith(f"  ! CONFIGURATION: RESPONSE_RULES_FILE: {path}") and "automated response is OFF" in lead
     assert "[configuration and automated response] RESPONSE_RULES_FILE" in out
+    (record,) = [json.loads(e["record"]) for e in env.table("Health").list_entities()]
+    assert record["ok"] is False and record["problems"][0].startswith(f"RESPONSE_RULES_FILE: {path}")
     assert main(["test-connection"]) == 0  # the alert path works; the file is a warning
     assert f"⚠ RESPONSE_RULES_FILE: {path}" in capsys.readouterr().out
 
