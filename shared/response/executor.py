@@ -156,16 +156,17 @@ class Responder:
         self.deps.send(task.model_copy(update={"attempt": task.attempt + 1}).to_text(), delay)
 
     def _rule(self, task: ResponseTask, i: int, rule: r.Rule, s: r.Situation, alert_id: str | None) -> list[str]:
-        tag = r.excluded_by(rule, s)
+        tag = r.excluded_by(rule, s)  # the cached view first: an excluded device costs no call at all
+        now = self.deps.now().timestamp()
+        guard = r.Guard() if tag else self._guard(task, rule, now)
         fresh = Fresh()
-        if not tag and not rule.dry_run and any(a.action in DEVICE_ACTIONS for a in rule.then):
+        cooling = guard.holds_off(task.event_id, now)  # every action skipped anyway: no need to read
+        if not tag and not rule.dry_run and not cooling and any(a.action in DEVICE_ACTIONS for a in rule.then):
             fresh = self._fresh(task, rule, s)
             tag = fresh.excluded_by
         if tag:
             self._record(task, rule.name, "excluded", f"device tag {tag}", "skipped")
             return [f"{rule.name}: device excluded by tag {tag}"]
-        now = self.deps.now().timestamp()
-        guard = self._guard(task, rule, now)
         said = [
             self._action(task, i, j, rule, action, guard, fresh, s, now, alert_id) for j, action in enumerate(rule.then)
         ]
@@ -224,6 +225,8 @@ class Responder:
         limits, store = self.deps.rules.limits, self.deps.store
         until, owner = store.take_cooldown(task.machine_id, task.event_id, now, limits.device_cooldown_minutes * 60)
         pending: dict[str, str] = {}
+        if r.Guard(until, owner).holds_off(task.event_id, now):
+            return r.Guard(until, owner)
         if any(a.action in SEGMENT for a in rule.then):  # never an action while the same one runs
             for found in self.deps.api.list_machine_actions(f"machineId eq '{task.machine_id}'"):
                 if found.get("status") in ("Pending", "InProgress"):

@@ -292,6 +292,10 @@ class Guard:
     cooldown_owner: str = ""
     pending: dict[str, str] = field(default_factory=dict)  # MachineAction type → its id
 
+    def holds_off(self, event_id: str, now: float) -> bool:
+        """Another event holds the device's cooldown: every live action of this one is skipped."""
+        return self.cooldown_until > now and self.cooldown_owner != event_id
+
 
 Verdict = Literal["send", "dry_run", "skip"]
 
@@ -300,7 +304,7 @@ def verdict(action: Action, rule: Rule, event_id: str, guard: Guard, limits: Lim
     """Send it (once its hourly cap is reserved), record it as a dry run, or skip it (and why)."""
     if rule.dry_run:
         return "dry_run", "dry run: recorded, not sent"
-    if guard.cooldown_until > now and guard.cooldown_owner != event_id:
+    if guard.holds_off(event_id, now):
         return "skip", f"device cooldown until {iso(guard.cooldown_until)} ({limits.device_cooldown_minutes} min)"
     kind = MACHINE_ACTION_TYPE.get(action.action)
     if kind and kind in guard.pending:

@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import json
+import random
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 from shared.storage import EntityTable, table_key
 
 GUARD = "guard"
+SLOT_ATTEMPTS = 20  # conditional writes of one cap row before refusing the action
 FINAL_STATES = ("Succeeded", "Failed", "TimeOut", "Cancelled", "done", "dry_run", "skipped", "error")
 
 
@@ -193,7 +196,7 @@ class ResponseStore:
         """A place for ``holder`` among the last hour's ``cap`` (an action type, or ``devices``);
         True when it has one (a holder that already has one keeps it: a retry is not counted twice)."""
         key = f"cap-{cap}"
-        for _ in range(5):
+        for attempt in range(SLOT_ATTEMPTS):
             values, etag = self._guard(key)
             recent = _last_hour(values, now)
             if holder in (h for _, h in recent):
@@ -202,7 +205,9 @@ class ResponseStore:
                 return False
             if self._write_guard(key, {"recent": json.dumps([*recent, (now, holder)])}, etag):
                 return True
-        return False  # still contended after five rounds: refuse rather than overshoot the cap
+            if attempt >= 2:  # instances racing for one cap row stop colliding in lockstep
+                time.sleep(random.uniform(0, min(0.04, 0.002 * attempt)))  # noqa: S311 - jitter, not security
+        return False  # still contended: refuse rather than overshoot the cap
 
     def trip(self, cap: str, reason: str, now: float) -> None:
         """Remember that ``cap`` refused an action (the health check reports it for an hour)."""

@@ -199,9 +199,10 @@ def test_caps_hold_across_instances(env: Env, emulator: EmulatorServer, monkeypa
     with ThreadPoolExecutor(6) as pool:
         list(pool.map(lambda i: instances[i % 3].handle(task(i)), range(12)))
     isolations = [a for a in emulator.state.response.actions if a["type"] == "Isolate"]
-    assert len(isolations) == 2  # twelve events, three instances at once, one cap
-    refused = [d for d in _skipped(env) if d.startswith("response circuit open")]
-    assert len(refused) + len(_skipped(env)) >= 10 - 2  # every other event was refused or found it pending
+    assert 1 <= len(isolations) <= 2  # twelve events, three instances at once, one cap (a refusal under
+    # contention errs on the safe side: fewer, never more)
+    assert len({a["machineId"] for a in isolations}) == len(isolations)
+    assert any(d.startswith("response circuit open: hourly cap on isolate reached (2") for d in _skipped(env))
 
 
 # ---------------------------------------------------------------------- item 4: fresh protection
