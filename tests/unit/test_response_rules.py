@@ -4,9 +4,11 @@ or say why not, exclusions, and each guardrail's verdict."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from shared.response.files import start_warnings
 from shared.response.rules import (
     Guard,
     Limits,
@@ -221,3 +223,17 @@ def test_servers_and_high_value_devices_are_protected_unless_the_rule_allows_it(
     assert "high value" in str(protected(rule, MACHINE | {"deviceValue": "High"}))
     assert "server (WindowsServer2022)" in str(protected(rule, MACHINE | {"osPlatform": "WindowsServer2022"}))
     assert protected(allowed, MACHINE | {"deviceValue": "High", "osPlatform": "WindowsServer2022"}) is None
+
+
+def test_command_1_names_a_bad_file_before_anything_runs(tmp_path: Path) -> None:
+    bad = tmp_path / "rules.json"
+    bad.write_text('{"rules": [], "rules": []}')
+    risk = tmp_path / "missing-risk.json"
+    said = start_warnings({"RESPONSE_RULES_FILE": str(bad), "RISK_CONFIG_FILE": str(risk)})
+    assert said == [
+        f"⚠ RESPONSE_RULES_FILE: {bad}: duplicate key 'rules' (one of the two values would be silently ignored)"
+        " — automated response is OFF; alerts are delivered as usual",
+        f"⚠ RISK_CONFIG_FILE: {risk} cannot be read (No such file or directory)"
+        " — the combined risk score uses the default weights",
+    ]
+    assert start_warnings({"RESPONSE_RULES_FILE": str(ROOT / "samples" / "response-rules.json")}) == []
