@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.functions.timer import TimerRequest
 
 from shared import wiring
 from shared.cli import main
 from shared.delivery.devicecache import DeviceCache
 from shared.delivery.message import ResponseTask
 from shared.events import Device
+from shared.functions.health import health_check
 from shared.response.executor import Responder, ResponseDeps
 from shared.response.rules import Situation, parse_rules
 from shared.response.store import ResponseStore
@@ -30,6 +32,7 @@ from tools.emulator.server import EmulatorServer
 from tools.simulation import Arrival, Simulation
 
 pytestmark = pytest.mark.integration
+hourly_timer = health_check.build().get_user_function()
 ERIN = "9ad94d52f0b59be1125d148951f4601c1a8c39ae"
 GINA = "76000e420d9dceac9bd20a575b4b3676fedaf160"
 FQDN = {
@@ -374,8 +377,10 @@ def test_a_false_positive_and_release_after_hours_are_released_by_the_hourly_swe
     assert wiring.releaser().sweep() == []  # nothing due, no analyst verdict yet
     dave_alert = next(a for a in emulator.state.alerts if a["machineId"] == DAVE)
     emulator.state.update_alert(dave_alert["id"], {"status": "Resolved", "classification": "FalsePositive"})
-    released = wiring.releaser().sweep()
-    assert len(released) == 2 and _kinds(emulator, DAVE)[-2:] == ["Unisolate", "UnrestrictCodeExecution"]
+    hourly_timer(TimerRequest(past_due=False))  # the health timer reads the verdict back
+    assert _kinds(emulator, DAVE)[-2:] == ["Unisolate", "UnrestrictCodeExecution"]
+    undone = [e for e in env.table("Audit").list_entities() if str(e["method"]).startswith("UNDO_")]
+    assert len(undone) == 2 and all("classified FalsePositive" in str(e["path"]) for e in undone)
     assert any("classified FalsePositive" in c["comment"] for c in dave_alert["comments"])
     sim.clock.set(sim.clock.now() + timedelta(hours=3))
     assert len(wiring.releaser().sweep()) == 1  # Alice's isolation, after its 2 h; her restriction stays
