@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from azure.core.exceptions import ClientAuthenticationError
+
 from shared import devices, wiring
 from shared.cli_env import defender_problem, settings_from_local, storage_problem
 from shared.config import ConfigError
@@ -24,11 +26,21 @@ from shared.delivery.devicecache import identity, view_of
 from shared.delivery.patterns import Observation, PatternStore
 from shared.events import Device, Envelope, InvalidEvents, parse_events
 from shared.facts import facts
+from shared.health import roles_of
 from shared.mapping import AlertDraft, draft_alert
-from shared.response.rules import PerHour, RulesError, describe_plan, load_rules, setting_warnings
+from shared.response.rules import (
+    PerHour,
+    RulesError,
+    RulesFile,
+    describe_plan,
+    load_rules,
+    permission_warnings,
+    setting_warnings,
+)
 from shared.response.situation import situation
 from shared.response.undo import UnknownAction
 from shared.risk import Assessment, DeviceView, Patterns, assess, load_config
+from shared.secrets import VaultUnavailable
 
 
 @dataclass
@@ -126,9 +138,22 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     for permission, names in sorted(rules.permissions().items()):
         print(f"  needs {permission} (for {', '.join(names)}): `test-connection` checks that it is granted")
     settings_from_local()
-    for warning in setting_warnings(rules, os.environ):
+    for warning in setting_warnings(rules, os.environ) + _permission_warnings(rules):
         print(f"  ⚠ {warning}")
     return 0
+
+
+def _permission_warnings(rules: RulesFile) -> list[str]:
+    """What the app's own token says it is granted, against what the rules' actions need."""
+    problem = defender_problem()
+    if problem is None:
+        try:
+            token = wiring.credential().get_token(wiring.settings().defender_scope).token
+        except (ClientAuthenticationError, VaultUnavailable, ConfigError) as exc:
+            problem = f"no token ({str(exc)[:160]})"
+        else:
+            return permission_warnings(rules, set(roles_of(token)))
+    return [f"permissions not checked: {problem}; `test-connection` checks them"]
 
 
 def cmd_rules_try(args: argparse.Namespace) -> int:

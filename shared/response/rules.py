@@ -438,6 +438,20 @@ def setting_warnings(rules: RulesFile, env: Mapping[str, str]) -> list[str]:
     return out
 
 
+def permission_warnings(rules: RulesFile, granted: set[str]) -> list[str]:
+    """``rules check``: each action (of a live rule, or of a dry run one edit away from live)
+    whose permission the app is not granted."""
+    out = []
+    for rule in rules.rules:
+        mode = "dry run" if rule.dry_run else "live"
+        for kind in dict.fromkeys(a.action for a in rule.then if a.action in PERMISSION):
+            if PERMISSION[kind] not in granted:
+                out.append(
+                    f"rule '{rule.name}' ({mode}): {kind} needs {PERMISSION[kind]}, which the app is not granted"
+                )
+    return out
+
+
 def describe_plan(rules: RulesFile, s: Situation) -> list[str]:
     """``rules try``: which rules fire for a situation and what each would do, acting on nothing."""
     out = []

@@ -321,12 +321,29 @@ def test_a_ticket_relay_redirect_is_a_failure_never_followed(
     assert [c for c in emulator.state.calls if "followed" in c["path"]] == []
 
 
-def test_rules_check_warns_about_a_ticket_without_its_setting(
-    env: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_rules_check_warns_about_every_missing_setting_and_permission(
+    env: Env, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
     monkeypatch.delenv("TICKET_URL", raising=False)
-    assert main(["rules", "check", str(_rules(tmp_path, [{"action": "ticket"}]))]) == 0
-    assert "⚠ rule 'adversarial': ticket, but TICKET_URL is not set" in capsys.readouterr().out
+    app = emulator.state.clients[(next(iter(emulator.state.tenants)), env.values["DEFENDER_CLIENT_ID"])]
+    app.roles = [r for r in app.roles if r not in ("Machine.Isolate", "Ti.ReadWrite.All")]
+    wiring.reset()
+    then = [
+        {"action": "isolate"},
+        {"action": "block_domain"},
+        {"action": "tag_device", "tag": "T"},
+        {"action": "ticket"},
+    ]
+    assert main(["rules", "check", str(_rules(tmp_path, then, rule={"dry_run": True}))]) == 0
+    warned = [line for line in capsys.readouterr().out.splitlines() if "⚠" in line]
+    assert warned == [
+        "  ⚠ rule 'adversarial': ticket, but TICKET_URL is not set (it would fail: TicketNotConfigured)",
+        "  ⚠ rule 'adversarial': block_domain acts only on catalogued platforms' domains here; "
+        "list others in allowed_block_domains",
+        "  ⚠ rule 'adversarial' (dry run): isolate needs Machine.Isolate, which the app is not granted",
+        "  ⚠ rule 'adversarial' (dry run): block_domain needs Ti.ReadWrite.All, which the app is not granted",
+    ]
 
 
 # ---------------------------------------------------------------------- item 9: comments
