@@ -28,6 +28,7 @@ from shared.events import Device, Envelope, InvalidEvents, parse_events
 from shared.facts import facts
 from shared.health import roles_of
 from shared.mapping import AlertDraft, draft_alert
+from shared.response.files import risk_or_defaults
 from shared.response.rules import (
     PerHour,
     RulesError,
@@ -39,7 +40,7 @@ from shared.response.rules import (
 )
 from shared.response.situation import situation
 from shared.response.undo import UnknownAction
-from shared.risk import Assessment, DeviceView, Patterns, assess, load_config
+from shared.risk import Assessment, DeviceView, Patterns, assess
 from shared.secrets import VaultUnavailable
 
 
@@ -101,7 +102,9 @@ def analyse(path: str) -> Analysis:
     notes: list[str] = []
     draft = draft_alert(event)
     patterns, view = _patterns(event, notes), _device(event, notes)
-    cfg = load_config(wiring.settings().risk_config_file)
+    cfg, problem = risk_or_defaults(wiring.settings())  # as delivery scores: the defaults, said so
+    if problem:
+        notes.append(problem.line())
     found = assess(event, patterns, view, cfg, base=draft.severity, now=event.occurred_at.timestamp())
     return Analysis(event, draft, found, view, patterns, notes)
 

@@ -304,6 +304,10 @@ def test_a_hostile_risk_file_scores_with_the_defaults_and_says_so(
     assert lines and all(re.match(r"Combined risk (0\.\d\d|1\.00) = Noxys", line) for line in lines)
     assert main(["status"]) == 0
     assert "RISK_CONFIG_FILE" in capsys.readouterr().out.splitlines()[1]
+    one = tmp_path / "event.json"
+    one.write_text(json.dumps(_event(9, "ALICE-LAPTOP", sim=sim)))
+    assert main(["explain", str(one)]) == 0  # judged with the defaults, and says why
+    assert "note: RISK_CONFIG_FILE: " in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------- item 8: tickets
