@@ -299,6 +299,17 @@ def delivery() -> Delivery:
     )
 
 
+def releaser() -> Releaser:
+    """Undo and the hourly releases: the same paced, audited client and action rows as response."""
+    return Releaser(
+        defender_client(),
+        ResponseStore(table("Responses")),
+        audit().record,
+        lambda: clock().now(),
+        settings().release_on_false_positive,
+    )
+
+
 def ticket_secret() -> str | None:
     """The ticket relay's signing secret: Key Vault (TICKET_SIGNING_SECRET_NAME) when configured,
     else the setting (local development)."""
@@ -328,17 +339,6 @@ def _responder(rules: RulesFile) -> Responder:
             tickets=tickets,
             max_age=timedelta(hours=s.max_event_age_hours),
         )
-    )
-
-
-def releaser() -> Releaser:
-    """Undo and the hourly releases: the same paced, audited client and action rows as response."""
-    return Releaser(
-        defender_client(),
-        ResponseStore(table("Responses")),
-        audit().record,
-        lambda: clock().now(),
-        settings().release_on_false_positive,
     )
 
 

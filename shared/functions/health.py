@@ -29,11 +29,8 @@ def release_held() -> int:
 
 @bp.timer_trigger(arg_name="timer", schedule="%HEALTH_SCHEDULE%", run_on_startup=False)
 def health_check(timer: func.TimerRequest) -> None:
-    from azure.core.exceptions import AzureError
-
     from shared import jobs, status, wiring
     from shared.config import ConfigError
-    from shared.defender.errors import DefenderError
 
     if timer.past_due:
         log.info("health: timer is past due; running now")
@@ -41,17 +38,17 @@ def health_check(timer: func.TimerRequest) -> None:
         status.run_health_check(wiring.status_deps())
     except ConfigError as exc:
         log.error("health: %s", exc)
-    try:  # release_after_hours and FalsePositive releases (paced; the next hour picks up the rest)
-        if wiring.settings().response_rules_file:
-            wiring.releaser().sweep()
-    except (ConfigError, DefenderError, AzureError) as exc:  # tried again next hour; housekeeping goes on
-        log.error("health: response releases not done: %s", exc)
     try:
         now = wiring.clock().now()
         jobs.purge_audit(wiring.audit(), now, wiring.settings().audit_retention_days)
         jobs.purge_state(wiring.settings(), wiring.table, now)
     except ConfigError as exc:  # housekeeping never fails the timer
         log.error("health: retention not applied: %s", exc)
+    try:  # release_after_hours and FalsePositive releases (paced; the next hour picks up the rest)
+        if wiring.settings().response_rules_file:
+            wiring.releaser().sweep_logged()
+    except ConfigError as exc:
+        log.error("health: response releases not done: %s", exc)
 
 
 @bp.timer_trigger(arg_name="timer", schedule="0 * * * * *", run_on_startup=False)

@@ -86,6 +86,20 @@ class Releaser:
                 done.append(said)
         return done
 
+    def sweep_logged(self) -> list[str]:
+        """The sweep for the hourly timer: Defender or storage trouble is logged, and what was not
+        released is tried again next hour (the rows still say it is in force)."""
+        from azure.core.exceptions import AzureError
+
+        try:
+            done = self.sweep()
+        except (DefenderError, AzureError) as exc:
+            log.error("response: releases not done, tried again next hour: %s", exc)
+            return []
+        for line in done:
+            log.info("response: %s", line)
+        return done
+
     def _classification(self, alert_id: str) -> str:
         if alert_id not in self._alerts:
             self._alerts[alert_id] = self.api.get_alert(alert_id)
