@@ -132,7 +132,8 @@ class Rule(_Strict):
     allow_servers_and_high_value: bool = False
 
 
-Cap = Annotated[int, Field(ge=0, le=10000)]
+MAX_CAP = 300  # an hour's places are one Table entity: 300 of them stay far below its 64 KiB property limit
+Cap = Annotated[int, Field(ge=0, le=MAX_CAP)]
 
 
 class PerHour(_Strict):
@@ -149,8 +150,8 @@ class PerHour(_Strict):
 
 class Limits(_Strict):
     max_per_hour: PerHour = PerHour()
-    max_devices_per_hour: int = Field(default=10, ge=0, le=10000)
-    max_isolations_per_hour: int | None = Field(default=None, ge=0, le=1000)  # older name of max_per_hour.isolate
+    max_devices_per_hour: Cap = 10
+    max_isolations_per_hour: Cap | None = None  # older name of max_per_hour.isolate
     device_cooldown_minutes: int = Field(default=60, ge=0, le=10080)
 
     def cap(self, kind: str) -> int:

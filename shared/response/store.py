@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
@@ -196,6 +197,7 @@ class ResponseStore:
         """A place for ``holder`` among the last hour's ``cap`` (an action type, or ``devices``);
         True when it has one (a holder that already has one keeps it: a retry is not counted twice)."""
         key = f"cap-{cap}"
+        holder = hashlib.sha256(holder.encode()).hexdigest()[:16]  # bounded: the row holds up to 300
         for attempt in range(SLOT_ATTEMPTS):
             values, etag = self._guard(key)
             recent = _last_hour(values, now)

@@ -407,3 +407,11 @@ def test_a_false_positive_and_release_after_hours_are_released_by_the_hourly_swe
     assert len(wiring.releaser().sweep()) == 1  # Alice's isolation, after its 2 h; her restriction stays
     assert "Unisolate" in _kinds(emulator, ALICE) and "UnrestrictCodeExecution" not in _kinds(emulator, ALICE)
     assert wiring.releaser().sweep() == []  # released once
+
+
+def test_a_full_cap_row_fits_one_table_entity(env: Env) -> None:
+    store, now = ResponseStore(wiring.table("Responses")), 1_774_000_000.0
+    holder = "evt_" + "x" * 200  # the longest event ids, each with its action row's key
+    assert all(store.take_slot("ticket", f"{holder}{i}/r00a00", now + i, 300) for i in range(300))
+    assert not store.take_slot("ticket", "one more", now + 301, 300)  # refused by the cap, not by storage
+    assert store.take_slot("ticket", "one more", now + 3600, 300)  # an hour on, the first place is free
