@@ -1,13 +1,20 @@
 """Automated response rules (pure): the file's shape, its validation, which rules an event meets,
 and the guardrails' verdict on each action.
 
-A rules file (``RESPONSE_RULES_FILE``, JSON) is validated whole before anything runs: one wrong
-field refuses the file with the field's path (``rules[2].then[0].isolation_type``), so a rule is
-never half-applied. Every rule is a **dry run** unless it says ``"dry_run": false``: the would-be
-actions are recorded and written on the alert, and nothing is sent. The guardrails — device-tag
-exclusions, a per-device cooldown, an hourly cap on isolations across all instances, and never an
-action while the same one is pending on the device — are decided here from what the executor read;
-the executor (``shared.response.executor``) only reads, reserves and sends.
+A rules file (``RESPONSE_RULES_FILE``, JSON) is validated whole and strictly before anything runs
+(:mod:`shared.configfile`: ``"false"`` is not a boolean, NaN not a number, a duplicated key is an
+error): one wrong field refuses the file with the field's path
+(``rules[2].then[0].isolation_type``), so a rule is never half-applied — and response is then off,
+never the alerts (:mod:`shared.response.files`). Every rule is a **dry run** unless it says
+``"dry_run": false``: the would-be actions are recorded and written on the alert, and nothing is
+sent.
+
+The guardrails are decided here, from what the executor read (``shared.response.executor`` only
+reads, reserves and sends): device-tag exclusions, a per-device cooldown, never an action while the
+same one is pending; and the trust boundaries, because an event is authentic but not
+authoritative — what ``block_domain`` may block (:func:`block_target`), which machines a
+destructive action may touch (:func:`protected`) and how surely the event names one
+(:func:`identity_proof`). The hourly caps' sentences are here too (:func:`cap_reason`).
 """
 
 from __future__ import annotations
