@@ -311,6 +311,7 @@ def _render_response(r: dict[str, Any]) -> list[str]:
     if done:
         lines.append("    actions: " + ", ".join(f"{k} {v}" for k, v in done.items()))
     lines += [f"    ! {f}" for f in r.get("failures") or []]
+    lines += [f"    in force (`response undo --action ID`): {a}" for a in r.get("in_force") or []]
     lines += [f"    ! {c}" for c in r.get("circuits") or []]
     return lines
 

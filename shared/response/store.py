@@ -139,6 +139,7 @@ class ResponseStore:
         rows = self._table.query_entities(f"at ge {since:.3f} and PartitionKey ne '{GUARD}'", results_per_page=1000)
         counts: Counter[str] = Counter()
         failures: list[str] = []
+        in_force: list[str] = []  # what `response undo --action` takes, as the operator sees it
         dry = 0
         for e in rows:
             counts[f"{e.get('action')} {e.get('state')}"] += 1
@@ -147,7 +148,15 @@ class ResponseStore:
                 failures.append(
                     f"{e.get('action')} ({e.get('rule')}): {e.get('state')} {e.get('detail') or ''}".strip()
                 )
-        return {"by_action_and_state": dict(sorted(counts.items())), "dry_runs": dry, "failures": failures[-10:]}
+            row = _row(e, str(e.get("event_id") or ""))
+            if row.in_force and row.action_id:
+                in_force.append(f"{row.action} on machine {row.machine_id}: action {row.action_id}")
+        return {
+            "by_action_and_state": dict(sorted(counts.items())),
+            "dry_runs": dry,
+            "failures": failures[-10:],
+            "in_force": in_force[-10:],
+        }
 
     # ------------------------------------------------------------------ guards
     def _guard(self, key: str) -> tuple[dict[str, Any], str | None]:

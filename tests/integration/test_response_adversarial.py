@@ -375,6 +375,10 @@ def test_undo_by_action_and_by_device_is_paced_audited_and_idempotent(
     _use(sim, env, emulator, monkeypatch, _rules(tmp_path, then))
     sim.run([Arrival(0, [_event(1, "ALICE-LAPTOP")])])
     (isolation,) = [a for a in emulator.state.response.actions if a["type"] == "Isolate"]
+    assert main(["status"]) == 0  # where the operator finds the id
+    assert f"in force (`response undo --action ID`): isolate on machine {ALICE}: action {isolation['id']}" in (
+        capsys.readouterr().out
+    )
     assert main(["response", "undo", "--action", isolation["id"]]) == 0
     assert "released (action" in capsys.readouterr().out
     assert main(["response", "undo", "--action", isolation["id"]]) == 0
