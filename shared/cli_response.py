@@ -1,4 +1,5 @@
-"""Operator commands for risk and response: ``explain``, ``rules check`` and ``rules try``.
+"""Operator commands for risk and response: ``explain``, ``rules check``, ``rules try`` and
+``response undo``.
 
 ``explain`` and ``rules try`` judge an event file as the delivery would *now* — with the pattern
 windows as they stand in storage and Defender's current view of the device when both can be
@@ -9,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from azure.core.exceptions import ClientAuthenticationError
 
 from shared import devices, wiring
 from shared.cli_env import defender_problem, settings_from_local, storage_problem
@@ -21,12 +25,24 @@ from shared.config import ConfigError
 from shared.defender.errors import DefenderError
 from shared.delivery.devicecache import identity, view_of
 from shared.delivery.patterns import Observation, PatternStore
-from shared.events import Envelope, InvalidEvents, parse_events
+from shared.events import Device, Envelope, InvalidEvents, parse_events
 from shared.facts import facts
+from shared.health import roles_of
 from shared.mapping import AlertDraft, draft_alert
-from shared.response.rules import RulesError, describe_plan, load_rules
+from shared.response.files import risk_or_defaults
+from shared.response.rules import (
+    PerHour,
+    RulesError,
+    RulesFile,
+    describe_plan,
+    load_rules,
+    permission_warnings,
+    setting_warnings,
+)
 from shared.response.situation import situation
-from shared.risk import Assessment, DeviceView, Patterns, assess, load_config
+from shared.response.undo import UnknownAction
+from shared.risk import Assessment, DeviceView, Patterns, assess
+from shared.secrets import VaultUnavailable
 from shared.timeshift import as_if_now
 
 
@@ -95,7 +111,9 @@ def analyse(path: str, keep_timestamps: bool = False) -> Analysis:
     notes: list[str] = []
     draft = draft_alert(event)
     patterns, view = _patterns(event, notes), _device(event, notes)
-    cfg = load_config(wiring.settings().risk_config_file)
+    cfg, problem = risk_or_defaults(wiring.settings())  # as delivery scores: the defaults, said so
+    if problem:
+        notes.append(problem.line())
     found = assess(event, patterns, view, cfg, base=draft.severity, now=event.occurred_at.timestamp())
     return Analysis(event, draft, found, view, patterns, notes)
 
@@ -129,11 +147,28 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     assert rules is not None
     live = [r.name for r in rules.rules if not r.dry_run]
     print(f"✓ {args.file}: {len(rules.rules)} rule(s), {len(live)} live, {len(rules.rules) - len(live)} dry run")
-    print(f"  limits: {rules.limits.max_isolations_per_hour} isolation(s) an hour, "
+    caps = ", ".join(f"{kind} {rules.limits.cap(kind)}" for kind in PerHour.model_fields)
+    print(f"  limits an hour, across all instances: {caps}; {rules.limits.max_devices_per_hour} distinct device(s); "
           f"{rules.limits.device_cooldown_minutes} min cooldown per device")  # fmt: skip
     for permission, names in sorted(rules.permissions().items()):
-        print(f"  needs {permission} (for {', '.join(names)})")
+        print(f"  needs {permission} (for {', '.join(names)}): `test-connection` checks that it is granted")
+    settings_from_local()
+    for warning in setting_warnings(rules, os.environ) + _permission_warnings(rules):
+        print(f"  ⚠ {warning}")
     return 0
+
+
+def _permission_warnings(rules: RulesFile) -> list[str]:
+    """What the app's own token says it is granted, against what the rules' actions need."""
+    problem = defender_problem()
+    if problem is None:
+        try:
+            token = wiring.credential().get_token(wiring.settings().defender_scope).token
+        except (ClientAuthenticationError, VaultUnavailable, ConfigError) as exc:
+            problem = f"no token ({str(exc)[:160]})"
+        else:
+            return permission_warnings(rules, set(roles_of(token)))
+    return [f"permissions not checked: {problem}; `test-connection` checks them"]
 
 
 def cmd_rules_try(args: argparse.Namespace) -> int:
@@ -158,6 +193,38 @@ def cmd_rules_try(args: argparse.Namespace) -> int:
     return 0
 
 
+def _machine_of(name: str) -> tuple[str | None, str]:
+    """The machine a host name or FQDN names (the same resolution as delivery), or why not."""
+    device = Device(fqdn=name) if "." in name.strip(".") else Device(hostname=name)
+    now = datetime.now(UTC)
+    machine, why = devices.resolve(device, wiring.defender_client(), when=now, now=now)
+    return (str(machine["id"]), why) if machine else (None, why)
+
+
+def cmd_response_undo(args: argparse.Namespace) -> int:
+    """Release what response did, by machine action id or by device; paced, audited, idempotent."""
+    settings_from_local()
+    try:
+        releaser = wiring.releaser()
+        if args.action:
+            said = releaser.by_action(args.action)
+        else:
+            machine, why = _machine_of(args.device)
+            if machine is None:
+                print(f"✗ device {args.device}: {why}", file=sys.stderr)
+                return 1
+            said = releaser.by_machine(machine)
+    except UnknownAction as exc:
+        print(f"✗ {exc}", file=sys.stderr)
+        return 1
+    except (DefenderError, ConfigError) as exc:
+        print(f"✗ {exc}", file=sys.stderr)
+        return 2
+    for line in said:
+        print(f"  {line}")
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     e = sub.add_parser("explain", help="the combined risk score an event would get now, factor by factor")
     e.add_argument("event", help="a Noxys event (JSON); its timestamps are moved to now, as send-sample does")
@@ -173,3 +240,10 @@ def add_parsers(sub: Any) -> None:
     t.set_defaults(run=cmd_rules_try)
     for judged in (e, t):
         judged.add_argument("--keep-timestamps", action="store_true", help="judge the event at its own timestamps")
+    resp = sub.add_parser("response", help="automated response: undo what it did")
+    rverbs = resp.add_subparsers(dest="verb", required=True, metavar="VERB")
+    u = rverbs.add_parser("undo", help="release isolation, lift restriction, remove the tag, delete the indicator")
+    which = u.add_mutually_exclusive_group(required=True)
+    which.add_argument("--action", help="the Defender machine action id (as status and the audit trail show it)")
+    which.add_argument("--device", help="a host name or FQDN: everything still in force on that device")
+    u.set_defaults(run=cmd_response_undo)

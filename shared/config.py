@@ -177,6 +177,7 @@ class Settings(BaseSettings):
     risk_patterns: bool = Field(default=True, alias="RISK_PATTERNS")
     risk_config_file: str | None = Field(default=None, alias="RISK_CONFIG_FILE")
     response_rules_file: str | None = Field(default=None, alias="RESPONSE_RULES_FILE")
+    release_on_false_positive: bool = Field(default=True, alias="RELEASE_ON_FALSE_POSITIVE")
     ticket_url: str | None = Field(default=None, alias="TICKET_URL")
     ticket_signing_secret: str | None = Field(default=None, alias="TICKET_SIGNING_SECRET")
     ticket_signing_secret_name: str = Field(default="ticket-signing-secret", alias="TICKET_SIGNING_SECRET_NAME")

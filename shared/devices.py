@@ -45,22 +45,58 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+@dataclass(frozen=True)
+class Ids:
+    """A device's identifiers as keys: trimmed, case-folded and validated, or empty.
+
+    Every use — the cache key, the lookups, the identity proof of a destructive action — goes
+    through this one normalisation, so ``"GINA-PC "`` is GINA-PC (not an unknown device whose
+    "no machine" would be cached under GINA-PC's key), and a padded or malformed identifier is
+    simply absent rather than a different device.
+    """
+
+    aad: str = ""
+    fqdn: str = ""
+    hostname: str = ""
+    ip: str = ""
+
+    def key(self) -> str:
+        return "|".join((self.aad, self.fqdn, self.hostname, self.ip))
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            k: v for k, v in (("aad", self.aad), ("fqdn", self.fqdn), ("hostname", self.hostname), ("ip", self.ip)) if v
+        }
+
+
+def _name(text: str | None) -> str:
+    name = (text or "").strip().rstrip(".").casefold()
+    return name if _HOSTNAME.match(name) and name.isascii() else ""
+
+
+def ids_of(device: Device) -> Ids:
+    try:
+        aad = str(uuid.UUID((device.aad_device_id or "").strip())) if device.aad_device_id else ""
+    except ValueError:
+        aad = ""
+    fqdn = _name(device.fqdn)
+    fqdn = fqdn if "." in fqdn else ""
+    host = _name(device.hostname) or (fqdn.split(".")[0] if fqdn else "")
+    return Ids(aad, fqdn, host, valid_ip(device.ip_address) or "")
+
+
 def lookups(device: Device) -> list[Lookup]:
     """The ordered machine queries for a device; malformed identifiers are skipped, not sent."""
     out: list[Lookup] = []
-    if device.aad_device_id:
-        try:
-            aad = str(uuid.UUID(device.aad_device_id))
-        except ValueError:
-            aad = ""
-        if aad:
-            out.append(Lookup("aadDeviceId", f"aadDeviceId eq {_literal(aad)}", _field_is("aadDeviceId", aad)))
-    if device.fqdn and _HOSTNAME.match(device.fqdn) and "." in device.fqdn:
-        fqdn = device.fqdn.lower().rstrip(".")
+    ids = ids_of(device)
+    if ids.aad:
+        aad = ids.aad
+        out.append(Lookup("aadDeviceId", f"aadDeviceId eq {_literal(aad)}", _field_is("aadDeviceId", aad)))
+    if ids.fqdn:
+        fqdn = ids.fqdn
         out.append(Lookup("fqdn", f"computerDnsName eq {_literal(fqdn)}", _field_is("computerDnsName", fqdn)))
-    name = device.hostname or (device.fqdn.split(".")[0] if device.fqdn else None)
-    if name and _HOSTNAME.match(name):
-        short = name.lower().split(".")[0]
+    if ids.hostname:
+        short = ids.hostname.split(".")[0]
         out.append(
             Lookup(
                 "hostname",
@@ -111,7 +147,7 @@ def resolve(device: Device, api: MachineApi, *, when: datetime, now: datetime) -
         chosen = choose(found, device)
         if chosen:
             return chosen, lookup.by
-    ip = valid_ip(device.ip_address)
+    ip = ids_of(device).ip
     if ip and now - when < timedelta(days=30):
         seen = [m for m in api.find_machines_by_ip(ip, when) if MACHINE_ID.match(str(m.get("id") or ""))]
         if len({m["id"] for m in seen}) == 1:

@@ -16,7 +16,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.config import Settings
-from shared.response.rules import load_rules
+from shared.response.files import problems as file_problems
+from shared.response.files import rules_or_off
 from shared.secrets import VaultUnavailable
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ class Need:
 def required_permissions(settings: Settings) -> dict[str, tuple[Need, ...]]:
     """Permissions per API that the enabled functions need: {scope: (needs...)}; a live response
     rule needs the permission behind each of its actions."""
-    response = load_rules(settings.response_rules_file)
+    response, _ = rules_or_off(settings)  # a bad file is reported by connection_test, not raised
     live = [
         Need(role, f"automated response (rule{'s' if len(names) > 1 else ''} {', '.join(repr(n) for n in names)})",
              "or set those rules to \"dry_run\": true")
@@ -158,6 +159,8 @@ def connection_test(
     Only what the alert path needs can fail the test; a feature's missing permission is a
     warning naming the feature and the fix, unless ``strict``."""
     report = ConnectionReport()
+    for problem in file_problems(settings):
+        report.warn("config_file", problem.line())
     token = _tokens_and_roles(report, settings, credential)
     if token is None or not _probe_api(report, settings, token, session):
         return report
@@ -297,10 +300,11 @@ class Finding:
     cause: str
 
 
-NOT_APPEARING, NO_INCIDENT, NO_CORRELATION = (
+NOT_APPEARING, NO_INCIDENT, NO_CORRELATION, RESPONSE = (
     "events not appearing",
     "incidents not created",
     "correlation not working",
+    "configuration and automated response",
 )
 
 
@@ -379,8 +383,11 @@ RULES = (_switched_off, _signatures, _ignored, _no_device, _no_anchor, _waiting,
 def explain(snapshot: dict[str, Any]) -> list[Finding]:
     """Causes, in the words of the troubleshooting list, from counters and the health record."""
     counters = snapshot.get("counters", {})
-    out = [f for rule in RULES if (f := rule(snapshot, counters)) is not None]
     health = snapshot.get("health") or {}
+    # first: a configuration problem or an open response circuit, named (not blamed on quotas)
+    live = [*(snapshot.get("config_problems") or []), *((snapshot.get("response") or {}).get("circuits") or [])]
+    out = [Finding(RESPONSE, line) for line in dict.fromkeys([*live, *(health.get("problems") or [])])]
+    out += [f for rule in RULES if (f := rule(snapshot, counters)) is not None]
     for problem in (health.get("connection") or {}).get("problems", []):
         question = NO_INCIDENT if problem["code"] in ("missing_permission", "forbidden") else NOT_APPEARING
         out.append(Finding(question, problem["message"]))

@@ -3,12 +3,23 @@
 The domains drive the anchor search (a ``DeviceNetworkEvents`` row whose ``RemoteUrl`` is on
 one of them) and the ``PlatformDomain`` hunting column. Sub-domains match (``chat.deepseek.com``
 is on ``deepseek.com``).
+
+An event is authentic, not authoritative: its ``content_metadata.url`` never widens a catalogued
+platform's domains (a violation "on ChatGPT" reported with ``https://google.com/`` is anchored on
+the device's ChatGPT traffic, not its Google traffic). For a platform the catalogue does not know,
+the URL's host is the only lead and is used — but only a registrable-looking host name (two
+labels or more, a letter-led last label: never ``com``, an IP literal or ``localhost``), so one
+event cannot anchor on "every ``.com`` connection". What ``block_domain`` may block is decided
+separately and more strictly (:func:`shared.response.rules.block_target`).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+_REGISTRABLE = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$")
 
 
 @dataclass(frozen=True)
@@ -50,14 +61,19 @@ def _host(url: str | None) -> str | None:
     return host.lower() if host else None
 
 
+def registrable(host: str | None) -> str | None:
+    """``host`` when it looks like a registrable domain name (see the module doc), else None."""
+    host = (host or "").rstrip(".")
+    return host if len(host) <= 253 and _REGISTRABLE.match(host) else None
+
+
 def resolve(platform_id: str | None, platform_name: str | None = None, url: str | None = None) -> Platform:
-    """The known platform, or one built from what the event says (its URL's host as domain)."""
+    """The catalogued platform (the event's URL ignored), or one built from what the event says
+    (a registrable URL host as its domain)."""
     known = PLATFORMS.get((platform_id or "").lower())
-    host = _host(url)
     if known:
-        if host and not any(host == d or host.endswith("." + d) for d in known.domains):
-            return Platform(known.id, known.name, (*known.domains, host))
         return known
+    host = registrable(_host(url))
     name = platform_name or (platform_id or "unknown AI platform")
     return Platform(platform_id or "unknown", name, (host,) if host else ())
 

@@ -20,29 +20,35 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.config import ConfigError, app_file
+from shared.config import ConfigError
+from shared.configfile import FileProblem, first_error, read_strict
 from shared.events import Envelope
 from shared.mapping import Severity, at_least, severity_from_risk
 from shared.pii import type_codes
 
-Weight = float
+Weight = Annotated[float, Field(ge=0, le=1)]  # finite, in [0, 1]: a weight of -inf or 1e308 is a typo
+Label = Annotated[str, Field(min_length=1, max_length=64)]
+Weights = Annotated[dict[Label, Weight], Field(max_length=50)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Strict: ``"0.1"`` is not a number; NaN and infinities are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class Threshold(_Strict):
     """A count factor: ``weight`` once the count reaches ``from_count``, plus ``step`` for each
     one beyond, at most ``cap`` in all."""
 
-    from_count: int = Field(ge=1)
-    weight: Weight = Field(ge=0, le=1)
-    step: Weight = Field(default=0.0, ge=0, le=1)
-    cap: Weight = Field(default=1.0, ge=0, le=1)
+    from_count: int = Field(ge=1, le=100000)
+    weight: Weight
+    step: Weight = 0.0
+    cap: Weight = 1.0
 
     def amount(self, count: int) -> float:
         if count < self.from_count:
@@ -51,17 +57,21 @@ class Threshold(_Strict):
 
 
 class RiskConfig(_Strict):
-    noxys_score_when_missing: Weight = Field(default=0.5, ge=0, le=1)
+    noxys_score_when_missing: Weight = 0.5
     device_violations_1h: Threshold = Threshold(from_count=3, weight=0.04, step=0.02, cap=0.12)
     user_violations_24h: Threshold = Threshold(from_count=5, weight=0.05, step=0.01, cap=0.10)
     user_pii_types_24h: Threshold = Threshold(from_count=3, weight=0.04, step=0.01, cap=0.08)
     user_platforms_24h: Threshold = Threshold(from_count=3, weight=0.03, step=0.01, cap=0.06)
-    new_platform_for_user: Weight = Field(default=0.03, ge=0, le=1)
+    new_platform_for_user: Weight = 0.03
     pii_types_in_event: Threshold = Threshold(from_count=2, weight=0.01, step=0.01, cap=0.04)
-    classification_level: dict[str, Weight] = Field(default_factory=lambda: {"restricted": 0.05, "confidential": 0.02})
-    policy_action: dict[str, Weight] = Field(default_factory=lambda: {"block": 0.02})
-    defender_risk: dict[str, Weight] = Field(default_factory=lambda: {"High": 0.05, "Medium": 0.02})
-    defender_exposure: dict[str, Weight] = Field(default_factory=lambda: {"High": 0.03, "Medium": 0.01})
+    classification_level: dict[Label, Weight] = Field(
+        max_length=50, default_factory=lambda: {"restricted": 0.05, "confidential": 0.02}
+    )
+    policy_action: Weights = Field(default_factory=lambda: {"block": 0.02})
+    defender_risk: Weights = Field(default_factory=lambda: {"High": 0.05, "Medium": 0.02})
+    defender_exposure: dict[Label, Weight] = Field(
+        max_length=50, default_factory=lambda: {"High": 0.03, "Medium": 0.01}
+    )
 
 
 class RiskConfigError(ConfigError):
@@ -72,18 +82,16 @@ class RiskConfigError(ConfigError):
 
 
 def load_config(path: str | None) -> RiskConfig:
+    """The weights (the defaults when no file is named); :class:`RiskConfigError` naming the file
+    and the field when the file cannot be used — the caller then scores with the defaults."""
     if not path:
         return RiskConfig()
     try:
-        return RiskConfig.model_validate(json.loads(app_file(path).read_text(encoding="utf-8")))
-    except OSError as exc:
-        raise RiskConfigError(f"{path} cannot be read ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise RiskConfigError(f"{path} is not JSON (line {exc.lineno})") from None
+        return RiskConfig.model_validate(read_strict(path))
+    except FileProblem as exc:
+        raise RiskConfigError(str(exc)) from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(file)"
-        raise RiskConfigError(f"{path}: {where}: {first['msg']}") from None
+        raise RiskConfigError(first_error(exc, path)) from None
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from shared.delivery.hunting_outbox import TABLE as OUTBOX_TABLE
 from shared.delivery.hunting_outbox import HuntingOutbox
 from shared.delivery.ledger import Ledger
 from shared.health import connection_test, expiry_warning, explain
+from shared.response.files import problems as file_problems
 from shared.response.rules import load_rules
 from shared.response.store import ResponseStore
 from shared.secrets import SecretStore, VaultUnavailable
@@ -173,6 +174,10 @@ def run_health_check(deps: StatusDeps) -> dict[str, Any]:
         expires = _entra_expiry(deps, s.defender_client_id, current_secret)
         _expiry(deps, record, expires, now, "the Entra app's client secret")
 
+    record["problems"] = _response_problems(deps, now)
+    for line in record["problems"]:
+        log.error("health: %s", line)
+    record["ok"] = bool(record["connection"].get("ok")) and not record["problems"]
     record["queues"] = _queue_stats(deps)
     record["tables"] = _table_stats(deps)
     record["correlation"] = _correlation(deps, now)
@@ -187,6 +192,18 @@ def run_health_check(deps: StatusDeps) -> dict[str, Any]:
         {"PartitionKey": PARTITION, "RowKey": ROW, "record": json.dumps(record)}, mode=UpdateMode.REPLACE
     )
     return record
+
+
+def _response_problems(deps: StatusDeps, now: datetime) -> list[str]:
+    """What fails the health record on the response side: a rules or risk file that cannot be
+    used (naming the file and the field), and a response cap that refused an action this hour."""
+    out = [p.line() for p in file_problems(deps.settings)]
+    if deps.settings.response_rules_file:
+        try:
+            out += ResponseStore(deps.table("Responses")).open_circuits(now.timestamp())
+        except Exception as exc:  # the health record must still be written
+            out.append(f"response circuits not read ({exc.__class__.__name__})")
+    return out
 
 
 def _correlation(deps: StatusDeps, now: datetime) -> dict[str, Any]:
@@ -263,7 +280,9 @@ def _response_stats(deps: StatusDeps, now: datetime) -> dict[str, Any]:
     live = [r.name for r in rules.rules if not r.dry_run]
     out: dict[str, Any] = {"configured": True, "rules": len(rules.rules), "live": live}
     try:
-        out |= ResponseStore(deps.table("Responses")).recent((now - timedelta(hours=24)).timestamp())
+        store = ResponseStore(deps.table("Responses"))
+        out |= store.recent((now - timedelta(hours=24)).timestamp())
+        out["circuits"] = store.open_circuits(now.timestamp())
     except Exception as exc:  # status must still answer when the table is unreachable
         out["table_error"] = exc.__class__.__name__
     return out
@@ -282,7 +301,7 @@ def _render_response(r: dict[str, Any]) -> list[str]:
     if not r.get("configured"):
         return ["  automated response: off (RESPONSE_RULES_FILE not set): no action is ever taken"]
     if r.get("error"):
-        return [f"  automated response: REFUSED — {r['error']}"]
+        return [f"  automated response: OFF — {r['error']} (alerts are delivered as usual)"]
     live = r.get("live") or []
     lines = [
         f"  automated response: {r['rules']} rule(s), {len(live)} live"
@@ -293,6 +312,8 @@ def _render_response(r: dict[str, Any]) -> list[str]:
     if done:
         lines.append("    actions: " + ", ".join(f"{k} {v}" for k, v in done.items()))
     lines += [f"    ! {f}" for f in r.get("failures") or []]
+    lines += [f"    in force (`response undo --action ID`): {a}" for a in r.get("in_force") or []]
+    lines += [f"    ! {c}" for c in r.get("circuits") or []]
     return lines
 
 
@@ -312,6 +333,7 @@ def snapshot(deps: StatusDeps) -> dict[str, Any]:
         "held": deps.held().count(),
         "hunting": _hunting_stats(deps),
         "response": _response_stats(deps, now),
+        "config_problems": [p.line() for p in file_problems(s)],
         "health": read_record(deps),
     }
     snap["findings"] = [asdict(f) for f in explain(snap)]
@@ -324,6 +346,7 @@ def render(snap: dict[str, Any]) -> str:
     ignored = sum(v for k, v in c.items() if k.startswith("ingest.ignored."))
     lines = [
         f"Noxys → Defender connector status at {snap['at']}",
+        *(f"  ! CONFIGURATION: {line}" for line in snap.get("config_problems") or []),
         f"  integration: {'ON' if snap['integration_enabled'] else 'OFF (events are kept, not sent)'}",
         f"  last 24 h: {c.get('ingest.accepted', 0)} accepted, {ignored} ignored, "
         f"{c.get('ingest.refused.signature', 0)} refused (signature), "

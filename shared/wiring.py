@@ -39,10 +39,11 @@ from shared.delivery.ports import Deps, IncidentApi
 from shared.delivery.sender import QueueSender, StorageQueueSender
 from shared.intake import Intake
 from shared.response.executor import Responder, ResponseDeps
-from shared.response.rules import RulesFile, load_rules
+from shared.response.files import log_problems, risk_or_defaults, rules_or_off
+from shared.response.rules import RulesFile
 from shared.response.store import ResponseStore
 from shared.response.ticket import HttpTickets
-from shared.risk import load_config
+from shared.response.undo import Releaser
 from shared.secrets import SecretStore, build_store
 from shared.status import StatusDeps
 from shared.telemetry import Tally
@@ -277,7 +278,8 @@ def incidents_client() -> IncidentsClient:
 @_once
 def delivery() -> Delivery:
     s = settings()
-    rules = load_rules(s.response_rules_file)
+    log_problems(s)  # a bad rules or risk file switches that feature off; it never stops an alert
+    rules, _ = rules_or_off(s)
     incidents: IncidentApi | None = None
     if s.incident_tagging == "graph":
         incidents = graph_client()
@@ -297,11 +299,22 @@ def delivery() -> Delivery:
             incidents=incidents,
             fallback=graph_client() if s.alert_fallback == "graph" else None,
             patterns=patterns() if s.risk_patterns else None,
-            risk=load_config(s.risk_config_file),
+            risk=risk_or_defaults(s)[0],
             rules=rules,
             responder=_responder(rules) if rules else None,
             audit=audit().record,
         )
+    )
+
+
+def releaser() -> Releaser:
+    """Undo and the hourly releases: the same paced, audited client and action rows as response."""
+    return Releaser(
+        defender_client(),
+        ResponseStore(table("Responses")),
+        audit().record,
+        lambda: clock().now(),
+        settings().release_on_false_positive,
     )
 
 

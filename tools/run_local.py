@@ -29,6 +29,7 @@ import function_app
 from shared import logsafe
 from shared.cli_env import HOST_SETTINGS, publish_host_settings
 from shared.config import ConfigError, Settings
+from shared.response.files import start_warnings
 from shared.response.rules import load_rules
 from tools import azurite
 from tools.devhost.host import DevHost
@@ -97,7 +98,7 @@ def response_mode(path: str | None) -> str:
     try:
         rules = load_rules(path)
     except ConfigError as exc:
-        return f"automated response: rules file {path} not usable ({exc.problem})"
+        return f"automated response OFF: rules file {path} not usable ({exc.problem}); alerts unaffected"
     assert rules is not None
     live = [r.name for r in rules.rules if not r.dry_run]
     if not live:
@@ -145,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in values.items():
         os.environ.setdefault(k, v)  # the shell's environment wins over local.settings.json
 
+    for warning in start_warnings(os.environ):  # a bad rules/risk file: said now, alerts unaffected
+        print(warning, file=sys.stderr, flush=True)
     local.mkdir(exist_ok=True)
     if args.reset:  # both together: a ledger without its alerts (or the reverse) is inconsistent
         shutil.rmtree(local / "azurite", ignore_errors=True)

@@ -242,15 +242,26 @@ class DefenderClient(ApiClient):
         body = self._request("GET", f"/api/machineactions/{quote(action_id, safe='')}")
         return body if isinstance(body, dict) else {}
 
-    def tag_machine(self, machine_id: str, tag: str) -> dict[str, Any]:
+    def tag_machine(self, machine_id: str, tag: str, action: str = "Add") -> dict[str, Any]:
+        """Add (or with ``action="Remove"``, remove) a device tag."""
         body = self._request(
-            "POST", f"/api/machines/{quote(machine_id, safe='')}/tags", json={"Value": tag, "Action": "Add"}
+            "POST", f"/api/machines/{quote(machine_id, safe='')}/tags", json={"Value": tag, "Action": action}
         )
         return body if isinstance(body, dict) else {}
 
     def add_indicator(self, indicator: dict[str, Any]) -> dict[str, Any]:
         body = self._request("POST", "/api/indicators", json=indicator)
         return body if isinstance(body, dict) else {}
+
+    def delete_indicator(self, indicator_id: str) -> bool:
+        """True when deleted, False when it was not there (already deleted, or expired)."""
+        try:
+            self._request("DELETE", f"/api/indicators/{quote(indicator_id, safe='')}")
+        except DefenderError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
 
 class GraphClient(ApiClient):

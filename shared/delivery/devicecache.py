@@ -3,6 +3,12 @@
 A storm of 10,000 events from 200 laptops should cost about 200 machine lookups, not 10,000
 (the machines API allows 100 a minute). "Not found" is cached too, for a shorter time, so an
 unknown device does not burn the budget on every event, yet a newly onboarded one is found soon.
+
+The cache is keyed by the device's *normalised* identifiers (:func:`shared.devices.ids_of`), so
+an event padding or mis-casing a name reaches the same row as the real device and is resolved
+like it, instead of caching "no machine" under its identity. "Not found" is kept only for an
+event about the present (:data:`NEGATIVE_FRESH_SECONDS`): a back-dated event's answer is about
+its own time (the IP lookup is), and must not stand for the device's events now.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.devices import ids_of
 from shared.events import Device
 from shared.risk import DeviceView
 from shared.storage import EntityTable
@@ -18,9 +25,11 @@ from shared.storage import EntityTable
 PARTITION = "device"
 
 
+NEGATIVE_FRESH_SECONDS = 900.0  # an event older (or newer) than this never caches "not found"
+
+
 def identity(device: Device) -> str:
-    parts = [device.aad_device_id or "", device.fqdn or "", device.hostname or "", device.ip_address or ""]
-    return "|".join(p.strip().lower() for p in parts)
+    return ids_of(device).key()
 
 
 @dataclass(frozen=True)
@@ -94,10 +103,15 @@ class DeviceCache:
         now: float,
         ttl_seconds: float,
         view: DeviceView | None = None,
+        observed_at: float | None = None,
     ) -> None:
+        """Keep a resolution; "not found" (``machine_id`` None) only when ``observed_at`` — the
+        event's own time — is the present, give or take :data:`NEGATIVE_FRESH_SECONDS`."""
         from azure.data.tables import UpdateMode
 
         if ttl_seconds <= 0:
+            return
+        if machine_id is None and observed_at is not None and abs(now - observed_at) > NEGATIVE_FRESH_SECONDS:
             return
         view = view or DeviceView()
         self._remember(self._key(device), now + min(ttl_seconds, MEMO_SECONDS), Cached(machine_id, resolved_by, view))

@@ -388,7 +388,9 @@ class Delivery:
             )
             view = view_of(machine)
             found = str(machine["id"]) if machine else None
-            self.deps.devices.put(device, found, why, now.timestamp(), minutes * 60, view)
+            self.deps.devices.put(
+                device, found, why, now.timestamp(), minutes * 60, view, observed_at=event.occurred_at.timestamp()
+            )
         if found is None:
             return None, f"device {device.display_name}: {why}", view
         return found, why, view

@@ -44,6 +44,11 @@ def health_check(timer: func.TimerRequest) -> None:
         jobs.purge_state(wiring.settings(), wiring.table, now)
     except ConfigError as exc:  # housekeeping never fails the timer
         log.error("health: retention not applied: %s", exc)
+    try:  # release_after_hours and FalsePositive releases (paced; the next hour picks up the rest)
+        if wiring.settings().response_rules_file:
+            wiring.releaser().sweep_logged()
+    except ConfigError as exc:
+        log.error("health: response releases not done: %s", exc)
 
 
 @bp.timer_trigger(arg_name="timer", schedule="0 * * * * *", run_on_startup=False)

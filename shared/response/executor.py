@@ -3,14 +3,20 @@
 For each rule the event meets (``shared.response.rules``), in order:
 
 1. a dry-run rule records each would-be action and says so on the alert — nothing is sent;
-2. an excluded device (one of the rule's ``exclude_device_tags``) is never touched;
-3. otherwise the device's cooldown is taken (or found held by another event: skip), an isolation
-   takes a place in the hour's cap across all instances, Defender is asked what is already pending
-   on the device, and each action is claimed in the store *before* it is sent — so a redelivered
-   task or a worker killed mid-way never sends it twice;
-4. a machine action is then followed (a queue task polls it, backing off) until Defender reports
-   Succeeded, Failed, TimeOut or Cancelled; every verdict and final state goes to the audit trail
-   and, as one comment per rule, onto the alert the SOC is looking at.
+2. an excluded device (one of the rule's ``exclude_device_tags``) is never touched — and for a live
+   rule the tags are read **fresh** from Defender (``GET /api/machines/{id}``), never the cache;
+3. a destructive action (isolate, restrict, collect) also needs, from that same fresh record, a
+   machine that is neither a server nor high value (unless the rule allows it) and an identity
+   proof: the Entra device id, or two identifiers that agree and a name no other record carries;
+4. the device's cooldown is taken (or found held by another event: skip), Defender is asked what
+   is already pending on the device, and each action is claimed in the store *before* it is sent —
+   so a redelivered task or a worker killed mid-way never sends it twice — and takes a place in its
+   hourly cap and in the hour's distinct devices, across all instances; a full cap skips it and
+   opens the "response circuit" the health check reports;
+5. a machine action is then followed (a queue task polls it, backing off) until Defender reports
+   Succeeded, Failed, TimeOut or Cancelled; every verdict and final state goes to the audit trail,
+   and onto the alert the SOC is looking at as one comment per rule *when its verdict changes*
+   (a storm's cooldown skips are counted into the next comment, not written one by one).
 
 Calls go through the same client, hence the same shared pacing budgets and audit, as the alert path.
 """
@@ -52,10 +58,12 @@ def _options(action: r.Action) -> dict[str, str]:
 
 
 class ResponseApi(Protocol):
+    def get_machine(self, machine_id: str) -> dict[str, Any] | None: ...
+    def list_machines(self, odata_filter: str | None = None, top: int | None = None) -> list[dict[str, Any]]: ...
     def machine_action(self, machine_id: str, segment: str, body: dict[str, Any]) -> dict[str, Any]: ...
     def list_machine_actions(self, odata_filter: str) -> list[dict[str, Any]]: ...
     def get_machine_action(self, action_id: str) -> dict[str, Any]: ...
-    def tag_machine(self, machine_id: str, tag: str) -> dict[str, Any]: ...
+    def tag_machine(self, machine_id: str, tag: str, action: str = "Add") -> dict[str, Any]: ...
     def add_indicator(self, indicator: dict[str, Any]) -> dict[str, Any]: ...
     def comment_alert(self, alert_id: str, comment: str) -> dict[str, Any]: ...
 
@@ -89,7 +97,32 @@ def situation_of(task: ResponseTask) -> r.Situation:
         str(s["policy_action"]),
         tuple(s.get("device_tags") or ()),
         {str(k): int(v) for k, v in (s.get("counts") or {}).items()},
+        {str(k): str(v) for k, v in (s.get("device_ids") or {}).items()},
     )
+
+
+@dataclass(frozen=True)
+class Said:
+    """One action's verdict, as written on the alert and compared with the last comment."""
+
+    text: str
+    state: str
+    detail: str = ""
+
+    @property
+    def cooldown(self) -> bool:
+        return self.state == "skipped" and r.is_cooldown_skip(self.detail)
+
+
+@dataclass(frozen=True)
+class Fresh:
+    """What Defender says of the machine now, read just before acting on it."""
+
+    excluded_by: str | None = None  # an exclusion tag the machine carries now
+    destructive_blocked: str = ""  # why isolate / restrict / collect may not touch it
+
+
+DEVICE_ACTIONS = frozenset({*SEGMENT, "tag_device"})
 
 
 class Responder:
@@ -124,61 +157,138 @@ class Responder:
         self.deps.send(task.model_copy(update={"attempt": task.attempt + 1}).to_text(), delay)
 
     def _rule(self, task: ResponseTask, i: int, rule: r.Rule, s: r.Situation, alert_id: str | None) -> list[str]:
-        tag = r.excluded_by(rule, s)
+        tag = r.excluded_by(rule, s)  # the cached view first: an excluded device costs no call at all
+        now = self.deps.now().timestamp()
+        guard = r.Guard() if tag else self._guard(task, rule, now)
+        fresh = Fresh()
+        cooling = guard.holds_off(task.event_id, now)  # every action skipped anyway: no need to read
+        if not tag and not rule.dry_run and not cooling and any(a.action in DEVICE_ACTIONS for a in rule.then):
+            fresh = self._fresh(task, rule, s)
+            tag = fresh.excluded_by
         if tag:
             self._record(task, rule.name, "excluded", f"device tag {tag}", "skipped")
             return [f"{rule.name}: device excluded by tag {tag}"]
-        now = self.deps.now().timestamp()
-        guard = self._guard(task, rule, now)
-        said = [self._action(task, i, j, rule, action, guard, now) for j, action in enumerate(rule.then)]
+        said = [
+            self._action(task, i, j, rule, action, guard, fresh, s, now, alert_id) for j, action in enumerate(rule.then)
+        ]
         if alert_id:
             self._comment(task, i, rule, alert_id, said)
-        return [f"{rule.name}: " + "; ".join(said)]
+        return [f"{rule.name}: " + "; ".join(x.text for x in said)]
 
-    def _comment(self, task: ResponseTask, i: int, rule: r.Rule, alert_id: str, said: list[str]) -> None:
-        """One comment per rule on the alert (a row remembers it was written)."""
-        row, _ = self.deps.store.claim(ActionRow(task.event_id, f"r{i:02d}-comment", rule.name, "comment"))
+    def _fresh(self, task: ResponseTask, rule: r.Rule, s: r.Situation) -> Fresh:
+        """The machine as Defender has it now (paced like every call): its exclusion tags, and for
+        a destructive action its value, platform and whether the event surely names it."""
+        machine = self.deps.api.get_machine(task.machine_id)
+        if machine is None:
+            return Fresh(destructive_blocked="the machine is no longer in Defender")
+        tag = r.fresh_exclusion(rule, machine)
+        if tag or not any(a.action in r.DESTRUCTIVE for a in rule.then):
+            return Fresh(excluded_by=tag)
+        blocked = r.protected(rule, machine)
+        if blocked is None:
+            blocked = r.identity_proof(machine, s.device_ids, self._same_name(machine, s))
+        return Fresh(destructive_blocked=blocked or "")
+
+    def _same_name(self, machine: dict[str, Any], s: r.Situation) -> int:
+        """How many machine records carry this machine's DNS name (1 when the Entra id proves it)."""
+        aad = str(machine.get("aadDeviceId") or "").lower()
+        dns = str(machine.get("computerDnsName") or "").lower()
+        if (aad and s.device_ids.get("aad") == aad) or not dns:
+            return 1
+        found = self.deps.api.list_machines("computerDnsName eq '" + dns.replace("'", "''") + "'")
+        return max(1, len({str(m.get("id")) for m in found}))
+
+    def _comment(self, task: ResponseTask, i: int, rule: r.Rule, alert_id: str, said: list[Said]) -> None:
+        """A comment on the alert when this rule's verdict on it changes: a storm of events on one
+        alert writes one comment per change, and its cooldown skips are counted into the next."""
+        store = self.deps.store
+        row, _ = store.claim(ActionRow(task.event_id, f"r{i:02d}-comment", rule.name, "comment"))
         if row.state == "done":
             return
-        head = "Noxys response (dry run: nothing was sent)" if rule.dry_run else "Noxys response"
-        self.deps.api.comment_alert(alert_id, f"{head}, rule '{rule.name}': " + "; ".join(said) + ".")
+        last, skipped = store.comment_state(alert_id, i)
+        verdict = "; ".join(f"{x.state}:{x.detail if x.state == 'skipped' else ''}" for x in said)
+        if all(x.cooldown for x in said) or verdict == last:
+            store.set_comment_state(alert_id, i, last, skipped + (1 if all(x.cooldown for x in said) else 0))
+        else:
+            head = "Noxys response (dry run: nothing was sent)" if rule.dry_run else "Noxys response"
+            more = (
+                f" ({skipped} other event(s) skipped by the device cooldown since the last comment)" if skipped else ""
+            )
+            text = f"{head}, rule '{rule.name}': " + "; ".join(x.text for x in said) + "." + more
+            self.deps.api.comment_alert(alert_id, text)
+            store.set_comment_state(alert_id, i, verdict, 0)
         row.state, row.dry_run, row.at = "done", rule.dry_run, self.deps.now().timestamp()
-        self.deps.store.save(row)
+        store.save(row)
 
     def _guard(self, task: ResponseTask, rule: r.Rule, now: float) -> r.Guard:
         if rule.dry_run:
             return r.Guard()
         limits, store = self.deps.rules.limits, self.deps.store
         until, owner = store.take_cooldown(task.machine_id, task.event_id, now, limits.device_cooldown_minutes * 60)
-        count, holders = 0, tuple[str, ...]()
-        if any(a.action == "isolate" for a in rule.then) and (until <= now or owner == task.event_id):
-            count, holders = store.take_isolation(task.event_id, now, limits.max_isolations_per_hour)
         pending: dict[str, str] = {}
+        if r.Guard(until, owner).holds_off(task.event_id, now):
+            return r.Guard(until, owner)
         if any(a.action in SEGMENT for a in rule.then):  # never an action while the same one runs
             for found in self.deps.api.list_machine_actions(f"machineId eq '{task.machine_id}'"):
                 if found.get("status") in ("Pending", "InProgress"):
                     pending.setdefault(str(found.get("type")), str(found.get("id")))
-        return r.Guard(until, owner, count, holders, pending)
+        return r.Guard(until, owner, pending)
 
     def _action(
-        self, task: ResponseTask, i: int, j: int, rule: r.Rule, action: r.Action, guard: r.Guard, now: float
-    ) -> str:
+        self,
+        task: ResponseTask,
+        i: int,
+        j: int,
+        rule: r.Rule,
+        action: r.Action,
+        guard: r.Guard,
+        fresh: Fresh,
+        s: r.Situation,
+        now: float,
+        alert_id: str | None,
+    ) -> Said:
         what = r.describe(action)
         row = ActionRow(task.event_id, f"r{i:02d}a{j:02d}", rule.name, action.action, machine_id=task.machine_id)
-        row.at, row.dry_run = now, rule.dry_run
-        row, fresh = self.deps.store.claim(row)
+        row.at, row.dry_run, row.alert_id = now, rule.dry_run, alert_id or ""
+        row, fresh_row = self.deps.store.claim(row)
         if row.final or row.state == "sent":
-            return f"{what}: {row.state}{' ' + row.detail if row.detail else ''} (already recorded)"
-        if not fresh and not rule.dry_run and action.action in SEGMENT:
+            return Said(f"{what}: {row.state}{' ' + row.detail if row.detail else ''} (already recorded)", row.state)
+        if not fresh_row and not rule.dry_run and action.action in SEGMENT:
             adopted = self._adopt(task, action, row)  # an earlier attempt may have sent it: ask Defender first
             if adopted:
-                return adopted
-        verdict, why = r.verdict(action, rule, task.event_id, guard, self.deps.rules.limits, now)
+                return Said(adopted, "sent")
+        domain, why = "", ""
+        if isinstance(action, r.BlockDomain):
+            target, why = r.block_target(s.platform_id, task.domain, self.deps.rules.allowed_block_domains)
+            domain = target or ""
+        if not why and action.action in r.DESTRUCTIVE and fresh.destructive_blocked:
+            why = fresh.destructive_blocked
+        verdict, why = (
+            ("skip", why) if why else r.verdict(action, rule, task.event_id, guard, self.deps.rules.limits, now)
+        )
+        if verdict == "send":
+            why = self._reserve(task, row, action, now)
+            verdict = "skip" if why else verdict
         if verdict != "send":
             row.state, row.detail = ("dry_run", "would " + what) if verdict == "dry_run" else ("skipped", why)
             self._settle(task, row)
-            return f"would {what}" if verdict == "dry_run" else f"{what}: skipped ({why})"
-        return self._send(task, action, row, what)
+            return Said(f"would {what}" if verdict == "dry_run" else f"{what}: skipped ({why})", row.state, row.detail)
+        return self._send(task, action, row, what, domain)
+
+    def _reserve(self, task: ResponseTask, row: ActionRow, action: r.Action, now: float) -> str:
+        """A place in the action's hourly cap, and for a device action in the hour's distinct
+        devices, across all instances; the reason when a cap is full (the circuit opens)."""
+        limits, store = self.deps.rules.limits, self.deps.store
+        checks: list[tuple[str, str, int]] = [(action.action, f"{task.event_id}/{row.key}", limits.cap(action.action))]
+        if action.action in DEVICE_ACTIONS:
+            checks.append(("devices", task.machine_id, limits.max_devices_per_hour))
+        for cap, holder, limit in checks:
+            if not store.take_slot(cap, holder, now, limit):
+                reason = r.cap_reason(cap, limit)
+                store.trip(cap, reason, now)
+                log.warning("event %s: %s", task.event_id, reason)
+                return reason
+        return ""
 
     def _adopt(self, task: ResponseTask, action: r.Action, row: ActionRow) -> str | None:
         kind = r.MACHINE_ACTION_TYPE[action.action]
@@ -193,57 +303,62 @@ class Responder:
         self._follow(task, row)
         return f"{r.describe(action)}: sent (action {row.action_id}, found after an interrupted attempt)"
 
-    def _send(self, task: ResponseTask, action: r.Action, row: ActionRow, what: str) -> str:
+    def _send(self, task: ResponseTask, action: r.Action, row: ActionRow, what: str, domain: str) -> Said:
         comment = f"Noxys response rule '{row.rule}' (event {task.event_id})"
         try:
-            done = self._call(task, action, comment)
+            done, row.undo = self._call(task, action, comment, domain)
         except DefenderError as exc:
             if exc.transient:
                 raise  # the task is retried; the row stays 'intended' and is checked first
+            if exc.code == "ActiveRequestAlreadyExists" and (adopted := self._adopt(task, action, row)):
+                return Said(adopted, "sent")  # a duplicate of this task sent it a moment ago: the same action
             row.state, row.detail = "error", f"{exc.status} {exc.code}"
             self._settle(task, row)
-            return f"{what}: refused ({exc.status} {exc.code})"
+            return Said(f"{what}: refused ({exc.status} {exc.code})", row.state, row.detail)
         if action.action in SEGMENT:
             row.state, row.action_id = "sent", done
+            hours = getattr(action, "release_after_hours", None)
+            row.release_at = self.deps.now().timestamp() + hours * 3600 if hours else 0.0
             self.deps.store.save(row)
             self._record(task, row.rule, row.action, f"sent, action {done}", "sent")
             self._follow(task, row)
-            return f"{what}: sent (action {done})"
+            return Said(f"{what}: sent (action {done})", "sent")
         row.state, row.detail = "done", done
         self._settle(task, row)
-        return f"{what}: done{' (' + done + ')' if done else ''}"
+        return Said(f"{what}: done{' (' + done + ')' if done else ''}", "done")
 
-    def _call(self, task: ResponseTask, action: r.Action, comment: str) -> str:
+    def _call(self, task: ResponseTask, action: r.Action, comment: str, domain: str) -> tuple[str, str]:
+        """Send it: (what Defender answered, what undoing it needs besides the action's own id)."""
         api = self.deps.api
         match action:
             case r.Isolate() | r.AvScan() | r.RestrictAppExecution() | r.CollectInvestigationPackage():
                 body = {"Comment": comment, **_options(action)}
-                return str(api.machine_action(task.machine_id, SEGMENT[action.action], body)["id"])
+                return str(api.machine_action(task.machine_id, SEGMENT[action.action], body)["id"]), ""
             case r.TagDevice():
                 api.tag_machine(task.machine_id, action.tag)
-                return ""
+                return "", f"tag:{action.tag}"
             case r.BlockDomain():
-                return self._indicator(task, action, comment)
+                return self._indicator(domain, action, comment)
             case _:
-                return self._ticket(task, comment)
+                return self._ticket(task, comment), ""
 
-    def _indicator(self, task: ResponseTask, action: r.BlockDomain, comment: str) -> str:
-        if not task.domain:
-            raise DefenderError(400, "NoDomain", "the platform's domain is unknown")
+    def _indicator(self, domain: str, action: r.BlockDomain, comment: str) -> tuple[str, str]:
+        """``domain`` is what :func:`shared.response.rules.block_target` allowed, never the event's own host."""
         expires = self.deps.now() + timedelta(hours=action.expires_after_hours)
         found = self.deps.api.add_indicator(
             {
-                "indicatorValue": task.domain,
+                "indicatorValue": domain,
                 "indicatorType": "DomainName",
                 "action": action.indicator_action,
-                "title": f"Noxys: {action.indicator_action.lower()} {task.domain}",
+                "title": f"Noxys: {action.indicator_action.lower()} {domain}",
                 "description": comment,
                 "expirationTime": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "severity": "Medium",
                 "generateAlert": False,
             }
         )
-        return f"indicator {found.get('id', '?')} until {expires:%Y-%m-%d %H:%M}Z"
+        said = f"indicator {found.get('id', '?')} on {domain} until {expires:%Y-%m-%dT%H:%M:%SZ}"
+        return said, f"indicator:{found['id']}" if found.get("id") else ""
 
     def _ticket(self, task: ResponseTask, comment: str) -> str:
         if self.deps.tickets is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared.devices import ids_of
 from shared.events import Envelope
 from shared.mapping import AlertDraft
 from shared.response.rules import RulesFile, Situation, repeat_key, repeats
@@ -25,4 +26,5 @@ def situation(
         policy_action=((policy.action if policy else None) or "").lower(),
         device_tags=view.tags,
         counts=counts,
+        device_ids=ids_of(event.device).as_dict() if event.device else {},
     )

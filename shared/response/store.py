@@ -4,13 +4,18 @@
   anything is sent. A redelivered task, or one a killed worker left half done, finds the row and
   never sends twice; a row still ``intended`` means the last attempt may have sent the action
   without recording it, so the executor asks Defender before sending again.
-* **Guards** (partition ``guard``): the per-device cooldown (who holds it, until when) and the
-  isolations of the last hour, changed only with ETags, so two instances never both pass.
+* **Guards** (partition ``guard``): the per-device cooldown (who holds it, until when), and per
+  hourly cap (each action type, and the distinct devices acted on) who took a place in the last
+  hour — changed only with ETags, so two instances never both pass. A cap that refuses an action
+  writes a ``circuit-…`` row that the health check reports ("response circuit open").
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +23,7 @@ from typing import Any
 from shared.storage import EntityTable, table_key
 
 GUARD = "guard"
+SLOT_ATTEMPTS = 20  # conditional writes of one cap row before refusing the action
 FINAL_STATES = ("Succeeded", "Failed", "TimeOut", "Cancelled", "done", "dry_run", "skipped", "error")
 
 
@@ -33,10 +39,19 @@ class ActionRow:
     detail: str = ""
     at: float = 0.0
     dry_run: bool = False
+    alert_id: str = ""  # the alert the action was taken for (the false-positive release reads it)
+    undo: str = ""  # what undoing needs besides the action: "tag:NoxysRisk", "indicator:42"
+    release_at: float = 0.0  # release_after_hours: when the hourly sweep releases it (0: never)
+    released: str = ""  # how and when it was released (empty: still in force)
 
     @property
     def final(self) -> bool:
         return self.state in FINAL_STATES
+
+    @property
+    def in_force(self) -> bool:
+        """Sent or done live, and not released: what undo and the releases act on."""
+        return not self.dry_run and not self.released and self.state in ("sent", "Succeeded", "done")
 
 
 def _row(e: Any, event_id: str) -> ActionRow:
@@ -51,6 +66,10 @@ def _row(e: Any, event_id: str) -> ActionRow:
         str(e.get("detail") or ""),
         float(e.get("at") or 0),
         bool(e.get("dry_run")),
+        str(e.get("alert_id") or ""),
+        str(e.get("undo") or ""),
+        float(e.get("release_at") or 0),
+        str(e.get("released") or ""),
     )
 
 
@@ -96,7 +115,19 @@ class ResponseStore:
             "detail": row.detail[:1000],
             "at": row.at,
             "dry_run": row.dry_run,
+            "alert_id": row.alert_id,
+            "undo": row.undo,
+            "release_at": row.release_at,
+            "released": row.released[:500],
         }
+
+    def find(self, query: str, parameters: dict[str, Any]) -> list[ActionRow]:
+        """Action rows matching an OData filter (values passed as parameters, never quoted by hand;
+        the SDK substitutes a ``@name`` only as a whole word, so no parenthesis may touch one)."""
+        rows = self._table.query_entities(
+            f"PartitionKey ne '{GUARD}' and {query}", parameters=parameters, results_per_page=1000
+        )
+        return [_row(e, str(e.get("event_id") or "")) for e in rows]
 
     def between(self, since: float, until: float) -> list[dict[str, Any]]:
         """The action rows (comments and guards left out) recorded in [since, until), for reports."""
@@ -108,6 +139,7 @@ class ResponseStore:
         rows = self._table.query_entities(f"at ge {since:.3f} and PartitionKey ne '{GUARD}'", results_per_page=1000)
         counts: Counter[str] = Counter()
         failures: list[str] = []
+        in_force: list[str] = []  # what `response undo --action` takes, as the operator sees it
         dry = 0
         for e in rows:
             counts[f"{e.get('action')} {e.get('state')}"] += 1
@@ -116,7 +148,15 @@ class ResponseStore:
                 failures.append(
                     f"{e.get('action')} ({e.get('rule')}): {e.get('state')} {e.get('detail') or ''}".strip()
                 )
-        return {"by_action_and_state": dict(sorted(counts.items())), "dry_runs": dry, "failures": failures[-10:]}
+            row = _row(e, str(e.get("event_id") or ""))
+            if row.in_force and row.action_id:
+                in_force.append(f"{row.action} on machine {row.machine_id}: action {row.action_id}")
+        return {
+            "by_action_and_state": dict(sorted(counts.items())),
+            "dry_runs": dry,
+            "failures": failures[-10:],
+            "in_force": in_force[-10:],
+        }
 
     # ------------------------------------------------------------------ guards
     def _guard(self, key: str) -> tuple[dict[str, Any], str | None]:
@@ -162,20 +202,51 @@ class ResponseStore:
         values, _ = self._guard(f"device-{machine_id}")
         return float(values.get("until") or 0), str(values.get("owner") or "")
 
-    def take_isolation(self, event_id: str, now: float, limit: int) -> tuple[int, tuple[str, ...]]:
-        """Count this event among the last hour's isolations if there is room; (count, holders)."""
-        for _ in range(5):
-            values, etag = self._guard("isolations")
+    def take_slot(self, cap: str, holder: str, now: float, limit: int) -> bool:
+        """A place for ``holder`` among the last hour's ``cap`` (an action type, or ``devices``);
+        True when it has one (a holder that already has one keeps it: a retry is not counted twice)."""
+        key = f"cap-{cap}"
+        holder = hashlib.sha256(holder.encode()).hexdigest()[:16]  # bounded: the row holds up to 300
+        for attempt in range(SLOT_ATTEMPTS):
+            values, etag = self._guard(key)
             recent = _last_hour(values, now)
-            holders = tuple(e for _, e in recent)
-            if event_id in holders or len(recent) >= limit:
-                return len(recent), holders
-            if self._write_guard("isolations", {"recent": json.dumps([*recent, (now, event_id)])}, etag):
-                return len(recent) + 1, (*holders, event_id)
-        recent = _last_hour(self._guard("isolations")[0], now)  # still contended: report what is there
-        return len(recent), tuple(e for _, e in recent)
+            if holder in (h for _, h in recent):
+                return True
+            if len(recent) >= limit:
+                return False
+            if self._write_guard(key, {"recent": json.dumps([*recent, (now, holder)])}, etag):
+                return True
+            if attempt >= 2:  # instances racing for one cap row stop colliding in lockstep
+                time.sleep(random.uniform(0, min(0.04, 0.002 * attempt)))  # noqa: S311 - jitter, not security
+        return False  # still contended: refuse rather than overshoot the cap
+
+    def trip(self, cap: str, reason: str, now: float) -> None:
+        """Remember that ``cap`` refused an action (the health check reports it for an hour)."""
+        from azure.data.tables import UpdateMode
+
+        entity = {"PartitionKey": GUARD, "RowKey": f"circuit-{cap}", "reason": reason[:500], "tripped_at": now}
+        self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def comment_state(self, alert_id: str, rule: int) -> tuple[str, int]:
+        """The last verdict commented on the alert for rule ``rule``, and the cooldown skips since."""
+        values, _ = self._guard(f"comment-{table_key(alert_id)}-{rule:02d}")
+        return str(values.get("said") or ""), int(values.get("skipped") or 0)
+
+    def set_comment_state(self, alert_id: str, rule: int, said: str, skipped: int) -> None:
+        from azure.data.tables import UpdateMode
+
+        key = f"comment-{table_key(alert_id)}-{rule:02d}"
+        entity = {"PartitionKey": GUARD, "RowKey": key, "said": said[:1000], "skipped": skipped}
+        self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def open_circuits(self, now: float) -> list[str]:
+        """The caps that refused an action in the last hour, as sentences."""
+        rows = self._table.query_entities(
+            f"PartitionKey eq '{GUARD}' and RowKey ge 'circuit-' and RowKey lt 'circuit.'", results_per_page=100
+        )
+        return [str(e.get("reason")) for e in rows if now - float(e.get("tripped_at") or 0) < 3600]
 
 
 def _last_hour(values: dict[str, Any], now: float) -> list[tuple[float, str]]:
-    """The isolations guard's (time, event) pairs of the last hour."""
+    """A cap's (time, holder) pairs of the last hour."""
     return [(float(t), str(e)) for t, e in json.loads(values.get("recent") or "[]") if now - float(t) < 3600]

@@ -4,6 +4,10 @@ Jira or Teams relay can verify it came from this connector, exactly as the conne
 Noxys. The ``webhook-id`` is derived from the event, so a relay that deduplicates on it (as the
 scheme recommends) never opens the same ticket twice, even if the connector sends it again after
 a crash.
+
+A redirect is never followed: a 307/308 would re-POST the signed body (a user, a device) wherever
+it points — plain http included — and a 302 would turn it into a GET to any address, an internal
+one too. A redirect is a failure that names its status and says it was not followed.
 """
 
 from __future__ import annotations
@@ -44,9 +48,15 @@ class HttpTickets:
             "webhook-signature": sign(secret, msg_id, stamp, data),
         }
         try:
-            resp = self._http.post(self.url, data=data, headers=headers, timeout=self.timeout)
+            resp = self._http.post(self.url, data=data, headers=headers, timeout=self.timeout, allow_redirects=False)
         except requests.RequestException as exc:
             raise DefenderError(0, "TicketUnreachable", f"{exc.__class__.__name__} posting the ticket") from None
+        if 300 <= resp.status_code < 400:
+            raise DefenderError(
+                resp.status_code,
+                "TicketRedirected",
+                f"the ticket endpoint redirected ({resp.status_code}): not followed",
+            )
         if resp.status_code >= 300:
             raise DefenderError(resp.status_code, "TicketRefused", f"the ticket endpoint answered {resp.status_code}")
         try:

@@ -56,8 +56,15 @@ def _rules(tmp_path: Path, *rules: dict[str, Any], isolations: int = 5, cooldown
     return path
 
 
-def _storm(first: int, n: int, host: str, every: float = 60.0, start: float = 0.0) -> list[Arrival]:
-    return [Arrival(start + i * every, [violation(first + i, host=host, policy="storm")]) for i in range(n)]
+def _storm(
+    first: int, n: int, host: str, every: float = 60.0, start: float = 0.0, *, strong: bool = False
+) -> list[Arrival]:
+    """Events naming the device by host name; ``strong``: by host name and FQDN, two identifiers
+    that agree, as a destructive action needs (a host name alone is not enough to isolate it)."""
+    device = {"hostname": host, "fqdn": f"{host.lower()}.acme.local"} if strong else {"hostname": host}
+    return [
+        Arrival(start + i * every, [violation(first + i, host=host, device=device, policy="storm")]) for i in range(n)
+    ]
 
 
 def _actions(emulator: EmulatorServer, machine: str, kind: str = "Isolate") -> list[dict[str, Any]]:
@@ -77,7 +84,7 @@ def test_a_storm_isolates_once_tags_and_opens_one_ticket_then_cooldown_and_hourl
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     _use(sim, env, emulator, monkeypatch, _rules(tmp_path, STORM_RULE, isolations=1))
-    sim.run(_storm(1, 8, "ALICE-LAPTOP") + _storm(20, 4, "DAVE-MBP", start=30))
+    sim.run(_storm(1, 8, "ALICE-LAPTOP", strong=True) + _storm(20, 4, "DAVE-MBP", start=30, strong=True))
 
     (isolation,) = _actions(emulator, ALICE)
     assert isolation["scope"] == "Selective" and isolation["status"] == "Succeeded"  # followed to its end
@@ -87,7 +94,7 @@ def test_a_storm_isolates_once_tags_and_opens_one_ticket_then_cooldown_and_hourl
     assert _actions(emulator, DAVE) == [] and "NoxysRisk" in _machine(emulator, DAVE)["machineTags"]
     rows = _response_rows(env)
     skipped = [r["detail"] for r in rows if r["state"] == "skipped"]
-    assert "hourly isolation cap reached (1)" in skipped
+    assert "response circuit open: hourly cap on isolate reached (1, max_per_hour.isolate)" in skipped
     assert sum(1 for d in skipped if d.startswith("device cooldown until")) >= 3 * 5  # Alice's later events
     done = {(r["machine_id"], r["action"]): r["state"] for r in rows if r["state"] not in ("skipped",)}
     assert done[(ALICE, "isolate")] == "Succeeded" and done[(ALICE, "ticket")] == "done"
@@ -110,7 +117,7 @@ def test_a_storm_isolates_once_tags_and_opens_one_ticket_then_cooldown_and_hourl
     doc = json.loads(out.read_text())
     assert doc["response_actions"].startswith("5 action(s) taken on devices")  # Alice 3; Dave: tag and ticket
     assert ("isolate", "Succeeded") in {(a["action"], a["state"]) for a in doc["actions"]}
-    assert next(d for d in doc["devices"] if d["name"] == "ALICE-LAPTOP")["actions"] == 3
+    assert next(d for d in doc["devices"] if d["name"] == "alice-laptop.acme.local")["actions"] == 3
 
 
 def test_a_dry_run_sends_nothing_and_says_what_it_would_have_done(
@@ -161,7 +168,7 @@ def test_duplicate_tasks_and_a_worker_dying_after_the_call_never_repeat_an_actio
 
     monkeypatch.setattr(sim.sender, "send", twice)
     monkeypatch.setattr(ResponseStore, "save", die_once)
-    sim.run(_storm(1, 5, "ALICE-LAPTOP"))
+    sim.run(_storm(1, 5, "ALICE-LAPTOP", strong=True))
     assert died  # the crash happened
     events = [a["requestorComment"].rsplit("(event ", 1)[1] for a in _actions(emulator, ALICE)]
     assert events and len(events) == len(set(events))  # one isolation per event: no duplicate, no retry resent
@@ -173,7 +180,7 @@ def test_duplicate_tasks_and_a_worker_dying_after_the_call_never_repeat_an_actio
     assert any("found after an interrupted attempt" in str(a.get("path")) for a in audit)
 
 
-def test_a_bad_rules_file_is_refused_with_the_field_named_and_nothing_is_lost(
+def test_a_bad_rules_file_is_named_and_switches_response_off_never_the_alerts(
     sim: Simulation, env: Env, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
@@ -181,11 +188,14 @@ def test_a_bad_rules_file_is_refused_with_the_field_named_and_nothing_is_lost(
     assert main(["rules", "check", str(bad)]) == 1
     assert "rules[0].then[0].isolation_type: Input should be 'Full' or 'Selective'" in capsys.readouterr().err
     _use(sim, env, emulator, monkeypatch, bad)
-    sim.run(_storm(1, 1, "ALICE-LAPTOP"))
-    assert emulator.state.alerts == [] and emulator.state.calls == []  # refused before anything happened
-    assert len(env.queued_texts(f"{env.queue}-poison")) == 1  # kept, to replay once the file is fixed
+    sim.run(_storm(1, 4, "ALICE-LAPTOP"))
+    assert set(ledger_states(env).values()) == {"alert_created", "coalesced"} and emulator.state.alerts
+    assert env.queued_texts(f"{env.queue}-poison") == [] and emulator.state.response.actions == []
     assert main(["status"]) == 0
-    assert "automated response: REFUSED" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.splitlines()[1].startswith("  ! CONFIGURATION: RESPONSE_RULES_FILE: ")  # status leads with it
+    assert "isolation_type: Input should be 'Full' or 'Selective'" in out.splitlines()[1]
+    assert "automated response: OFF" in out and "alerts are delivered as usual" in out
 
 
 def test_the_combined_score_explains_itself_on_the_alert(

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared import anchor, devices
+from shared.delivery.devicecache import identity
 from shared.events import Device
 
 A = "a" * 40
@@ -80,3 +81,26 @@ def test_pick_nearest_matching_row() -> None:
     found = anchor.pick(rows, A, ("chatgpt.com",), AROUND)
     assert found == anchor.Anchor(A, "2", "2026-03-20T14:31:30.1234567Z", "https://chatgpt.com/c/1")
     assert anchor.pick(rows[2:], A, ("chatgpt.com",), AROUND) is None
+
+
+def test_identifiers_are_trimmed_case_folded_and_validated_once() -> None:
+    padded = Device(
+        hostname=" GINA-PC ",
+        fqdn="Gina-PC.Branch.Acme.Local. ",
+        aad_device_id=" 5B1C3A9E-0D7F-4C1B-9A8E-2F6D4E3C2B1A ",
+        ip_address=" 10.1.8.8 ",
+    )
+    assert devices.ids_of(padded) == devices.Ids(
+        "5b1c3a9e-0d7f-4c1b-9a8e-2f6d4e3c2b1a", "gina-pc.branch.acme.local", "gina-pc", "10.1.8.8"
+    )
+    assert devices.ids_of(Device(hostname="bad;name", fqdn="nodot", aad_device_id="zzz", ip_address="1.2")) == (
+        devices.Ids()
+    )
+    # the cache key and the lookups see one device, however it is padded or cased
+    assert identity(Device(hostname="GINA-PC ")) == identity(Device(hostname="gina-pc"))
+    filters = [
+        lk.odata_filter for lk in devices.lookups(Device(hostname=" GINA-PC", fqdn=" gina-pc.branch.acme.local"))
+    ]
+    assert filters == [
+        lk.odata_filter for lk in devices.lookups(Device(hostname="gina-pc", fqdn="gina-pc.branch.acme.local"))
+    ]

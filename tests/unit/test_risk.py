@@ -141,3 +141,32 @@ def test_explain_names_what_is_wrong_with_the_file(tmp_path: Path, capsys: pytes
     assert "holds 2 events: give one event" in capsys.readouterr().err
     assert main(["explain", str(tmp_path / "missing.json")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('{"new_platform_for_user": NaN}', "NaN is not a number"),
+        ('{"new_platform_for_user": -Infinity}', "-Infinity is not a number"),
+        ('{"new_platform_for_user": 1e308}', "new_platform_for_user: Input should be less than or equal to 1"),
+        ('{"new_platform_for_user": -0.5}', "new_platform_for_user: Input should be greater than or equal to 0"),
+        ('{"new_platform_for_user": "0.1"}', "new_platform_for_user: Input should be a valid number"),
+        ('{"defender_risk": {"High": -1}}', "defender_risk.High: Input should be greater than or equal to 0"),
+        ('{"new_platform_for_user": 0.1, "new_platform_for_user": 0.2}', "duplicate key 'new_platform_for_user'"),
+        ('{"device_violations_1h": {"from_count": ' + "1" * 5000 + ', "weight": 0.1}}', "5000 characters"),
+        ('{"a":' * 500 + "1" + "}" * 500, "nested more than"),
+    ],
+)
+def test_a_hostile_or_sloppy_weight_is_refused_naming_the_field(tmp_path: Path, text: str, says: str) -> None:
+    path = tmp_path / "risk.json"
+    path.write_text(text)
+    with pytest.raises(RiskConfigError) as caught:
+        load_config(str(path))
+    assert caught.value.problem.startswith(str(path)) and says in caught.value.problem
+
+
+def test_a_risk_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "risk.json"
+    path.write_bytes(b'{"defender_risk": {"H\xffgh": 0.1}}')
+    with pytest.raises(RiskConfigError, match="is not UTF-8"):
+        load_config(str(path))

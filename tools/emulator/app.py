@@ -43,6 +43,7 @@ URLS = Map(
         Rule("/api/machineactions", endpoint="machine_actions", methods=["GET"]),
         Rule("/api/machineactions/<action_id>", endpoint="machine_action_status", methods=["GET"]),
         Rule("/api/indicators", endpoint="indicators", methods=["GET", "POST"]),
+        Rule("/api/indicators/<indicator_id>", endpoint="indicator", methods=["DELETE"]),
         Rule("/tickets", endpoint="tickets", methods=["POST"]),
         Rule("/api/advancedqueries/run", endpoint="hunting", methods=["POST"]),
         Rule("/api/alerts/CreateAlertByReference", endpoint="create_alert", methods=["POST"]),
@@ -196,6 +197,11 @@ class EmulatorApp:
             return _json(200, {"value": list(self.state.response.indicators)})
         claims = self._auth(request, ("Ti.ReadWrite.All",), "indicators")
         return _json(200, self.state.add_indicator(request.get_json(silent=True), str(claims.get("appid"))))
+
+    def on_indicator(self, request: Request, indicator_id: str) -> Response:
+        self._auth(request, ("Ti.ReadWrite.All",), "indicators")
+        self.state.delete_indicator(indicator_id)
+        return Response(status=204)
 
     def on_tickets(self, request: Request) -> Response:
         return _json(201, self.state.receive_ticket(dict(request.headers.items()), request.get_data()))

@@ -45,6 +45,7 @@ ALERT_FIELDS = (
     "category",
 )
 RETENTION = timedelta(days=30)
+DEVICE_VALUES = ("Normal", "Low", "High")  # docs/reference/defender-api.md §12
 ALERT_STATUSES = ("New", "InProgress", "Resolved")
 CLASSIFICATIONS = ("TruePositive", "InformationalExpectedActivity", "FalsePositive")
 DETERMINATIONS = (
@@ -90,6 +91,19 @@ class Mde(Base):
         match = compile_filter(odata_filter) if odata_filter else (lambda m: True)
         found = [_public(m) for m in self.machines if match(m)]
         return found[:top] if top else found
+
+    def set_machine(self, machine_id: str, *, device_value: str | None = None, os_platform: str | None = None) -> None:
+        """What a customer sets in the portal (a high-value asset) or what onboarding reports (the
+        platform); the device value is one of its three documented values."""
+        machine = next((m for m in self.machines if m["id"] == machine_id), None)
+        if machine is None:
+            raise ApiError(404, "ResourceNotFound", f"Machine {machine_id} was not found.")
+        if device_value is not None:
+            if device_value not in DEVICE_VALUES:
+                raise ApiError(400, "InvalidInput", f"DeviceValue must be one of {', '.join(DEVICE_VALUES)}.")
+            machine["deviceValue"] = device_value
+        if os_platform is not None:
+            machine["osPlatform"] = os_platform
 
     def get_machine(self, key: str) -> dict[str, Any]:
         for m in self.machines:

@@ -2,7 +2,9 @@
 actions with their state progression (Pending → InProgress → Succeeded, or a final state a test
 chooses) and the "already running → 400" rule, device tags, indicators (validated, 15,000 per
 tenant) — and a ticket receiver that verifies the Standard Webhooks signature, as a ServiceNow,
-Jira or Teams relay would.
+Jira or Teams relay would. The undo side is there too (§12): ``unisolate``,
+``unrestrictCodeExecution``, tag removal and ``DELETE /api/indicators/{id}``; and a ticket relay a
+test can make answer with a redirect, to prove the connector never follows one.
 
 The permissions and quotas are checked by the routes in :mod:`tools.emulator.app`; this mixin
 holds the data and the rules.
@@ -23,6 +25,7 @@ ACTIONS: dict[str, tuple[str, str, str | None, tuple[str, ...]]] = {
     "isolate": ("Isolate", "Machine.Isolate", "IsolationType", ("Full", "Selective")),
     "unisolate": ("Unisolate", "Machine.Isolate", None, ()),
     "restrictCodeExecution": ("RestrictCodeExecution", "Machine.RestrictExecution", None, ()),
+    "unrestrictCodeExecution": ("UnrestrictCodeExecution", "Machine.RestrictExecution", None, ()),
     "runAntiVirusScan": ("RunAntiVirusScan", "Machine.Scan", "ScanType", ("Quick", "Full")),
     "collectInvestigationPackage": ("CollectInvestigationData", "Machine.CollectForensics", None, ()),
 }
@@ -43,6 +46,8 @@ class ResponseState:
     start_after: float = 10.0  # seconds Pending before InProgress
     run_for: float = 60.0  # seconds InProgress before the final state
     final_state: str = "Succeeded"  # what every action ends as (a test may choose Failed, TimeOut, …)
+    next_indicator: int = 1  # ids are never reused, even after a deletion
+    ticket_redirect: tuple[int, str] | None = None  # (status, Location): the relay answers with a redirect
 
 
 class Response(Base):
@@ -131,10 +136,20 @@ class Response(Base):
             return dict(same)
         if len(live) >= MAX_INDICATORS:
             raise ApiError(400, "BadRequest", f"The maximum number of indicators ({MAX_INDICATORS}) was reached.")
-        indicator = {**body, "id": str(len(self.response.indicators) + 1), "createdBy": requestor}
+        r = self.response  # ids are never reused: not after a deletion, nor after a restart (persist)
+        r.next_indicator = max([r.next_indicator, *(int(i["id"]) + 1 for i in r.indicators if str(i["id"]).isdigit())])
+        indicator = {**body, "id": str(r.next_indicator), "createdBy": requestor}
+        r.next_indicator += 1
         indicator["creationTimeDateTimeUtc"] = format_time(self.clock.now())
         self.response.indicators.append(indicator)
         return dict(indicator)
+
+    def delete_indicator(self, indicator_id: str) -> None:
+        """``DELETE /api/indicators/{id}``: 204, or 404 for an id that is not (or no longer) there."""
+        found = next((i for i in self.response.indicators if str(i["id"]) == indicator_id), None)
+        if found is None:
+            raise ApiError(404, "ResourceNotFound", f"Indicator {indicator_id} was not found.")
+        self.response.indicators.remove(found)
 
     def _check_indicator(self, body: Any) -> None:
         if not isinstance(body, dict):
@@ -166,6 +181,9 @@ class Response(Base):
 
         if not self.response.ticket_secret:
             raise ApiError(503, "NotConfigured", "The ticket receiver has no secret.")
+        if self.response.ticket_redirect:
+            status, location = self.response.ticket_redirect
+            raise ApiError(status, "Redirect", "The ticket relay moved.", headers={"Location": location})
         try:
             doc = Webhook(self.response.ticket_secret).verify(body, headers)
         except WebhookVerificationError as exc:

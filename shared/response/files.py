@@ -1,0 +1,84 @@
+"""The response rules and risk weights files, loaded so that they can never stop an alert.
+
+Alerts never depend on either file. A file that is missing, unreadable, invalid or hostile
+leaves delivery exactly as without it — response off, the risk score with its defaults — and
+becomes a :class:`ConfigProblem` naming the setting, the file and the field, which the health
+record, ``status``, ``test-connection`` and command 1 all show. (Before, a bad
+``RESPONSE_RULES_FILE`` made every queued event fail five times and go to poison.)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from shared.config import ConfigError
+from shared.response.rules import RulesFile, load_rules
+from shared.risk import RiskConfig, load_config
+
+log = logging.getLogger(__name__)
+
+
+class FileSettings(Protocol):
+    @property
+    def response_rules_file(self) -> str | None: ...
+    @property
+    def risk_config_file(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    setting: str  # RESPONSE_RULES_FILE or RISK_CONFIG_FILE
+    message: str  # the file and the field, e.g. "rules.json: rules[0].dry_run: Input should be a valid boolean"
+    consequence: str
+
+    def line(self) -> str:
+        return f"{self.setting}: {self.message} — {self.consequence}"
+
+
+def rules_or_off(settings: FileSettings) -> tuple[RulesFile | None, ConfigProblem | None]:
+    """The rules, or None (response off) with the problem when the file cannot be used."""
+    try:
+        return load_rules(settings.response_rules_file), None
+    except ConfigError as exc:
+        return None, ConfigProblem(
+            "RESPONSE_RULES_FILE", exc.problem, "automated response is OFF; alerts are delivered as usual"
+        )
+
+
+def risk_or_defaults(settings: FileSettings) -> tuple[RiskConfig, ConfigProblem | None]:
+    """The risk weights, or the defaults with the problem when the file cannot be used."""
+    try:
+        return load_config(settings.risk_config_file), None
+    except ConfigError as exc:
+        return RiskConfig(), ConfigProblem(
+            "RISK_CONFIG_FILE", exc.problem, "the combined risk score uses the default weights"
+        )
+
+
+def problems(settings: FileSettings) -> list[ConfigProblem]:
+    """Every problem with the two files, read now (cheap: two small local files)."""
+    found = [rules_or_off(settings)[1], risk_or_defaults(settings)[1]]
+    return [p for p in found if p is not None]
+
+
+def log_problems(settings: FileSettings) -> list[ConfigProblem]:
+    found = problems(settings)
+    for p in found:
+        log.error("configuration: %s", p.line())
+    return found
+
+
+@dataclass(frozen=True)
+class Files:
+    response_rules_file: str | None = None
+    risk_config_file: str | None = None
+
+
+def start_warnings(environ: Mapping[str, str]) -> list[str]:
+    """What command 1 prints before anything runs: each file problem, from the environment alone
+    (no other setting needs to be valid for this)."""
+    files = Files(environ.get("RESPONSE_RULES_FILE") or None, environ.get("RISK_CONFIG_FILE") or None)
+    return [f"⚠ {p.line()}" for p in problems(files)]
