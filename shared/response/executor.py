@@ -286,6 +286,7 @@ class Responder:
             if not store.take_slot(cap, holder, now, limit):
                 reason = r.cap_reason(cap, limit)
                 store.trip(cap, reason, now)
+                telemetry.response_action(action.action, "circuit_open")  # pages at once, not at the hourly check
                 log.warning("event %s: %s", task.event_id, reason)
                 return reason
         return ""

@@ -187,11 +187,35 @@ def test_response_actions_by_action_and_state(
     rules.write_text(json.dumps({"rules": [rule], "limits": {"max_isolations_per_hour": 5}}))
     monkeypatch.setenv("RESPONSE_RULES_FILE", str(rules))
     rewire(sim)
-    sim.run([Arrival(0, [violation(1)])])
+    sim.run([Arrival(0, [violation(1, device={"hostname": "ALICE-LAPTOP", "fqdn": "alice-laptop.acme.local"})])])
     actions = of(points(reader), "noxys.response.actions")
     assert actions[frozenset({("action", "tag_device"), ("state", "done")})] == 1
     assert actions[frozenset({("action", "isolate"), ("state", "sent")})] == 1
     assert actions[frozenset({("action", "isolate"), ("state", "succeeded")})] == 1  # followed to its end
+
+
+def test_a_tripped_response_cap_is_counted_at_once_as_circuit_open(
+    recorded: tuple[Simulation, InMemorySpanExporter, InMemoryMetricReader],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The alert rule "response circuit open" pages on this count, not on the next hourly check."""
+    sim, _, reader = recorded
+    rule = {
+        "name": "Tag on a violation",
+        "when": {"event_types": ["interaction.policy_violated"]},
+        "then": [{"action": "tag_device", "tag": "NoxysRisk"}],
+        "dry_run": False,
+    }
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"rules": [rule], "limits": {"max_per_hour": {"tag_device": 1}}}))
+    monkeypatch.setenv("RESPONSE_RULES_FILE", str(rules))
+    rewire(sim)
+    events = [violation(i, host=h, policy=str(i)) for i, h in enumerate(("ALICE-LAPTOP", "BOB-WS-0042"))]
+    sim.run([Arrival(0, events)])
+    actions = of(points(reader), "noxys.response.actions")
+    assert actions[frozenset({("action", "tag_device"), ("state", "done")})] == 1
+    assert actions[frozenset({("action", "tag_device"), ("state", "circuit_open")})] == 1
 
 
 def test_quota_waits_are_timed_per_api(recorded: tuple[Simulation, InMemorySpanExporter, InMemoryMetricReader]) -> None:
