@@ -109,7 +109,7 @@ def analyse(path: str, keep_timestamps: bool = False) -> Analysis:
     settings_from_local()
     event = _event(path, keep_timestamps)  # after the settings: the clock is the connector's
     notes: list[str] = []
-    draft = draft_alert(event)
+    draft = draft_alert(event, wiring.settings().platform_domains)
     patterns, view = _patterns(event, notes), _device(event, notes)
     cfg, problem = risk_or_defaults(wiring.settings())  # as delivery scores: the defaults, said so
     if problem:

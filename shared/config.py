@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import Annotated, Any, Literal, cast
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.platforms import registrable
 
 DEFAULT_FORWARD_EVENT_TYPES = (
     "interaction.policy_violated",
@@ -92,6 +95,16 @@ def signing_secret_ok(secret: str) -> bool:
     return bool(well_formed and base64.b64decode(body + "=="))
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON setting whose key is given twice is refused: one of the values would silently lose."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
 def _split(value: Any, sep: str | None) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(sep) if part.strip()]
@@ -133,6 +146,10 @@ class Settings(BaseSettings):
     http_timeout_seconds: float = Field(default=30.0, gt=0, le=230, alias="HTTP_TIMEOUT_SECONDS")
 
     # --- mapping ---
+    # The operator's own AI platforms and domains, e.g. {"internal-llm": ["llm.acme.internal"],
+    # "chatgpt": ["chatgpt.acme-proxy.com"]}: added to the catalogue's domains for anchoring. An
+    # event's own URL never adds one (shared/platforms.py).
+    platform_domains: dict[str, list[str]] = Field(default_factory=dict, alias="PLATFORM_DOMAINS")
     anchor_window_minutes: int = Field(
         default=10,
         ge=1,
@@ -240,6 +257,24 @@ class Settings(BaseSettings):
                 f"{', '.join(KNOWN_EVENT_TYPES)}"
             )
         return value
+
+    @field_validator("platform_domains", mode="before")
+    @classmethod
+    def _parse_platform_domains(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value, object_pairs_hook=_no_duplicate_keys) if value.strip() else {}
+        return value
+
+    @field_validator("platform_domains")
+    @classmethod
+    def _check_platform_domains(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for platform, domains in value.items():
+            for d in domains:
+                if registrable(d.strip().lower()) is None:
+                    raise ValueError(f"{platform}: {d!r} is not a domain name (e.g. llm.acme.internal)")
+            out[platform.strip().lower()] = [d.strip().lower().rstrip(".") for d in domains]
+        return out
 
     @field_validator("ticket_url")
     @classmethod

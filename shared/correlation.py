@@ -87,10 +87,11 @@ def device_hint(name: str, keys: str, reason: str) -> str:
 
 
 def platform_hint(platform: str, reason: str) -> str:
-    if "domain unknown" in reason:
+    if "no known domain" in reason or "domain unknown" in reason:  # (the second: rows before 2026-11-30)
         return (
-            f"{platform}: its domain is unknown, so there is no connection to anchor on — have Noxys send "
-            "content_metadata.url, or add the platform to shared/platforms.py."
+            f"{platform}: its domain is unknown, so there is no connection to anchor on — add it to "
+            'PLATFORM_DOMAINS (e.g. {"' + platform.lower() + '": ["llm.acme.internal"]}); an event\'s own URL '
+            "is never trusted for this."
         )
     return (
         f"{platform}: {reason}. Check that the devices log DeviceNetworkEvents (network protection on), that "

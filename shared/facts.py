@@ -41,7 +41,6 @@ class EventFacts:
 
 def facts(event: Envelope) -> EventFacts:
     it = event.data.interaction if event.kind != "alert" else None
-    url = it.content_metadata.url if it and it.content_metadata else None
     device = event.device
     present = (
         dict(zip(DEVICE_KEYS, (device.aad_device_id, device.fqdn, device.hostname, device.ip_address), strict=True))
@@ -54,7 +53,7 @@ def facts(event: Envelope) -> EventFacts:
         user=email or user_id,
         user_id=user_id,
         email=email,
-        platform=platforms.resolve(event.platform_id, it.platform_name if it else None, url).name,
+        platform=platforms.resolve(event.platform_id, it.platform_name if it else None).name,
         device_name=device.display_name if device else "",
         device_keys=",".join(k for k, v in present.items() if v),
         pii_types=",".join(pii.type_codes(it.classifications if it else [])),

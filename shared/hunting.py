@@ -73,7 +73,7 @@ def row(event: Envelope, delivered: Delivered | None = None) -> dict[str, Any]:
     al = event.data.alert if event.kind == "alert" else None
     policy = event.data.policy
     url = it.content_metadata.url if it and it.content_metadata else None
-    platform = platforms.resolve(event.platform_id, it.platform_name if it else None, url)
+    platform = platforms.resolve(event.platform_id, it.platform_name if it else None)
     classifications = it.classifications if it else []
     device = event.device
     return {
@@ -82,7 +82,7 @@ def row(event: Envelope, delivered: Delivered | None = None) -> dict[str, Any]:
         "EventType": event.type,
         "InteractionId": (it.id if it else None) or "",
         "Platform": platform.name,
-        "PlatformDomain": platform.domains[0] if platform.domains else "",
+        "PlatformDomain": platform.domains[0] if platform.domains else (platforms.reported_host(url) or ""),
         "RiskScore": event.risk_score,
         "PolicyName": (policy.name or policy.id or "") if policy else "",
         "PolicyAction": (policy.action or "") if policy else "",

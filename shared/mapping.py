@@ -16,6 +16,7 @@ What the SOC analyst sees in the Defender portal is decided here, so the rules a
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -68,21 +69,21 @@ def _iso(event: Envelope) -> str:
     return event.occurred_at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def draft_alert(event: Envelope) -> AlertDraft:
-    """Map a validated event to an alert draft. Raises ValueError for a type it cannot map."""
+def draft_alert(event: Envelope, extra_domains: Mapping[str, Sequence[str]] | None = None) -> AlertDraft:
+    """Map a validated event to an alert draft (``extra_domains``: the operator's
+    ``PLATFORM_DOMAINS``). Raises ValueError for a type it cannot map."""
     if event.kind == "alert":
-        return _draft_for_alert(event)
+        return _draft_for_alert(event, extra_domains)
     if event.kind == "interaction":
-        return _draft_for_interaction(event)
+        return _draft_for_interaction(event, extra_domains)
     raise ValueError(f"event type {event.type} carries neither an interaction nor an alert")
 
 
-def _draft_for_interaction(event: Envelope) -> AlertDraft:
+def _draft_for_interaction(event: Envelope, extra: Mapping[str, Sequence[str]] | None) -> AlertDraft:
     it = event.data.interaction
     assert it is not None
     policy = event.data.policy
-    metadata = it.content_metadata
-    platform = platforms.resolve(it.platform_id, it.platform_name, metadata.url if metadata else None)
+    platform = platforms.resolve(it.platform_id, it.platform_name, extra)
     action = (policy.action or "").lower() if policy else ""
 
     severity = severity_from_risk(it.risk_score)
@@ -143,10 +144,10 @@ def _interaction_lines(event: Envelope, headline: str, platform: platforms.Platf
     ]
 
 
-def _draft_for_alert(event: Envelope) -> AlertDraft:
+def _draft_for_alert(event: Envelope, extra: Mapping[str, Sequence[str]] | None) -> AlertDraft:
     al = event.data.alert
     assert al is not None
-    platform = platforms.resolve(al.platform_id)
+    platform = platforms.resolve(al.platform_id, None, extra)
     critical = (al.severity or "").lower() == "critical" or event.type == "alert.severity_critical"
     label = "Critical" if critical else "High"
     title = f"Noxys {label.lower()} alert - {al.title or 'AI firewall alert'}"

@@ -4,18 +4,20 @@ The domains drive the anchor search (a ``DeviceNetworkEvents`` row whose ``Remot
 one of them) and the ``PlatformDomain`` hunting column. Sub-domains match (``chat.deepseek.com``
 is on ``deepseek.com``).
 
-An event is authentic, not authoritative: its ``content_metadata.url`` never widens a catalogued
-platform's domains (a violation "on ChatGPT" reported with ``https://google.com/`` is anchored on
-the device's ChatGPT traffic, not its Google traffic). For a platform the catalogue does not know,
-the URL's host is the only lead and is used — but only a registrable-looking host name (two
-labels or more, a letter-led last label: never ``com``, an IP literal or ``localhost``), so one
-event cannot anchor on "every ``.com`` connection". What ``block_domain`` may block is decided
-separately and more strictly (:func:`shared.response.rules.block_target`).
+An event is authentic, not authoritative: its ``content_metadata.url`` never adds a domain to
+anchor on. The domains are the catalogue's, plus the operator's own (``PLATFORM_DOMAINS``, for an
+in-house or proxied AI platform); a violation "on ChatGPT" reported with ``https://google.com/`` is
+anchored on the device's ChatGPT traffic, and a platform neither the catalogue nor the operator
+knows has nothing to anchor on (``no_anchor``, with the setting named), rather than a host one
+event chose. The reported host is still shown where it only informs (the hunting row). What
+``block_domain`` may block is decided separately and more strictly
+(:func:`shared.response.rules.block_target`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -67,15 +69,23 @@ def registrable(host: str | None) -> str | None:
     return host if len(host) <= 253 and _REGISTRABLE.match(host) else None
 
 
-def resolve(platform_id: str | None, platform_name: str | None = None, url: str | None = None) -> Platform:
-    """The catalogued platform (the event's URL ignored), or one built from what the event says
-    (a registrable URL host as its domain)."""
-    known = PLATFORMS.get((platform_id or "").lower())
+def resolve(
+    platform_id: str | None, platform_name: str | None = None, extra: Mapping[str, Sequence[str]] | None = None
+) -> Platform:
+    """The catalogued platform with the operator's extra domains (``PLATFORM_DOMAINS``), or one
+    named by the event whose only domains are the operator's."""
+    key = (platform_id or "").lower()
+    added = tuple((extra or {}).get(key, ()))
+    known = PLATFORMS.get(key)
     if known:
-        return known
-    host = registrable(_host(url))
+        return Platform(known.id, known.name, known.domains + added) if added else known
     name = platform_name or (platform_id or "unknown AI platform")
-    return Platform(platform_id or "unknown", name, (host,) if host else ())
+    return Platform(platform_id or "unknown", name, added)
+
+
+def reported_host(url: str | None) -> str | None:
+    """The registrable host an event's URL names: shown (hunting), never anchored or blocked on."""
+    return registrable(_host(url))
 
 
 def on_domain(remote: str, domains: tuple[str, ...]) -> bool:

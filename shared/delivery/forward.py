@@ -230,7 +230,7 @@ class Delivery:
 
     # ------------------------------------------------------------------ the steps
     def _deliver(self, event: Envelope, entry: Entry, kept: EventFacts) -> Outcome:
-        attempt = Attempt(event, entry, draft_alert(event), self.deps.clock.now(), kept)
+        attempt = Attempt(event, entry, draft_alert(event, self.settings.platform_domains), self.deps.clock.now(), kept)
         self._record(attempt)  # every event counts in the windows, whatever becomes of it
         for step in (self._device, self._join_group, self._assess, self._recover_interrupted, self._anchor, self._lead):
             outcome = step(attempt)
@@ -325,7 +325,8 @@ class Delivery:
             return None
         domains = a.draft.platform.domains
         if not domains:
-            return self._no_alert(a, Kind.NO_ANCHOR, "platform domain unknown", machine_id=a.machine_id)
+            why = f"no known domain for {a.draft.platform.name} (an in-house platform? add it to PLATFORM_DOMAINS)"
+            return self._no_alert(a, Kind.NO_ANCHOR, why, machine_id=a.machine_id)
         window = timedelta(minutes=self.settings.anchor_window_minutes)
         rows = self.deps.mde.run_hunting_query(anchor.hunting_query(a.machine_id, domains, a.event.occurred_at, window))
         found = anchor.pick(rows, a.machine_id, domains, a.event.occurred_at)

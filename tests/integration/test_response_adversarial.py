@@ -91,24 +91,29 @@ def test_one_event_cannot_block_a_domain_it_names(
 ) -> None:
     rules = _rules(tmp_path, [{"action": "block_domain", "expires_after_hours": 8760}])
     _use(sim, env, emulator, monkeypatch, rules)
-    # an unknown platform "on google.com" (Erin's device does reach gemini.google.com, so it anchors)
-    # and ChatGPT reported with a google.com URL
+    # an unknown platform "on google.com" (Erin's device does reach gemini.google.com) and ChatGPT
+    # reported with a google.com URL
     sim.run([
         Arrival(0, [_event(1, "ERIN-LAPTOP", platform="newbot", url="https://google.com/")]),
         Arrival(60, [_event(2, "ALICE-LAPTOP", platform="chatgpt", url="https://google.com/")]),
     ])  # fmt: skip
-    _all_delivered(env, 2)
     blocked = [i["indicatorValue"] for i in emulator.state.response.indicators]
     assert blocked == ["chatgpt.com"]  # the catalogue's domain, never the event's host
-    assert "google.com is neither a catalogued platform's domain nor in allowed_block_domains" in _skipped(env)
+    assert ledger_states(env)["evt_sim_00002"] == "alert_created"
+    # the unknown platform has no domain but the one the event chose: nothing to anchor on, nothing to act on
+    entry = env.table("Ledger").get_entity("evt_sim_00001", "event")
+    assert entry["state"] == "no_anchor" and "PLATFORM_DOMAINS" in entry["reason"]
 
 
 def test_an_operator_listed_domain_may_be_blocked_for_an_unknown_platform(
     sim: Simulation, env: Env, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """The operator names the in-house platform's domain (PLATFORM_DOMAINS, for anchoring) and allows
+    blocking it (allowed_block_domains): then, and only then, it is blocked."""
     rules = _rules(tmp_path, [{"action": "block_domain"}], allowed_block_domains=["Google.com"])
+    monkeypatch.setenv("PLATFORM_DOMAINS", json.dumps({"NewBot": ["Gemini.Google.com"]}))
     _use(sim, env, emulator, monkeypatch, rules)
-    sim.run([Arrival(0, [_event(1, "ERIN-LAPTOP", platform="newbot", url="https://gemini.google.com/app")])])
+    sim.run([Arrival(0, [_event(1, "ERIN-LAPTOP", platform="newbot", url="https://evil.example/app")])])
     assert [i["indicatorValue"] for i in emulator.state.response.indicators] == ["gemini.google.com"]
 
 

@@ -103,7 +103,7 @@ def test_correlation_shares_methods_delay_and_the_names_that_failed() -> None:
 def test_hints_name_what_to_fix() -> None:
     assert "sent no device" in correlation.device_hint("", "", "the event names no device")
     assert "unambiguous" in correlation.device_hint("10.1.99.1", "ip", "ambiguous: 2 machines used 10.1.99.1")
-    assert "content_metadata.url" in correlation.platform_hint("Foo", "platform domain unknown")
+    assert "PLATFORM_DOMAINS" in correlation.platform_hint("Foo", "no known domain for Foo (an in-house platform?)")
 
 
 def test_no_events_gives_no_shares_rather_than_a_division_error() -> None:

@@ -88,17 +88,28 @@ def test_inbound_or_pii_free_interaction_is_suspicious_activity() -> None:
     assert draft_alert(event("high_risk", data__interaction__classifications=[])).category == "SuspiciousActivity"
 
 
-def test_unknown_platform_uses_its_url_host_as_domain() -> None:
-    d = draft_alert(
-        event(
-            "high_risk",
-            data__interaction__platform_id="newbot",
-            data__interaction__platform_name="NewBot",
-            data__interaction__content_metadata={"url": "https://chat.newbot.ai/c/1"},
-        )
+def test_an_unknown_platform_anchors_only_on_the_operators_domains_never_the_events_url() -> None:
+    newbot = event(
+        "high_risk",
+        data__interaction__platform_id="newbot",
+        data__interaction__platform_name="NewBot",
+        data__interaction__content_metadata={"url": "https://chat.newbot.ai/c/1"},
     )
+    d = draft_alert(newbot)
     assert d.title.endswith("- NewBot")
-    assert d.platform.domains == ("chat.newbot.ai",)
+    assert d.platform.domains == ()  # the event's host is not a domain to anchor on
+    assert draft_alert(newbot, {"newbot": ["chat.newbot.ai"]}).platform.domains == ("chat.newbot.ai",)
+    chatgpt = draft_alert(event("policy_violated"), {"chatgpt": ["chatgpt.acme-proxy.com"]}).platform
+    assert chatgpt.domains[-1] == "chatgpt.acme-proxy.com" and "chatgpt.com" in chatgpt.domains
+
+
+def test_platform_domains_are_validated_and_normalised() -> None:
+    from shared.config import ConfigError, load_settings
+
+    s = load_settings({"PLATFORM_DOMAINS": '{"NewBot": ["Chat.NewBot.AI."]}'})
+    assert s.platform_domains == {"newbot": ["chat.newbot.ai"]}
+    with pytest.raises(ConfigError, match="PLATFORM_DOMAINS"):
+        load_settings({"PLATFORM_DOMAINS": '{"newbot": ["com"]}'})
 
 
 def test_a_value_smuggled_into_the_type_field_is_not_echoed() -> None:
