@@ -38,11 +38,12 @@ ATTEMPTS = 20  # conditional writes of one group row before giving up (the deliv
 
 
 def _pause(attempt: int) -> None:
-    """After the second refused write in a row, wait a random moment (up to 2 ms per attempt so
-    far, at most 40 ms): writers of one hot row stop colliding in lockstep. The first retry is
-    immediate: it usually only replaces a stale copy."""
+    """After the second refused write in a row, wait a random moment that doubles with each refusal
+    (4 ms, 8 ms, … at most 250 ms): writers of one hot row stop colliding in lockstep, and a slow,
+    busy host (where a linear 40 ms cap let 16 writers exhaust the attempts) spreads them out. The
+    first retry is immediate: it usually only replaces a stale copy."""
     if attempt >= 2:
-        time.sleep(random.uniform(0, min(0.04, 0.002 * attempt)))  # noqa: S311 - jitter, not security
+        time.sleep(random.uniform(0, min(0.25, 0.001 * 2**attempt)))  # noqa: S311 - jitter, not security
 
 
 def group_key(event: Envelope, machine_id: str, window_seconds: int) -> str:
