@@ -40,6 +40,7 @@ from shared.delivery.sender import QueueSender, StorageQueueSender
 from shared.intake import Intake
 from shared.response.executor import Responder, ResponseDeps
 from shared.response.files import log_problems, risk_or_defaults, rules_or_off
+from shared.response.identity import IdentityClient, build_notifier
 from shared.response.rules import RulesFile
 from shared.response.store import ResponseStore
 from shared.response.ticket import HttpTickets
@@ -267,6 +268,13 @@ def graph_client() -> GraphClient:
 
 
 @_once
+def identity_client() -> IdentityClient:
+    """Graph's identity calls (sendMail): the Graph token, and the same budget and audit."""
+    s = settings()
+    return IdentityClient(s.graph_api_url, CredentialTokenProvider(credential(), s.graph_scope), **_client_kwargs())
+
+
+@_once
 def incidents_client() -> IncidentsClient:
     s = settings()
     return IncidentsClient(
@@ -335,6 +343,7 @@ def _responder(rules: RulesFile) -> Responder:
         return entry.alert_id if entry else None
 
     tickets = HttpTickets(s.ticket_url, ticket_secret) if s.ticket_url else None
+    notifier = build_notifier(s, identity_client()) if s.notify_sender else None
     return Responder(
         ResponseDeps(
             rules=rules,
@@ -345,6 +354,7 @@ def _responder(rules: RulesFile) -> Responder:
             audit=audit().record,
             alert_of=alert_of,
             tickets=tickets,
+            notifier=notifier,
             max_age=timedelta(hours=s.max_event_age_hours),
         )
     )

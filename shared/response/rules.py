@@ -39,6 +39,7 @@ ActionKind = Literal[
     "tag_device",
     "block_domain",
     "ticket",
+    "notify_user",
 ]
 PERMISSION: dict[str, str] = {
     "isolate": "Machine.Isolate",
@@ -47,7 +48,9 @@ PERMISSION: dict[str, str] = {
     "collect_investigation_package": "Machine.CollectForensics",
     "tag_device": "Machine.ReadWrite.All",
     "block_domain": "Ti.ReadWrite.All",
+    "notify_user": "Mail.Send",
 }
+GRAPH_PERMISSIONS = frozenset({"Mail.Send"})  # granted on Microsoft Graph, not on the Defender API
 MACHINE_ACTION_TYPE = {  # our action → the MachineAction ``type`` Defender reports
     "isolate": "Isolate",
     "restrict_app_execution": "RestrictCodeExecution",
@@ -125,8 +128,22 @@ class Ticket(_Strict):
     action: Literal["ticket"]
 
 
+class NotifyUser(_Strict):
+    """E-mail the person the event names (:mod:`shared.response.notify`), at most once per
+    ``limits.notify_cooldown_minutes``."""
+
+    action: Literal["notify_user"]
+
+
 Action = Annotated[
-    Isolate | RestrictAppExecution | AvScan | CollectInvestigationPackage | TagDevice | BlockDomain | Ticket,
+    Isolate
+    | RestrictAppExecution
+    | AvScan
+    | CollectInvestigationPackage
+    | TagDevice
+    | BlockDomain
+    | Ticket
+    | NotifyUser,
     Field(discriminator="action"),
 ]
 
@@ -153,6 +170,7 @@ class PerHour(_Strict):
     tag_device: Cap = 50
     block_domain: Cap = 3
     ticket: Cap = 60
+    notify_user: Cap = 30
 
 
 class Limits(_Strict):
@@ -160,6 +178,7 @@ class Limits(_Strict):
     max_devices_per_hour: Cap = 10
     max_isolations_per_hour: Cap | None = None  # older name of max_per_hour.isolate
     device_cooldown_minutes: int = Field(default=60, ge=0, le=10080)
+    notify_cooldown_minutes: int = Field(default=60, ge=1, le=10080)  # one mail per user, across instances
 
     def cap(self, kind: str) -> int:
         if (
@@ -237,6 +256,10 @@ class Situation:
     device_tags: tuple[str, ...] = ()
     counts: dict[str, int] = field(default_factory=dict)
     device_ids: dict[str, str] = field(default_factory=dict)  # normalised (shared.devices.Ids), for the proof
+    # what notify_user tells the person: never a PII value or prompt text, only type codes
+    policy_name: str = ""
+    pii_types: tuple[str, ...] = ()
+    occurred_at: str = ""  # ISO 8601 UTC
 
 
 def repeat_key(r: Repeat) -> str:
@@ -421,6 +444,8 @@ def describe(action: Action) -> str:
 
         case Ticket():
             return "open a ticket"
+        case NotifyUser():
+            return "e-mail the user"
         case RestrictAppExecution():
             return "restrict app execution" + _release(action.release_after_hours)
         case _:
@@ -433,6 +458,10 @@ def setting_warnings(rules: RulesFile, env: Mapping[str, str]) -> list[str]:
     out = []
     for rule in rules.rules:
         kinds = {a.action for a in rule.then}
+        if "notify_user" in kinds and not env.get("NOTIFY_SENDER"):
+            out.append(
+                f"rule '{rule.name}': notify_user, but NOTIFY_SENDER is not set (it would fail: NotifyNotConfigured)"
+            )
         if "ticket" in kinds and not env.get("TICKET_URL"):
             out.append(f"rule '{rule.name}': ticket, but TICKET_URL is not set (it would fail: TicketNotConfigured)")
         elif "ticket" in kinds and not (env.get("TICKET_SIGNING_SECRET") or env.get("KEY_VAULT_URL")):
