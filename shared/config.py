@@ -76,6 +76,7 @@ class ConfigError(Exception):
 
 
 APP_ROOT = Path(__file__).resolve().parents[1]
+GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"  # an Entra object id
 
 
 def app_file(path: str) -> Path:
@@ -184,6 +185,8 @@ class Settings(BaseSettings):
     notify_sender: str | None = Field(default=None, max_length=320, alias="NOTIFY_SENDER")
     notify_template_file: str | None = Field(default=None, alias="NOTIFY_TEMPLATE_FILE")
     notify_contact: str = Field(default="", max_length=200, alias="NOTIFY_CONTACT")
+    contain_group_id: str | None = Field(default=None, pattern=GUID, alias="CONTAIN_GROUP_ID")
+    protected_group_id: str | None = Field(default=None, pattern=GUID, alias="PROTECTED_GROUP_ID")
     purge_limit_per_table: int = Field(default=5000, ge=100, le=100_000, alias="PURGE_LIMIT_PER_TABLE")
     table_prefix: str = Field(default="Noxys", pattern=r"^[A-Za-z][A-Za-z0-9]{0,40}$", alias="TABLE_PREFIX")
     graph_api_url: str = Field(default="https://graph.microsoft.com", alias="GRAPH_API_URL")

@@ -38,6 +38,7 @@ from shared.delivery.patterns import PatternStore
 from shared.delivery.ports import Deps, IncidentApi
 from shared.delivery.sender import QueueSender, StorageQueueSender
 from shared.intake import Intake
+from shared.response.contain import Containment
 from shared.response.executor import Responder, ResponseDeps
 from shared.response.files import log_problems, risk_or_defaults, rules_or_off
 from shared.response.identity import IdentityClient, build_notifier
@@ -323,7 +324,16 @@ def releaser() -> Releaser:
         audit().record,
         lambda: clock().now(),
         settings().release_on_false_positive,
+        identity=containment(),
     )
+
+
+def containment() -> Containment | None:
+    """contain_user's groups and Graph client, when CONTAIN_GROUP_ID is set (its absence is said per action)."""
+    s = settings()
+    if not s.contain_group_id:
+        return None
+    return Containment(identity_client(), s.contain_group_id, s.protected_group_id or "")
 
 
 def ticket_secret() -> str | None:
@@ -355,6 +365,7 @@ def _responder(rules: RulesFile) -> Responder:
             alert_of=alert_of,
             tickets=tickets,
             notifier=notifier,
+            containment=containment(),
             max_age=timedelta(hours=s.max_event_age_hours),
         )
     )

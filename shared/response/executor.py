@@ -40,6 +40,7 @@ from shared.response.notify import recipient
 from shared.response.store import ActionRow, ResponseStore
 
 if TYPE_CHECKING:
+    from shared.response.contain import Containment
     from shared.response.identity import Notifier
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class ResponseDeps:
     alert_of: Callable[[str], str | None]  # the alert a (leader) event raised, from the ledger
     tickets: TicketSink | None = None
     notifier: Notifier | None = None  # notify_user: Graph sendMail (shared.response.identity)
+    containment: Containment | None = None  # contain_user: the contain group (shared.response.contain)
     max_age: timedelta = timedelta(hours=24)  # MAX_EVENT_AGE_HOURS: a response retried longer is given up
 
 
@@ -274,6 +276,8 @@ class Responder:
             why = fresh.destructive_blocked
         if isinstance(action, r.NotifyUser):
             return self._notify(task, row, rule, guard, s, now)
+        if isinstance(action, r.ContainUser):
+            return self._contain(task, row, not fresh_row, rule, action, guard, now)
         verdict, why = (
             ("skip", why) if why else r.verdict(action, rule, task.event_id, guard, self.deps.rules.limits, now)
         )
@@ -307,7 +311,9 @@ class Responder:
             self._record(task, row.rule, row.action, f"would send '{mail.subject}'", row.state)
             return Said(f"would {what} ('{mail.subject}')", row.state)
         if verdict == "send":
-            why = self._user_cooldown(task, now) or self._reserve(task, row, r.NotifyUser(action="notify_user"), now)
+            minutes = self.deps.rules.limits.notify_cooldown_minutes
+            why = self._user_guard("user", task, now, minutes, f"the user was e-mailed less than {minutes} min ago")
+            why = why or self._reserve(task, row, r.NotifyUser(action="notify_user"), now)
             verdict = "skip" if why else verdict
         if verdict != "send" or mail is None or self.deps.notifier is None:
             row.state, row.detail = ("dry_run", "would " + what) if verdict == "dry_run" else ("skipped", why)
@@ -318,14 +324,43 @@ class Responder:
         self._settle(task, row)
         return Said(f"{what}: done (mail sent)", "done")
 
-    def _user_cooldown(self, task: ResponseTask, now: float) -> str:
-        """The person's mail cooldown, taken for this event unless another event holds it."""
-        minutes = self.deps.rules.limits.notify_cooldown_minutes
-        who = "user-" + hashlib.sha256(task.user.strip().casefold().encode()).hexdigest()[:24]  # no address in keys
+    def _user_guard(self, kind: str, task: ResponseTask, now: float, minutes: int, held: str) -> str:
+        """A per-person guard (``user``: the mail cooldown; ``contain``: the containment), taken for
+        this event unless another event holds it, across instances; why not when it is held."""
+        who = f"{kind}-" + hashlib.sha256(task.user.strip().casefold().encode()).hexdigest()[:24]  # no address
         until, owner = self.deps.store.take_cooldown(who, task.event_id, now, minutes * 60)
         if until > now and owner != task.event_id:
-            return f"the user was e-mailed less than {minutes} min ago (next mail from {r.iso(until)})"
+            return f"{held} (until {r.iso(until)})"
         return ""
+
+    def _contain(
+        self, task: ResponseTask, row: ActionRow, retry: bool, rule: r.Rule, action: r.ContainUser, guard: r.Guard,
+        now: float,
+    ) -> Said:  # fmt: skip
+        """``contain_user``: the same verdict, cap and claim as every action; once per person per
+        ``for_hours``; never a protected identity, read fresh (:mod:`shared.response.contain`)."""
+        what, upn, c = r.describe(action), recipient(task.user), self.deps.containment
+        verdict, why = r.verdict(action, rule, task.event_id, guard, self.deps.rules.limits, now)
+        user_id = ""
+        if verdict == "send":
+            if upn is None:
+                why = "the event names no e-mail address (user principal name) for the user"
+            elif c is None or c.problem:
+                why = f"{c.problem if c else 'CONTAIN_GROUP_ID is not set'} (ContainNotConfigured)"
+            if not why and c is not None and upn is not None:
+                user_id, why = c.user_of(upn)  # fresh, before every containment: protected never
+            why = why or self._user_guard("contain", task, now, action.for_hours * 60, "the user is already contained")
+            why = why or self._reserve(task, row, action, now)
+            verdict = "skip" if why else verdict
+        if verdict != "send" or c is None:
+            row.state, row.detail = ("dry_run", "would " + what) if verdict == "dry_run" else ("skipped", why)
+            self._settle(task, row)
+            return Said(f"would {what}" if verdict == "dry_run" else f"{what}: skipped ({why})", row.state, row.detail)
+        done = c.contain(user_id, action, now, retry=retry)
+        row.state, row.detail, row.undo, row.release_at = "done", done.detail, done.undo, done.release_at
+        row.action_id = "contain-" + hashlib.sha256(f"{task.event_id}/{row.key}".encode()).hexdigest()[:16]
+        self._settle(task, row)
+        return Said(f"{what}: done ({done.detail}; undo: response undo --action {row.action_id})", "done")
 
     def _reserve(self, task: ResponseTask, row: ActionRow, action: r.Action, now: float) -> str:
         """A place in the action's hourly cap, and for a device action in the hour's distinct

@@ -31,6 +31,52 @@ class IdentityClient(ApiClient):
         """``POST /v1.0/users/{sender}/sendMail`` (``Mail.Send``): 202, no body."""
         self._request("POST", f"/v1.0/users/{quote(sender, safe='@')}/sendMail", json=body)
 
+    def get_user(self, upn: str) -> dict[str, Any] | None:
+        """The user whose userPrincipalName is ``upn`` (``User.Read.All``), or None. Asked as a
+        ``$filter`` so the address travels in the query, never in the path the audit trail keeps."""
+        body = self._request(
+            "GET",
+            "/v1.0/users",
+            params={
+                "$filter": "userPrincipalName eq '" + upn.replace("'", "''") + "'",
+                "$select": "id,userPrincipalName,accountEnabled",
+            },
+        )
+        found = body.get("value", []) if isinstance(body, dict) else []
+        return found[0] if len(found) == 1 and isinstance(found[0], dict) else None
+
+    def check_member_groups(self, user_id: str, group_ids: list[str]) -> list[str]:
+        """The subset of ``group_ids`` the user is a member of, transitively (read fresh, never cached)."""
+        body = self._request(
+            "POST", f"/v1.0/users/{quote(user_id, safe='')}/checkMemberGroups", json={"groupIds": group_ids}
+        )
+        return [str(g) for g in body.get("value", [])] if isinstance(body, dict) else []
+
+    def add_member(self, group_id: str, user_id: str) -> bool:
+        """``POST /groups/{id}/members/$ref``; False when the user was already a member (Graph's 400)."""
+        ref = {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{user_id}"}
+        try:
+            self._request("POST", f"/v1.0/groups/{quote(group_id, safe='')}/members/$ref", json=ref)
+        except DefenderError as exc:
+            if exc.status == 400 and "already exist" in exc.message:
+                return False
+            raise
+        return True
+
+    def remove_member(self, group_id: str, user_id: str) -> bool:
+        """``DELETE /groups/{id}/members/{user}/$ref``; False when the user was no longer a member (404)."""
+        try:
+            self._request("DELETE", f"/v1.0/groups/{quote(group_id, safe='')}/members/{quote(user_id, safe='')}/$ref")
+        except DefenderError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def revoke_sessions(self, user_id: str) -> None:
+        """``POST /users/{id}/revokeSignInSessions`` (``User.RevokeSessions.All``)."""
+        self._request("POST", f"/v1.0/users/{quote(user_id, safe='')}/revokeSignInSessions")
+
 
 class Mailer(Protocol):
     def send_mail(self, sender: str, body: dict[str, Any]) -> None: ...

@@ -40,6 +40,7 @@ ActionKind = Literal[
     "block_domain",
     "ticket",
     "notify_user",
+    "contain_user",
 ]
 PERMISSION: dict[str, str] = {
     "isolate": "Machine.Isolate",
@@ -49,8 +50,15 @@ PERMISSION: dict[str, str] = {
     "tag_device": "Machine.ReadWrite.All",
     "block_domain": "Ti.ReadWrite.All",
     "notify_user": "Mail.Send",
+    "contain_user": "GroupMember.ReadWrite.All",
 }
-GRAPH_PERMISSIONS = frozenset({"Mail.Send"})  # granted on Microsoft Graph, not on the Defender API
+# what an action needs besides its own permission: contain_user reads the user and checks, fresh,
+# that it is not protected (GET /users, checkMemberGroups: User.Read.All); revoke_sessions its own
+ALSO_NEEDS: dict[str, tuple[str, ...]] = {"contain_user": ("User.Read.All",)}
+REVOKE_PERMISSION = "User.RevokeSessions.All"
+GRAPH_PERMISSIONS = frozenset(  # granted on Microsoft Graph, not on the Defender API
+    {"Mail.Send", "GroupMember.ReadWrite.All", "User.Read.All", REVOKE_PERMISSION}
+)
 MACHINE_ACTION_TYPE = {  # our action → the MachineAction ``type`` Defender reports
     "isolate": "Isolate",
     "restrict_app_execution": "RestrictCodeExecution",
@@ -135,6 +143,15 @@ class NotifyUser(_Strict):
     action: Literal["notify_user"]
 
 
+class ContainUser(_Strict):
+    """Add the person to ``CONTAIN_GROUP_ID`` (the group Conditional Access blocks from AI apps)
+    for ``for_hours``, never a member of ``PROTECTED_GROUP_ID`` (:mod:`shared.response.contain`)."""
+
+    action: Literal["contain_user"]
+    for_hours: int = Field(default=24, ge=1, le=720)
+    revoke_sessions: bool = False
+
+
 Action = Annotated[
     Isolate
     | RestrictAppExecution
@@ -143,7 +160,8 @@ Action = Annotated[
     | TagDevice
     | BlockDomain
     | Ticket
-    | NotifyUser,
+    | NotifyUser
+    | ContainUser,
     Field(discriminator="action"),
 ]
 
@@ -171,6 +189,7 @@ class PerHour(_Strict):
     block_domain: Cap = 3
     ticket: Cap = 60
     notify_user: Cap = 30
+    contain_user: Cap = 10
 
 
 class Limits(_Strict):
@@ -201,7 +220,11 @@ class RulesFile(_Strict):
         for rule in self.rules:
             for action in rule.then:
                 if not rule.dry_run and action.action in PERMISSION:
-                    out.setdefault(PERMISSION[action.action], []).append(rule.name)
+                    needs = [PERMISSION[action.action], *ALSO_NEEDS.get(action.action, ())]
+                    needs += [REVOKE_PERMISSION] if isinstance(action, ContainUser) and action.revoke_sessions else []
+                    for role in needs:
+                        if rule.name not in out.setdefault(role, []):
+                            out[role].append(rule.name)
         return out
 
 
@@ -446,6 +469,9 @@ def describe(action: Action) -> str:
             return "open a ticket"
         case NotifyUser():
             return "e-mail the user"
+        case ContainUser():
+            revoke = " and revoke their sessions" if action.revoke_sessions else ""
+            return f"contain the user (contain group, released after {action.for_hours} h){revoke}"
         case RestrictAppExecution():
             return "restrict app execution" + _release(action.release_after_hours)
         case _:
@@ -461,6 +487,11 @@ def setting_warnings(rules: RulesFile, env: Mapping[str, str]) -> list[str]:
         if "notify_user" in kinds and not env.get("NOTIFY_SENDER"):
             out.append(
                 f"rule '{rule.name}': notify_user, but NOTIFY_SENDER is not set (it would fail: NotifyNotConfigured)"
+            )
+        if "contain_user" in kinds and not (env.get("CONTAIN_GROUP_ID") and env.get("PROTECTED_GROUP_ID")):
+            out.append(
+                f"rule '{rule.name}': contain_user, but CONTAIN_GROUP_ID and PROTECTED_GROUP_ID are not both set "
+                "(it would be skipped: ContainNotConfigured)"
             )
         if "ticket" in kinds and not env.get("TICKET_URL"):
             out.append(f"rule '{rule.name}': ticket, but TICKET_URL is not set (it would fail: TicketNotConfigured)")

@@ -112,6 +112,16 @@ def test_a_missing_template_file_sends_no_mail_and_never_stops_an_alert(
     assert env.queued_texts(f"{env.queue}-poison") == []
 
 
+def connection_without(emulator: EmulatorServer, env: Env, role: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """``test-connection``'s output once the connector's app lost ``role`` (it still passes: the
+    alert path works, the rule's loss is a warning)."""
+    app = emulator.state.clients[(next(iter(emulator.state.tenants)), env.values["DEFENDER_CLIENT_ID"])]
+    app.roles = [r for r in app.roles if r != role]
+    wiring.reset()
+    assert main(["test-connection"]) == 0
+    return capsys.readouterr().out
+
+
 def _graph(emulator: EmulatorServer, **kw: Any) -> dict[str, str]:
     token = provider(emulator, scope="https://graph.microsoft.com/.default", **kw).token()
     return {"Authorization": f"Bearer {token}"}
@@ -144,10 +154,6 @@ def test_test_connection_names_a_missing_mail_send(
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     _use(sim, emulator, monkeypatch, tmp_path, NOTIFY_RULE)
-    app = emulator.state.clients[(next(iter(emulator.state.tenants)), env.values["DEFENDER_CLIENT_ID"])]
-    app.roles = [r for r in app.roles if r != "Mail.Send"]
-    wiring.reset()
-    assert main(["test-connection"]) == 0  # the alert path works; the rule's loss is a warning
-    out = capsys.readouterr().out
+    out = connection_without(emulator, env, "Mail.Send", capsys)
     assert "Mail.Send" in out and "Tell the user about repeated violations" in out
     assert main(["test-connection", "--strict"]) == 1

@@ -17,7 +17,7 @@ from shared.response.notify import (
     recipient,
     render,
 )
-from shared.response.rules import Situation, parse_rules
+from shared.response.rules import Situation, parse_rules, setting_warnings
 
 SITUATION = Situation(
     "interaction.policy_violated",
@@ -104,3 +104,23 @@ def test_a_rules_file_takes_notify_user_with_its_cap_and_cooldown() -> None:
     assert rules.permissions() == {"Mail.Send": ["tell"]}
     with pytest.raises(Exception, match="notify_cooldown_minutes"):
         parse_rules(json.dumps({"rules": [], "limits": {"notify_cooldown_minutes": 0}}))
+
+
+def test_contain_user_needs_its_graph_permissions_and_both_groups() -> None:
+    rules = parse_rules(
+        json.dumps(
+            {"rules": [{"name": "contain", "dry_run": False,
+                        "then": [{"action": "contain_user", "for_hours": 4, "revoke_sessions": True}]}]}
+        )
+    )  # fmt: skip
+    assert rules.permissions() == {
+        "GroupMember.ReadWrite.All": ["contain"], "User.Read.All": ["contain"], "User.RevokeSessions.All": ["contain"]
+    }  # fmt: skip
+    assert rules.limits.cap("contain_user") == 10
+    warned = setting_warnings(rules, {"CONTAIN_GROUP_ID": "6c1d2e3f-0000-4000-8000-00000000c0a1"})
+    assert warned == [
+        "rule 'contain': contain_user, but CONTAIN_GROUP_ID and PROTECTED_GROUP_ID are not both set "
+        "(it would be skipped: ContainNotConfigured)"
+    ]
+    with pytest.raises(Exception, match="for_hours"):
+        parse_rules(json.dumps({"rules": [{"name": "c", "then": [{"action": "contain_user", "for_hours": 0}]}]}))

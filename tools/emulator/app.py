@@ -60,6 +60,7 @@ URLS = Map(
         Rule("/v1.0/applications(appId='<app_id>')", endpoint="graph_application", methods=["GET"]),
         Rule("/dataCollectionRules/<dcr>/streams/<stream>", endpoint="logs_ingest", methods=["POST"]),
         Rule("/v2.1/track", endpoint="track", methods=["POST"]),
+        Rule("/v1.0/users", endpoint="graph_users", methods=["GET"]),
         Rule("/v1.0/users/<user>", endpoint="graph_user", methods=["GET"]),
         Rule("/v1.0/users/<user>/sendMail", endpoint="graph_send_mail", methods=["POST"]),
         Rule("/v1.0/users/<user>/revokeSignInSessions", endpoint="graph_revoke", methods=["POST"]),
@@ -269,6 +270,14 @@ class EmulatorApp:
         self._graph(request, ("User.Read.All", "User.ReadWrite.All", "Directory.Read.All"))
         u = self.state.user(user)
         return _json(200, {k: u.get(k) for k in ("id", "userPrincipalName", "accountEnabled", "mail")})
+
+    def on_graph_users(self, request: Request) -> Response:
+        self._graph(request, ("User.Read.All", "User.ReadWrite.All", "Directory.Read.All"))
+        found = self.state.find_users(request.args.get("$filter") or "")
+        return _json(
+            200,
+            {"value": [{k: u.get(k) for k in ("id", "userPrincipalName", "accountEnabled", "mail")} for u in found]},
+        )
 
     def on_graph_send_mail(self, request: Request, user: str) -> Response:
         self._graph(request, ("Mail.Send",))

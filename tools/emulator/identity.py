@@ -18,6 +18,7 @@ from tools.emulator.base import Base
 from tools.emulator.common import ApiError, format_time
 
 QUOTA = [(60, 120)]  # Graph identity calls per app per tenant per minute (emulated)
+UPN_FILTER = re.compile(r"^userPrincipalName eq '((?:[^']|'')*)'$")
 DIRECTORY_OBJECT = re.compile(r"^https://graph\.microsoft\.com/v1\.0/directoryObjects/([0-9a-fA-F-]{36})$")
 
 
@@ -55,6 +56,14 @@ class Identity(Base):
         if found is None:
             raise ApiError(404, "Request_ResourceNotFound", f"Resource '{key}' does not exist.")
         return found
+
+    def find_users(self, odata_filter: str) -> list[dict[str, Any]]:
+        """``$filter=userPrincipalName eq '…'`` (the one filter the connector sends); 400 for others."""
+        found = UPN_FILTER.match(odata_filter.strip())
+        if found is None:
+            raise ApiError(400, "Request_UnsupportedQuery", f"Unsupported filter: {odata_filter[:100]}")
+        upn = found.group(1).replace("''", "'").lower()
+        return [u for u in self.identity.users.values() if str(u.get("userPrincipalName", "")).lower() == upn]
 
     def _group(self, group_id: str) -> dict[str, Any]:
         found = self.identity.groups.get(group_id)
