@@ -11,10 +11,9 @@ import argparse
 import sys
 from typing import Any
 
-from shared import review, wiring
-from shared.cli_compliance import _period, _ready, read_back
+from shared import review, review_job, wiring
+from shared.cli_compliance import _period, _ready
 from shared.cli_env import PERIOD_HELP, defender_problem, output_problem, write_private
-from shared.response.store import ResponseStore
 
 
 def cmd_review(args: argparse.Namespace) -> int:
@@ -31,17 +30,14 @@ def cmd_review(args: argparse.Namespace) -> int:
     if (problem := defender_problem()) is not None:
         print(f"✗ the review reads the analysts' classifications from Defender: {problem}", file=sys.stderr)
         return 1
-    entries = list(wiring.ledger().between(since.timestamp(), until.timestamp()))
-    ids = sorted({e.alert_id for e in entries if e.alert_id and e.via != "graph"})
-    alerts: dict[str, dict[str, Any]] = {}
-    if ids:
-        with tqdm(
-            total=len(ids), desc="reading classifications from Defender", unit="alert", file=sys.stderr,
-            disable=args.quiet,
-        ) as bar:  # fmt: skip
-            alerts = read_back(wiring.defender_client(), ids, since, progress=lambda: bar.update(1))
-    actions = ResponseStore(wiring.table("Responses")).between(since.timestamp(), until.timestamp())
-    built = review.build(entries, alerts, actions, since=since, until=until)
+    with tqdm(desc="reading classifications from Defender", unit="alert", file=sys.stderr, disable=args.quiet) as bar:
+        built = review_job.collect(
+            review_job.Sources.of(wiring.ledger(), wiring.defender_client(), wiring.table),
+            since,
+            until,
+            progress=bar.update,
+            total=lambda n: bar.reset(total=n),
+        )
     text = review.RENDERERS[args.format](built)
     if args.output:
         write_private(args.output, [text])
@@ -50,6 +46,23 @@ def cmd_review(args: argparse.Namespace) -> int:
         )
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def cmd_review_or_unsuppress(args: argparse.Namespace) -> int:
+    if not args.what:
+        return cmd_review(args)
+    if args.what[0] != "unsuppress" or len(args.what) != 2:
+        print("✗ usage: python -m shared review [--since 7d …] | review unsuppress POLICY", file=sys.stderr)
+        return 2
+    if (problem := _ready()) is not None:
+        print(f"✗ {problem}", file=sys.stderr)
+        return 1
+    said = wiring.suppressions().unsuppress(args.what[1], wiring.clock().now())
+    if not said:
+        print(f"✗ no suppressed policy has the id or name {args.what[1]!r}", file=sys.stderr)
+        return 1
+    print("\n".join(said))
     return 0
 
 
@@ -66,4 +79,8 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--format", choices=tuple(review.RENDERERS), default="md")
     r.add_argument("--output", help="write to this file instead of standard output")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
-    r.set_defaults(run=cmd_review)
+    r.add_argument(
+        "what", nargs="*", metavar="unsuppress POLICY",
+        help="re-enable a policy the review suppressed (its id or name): its events raise alerts again",
+    )  # fmt: skip
+    r.set_defaults(run=cmd_review_or_unsuppress)

@@ -48,6 +48,7 @@ from shared.response.ticket import HttpTickets
 from shared.response.undo import Releaser
 from shared.secrets import SecretStore, build_store
 from shared.status import StatusDeps
+from shared.suppress import Cached, Suppressions
 from shared.telemetry import Tally
 
 if TYPE_CHECKING:
@@ -400,7 +401,18 @@ def _keep_rows(rows: list[tuple[QueuedEvent, str]], partition: str) -> None:
 
 @_once
 def intake() -> Intake:
-    return Intake(settings(), signing_secrets, _send, _count, clock(), io_pool(), _keep_rows)
+    s = settings()
+    off = Cached(_suppressed_now, lambda: clock().now().timestamp()) if s.suppress_false_positive_rate else None
+    return Intake(s, signing_secrets, _send, _count, clock(), io_pool(), _keep_rows, off)
+
+
+def suppressions() -> Suppressions:
+    """The scheduled review's summary and the policies it suppressed (shared.suppress)."""
+    return Suppressions(table("Reviews"))
+
+
+def _suppressed_now() -> frozenset[str]:
+    return frozenset(k for pid, row in suppressions().active().items() for k in (pid, str(row.get("name") or "")) if k)
 
 
 def status_deps() -> StatusDeps:

@@ -11,14 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.functions.timer import TimerRequest
 
 from shared import wiring
 from shared.cli import main
+from shared.functions.health import health_check
+from tests.integration.test_hunting import hunting
 from tests.support import SAMPLE_DAY, Env, violation
 from tools.emulator.server import EmulatorServer
 from tools.simulation import Arrival, Simulation
 
 pytestmark = pytest.mark.integration
+__all__ = ["hunting"]  # the fixture that configures the hunting table
+hourly_timer = health_check.build().get_user_function()
 HOURS = 8  # one event every 8 h: each raises its own alert (nothing to coalesce with)
 
 
@@ -41,10 +46,10 @@ def _policy_alerts(emulator: EmulatorServer, name: str) -> list[dict[str, Any]]:
     return sorted((a for a in emulator.state.alerts if name in a["title"]), key=lambda a: a["alertCreationTime"])
 
 
-def test_review_over_a_seeded_week_gives_the_rates_and_the_suggestions(
-    sim: Simulation, env: Env, emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+def _seed(sim: Simulation, emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> datetime:
+    """The week, a tagging rule on `block` actions, and the analyst's verdicts six hours after the
+    last alert: 'Block PII on ChatGPT' 9 FP, 2 TP, 1 informational, 2 unclassified; 'Coach on
+    DeepSeek' 5 TP, 2 unclassified. The simulation's start."""
     rules = tmp_path / "rules.json"
     rules.write_text(json.dumps({"rules": [{"name": "Tag PII on ChatGPT", "when": {"policy_actions": ["block"]},
                                             "then": [{"action": "tag_device", "tag": "NoxysPII"}]}]}))  # fmt: skip
@@ -67,6 +72,15 @@ def test_review_over_a_seeded_week_gives_the_rates_and_the_suggestions(
         emulator.state.update_alert(alert["id"], {"classification": verdict})
     for alert in coach[:5]:
         emulator.state.update_alert(alert["id"], {"classification": "TruePositive"})
+    return start
+
+
+def test_review_over_a_seeded_week_gives_the_rates_and_the_suggestions(
+    sim: Simulation, env: Env, emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    start = _seed(sim, emulator, tmp_path, monkeypatch)
+    pii = _policy_alerts(emulator, "Block PII on ChatGPT")
     out = tmp_path / "review.json"
     since, until = start.isoformat(), (sim.clock.now() + timedelta(hours=1)).isoformat()
     base = ["review", "--since", since, "--until", until, "--quiet"]
@@ -106,3 +120,42 @@ def test_review_over_a_seeded_week_gives_the_rates_and_the_suggestions(
         c for c in emulator.state.calls if c["path"].startswith("/api/alerts?") or c["path"].startswith("/api/alerts/")
     ]
     assert reads  # read back from Defender (not from the connector's memory)
+
+
+def test_a_policy_above_the_rate_is_suppressed_by_the_scheduled_review_and_an_operator_re_enables_it(
+    hunting: Simulation, env: Env, emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    sim = hunting  # hunting configured: a suppressed policy's events must still reach the hunting table
+    monkeypatch.setenv("SUPPRESS_FALSE_POSITIVE_RATE", "0.6")
+    monkeypatch.setenv("SUPPRESS_MIN_CLASSIFIED", "10")
+    _seed(sim, emulator, tmp_path, monkeypatch)
+    hourly_timer(TimerRequest(past_due=False))  # Monday 06:00 has passed since the last review (none): it runs
+    assert main(["status"]) == 0
+    said = capsys.readouterr().out
+    assert "! policy 'Block PII on ChatGPT' (pol_pii) SUPPRESSED since" in said and "9 of 12 classified" in said
+    assert "last review" in said and "Coach on DeepSeek" not in said.split("last review")[1].split("\n")[0]
+    sim.clock.advance(3600)
+    hourly_timer(TimerRequest(past_due=False))  # the next hour's record (written before the review part)
+    health = wiring.status_deps().table("Health").get_entity("health", "latest")
+    assert "pol_pii" in health["record"]  # visible in the health record too
+    alerts, kept = len(emulator.state.alerts), wiring.hunting_outbox().count()
+
+    def more(i: int, policy: dict[str, str]) -> Arrival:
+        doc = violation(i, host="ALICE-LAPTOP", at=sim.clock.now(), policy="x")
+        doc["data"]["policy"] = policy
+        return Arrival(0, [doc])
+
+    pii = {"id": "pol_pii", "name": "Block PII on ChatGPT", "action": "block"}
+    sim.run([more(500, pii)])
+    assert len(emulator.state.alerts) == alerts  # no alert for the suppressed policy …
+    assert wiring.hunting_outbox().count() > kept  # … but its event still goes to hunting
+    sim.run([more(501, {"id": "pol_coach", "name": "Coach on DeepSeek", "action": "coach"})])
+    assert len(emulator.state.alerts) == alerts + 1  # other policies are untouched
+    hourly_timer(TimerRequest(past_due=False))  # already reviewed this week: not run again, nothing lifted
+    assert main(["review", "unsuppress", "Block PII on ChatGPT"]) == 0
+    assert "re-enabled" in capsys.readouterr().out
+    assert main(["review", "unsuppress", "pol_pii"]) == 1  # nothing suppressed by that name any more
+    sim.clock.advance(120)  # the webhook reads the suppressed set at most once a minute
+    sim.run([more(502, pii)])
+    assert len(emulator.state.alerts) == alerts + 2  # reversible
