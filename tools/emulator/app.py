@@ -39,6 +39,7 @@ URLS = Map(
         Rule("/api/machines", endpoint="machines", methods=["GET"]),
         Rule("/api/machines/<key>", endpoint="machine", methods=["GET"]),
         Rule("/api/machines/<machine_id>/tags", endpoint="machine_tags", methods=["POST"]),
+        Rule("/api/machines/<machine_id>/alerts", endpoint="machine_alerts", methods=["GET"]),
         Rule("/api/machines/<machine_id>/<segment>", endpoint="machine_action", methods=["POST"]),
         Rule("/api/machineactions", endpoint="machine_actions", methods=["GET"]),
         Rule("/api/machineactions/<action_id>", endpoint="machine_action_status", methods=["GET"]),
@@ -193,6 +194,10 @@ class EmulatorApp:
     def on_machine_action_status(self, request: Request, action_id: str) -> Response:
         self._auth(request, ("Machine.Read.All", "Machine.ReadWrite.All"), "actions")
         return _json(200, self.state.get_machine_action(action_id))
+
+    def on_machine_alerts(self, request: Request, machine_id: str) -> Response:
+        self._auth(request, ("Alert.Read.All", "Alert.ReadWrite.All"), "alerts")
+        return _json(200, {"value": self.state.machine_alerts(machine_id)})
 
     def on_machine_tags(self, request: Request, machine_id: str) -> Response:
         self._auth(request, ("Machine.ReadWrite.All",), "machines")

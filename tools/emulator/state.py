@@ -63,6 +63,7 @@ class DefenderState(Entra, Mde, Graph, Response, Identity):
         self.machines: list[dict[str, Any]] = []
         self.traffic: dict[str, list[tuple[str, int]]] = {}  # machine id -> [(domain, every seconds)]
         self.network_events: list[dict[str, Any]] = []
+        self.process_events: list[dict[str, Any]] = []
         self.alerts: list[dict[str, Any]] = []
         self.incidents: dict[str, dict[str, Any]] = {}
         self.calls: list[dict[str, Any]] = []
@@ -98,6 +99,7 @@ class DefenderState(Entra, Mde, Graph, Response, Identity):
             self.machines.append(machine)
             self.traffic[machine["id"]] = [(t["domain"], int(t["every_seconds"])) for t in m.get("traffic", [])]
         self.network_events.extend(fixture.get("network_events", []))
+        self.process_events.extend(fixture.get("process_events", []))
         load_identity(self.identity, fixture)
         for mi in fixture.get("managed_identities", []):
             self.vault.identities.add(mi["client_id"])
