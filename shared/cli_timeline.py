@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
 from shared import timeline, wiring
-from shared.cli_compliance import _ready
-from shared.cli_env import moment
+from shared.cli_env import moment, settings_from_local, storage_problem
 from shared.cli_response import _machine_of
 from shared.config import ConfigError
 from shared.defender.errors import DefenderError
@@ -61,8 +61,25 @@ def collect(api: Any, machine_id: str, around: datetime, minutes: int) -> tuple[
     return items, missing
 
 
+def for_report(
+    api: Any, alert_ids: list[str], read: dict[str, dict[str, Any]], limit: int
+) -> dict[str, list[dict[str, str]]]:
+    """The report's timelines (``report --timeline``): one per alert Defender read back with its
+    device, ± 30 minutes around its creation, at most ``limit`` (two hunting queries each)."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for alert_id in alert_ids:
+        a = read.get(alert_id) or {}
+        machine, created = str(a.get("machineId") or ""), str(a.get("alertCreationTime") or "")
+        if len(out) >= limit or not machine or not created:
+            continue
+        items, _ = collect(api, machine, moment(created, datetime.now(UTC)), 30)
+        out[alert_id] = [asdict(i) for i in items]
+    return out
+
+
 def cmd_timeline(args: argparse.Namespace) -> int:
-    if (problem := _ready()) is not None:
+    settings_from_local()
+    if (problem := storage_problem()) is not None:
         print(f"✗ {problem}", file=sys.stderr)
         return 1
     try:

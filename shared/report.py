@@ -22,7 +22,7 @@ from typing import Any
 
 from shared.delivery.ledger import Entry, LedgerState
 from shared.events import INVISIBLE
-from shared.report_officer import glossary_html, pii_in_words, response_summary_html
+from shared.report_officer import glossary_html, pii_in_words, response_summary_html, timelines_html
 
 OUTCOMES = ("alert_created", "coalesced", "no_device", "no_anchor", "dead_lettered", "pending")
 DEFENDER_FIELDS = ("status", "classification", "determination", "incidentId", "severity")
@@ -85,6 +85,7 @@ class Report:
     alerts: list[AlertLine]
     response_actions: str
     actions: list[ActionLine] = field(default_factory=list)
+    timelines: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # report --timeline (shared.timeline)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -382,7 +383,8 @@ def render_html(r: Report) -> str:
         f"<h1>{_e(title)}</h1><p class=note>Generated {_e(r.generated_at[:19])}Z. Response actions: "
         f"{_e(r.response_actions)}. PII is listed by type only; no PII value is received or kept.</p>"
         f'<div class="summary">{cards}</div><div>{charts}</div>{sections}'
-        f"<h2>Alerts and Defender's view of them</h2>{alerts}{glossary_html()}</main></body></html>\n"
+        f"<h2>Alerts and Defender's view of them</h2>{alerts}{timelines_html(r.timelines)}{glossary_html()}"
+        "</main></body></html>\n"
     )
 
 

@@ -85,3 +85,24 @@ def response_summary_html(actions: Iterable[Action]) -> str:
             out += (f"<details><summary>{sum(rows.values())} {html.escape(label)}</summary>"
                     f"{_table(label.capitalize(), rows)}</details>")  # fmt: skip
     return out
+
+
+def timelines_html(timelines: Mapping[str, list[dict[str, str]]]) -> str:
+    """A section per alert: its device's timeline (``report --timeline``), in time order."""
+    if not timelines:
+        return ""
+    out = "<h2>Timelines of the alerts</h2>"
+    for alert_id, items in timelines.items():
+        rows = (
+            "".join(
+                f"<tr><td>{html.escape(i['time'])}</td><td>{html.escape(i['source'])}</td><td>{html.escape(i['kind'])}</td>"
+                f"<td>{html.escape(i['summary'])}</td></tr>"
+                for i in items
+            )
+            or "<tr><td colspan='4'>nothing on the device in the window</td></tr>"
+        )
+        head = "".join(f"<th scope='col'>{h}</th>" for h in ("time (UTC)", "source", "kind", "what happened"))
+        caption = "<caption>The device, 30 minutes either side of the alert</caption>"
+        table = f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+        out += f"<section><h3>Alert {html.escape(alert_id)}</h3>{table}</section>"
+    return out

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from shared.cli import main
+from tests.integration.test_report_accessibility import axe_violations
 from tests.integration.test_response import ALICE
 from tests.support import SAMPLE_DAY, Env, violation
 from tools.emulator.common import format_time
@@ -79,3 +81,17 @@ def test_by_alert_as_text(
     assert lines == sorted(lines) and any(" noxys " in line for line in lines)
     assert main(["timeline", "--device", "alice-laptop.acme.local"]) == 2  # --around is needed
     assert "--around" in capsys.readouterr().err
+
+
+def test_the_report_has_a_timeline_section_per_alert_and_stays_accessible(
+    sim: Simulation, env: Env, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    ours = _seed(sim, emulator)
+    page = tmp_path / "report.html"
+    since, until = (SAMPLE_DAY - timedelta(hours=1)).isoformat(), (SAMPLE_DAY + timedelta(hours=1)).isoformat()
+    assert main(["report", "--since", since, "--until", until, "--timeline", "--output", str(page)]) == 0
+    text = page.read_text()
+    section = text[text.index(f"<h3>Alert {ours['id']}</h3>") :]
+    assert "ProcessCreated powershell.exe (from outlook.exe)" in section and "da_powershell" in section
+    assert section.index("<td>noxys</td><td>event</td>") > section.index("<td>hunting</td><td>network</td>")
+    assert [v["id"] for v in axe_violations(page, tmp_path)["violations"]] == []
