@@ -157,3 +157,17 @@ def test_test_connection_names_a_missing_mail_send(
     out = connection_without(emulator, env, "Mail.Send", capsys)
     assert "Mail.Send" in out and "Tell the user about repeated violations" in out
     assert main(["test-connection", "--strict"]) == 1
+
+
+def test_rules_check_reads_the_graph_permissions_from_the_graph_token(
+    sim: Simulation, env: Env, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    _use(sim, emulator, monkeypatch, tmp_path, NOTIFY_RULE)
+    assert main(["rules", "check", str(tmp_path / "rules.json")]) == 0
+    out = capsys.readouterr().out
+    assert "needs Mail.Send (for Tell the user about repeated violations)" in out
+    assert "which the app is not granted" not in out  # granted on Graph: not reported missing
+    out = connection_without(emulator, env, "Mail.Send", capsys)
+    assert main(["rules", "check", str(tmp_path / "rules.json")]) == 0
+    assert "notify_user needs Mail.Send, which the app is not granted" in capsys.readouterr().out
