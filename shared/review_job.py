@@ -52,18 +52,22 @@ def collect(
 
 
 def scheduled(s: Settings, store: Suppressions, src: Sources, now: datetime) -> list[str]:
-    """Run the weekly review when ``REVIEW_SCHEDULE`` says it is due and it has not run since; keep
-    its summary and (``SUPPRESS_FALSE_POSITIVE_RATE``) suppress or lift policies. What changed."""
+    """Run the weekly review when ``REVIEW_SCHEDULE`` says it is due and it has not run since, and
+    keep its summary; with ``SUPPRESS_FALSE_POSITIVE_RATE``, judge the policies every hour (the
+    analysts' latest classifications, read back): suppress one above the rate, lift one no longer
+    above it. What changed."""
     latest = store.latest()
-    due = last_due(s.review_schedule, now)
-    if latest and datetime.fromisoformat(str(latest["at"])) >= due:
+    due = not latest or datetime.fromisoformat(str(latest["at"])) < last_due(s.review_schedule, now)
+    suppressing = s.suppress_false_positive_rate is not None
+    if not due and not suppressing:
         return []
     built = collect(src, now - PERIOD, now)
     changes: list[str] = []
     if s.suppress_false_positive_rate is not None:
         wanted = over_threshold(built, s.suppress_false_positive_rate, s.suppress_min_classified)
         changes = store.apply(wanted, now)
-    store.keep(built, changes, now)
-    for line in [*built.suggestions, *changes]:
+    if due:
+        store.keep(built, changes, now)
+    for line in [*(built.suggestions if due else []), *changes]:
         log.info("review: %s", line)
     return changes

@@ -6,10 +6,11 @@
   kept (row ``latest``) for ``status`` and the health record.
 * With ``SUPPRESS_FALSE_POSITIVE_RATE`` set (off by default), a policy whose false-positive rate is
   above it over at least ``SUPPRESS_MIN_CLASSIFIED`` classified alerts is **suppressed**: its events
-  stop raising alerts (the webhook still accepts them, and they still go to the hunting table). A
-  later review whose rate for it is no longer above the threshold lifts it; so does an operator
-  (``review unsuppress POLICY``), which also holds it off for the next review period, so the same
-  week of verdicts does not suppress it again at once.
+  stop raising alerts (the webhook still accepts them, and they still go to the hunting table).
+  The policies are judged every hour (shared.review_job.scheduled): one whose rate is no longer
+  above the threshold is lifted within the hour. An operator lifts one with ``review unsuppress
+  POLICY``, which also holds it off for 7 days, so the same week of verdicts does not suppress it
+  again at once.
 * The webhook reads the suppressed set at most once a minute per instance (:class:`Cached`).
 """
 

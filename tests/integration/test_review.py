@@ -152,10 +152,26 @@ def test_a_policy_above_the_rate_is_suppressed_by_the_scheduled_review_and_an_op
     assert wiring.hunting_outbox().count() > kept  # … but its event still goes to hunting
     sim.run([more(501, {"id": "pol_coach", "name": "Coach on DeepSeek", "action": "coach"})])
     assert len(emulator.state.alerts) == alerts + 1  # other policies are untouched
-    hourly_timer(TimerRequest(past_due=False))  # already reviewed this week: not run again, nothing lifted
+    hourly_timer(TimerRequest(past_due=False))  # judged again: still 9 of 12, still suppressed
+    assert "pol_pii" in wiring.suppressions().active()
     assert main(["review", "unsuppress", "Block PII on ChatGPT"]) == 0
     assert "re-enabled" in capsys.readouterr().out
     assert main(["review", "unsuppress", "pol_pii"]) == 1  # nothing suppressed by that name any more
     sim.clock.advance(120)  # the webhook reads the suppressed set at most once a minute
     sim.run([more(502, pii)])
     assert len(emulator.state.alerts) == alerts + 2  # reversible
+
+
+def test_a_suppressed_policy_is_lifted_within_the_hour_its_rate_falls(
+    hunting: Simulation, env: Env, emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SUPPRESS_FALSE_POSITIVE_RATE", "0.6")
+    monkeypatch.setenv("SUPPRESS_MIN_CLASSIFIED", "10")
+    _seed(hunting, emulator, tmp_path, monkeypatch)
+    hourly_timer(TimerRequest(past_due=False))
+    assert set(wiring.suppressions().active()) == {"pol_pii"}
+    for alert in _policy_alerts(emulator, "Block PII on ChatGPT")[:3]:  # the analyst revises three verdicts
+        emulator.state.update_alert(alert["id"], {"classification": "TruePositive"})
+    hunting.clock.advance(3600)
+    hourly_timer(TimerRequest(past_due=False))  # 6 of 12 = 50 %: no longer above 60 %
+    assert wiring.suppressions().active() == {}
