@@ -21,7 +21,9 @@ from shared.functions.health import health_check
 from tests.integration.test_emulator import provider, trust_emulator
 from tests.integration.test_notify_user import connection_without
 from tests.support import LIMITED_CLIENT, Env, violation
+from tools.emulator.persist import StateFile
 from tools.emulator.server import EmulatorServer
+from tools.emulator.state import DefenderState
 from tools.simulation import Arrival, Simulation
 
 pytestmark = pytest.mark.integration
@@ -194,3 +196,29 @@ def test_test_connection_names_a_missing_containment_permission(
     _use(sim, emulator, monkeypatch, tmp_path, RULE)
     out = connection_without(emulator, env, "User.RevokeSessions.All", capsys)
     assert "User.RevokeSessions.All" in out and "Contain users with repeated violations" in out
+
+
+def test_done_when_a_storm_on_one_user_sends_one_mail_contains_once_and_releases_after_for_hours(
+    sim: Simulation, env: Env, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    both = RULE | {"then": [{"action": "notify_user"}, {"action": "contain_user", "for_hours": 3}]}
+    monkeypatch.setenv("NOTIFY_SENDER", "noxys-alerts@acme.fr")
+    _use(sim, emulator, monkeypatch, tmp_path, both)
+    sim.run(_storm(10))
+    assert len(emulator.state.identity.mails) == 1 and _members(emulator) == [ALICE_ID] and len(_posts(emulator)) == 1
+    sim.clock.set(sim.clock.now() + timedelta(hours=3, minutes=1))
+    hourly_timer(TimerRequest(past_due=False))
+    assert _members(emulator) == [] and len(emulator.state.identity.mails) == 1
+    assert env.queued_texts(f"{env.queue}-poison") == []
+
+
+def test_the_emulator_keeps_a_containment_and_the_mails_across_a_restart(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    saved = StateFile(tmp_path / "emulator-state.json", emulator.state)
+    emulator.state.add_member(CONTAIN, {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{ALICE_ID}"})
+    emulator.state.identity.mails.append({"from": "noxys-alerts@acme.fr", "message": {}, "at": "x"})
+    saved.save()
+    again = DefenderState(clock=emulator.state.clock)  # command 1 started again
+    assert StateFile(tmp_path / "emulator-state.json", again).load()
+    assert again.identity.groups[CONTAIN]["members"] == [ALICE_ID] and len(again.identity.mails) == 1
