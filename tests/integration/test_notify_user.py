@@ -101,8 +101,9 @@ def test_a_dry_run_sends_nothing_and_records_the_exact_mail(
 
 
 def test_a_missing_template_file_sends_no_mail_and_never_stops_an_alert(
-    sim: Simulation, env: Env, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+    sim: Simulation, env: Env, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
     monkeypatch.setenv("NOTIFY_TEMPLATE_FILE", str(tmp_path / "absent.json"))
     _use(sim, emulator, monkeypatch, tmp_path, NOTIFY_RULE)
     sim.run(_storm(3))
@@ -110,6 +111,8 @@ def test_a_missing_template_file_sends_no_mail_and_never_stops_an_alert(
     skipped = [r["detail"] for r in _rows(env) if r["state"] == "skipped"]
     assert any("NOTIFY_TEMPLATE_FILE" in d and "cannot be read" in d for d in skipped)
     assert env.queued_texts(f"{env.queue}-poison") == []
+    assert main(["status"]) == 0  # said where an operator looks first
+    assert "! CONFIGURATION: NOTIFY_TEMPLATE_FILE:" in capsys.readouterr().out
 
 
 def connection_without(emulator: EmulatorServer, env: Env, role: str, capsys: pytest.CaptureFixture[str]) -> str:
