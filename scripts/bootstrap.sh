@@ -67,6 +67,14 @@ if [ ! -x tools/azurite/node_modules/.bin/azurite ] || [ "$(cat tools/azurite/no
   echo "$lock" > tools/azurite/node_modules/.lock.sha256
 fi
 
+# axe-core, for tests/integration/test_report_accessibility.py (the report checked in Chromium).
+alock=$(sha256sum tools/axe/package-lock.json | cut -d' ' -f1)
+if [ ! -f tools/axe/node_modules/axe-core/axe.min.js ] || [ "$(cat tools/axe/node_modules/.lock.sha256 2>/dev/null || true)" != "$alock" ]; then
+  echo "bootstrap: installing axe-core (npm ci in tools/axe)"
+  (cd tools/axe && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  echo "$alock" > tools/axe/node_modules/.lock.sha256
+fi
+
 # Microsoft's Kusto parser, for tests/infra/test_kql.py (every shipped KQL query parsed and bound).
 if [ "${1:-}" = "--infra" ]; then
   klock=$(sha256sum tools/kusto/package-lock.json | cut -d' ' -f1)

@@ -18,7 +18,7 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
-from shared import cli_compliance, cli_response, logsafe, status, wiring
+from shared import cli_compliance, cli_response, cli_review, cli_timeline, logsafe, status, wiring
 from shared.audit import export
 from shared.cli_env import (
     PERIOD_HELP,
@@ -265,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
         add(sub)
     cli_compliance.add_parsers(sub)
     cli_response.add_parsers(sub)
+    cli_review.add_parsers(sub)
+    cli_timeline.add_parsers(sub)
     return p
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared import correlation, report, wiring
+from shared import cli_timeline, correlation, report, wiring
 from shared.cli_env import (
     defender_problem,
     moment,
@@ -30,6 +30,7 @@ from shared.response.store import ResponseStore
 from shared.subject import Subject, SubjectRequests, export_view, hunting_query, purge_request
 
 __all__ = ["add_parsers", "moment", "read_back"]
+TIMELINES = 20  # report --timeline: alerts with a timeline section (each costs two hunting queries)
 MAX_WAIT = 60.0  # seconds a read-back waits for the budget before trying the same alert again
 
 
@@ -130,6 +131,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         entries, defender, since=since, until=until, now=datetime.now(UTC), actions=actions,
         response_configured=configured,
     )  # fmt: skip
+    if args.timeline and defender and problem is None and not args.no_defender:
+        order = [a.alert_id for a in built.alerts]
+        built.timelines = cli_timeline.for_report(wiring.defender_client(), order, defender, TIMELINES)
     text = report.RENDERERS[args.format](built)
     if args.output:
         write_private(args.output, [text])
@@ -269,6 +273,10 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--format", choices=sorted(report.RENDERERS), default="html")
     r.add_argument("--output", help="write here instead of stdout")
     r.add_argument("--no-defender", action="store_true", help="do not read the alerts back from Defender")
+    r.add_argument(
+        "--timeline", action="store_true",
+        help=f"add each alert's device timeline to the HTML (at most {TIMELINES} alerts; two hunting queries each)",
+    )  # fmt: skip
     r.set_defaults(run=cmd_report)
     c = sub.add_parser("correlation", help="share of events resolved to a device and anchored, with hints")
     c.add_argument("--since", default="7d", help="start: 7d (default), 24h or ISO 8601")

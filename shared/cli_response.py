@@ -31,6 +31,7 @@ from shared.health import roles_of
 from shared.mapping import AlertDraft, draft_alert
 from shared.response.files import risk_or_defaults
 from shared.response.rules import (
+    GRAPH_PERMISSIONS,
     PerHour,
     RulesError,
     RulesFile,
@@ -39,6 +40,7 @@ from shared.response.rules import (
     permission_warnings,
     setting_warnings,
 )
+from shared.response.rules import PERMISSION as ALL_PERMISSIONS
 from shared.response.situation import situation
 from shared.response.undo import UnknownAction
 from shared.risk import Assessment, DeviceView, Patterns, assess
@@ -167,8 +169,20 @@ def _permission_warnings(rules: RulesFile) -> list[str]:
         except (ClientAuthenticationError, VaultUnavailable, ConfigError) as exc:
             problem = f"no token ({str(exc)[:160]})"
         else:
-            return permission_warnings(rules, set(roles_of(token)))
+            return permission_warnings(rules, set(roles_of(token)) | _graph_roles(rules))
     return [f"permissions not checked: {problem}; `test-connection` checks them"]
+
+
+def _graph_roles(rules: RulesFile) -> set[str]:
+    """The Graph roles of the app, when a rule's action needs one (notify_user, contain_user):
+    they are in the Graph token, not in the Defender one."""
+    kinds = {a.action for r in rules.rules for a in r.then}
+    if not any(ALL_PERMISSIONS.get(k, "") in GRAPH_PERMISSIONS for k in kinds):
+        return set()
+    try:
+        return set(roles_of(wiring.credential().get_token(wiring.settings().graph_scope).token))
+    except (ClientAuthenticationError, VaultUnavailable, ConfigError):
+        return set()  # each Graph permission is then reported missing, which test-connection confirms
 
 
 def cmd_rules_try(args: argparse.Namespace) -> int:

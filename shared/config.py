@@ -79,6 +79,7 @@ class ConfigError(Exception):
 
 
 APP_ROOT = Path(__file__).resolve().parents[1]
+GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"  # an Entra object id
 
 
 def app_file(path: str) -> Path:
@@ -198,6 +199,18 @@ class Settings(BaseSettings):
     ticket_url: str | None = Field(default=None, alias="TICKET_URL")
     ticket_signing_secret: str | None = Field(default=None, alias="TICKET_SIGNING_SECRET")
     ticket_signing_secret_name: str = Field(default="ticket-signing-secret", alias="TICKET_SIGNING_SECRET_NAME")
+    notify_sender: str | None = Field(default=None, max_length=320, alias="NOTIFY_SENDER")
+    notify_template_file: str | None = Field(default=None, alias="NOTIFY_TEMPLATE_FILE")
+    notify_contact: str = Field(default="", max_length=200, alias="NOTIFY_CONTACT")
+    contain_group_id: str | None = Field(default=None, pattern=GUID, alias="CONTAIN_GROUP_ID")
+    protected_group_id: str | None = Field(default=None, pattern=GUID, alias="PROTECTED_GROUP_ID")
+    review_schedule: str = Field(
+        default="Mon 06:00",
+        pattern=r"^(?i:mon|tue|wed|thu|fri|sat|sun)[A-Za-z]* ([01]?[0-9]|2[0-3]):[0-5][0-9]$",
+        alias="REVIEW_SCHEDULE",
+    )  # a day and a UTC time: the hourly health timer runs the review then (shared.suppress)
+    suppress_false_positive_rate: float | None = Field(default=None, gt=0, le=1, alias="SUPPRESS_FALSE_POSITIVE_RATE")
+    suppress_min_classified: int = Field(default=20, ge=1, le=100_000, alias="SUPPRESS_MIN_CLASSIFIED")
     purge_limit_per_table: int = Field(default=5000, ge=100, le=100_000, alias="PURGE_LIMIT_PER_TABLE")
     table_prefix: str = Field(default="Noxys", pattern=r"^[A-Za-z][A-Za-z0-9]{0,40}$", alias="TABLE_PREFIX")
     graph_api_url: str = Field(default="https://graph.microsoft.com", alias="GRAPH_API_URL")

@@ -37,6 +37,8 @@ class EventFacts:
     device_keys: str = ""  # which identifiers Noxys sent, e.g. "hostname,ip": what resolution could try
     pii_types: str = ""  # type codes, comma-separated: "EMAIL,IBAN"
     policy_action: str = ""
+    policy_id: str = ""  # the Noxys policy (id and name, never the prompt), for the weekly review
+    policy_name: str = ""
 
 
 def facts(event: Envelope) -> EventFacts:
@@ -58,6 +60,8 @@ def facts(event: Envelope) -> EventFacts:
         device_keys=",".join(k for k, v in present.items() if v),
         pii_types=",".join(pii.type_codes(it.classifications if it else [])),
         policy_action=(event.data.policy.action or "") if event.data.policy else "",
+        policy_id=(event.data.policy.id or "") if event.data.policy else "",
+        policy_name=(event.data.policy.name or "") if event.data.policy else "",
     )
 
 

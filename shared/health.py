@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from shared.config import Settings
 from shared.response.files import problems as file_problems
 from shared.response.files import rules_or_off
+from shared.response.rules import GRAPH_PERMISSIONS
 from shared.secrets import VaultUnavailable
 
 if TYPE_CHECKING:
@@ -115,8 +116,10 @@ def required_permissions(settings: Settings) -> dict[str, tuple[Need, ...]]:
              "or set those rules to \"dry_run\": true")
         for role, names in (response.permissions() if response else {}).items()
     ]  # fmt: skip
+    on_graph = [n for n in live if n.role in GRAPH_PERMISSIONS]  # notify_user's Mail.Send is Graph's
+    live = [n for n in live if n.role not in GRAPH_PERMISSIONS]
     needs: dict[str, tuple[Need, ...]] = {settings.defender_scope: (*(Need(r) for r in REQUIRED), *live)}
-    graph: list[Need] = []
+    graph: list[Need] = list(on_graph)
     if settings.incident_tagging == "graph":
         graph.append(Need("SecurityIncident.ReadWrite.All", "incident tagging", "or set INCIDENT_TAGGING=off"))
     if settings.alert_fallback == "graph":

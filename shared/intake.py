@@ -134,6 +134,7 @@ class Intake:
     clock: Clock
     pool: Executor | None = None  # a batch's messages are sent concurrently through it
     keep_rows: RowKeeper | None = None  # the hunting outbox
+    suppressed: Callable[[], frozenset[str]] | None = None  # policy ids and names the review suppressed
 
     def __post_init__(self) -> None:
         if self.settings.hunting_configured and self.keep_rows is None:
@@ -163,7 +164,7 @@ class Intake:
         except InvalidEvents as exc:
             return self._invalid(exc)
         wanted = set(self.settings.forward_event_types)
-        accepted = [e for e in events if e.type in wanted]
+        accepted = [e for e in events if e.type in wanted and not self._suppressed(e)]
         try:
             plan = self._plan(events, accepted, stamp, batch=body.lstrip().startswith(b"["))
         except InvalidEvents as exc:  # judged as a whole: nothing of this request has been queued
@@ -173,6 +174,14 @@ class Intake:
             log.error("webhook could not queue %d message(s): %s (answering 503)", len(failed), failed[0])
             return Refused(503, "queue_unavailable", "events could not be queued; retry later")
         return self._accepted(events, accepted)
+
+    def _suppressed(self, event: Envelope) -> bool:
+        """A policy the review suppressed raises no alert; its events still go to hunting (shared.suppress)."""
+        policy = event.data.policy
+        if self.suppressed is None or policy is None:
+            return False
+        off = self.suppressed()
+        return bool(off) and bool({policy.id, policy.name} & off)
 
     def _send_all(self, plan: Plan, partition: str) -> list[str]:
         """Every write of the plan (side by side when a pool is given); the failures, as text. All
@@ -259,6 +268,10 @@ class Intake:
     def _accepted(self, events: list[Envelope], accepted: list[Envelope]) -> Accepted:
         done = [e.id for e in accepted]
         ignored = [e for e in events if e.type not in set(self.settings.forward_event_types)]
+        suppressed = [e for e in events if e.type in set(self.settings.forward_event_types) and e.id not in set(done)]
+        if suppressed:
+            self.count("ingest.suppressed", len(suppressed))
+            log.info("webhook: %d event(s) of a suppressed policy go to hunting only", len(suppressed))
         self.count("ingest.accepted", len(done))
         by_name = Counter(e.type if e.type in KNOWN_EVENT_TYPES else "unknown" for e in ignored)
         for name, n in sorted(by_name.items()):  # sender-chosen type names never become counter names
@@ -266,4 +279,4 @@ class Intake:
         if ignored:
             log.info("webhook ignored %d event(s) of types not in FORWARD_EVENT_TYPES", len(ignored))
         log.info("webhook accepted %d event(s)", len(done))
-        return Accepted(done, [e.id for e in ignored])
+        return Accepted(done, [e.id for e in [*ignored, *suppressed]])

@@ -22,6 +22,7 @@ from typing import Any
 
 from shared.delivery.ledger import Entry, LedgerState
 from shared.events import INVISIBLE
+from shared.report_officer import glossary_html, pii_in_words, response_summary_html, timelines_html
 
 OUTCOMES = ("alert_created", "coalesced", "no_device", "no_anchor", "dead_lettered", "pending")
 DEFENDER_FIELDS = ("status", "classification", "determination", "incidentId", "severity")
@@ -84,6 +85,7 @@ class Report:
     alerts: list[AlertLine]
     response_actions: str
     actions: list[ActionLine] = field(default_factory=list)
+    timelines: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # report --timeline (shared.timeline)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -218,7 +220,7 @@ ACTION_HEADINGS = ("at", "event", "device", "user", "rule", "action", "state", "
 
 def _cells(line: Line) -> list[str]:
     o = line.outcomes
-    pii = ", ".join(f"{code} ×{n}" for code, n in sorted(line.pii_types.items())) or "—"
+    pii = pii_in_words(line.pii_types)  # types in words ("Email address (4)"), never a value
     return [
         str(line.events),
         str(line.forwarded),
@@ -342,8 +344,9 @@ def _bars(title: str, values: list[tuple[str, int]]) -> str:
         f'<text x="{208 + round(300 * v / top)}" y="{40 + 24 * i}">{v}</text>'
         for i, (name, v) in enumerate(values)
     )
+    label = f"{title}: " + (", ".join(f"{name} {v}" for name, v in values) or "none")  # the chart, in words
     return (
-        f'<svg role="img" aria-label="{_e(title)}" width="560" height="{height}" viewBox="0 0 560 {height}">'
+        f'<svg role="img" aria-label="{_e(label)}" width="560" height="{height}" viewBox="0 0 560 {height}">'
         f'<text x="0" y="14" font-weight="bold">{_e(title)}</text>{bars}</svg>'
     )
 
@@ -371,17 +374,17 @@ def render_html(r: Report) -> str:
     )
     alerts = _html_table(ALERT_HEADINGS[0], ALERT_HEADINGS[1:], (_alert_cells(a) for a in r.alerts), "alerts")
     if r.actions:
-        rows = (_action_cells(a) for a in r.actions)
-        alerts += "<h2>Response actions</h2>" + _html_table(ACTION_HEADINGS[0], ACTION_HEADINGS[1:], rows, "actions")
+        alerts += response_summary_html(r.actions)  # by rule → action → final state; dry runs and skips collapsed
     title = f"Noxys → Defender compliance report, {r.since[:19]}Z – {r.until[:19]}Z"
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
-        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body><main>"
         f"<h1>{_e(title)}</h1><p class=note>Generated {_e(r.generated_at[:19])}Z. Response actions: "
         f"{_e(r.response_actions)}. PII is listed by type only; no PII value is received or kept.</p>"
         f'<div class="summary">{cards}</div><div>{charts}</div>{sections}'
-        f"<h2>Alerts and Defender's view of them</h2>{alerts}</body></html>\n"
+        f"<h2>Alerts and Defender's view of them</h2>{alerts}{timelines_html(r.timelines)}{glossary_html()}"
+        "</main></body></html>\n"
     )
 
 

@@ -31,6 +31,7 @@ from shared.response.files import problems as file_problems
 from shared.response.rules import load_rules
 from shared.response.store import ResponseStore
 from shared.secrets import SecretStore, VaultUnavailable
+from shared.suppress import Suppressions, status_lines
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -178,6 +179,7 @@ def run_health_check(deps: StatusDeps) -> dict[str, Any]:
     for line in record["problems"]:
         log.error("health: %s", line)
     record["ok"] = bool(record["connection"].get("ok")) and not record["problems"]
+    record["review"] = _review_state(deps)  # suppressed policies are visible in the health record
     record["queues"] = _queue_stats(deps)
     record["tables"] = _table_stats(deps)
     record["correlation"] = _correlation(deps, now)
@@ -192,6 +194,15 @@ def run_health_check(deps: StatusDeps) -> dict[str, Any]:
         {"PartitionKey": PARTITION, "RowKey": ROW, "record": json.dumps(record)}, mode=UpdateMode.REPLACE
     )
     return record
+
+
+def _review_state(deps: StatusDeps) -> dict[str, Any]:
+    """The last scheduled review and the policies it suppressed (shared.suppress)."""
+    try:
+        store = Suppressions(deps.table("Reviews"))
+        return {"latest": store.latest(), "suppressed": store.active()}
+    except Exception as exc:  # status must still answer when the table is unreachable
+        return {"error": exc.__class__.__name__}
 
 
 def _response_problems(deps: StatusDeps, now: datetime) -> list[str]:
@@ -335,6 +346,7 @@ def snapshot(deps: StatusDeps) -> dict[str, Any]:
         "response": _response_stats(deps, now),
         "config_problems": [p.line() for p in file_problems(s)],
         "health": read_record(deps),
+        "review": _review_state(deps),
     }
     snap["findings"] = [asdict(f) for f in explain(snap)]
     return snap
@@ -362,6 +374,8 @@ def render(snap: dict[str, Any]) -> str:
     ]
     lines.append(_render_hunting(snap.get("hunting") or {}))
     lines += _render_response(snap.get("response") or {})
+    review = snap.get("review") or {}
+    lines += status_lines(review.get("latest"), review.get("suppressed") or {})
     if h:
         conn = h.get("connection") or {}
         lines.append(f"  last health check {h.get('checked_at')}: connection {'OK' if conn.get('ok') else 'FAILING'}")

@@ -73,7 +73,7 @@ DELIVERED = {  # Outcome kind -> noxys.events.delivered's outcome (what became o
 }
 ACTIONS = (  # the response rules' action kinds (shared.response.rules.ActionKind), and its audit's other verbs
     "isolate", "restrict_app_execution", "av_scan", "collect_investigation_package", "tag_device", "block_domain",
-    "ticket", "comment", "excluded",
+    "ticket", "comment", "excluded", "notify_user", "contain_user",
 )  # fmt: skip
 STATES = (  # the executor's verdicts, Defender's machine action states (lower case), and a tripped cap
     "done", "sent", "dry_run", "skipped", "error", "circuit_open",

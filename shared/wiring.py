@@ -38,14 +38,17 @@ from shared.delivery.patterns import PatternStore
 from shared.delivery.ports import Deps, IncidentApi
 from shared.delivery.sender import QueueSender, StorageQueueSender
 from shared.intake import Intake
+from shared.response.contain import Containment
 from shared.response.executor import Responder, ResponseDeps
 from shared.response.files import log_problems, risk_or_defaults, rules_or_off
+from shared.response.identity import IdentityClient, build_notifier
 from shared.response.rules import RulesFile
 from shared.response.store import ResponseStore
 from shared.response.ticket import HttpTickets
 from shared.response.undo import Releaser
 from shared.secrets import SecretStore, build_store
 from shared.status import StatusDeps
+from shared.suppress import Cached, Suppressions
 from shared.telemetry import Tally
 
 if TYPE_CHECKING:
@@ -267,6 +270,13 @@ def graph_client() -> GraphClient:
 
 
 @_once
+def identity_client() -> IdentityClient:
+    """Graph's identity calls (sendMail): the Graph token, and the same budget and audit."""
+    s = settings()
+    return IdentityClient(s.graph_api_url, CredentialTokenProvider(credential(), s.graph_scope), **_client_kwargs())
+
+
+@_once
 def incidents_client() -> IncidentsClient:
     s = settings()
     return IncidentsClient(
@@ -315,7 +325,16 @@ def releaser() -> Releaser:
         audit().record,
         lambda: clock().now(),
         settings().release_on_false_positive,
+        identity=containment(),
     )
+
+
+def containment() -> Containment | None:
+    """contain_user's groups and Graph client, when CONTAIN_GROUP_ID is set (its absence is said per action)."""
+    s = settings()
+    if not s.contain_group_id:
+        return None
+    return Containment(identity_client(), s.contain_group_id, s.protected_group_id or "")
 
 
 def ticket_secret() -> str | None:
@@ -335,6 +354,7 @@ def _responder(rules: RulesFile) -> Responder:
         return entry.alert_id if entry else None
 
     tickets = HttpTickets(s.ticket_url, ticket_secret) if s.ticket_url else None
+    notifier = build_notifier(s, identity_client()) if s.notify_sender else None
     return Responder(
         ResponseDeps(
             rules=rules,
@@ -345,6 +365,8 @@ def _responder(rules: RulesFile) -> Responder:
             audit=audit().record,
             alert_of=alert_of,
             tickets=tickets,
+            notifier=notifier,
+            containment=containment(),
             max_age=timedelta(hours=s.max_event_age_hours),
         )
     )
@@ -379,7 +401,18 @@ def _keep_rows(rows: list[tuple[QueuedEvent, str]], partition: str) -> None:
 
 @_once
 def intake() -> Intake:
-    return Intake(settings(), signing_secrets, _send, _count, clock(), io_pool(), _keep_rows)
+    s = settings()
+    off = Cached(_suppressed_now, lambda: clock().now().timestamp()) if s.suppress_false_positive_rate else None
+    return Intake(s, signing_secrets, _send, _count, clock(), io_pool(), _keep_rows, off)
+
+
+def suppressions() -> Suppressions:
+    """The scheduled review's summary and the policies it suppressed (shared.suppress)."""
+    return Suppressions(table("Reviews"))
+
+
+def _suppressed_now() -> frozenset[str]:
+    return frozenset(k for pid, row in suppressions().active().items() for k in (pid, str(row.get("name") or "")) if k)
 
 
 def status_deps() -> StatusDeps:

@@ -31,8 +31,8 @@ def api_of(method: str, path: str) -> str:
     p = path.split("?")[0].lower()
     if p.startswith("/api/alerts/createalertbyreference"):
         return "alerts.create"
-    if p.startswith("/api/alerts"):
-        return "alerts"
+    if p.startswith("/api/alerts") or (p.startswith("/api/machines/") and p.endswith("/alerts")):
+        return "alerts"  # a device's alerts (the timeline) spend the alerts budget, as Defender counts them
     if p.startswith("/api/machineactions") or (
         method.upper() == "POST" and p.startswith("/api/machines/") and not p.endswith("/tags")
     ):

@@ -222,6 +222,11 @@ class DefenderClient(ApiClient):
         body = self._request("GET", f"/api/alerts/{quote(alert_id, safe='')}")
         return body if isinstance(body, dict) else {}
 
+    def machine_alerts(self, machine_id: str) -> list[dict[str, Any]]:
+        """``GET /api/machines/{id}/alerts``: Defender's alerts on one device (the timeline)."""
+        body = self._request("GET", f"/api/machines/{quote(machine_id, safe='')}/alerts")
+        return list(body.get("value", [])) if isinstance(body, dict) else []
+
     def comment_alert(self, alert_id: str, comment: str) -> dict[str, Any]:
         body = self._request("PATCH", f"/api/alerts/{quote(alert_id, safe='')}", json={"comment": comment})
         return body if isinstance(body, dict) else {}

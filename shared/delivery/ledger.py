@@ -92,6 +92,8 @@ class Entry:
     device_keys: str | None = None
     pii_types: str | None = None
     policy_action: str | None = None
+    policy_id: str | None = None  # the review groups alerts by policy (shared.review)
+    policy_name: str | None = None
     accepted_at: float | None = None  # when the webhook accepted it (or a switch-on released it)
     device_risk: str | None = None  # Defender's riskScore / exposureLevel / machineTags at resolution
     device_exposure: str | None = None

@@ -49,6 +49,17 @@ def health_check(timer: func.TimerRequest) -> None:
             wiring.releaser().sweep_logged()
     except ConfigError as exc:
         log.error("health: response releases not done: %s", exc)
+    try:  # the weekly review when REVIEW_SCHEDULE says it is due (and suppression, when configured)
+        from shared import review_job
+
+        review_job.scheduled(
+            wiring.settings(),
+            wiring.suppressions(),
+            review_job.Sources.of(wiring.ledger(), wiring.defender_client(), wiring.table),
+            wiring.clock().now(),
+        )
+    except Exception as exc:  # the review never fails the health timer; the next hour tries again
+        log.error("health: review not done, tried again next hour: %s", exc.__class__.__name__)
 
 
 @bp.timer_trigger(arg_name="timer", schedule="0 * * * * *", run_on_startup=False)

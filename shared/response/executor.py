@@ -23,11 +23,12 @@ Calls go through the same client, hence the same shared pacing budgets and audit
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared import telemetry
 from shared.defender.context import CallContext, calls_for
@@ -35,7 +36,12 @@ from shared.defender.errors import CallRecord, DefenderError
 from shared.delivery.message import ActionStatusTask, ResponseTask
 from shared.delivery.outcome import Kind, Outcome, from_error
 from shared.response import rules as r
+from shared.response.notify import recipient
 from shared.response.store import ActionRow, ResponseStore
+
+if TYPE_CHECKING:
+    from shared.response.contain import Containment
+    from shared.response.identity import Notifier
 
 log = logging.getLogger(__name__)
 FOLLOW_FIRST = 30.0  # seconds before the first status read; then doubling, at most 10 min apart
@@ -83,6 +89,8 @@ class ResponseDeps:
     audit: Callable[[CallRecord], None]
     alert_of: Callable[[str], str | None]  # the alert a (leader) event raised, from the ledger
     tickets: TicketSink | None = None
+    notifier: Notifier | None = None  # notify_user: Graph sendMail (shared.response.identity)
+    containment: Containment | None = None  # contain_user: the contain group (shared.response.contain)
     max_age: timedelta = timedelta(hours=24)  # MAX_EVENT_AGE_HOURS: a response retried longer is given up
 
 
@@ -98,6 +106,9 @@ def situation_of(task: ResponseTask) -> r.Situation:
         tuple(s.get("device_tags") or ()),
         {str(k): int(v) for k, v in (s.get("counts") or {}).items()},
         {str(k): str(v) for k, v in (s.get("device_ids") or {}).items()},
+        policy_name=str(s.get("policy_name") or ""),
+        pii_types=tuple(str(c) for c in s.get("pii_types") or ()),
+        occurred_at=str(s.get("occurred_at") or ""),
     )
 
 
@@ -263,6 +274,10 @@ class Responder:
             domain = target or ""
         if not why and action.action in r.DESTRUCTIVE and fresh.destructive_blocked:
             why = fresh.destructive_blocked
+        if isinstance(action, r.NotifyUser):
+            return self._notify(task, row, rule, guard, s, now)
+        if isinstance(action, r.ContainUser):
+            return self._contain(task, row, not fresh_row, rule, action, guard, now)
         verdict, why = (
             ("skip", why) if why else r.verdict(action, rule, task.event_id, guard, self.deps.rules.limits, now)
         )
@@ -274,6 +289,78 @@ class Responder:
             self._settle(task, row)
             return Said(f"would {what}" if verdict == "dry_run" else f"{what}: skipped ({why})", row.state, row.detail)
         return self._send(task, action, row, what, domain)
+
+    def _notify(
+        self, task: ResponseTask, row: ActionRow, rule: r.Rule, guard: r.Guard, s: r.Situation, now: float
+    ) -> Said:
+        """``notify_user``: the same verdict, cap and claim as every action, plus one mail per user
+        per ``notify_cooldown_minutes`` across instances; a dry run records the exact mail."""
+        what, to = "e-mail the user", recipient(task.user)
+        verdict, why = r.verdict(
+            r.NotifyUser(action="notify_user"), rule, task.event_id, guard, self.deps.rules.limits, now
+        )
+        if to is None:
+            verdict, why = "skip", "the event names no e-mail address for the user"
+        elif self.deps.notifier is None or self.deps.notifier.problem:
+            problem = self.deps.notifier.problem if self.deps.notifier else "NOTIFY_SENDER is not set"
+            verdict, why = "skip", f"{problem} (NotifyNotConfigured)"
+        mail = self.deps.notifier.mail(to, s) if to and self.deps.notifier else None
+        if verdict == "dry_run" and mail is not None:
+            row.state, row.detail = "dry_run", "would send:\n" + mail.preview()
+            self.deps.store.save(row)
+            self._record(task, row.rule, row.action, f"would send '{mail.subject}'", row.state)
+            return Said(f"would {what} ('{mail.subject}')", row.state)
+        if verdict == "send":
+            minutes = self.deps.rules.limits.notify_cooldown_minutes
+            why = self._user_guard("user", task, now, minutes, f"the user was e-mailed less than {minutes} min ago")
+            why = why or self._reserve(task, row, r.NotifyUser(action="notify_user"), now)
+            verdict = "skip" if why else verdict
+        if verdict != "send" or mail is None or self.deps.notifier is None:
+            row.state, row.detail = ("dry_run", "would " + what) if verdict == "dry_run" else ("skipped", why)
+            self._settle(task, row)
+            return Said(f"would {what}" if verdict == "dry_run" else f"{what}: skipped ({why})", row.state, row.detail)
+        self.deps.notifier.send(mail)  # a transient error retries the task: the row is still 'intended'
+        row.state, row.detail = "done", f"mail '{mail.subject}' sent"
+        self._settle(task, row)
+        return Said(f"{what}: done (mail sent)", "done")
+
+    def _user_guard(self, kind: str, task: ResponseTask, now: float, minutes: int, held: str) -> str:
+        """A per-person guard (``user``: the mail cooldown; ``contain``: the containment), taken for
+        this event unless another event holds it, across instances; why not when it is held."""
+        who = f"{kind}-" + hashlib.sha256(task.user.strip().casefold().encode()).hexdigest()[:24]  # no address
+        until, owner = self.deps.store.take_cooldown(who, task.event_id, now, minutes * 60)
+        if until > now and owner != task.event_id:
+            return f"{held} (until {r.iso(until)})"
+        return ""
+
+    def _contain(
+        self, task: ResponseTask, row: ActionRow, retry: bool, rule: r.Rule, action: r.ContainUser, guard: r.Guard,
+        now: float,
+    ) -> Said:  # fmt: skip
+        """``contain_user``: the same verdict, cap and claim as every action; once per person per
+        ``for_hours``; never a protected identity, read fresh (:mod:`shared.response.contain`)."""
+        what, upn, c = r.describe(action), recipient(task.user), self.deps.containment
+        verdict, why = r.verdict(action, rule, task.event_id, guard, self.deps.rules.limits, now)
+        user_id = ""
+        if verdict == "send":
+            if upn is None:
+                why = "the event names no e-mail address (user principal name) for the user"
+            elif c is None or c.problem:
+                why = f"{c.problem if c else 'CONTAIN_GROUP_ID is not set'} (ContainNotConfigured)"
+            if not why and c is not None and upn is not None:
+                user_id, why = c.user_of(upn)  # fresh, before every containment: protected never
+            why = why or self._user_guard("contain", task, now, action.for_hours * 60, "the user is already contained")
+            why = why or self._reserve(task, row, action, now)
+            verdict = "skip" if why else verdict
+        if verdict != "send" or c is None:
+            row.state, row.detail = ("dry_run", "would " + what) if verdict == "dry_run" else ("skipped", why)
+            self._settle(task, row)
+            return Said(f"would {what}" if verdict == "dry_run" else f"{what}: skipped ({why})", row.state, row.detail)
+        done = c.contain(user_id, action, now, retry=retry)
+        row.state, row.detail, row.undo, row.release_at = "done", done.detail, done.undo, done.release_at
+        row.action_id = "contain-" + hashlib.sha256(f"{task.event_id}/{row.key}".encode()).hexdigest()[:16]
+        self._settle(task, row)
+        return Said(f"{what}: done ({done.detail}; undo: response undo --action {row.action_id})", "done")
 
     def _reserve(self, task: ResponseTask, row: ActionRow, action: r.Action, now: float) -> str:
         """A place in the action's hourly cap, and for a device action in the hour's distinct

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from shared.config import ConfigError
+from shared.response.notify import load_template
 from shared.response.rules import RulesFile, load_rules
 from shared.risk import RiskConfig, load_config
 
@@ -26,11 +27,13 @@ class FileSettings(Protocol):
     def response_rules_file(self) -> str | None: ...
     @property
     def risk_config_file(self) -> str | None: ...
+    @property
+    def notify_template_file(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
 class ConfigProblem:
-    setting: str  # RESPONSE_RULES_FILE or RISK_CONFIG_FILE
+    setting: str  # RESPONSE_RULES_FILE, RISK_CONFIG_FILE or NOTIFY_TEMPLATE_FILE
     message: str  # the file and the field, e.g. "rules.json: rules[0].dry_run: Input should be a valid boolean"
     consequence: str
 
@@ -58,9 +61,22 @@ def risk_or_defaults(settings: FileSettings) -> tuple[RiskConfig, ConfigProblem 
         )
 
 
+def template_problem(settings: FileSettings) -> ConfigProblem | None:
+    """``NOTIFY_TEMPLATE_FILE`` refused (placeholders checked when it loads): no mail is sent."""
+    if not settings.notify_template_file:
+        return None
+    try:
+        load_template(settings.notify_template_file)
+    except ConfigError as exc:
+        return ConfigProblem(
+            "NOTIFY_TEMPLATE_FILE", exc.problem, "notify_user sends no mail; alerts are delivered as usual"
+        )
+    return None
+
+
 def problems(settings: FileSettings) -> list[ConfigProblem]:
-    """Every problem with the two files, read now (cheap: two small local files)."""
-    found = [rules_or_off(settings)[1], risk_or_defaults(settings)[1]]
+    """Every problem with the files, read now (cheap: small local files)."""
+    found = [rules_or_off(settings)[1], risk_or_defaults(settings)[1], template_problem(settings)]
     return [p for p in found if p is not None]
 
 
@@ -75,10 +91,15 @@ def log_problems(settings: FileSettings) -> list[ConfigProblem]:
 class Files:
     response_rules_file: str | None = None
     risk_config_file: str | None = None
+    notify_template_file: str | None = None
 
 
 def start_warnings(environ: Mapping[str, str]) -> list[str]:
     """What command 1 prints before anything runs: each file problem, from the environment alone
     (no other setting needs to be valid for this)."""
-    files = Files(environ.get("RESPONSE_RULES_FILE") or None, environ.get("RISK_CONFIG_FILE") or None)
+    files = Files(
+        environ.get("RESPONSE_RULES_FILE") or None,
+        environ.get("RISK_CONFIG_FILE") or None,
+        environ.get("NOTIFY_TEMPLATE_FILE") or None,
+    )
     return [f"⚠ {p.line()}" for p in problems(files)]

@@ -39,6 +39,8 @@ ActionKind = Literal[
     "tag_device",
     "block_domain",
     "ticket",
+    "notify_user",
+    "contain_user",
 ]
 PERMISSION: dict[str, str] = {
     "isolate": "Machine.Isolate",
@@ -47,7 +49,16 @@ PERMISSION: dict[str, str] = {
     "collect_investigation_package": "Machine.CollectForensics",
     "tag_device": "Machine.ReadWrite.All",
     "block_domain": "Ti.ReadWrite.All",
+    "notify_user": "Mail.Send",
+    "contain_user": "GroupMember.ReadWrite.All",
 }
+# what an action needs besides its own permission: contain_user reads the user and checks, fresh,
+# that it is not protected (GET /users, checkMemberGroups: User.Read.All); revoke_sessions its own
+ALSO_NEEDS: dict[str, tuple[str, ...]] = {"contain_user": ("User.Read.All",)}
+REVOKE_PERMISSION = "User.RevokeSessions.All"
+GRAPH_PERMISSIONS = frozenset(  # granted on Microsoft Graph, not on the Defender API
+    {"Mail.Send", "GroupMember.ReadWrite.All", "User.Read.All", REVOKE_PERMISSION}
+)
 MACHINE_ACTION_TYPE = {  # our action → the MachineAction ``type`` Defender reports
     "isolate": "Isolate",
     "restrict_app_execution": "RestrictCodeExecution",
@@ -125,8 +136,32 @@ class Ticket(_Strict):
     action: Literal["ticket"]
 
 
+class NotifyUser(_Strict):
+    """E-mail the person the event names (:mod:`shared.response.notify`), at most once per
+    ``limits.notify_cooldown_minutes``."""
+
+    action: Literal["notify_user"]
+
+
+class ContainUser(_Strict):
+    """Add the person to ``CONTAIN_GROUP_ID`` (the group Conditional Access blocks from AI apps)
+    for ``for_hours``, never a member of ``PROTECTED_GROUP_ID`` (:mod:`shared.response.contain`)."""
+
+    action: Literal["contain_user"]
+    for_hours: int = Field(default=24, ge=1, le=720)
+    revoke_sessions: bool = False
+
+
 Action = Annotated[
-    Isolate | RestrictAppExecution | AvScan | CollectInvestigationPackage | TagDevice | BlockDomain | Ticket,
+    Isolate
+    | RestrictAppExecution
+    | AvScan
+    | CollectInvestigationPackage
+    | TagDevice
+    | BlockDomain
+    | Ticket
+    | NotifyUser
+    | ContainUser,
     Field(discriminator="action"),
 ]
 
@@ -153,6 +188,8 @@ class PerHour(_Strict):
     tag_device: Cap = 50
     block_domain: Cap = 3
     ticket: Cap = 60
+    notify_user: Cap = 30
+    contain_user: Cap = 10
 
 
 class Limits(_Strict):
@@ -160,6 +197,7 @@ class Limits(_Strict):
     max_devices_per_hour: Cap = 10
     max_isolations_per_hour: Cap | None = None  # older name of max_per_hour.isolate
     device_cooldown_minutes: int = Field(default=60, ge=0, le=10080)
+    notify_cooldown_minutes: int = Field(default=60, ge=1, le=10080)  # one mail per user, across instances
 
     def cap(self, kind: str) -> int:
         if (
@@ -182,7 +220,11 @@ class RulesFile(_Strict):
         for rule in self.rules:
             for action in rule.then:
                 if not rule.dry_run and action.action in PERMISSION:
-                    out.setdefault(PERMISSION[action.action], []).append(rule.name)
+                    needs = [PERMISSION[action.action], *ALSO_NEEDS.get(action.action, ())]
+                    needs += [REVOKE_PERMISSION] if isinstance(action, ContainUser) and action.revoke_sessions else []
+                    for role in needs:
+                        if rule.name not in out.setdefault(role, []):
+                            out[role].append(rule.name)
         return out
 
 
@@ -237,6 +279,10 @@ class Situation:
     device_tags: tuple[str, ...] = ()
     counts: dict[str, int] = field(default_factory=dict)
     device_ids: dict[str, str] = field(default_factory=dict)  # normalised (shared.devices.Ids), for the proof
+    # what notify_user tells the person: never a PII value or prompt text, only type codes
+    policy_name: str = ""
+    pii_types: tuple[str, ...] = ()
+    occurred_at: str = ""  # ISO 8601 UTC
 
 
 def repeat_key(r: Repeat) -> str:
@@ -421,6 +467,11 @@ def describe(action: Action) -> str:
 
         case Ticket():
             return "open a ticket"
+        case NotifyUser():
+            return "e-mail the user"
+        case ContainUser():
+            revoke = " and revoke their sessions" if action.revoke_sessions else ""
+            return f"contain the user (contain group, released after {action.for_hours} h){revoke}"
         case RestrictAppExecution():
             return "restrict app execution" + _release(action.release_after_hours)
         case _:
@@ -433,6 +484,15 @@ def setting_warnings(rules: RulesFile, env: Mapping[str, str]) -> list[str]:
     out = []
     for rule in rules.rules:
         kinds = {a.action for a in rule.then}
+        if "notify_user" in kinds and not env.get("NOTIFY_SENDER"):
+            out.append(
+                f"rule '{rule.name}': notify_user, but NOTIFY_SENDER is not set (it would fail: NotifyNotConfigured)"
+            )
+        if "contain_user" in kinds and not (env.get("CONTAIN_GROUP_ID") and env.get("PROTECTED_GROUP_ID")):
+            out.append(
+                f"rule '{rule.name}': contain_user, but CONTAIN_GROUP_ID and PROTECTED_GROUP_ID are not both set "
+                "(it would be skipped: ContainNotConfigured)"
+            )
         if "ticket" in kinds and not env.get("TICKET_URL"):
             out.append(f"rule '{rule.name}': ticket, but TICKET_URL is not set (it would fail: TicketNotConfigured)")
         elif "ticket" in kinds and not (env.get("TICKET_SIGNING_SECRET") or env.get("KEY_VAULT_URL")):

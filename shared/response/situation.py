@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared import pii
 from shared.devices import ids_of
 from shared.events import Envelope
 from shared.mapping import AlertDraft
@@ -27,4 +28,13 @@ def situation(
         device_tags=view.tags,
         counts=counts,
         device_ids=ids_of(event.device).as_dict() if event.device else {},
+        policy_name=(policy.name if policy else None) or "",
+        pii_types=tuple(pii_codes(event)),
+        occurred_at=event.occurred_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
+
+
+def pii_codes(event: Envelope) -> list[str]:
+    """The PII *type codes* the event found (``EMAIL``), never a value."""
+    it = event.data.interaction if event.kind != "alert" else None
+    return pii.type_codes(it.classifications if it else [])

@@ -19,12 +19,13 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from shared.defender.errors import CallRecord, DefenderError
+from shared.response.contain import Containment
 from shared.response.rules import iso
 from shared.response.store import ActionRow, ResponseStore
 
 log = logging.getLogger(__name__)
 RELEASE = {"isolate": "unisolate", "restrict_app_execution": "unrestrictCodeExecution"}
-UNDOABLE = frozenset({*RELEASE, "tag_device", "block_domain"})
+UNDOABLE = frozenset({*RELEASE, "tag_device", "block_domain", "contain_user"})
 SWEEP_DAYS = 7  # the false-positive and timed releases look this far back
 
 
@@ -47,6 +48,7 @@ class Releaser:
     audit: Callable[[CallRecord], None]
     now: Callable[[], datetime]
     on_false_positive: bool = True
+    identity: Containment | None = None  # contain_user's group removal (shared.response.contain)
     _alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ operator: response undo
@@ -73,7 +75,9 @@ class Releaser:
         restrictions whose alert an analyst classified FalsePositive; one Defender call per alert."""
         now = self.now().timestamp()
         since = now - SWEEP_DAYS * 86400
-        query = "at ge @since and (action eq 'isolate' or action eq 'restrict_app_execution')"
+        query = (
+            "at ge @since and (action eq 'isolate' or action eq 'restrict_app_execution' or action eq 'contain_user')"
+        )
         done, self._alerts = [], {}
         for row in self.store.find(query, {"since": since}):
             if not row.in_force:
@@ -136,6 +140,12 @@ class Releaser:
         if kind == "tag":
             self.api.tag_machine(row.machine_id, value, "Remove")
             return f" (tag {value} removed)"
+        if kind == "group":
+            if self.identity is None:
+                raise DefenderError(
+                    400, "ContainNotConfigured", "CONTAIN_GROUP_ID is not set: containment not released"
+                )
+            return self.identity.release(row.undo)
         if kind == "indicator":
             gone = self.api.delete_indicator(value)
             return f" (indicator {value} {'deleted' if gone else 'already gone'})"

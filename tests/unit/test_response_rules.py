@@ -176,7 +176,7 @@ def test_the_default_caps_and_the_older_isolation_setting() -> None:
     limits = parse_rules('{"rules": []}').limits
     assert {k: limits.cap(k) for k in PerHour.model_fields} == {
         "isolate": 5, "restrict_app_execution": 5, "collect_investigation_package": 5, "av_scan": 20,
-        "tag_device": 50, "block_domain": 3, "ticket": 60,
+        "tag_device": 50, "block_domain": 3, "ticket": 60, "notify_user": 30, "contain_user": 10,
     }  # fmt: skip
     assert limits.max_devices_per_hour == 10
     older = parse_rules('{"rules": [], "limits": {"max_isolations_per_hour": 1}}').limits

@@ -39,6 +39,7 @@ URLS = Map(
         Rule("/api/machines", endpoint="machines", methods=["GET"]),
         Rule("/api/machines/<key>", endpoint="machine", methods=["GET"]),
         Rule("/api/machines/<machine_id>/tags", endpoint="machine_tags", methods=["POST"]),
+        Rule("/api/machines/<machine_id>/alerts", endpoint="machine_alerts", methods=["GET"]),
         Rule("/api/machines/<machine_id>/<segment>", endpoint="machine_action", methods=["POST"]),
         Rule("/api/machineactions", endpoint="machine_actions", methods=["GET"]),
         Rule("/api/machineactions/<action_id>", endpoint="machine_action_status", methods=["GET"]),
@@ -60,6 +61,13 @@ URLS = Map(
         Rule("/v1.0/applications(appId='<app_id>')", endpoint="graph_application", methods=["GET"]),
         Rule("/dataCollectionRules/<dcr>/streams/<stream>", endpoint="logs_ingest", methods=["POST"]),
         Rule("/v2.1/track", endpoint="track", methods=["POST"]),
+        Rule("/v1.0/users", endpoint="graph_users", methods=["GET"]),
+        Rule("/v1.0/users/<user>", endpoint="graph_user", methods=["GET"]),
+        Rule("/v1.0/users/<user>/sendMail", endpoint="graph_send_mail", methods=["POST"]),
+        Rule("/v1.0/users/<user>/revokeSignInSessions", endpoint="graph_revoke", methods=["POST"]),
+        Rule("/v1.0/users/<user>/checkMemberGroups", endpoint="graph_check_groups", methods=["POST"]),
+        Rule("/v1.0/groups/<group>/members/$ref", endpoint="graph_add_member", methods=["POST"]),
+        Rule("/v1.0/groups/<group>/members/<member>/$ref", endpoint="graph_remove_member", methods=["DELETE"]),
         Rule("/emulator/state", endpoint="state", methods=["GET"]),
         Rule("/emulator/faults", endpoint="faults", methods=["POST"]),
     ],
@@ -187,6 +195,10 @@ class EmulatorApp:
         self._auth(request, ("Machine.Read.All", "Machine.ReadWrite.All"), "actions")
         return _json(200, self.state.get_machine_action(action_id))
 
+    def on_machine_alerts(self, request: Request, machine_id: str) -> Response:
+        self._auth(request, ("Alert.Read.All", "Alert.ReadWrite.All"), "alerts")
+        return _json(200, {"value": self.state.machine_alerts(machine_id)})
+
     def on_machine_tags(self, request: Request, machine_id: str) -> Response:
         self._auth(request, ("Machine.ReadWrite.All",), "machines")
         return _json(200, self.state.tag_machine(machine_id, request.get_json(silent=True)))
@@ -253,6 +265,47 @@ class EmulatorApp:
     def on_graph_create_alert(self, request: Request) -> Response:
         self._auth(request, ("SecurityAlert.Create.All",), None, {GRAPH_AUDIENCE})
         return _json(201, self.state.graph_create_alert(request.get_json(silent=True)))
+
+    # ---- Graph: the identity side (docs/reference/defender-api.md §12; tools.emulator.identity) ----
+    def _graph(self, request: Request, role: tuple[str, ...]) -> None:
+        claims = self._auth(request, role, None, {GRAPH_AUDIENCE})
+        self.state.identity_quota(claims)
+
+    def on_graph_user(self, request: Request, user: str) -> Response:
+        self._graph(request, ("User.Read.All", "User.ReadWrite.All", "Directory.Read.All"))
+        u = self.state.user(user)
+        return _json(200, {k: u.get(k) for k in ("id", "userPrincipalName", "accountEnabled", "mail")})
+
+    def on_graph_users(self, request: Request) -> Response:
+        self._graph(request, ("User.Read.All", "User.ReadWrite.All", "Directory.Read.All"))
+        found = self.state.find_users(request.args.get("$filter") or "")
+        return _json(
+            200,
+            {"value": [{k: u.get(k) for k in ("id", "userPrincipalName", "accountEnabled", "mail")} for u in found]},
+        )
+
+    def on_graph_send_mail(self, request: Request, user: str) -> Response:
+        self._graph(request, ("Mail.Send",))
+        self.state.send_mail(user, request.get_json(silent=True))
+        return Response(status=202)
+
+    def on_graph_revoke(self, request: Request, user: str) -> Response:
+        self._graph(request, ("User.RevokeSessions.All", "User.ReadWrite.All", "Directory.ReadWrite.All"))
+        return _json(200, self.state.revoke_sessions(user))
+
+    def on_graph_check_groups(self, request: Request, user: str) -> Response:
+        self._graph(request, ("GroupMember.Read.All", "User.Read.All", "Directory.Read.All"))
+        return _json(200, self.state.check_member_groups(user, request.get_json(silent=True)))
+
+    def on_graph_add_member(self, request: Request, group: str) -> Response:
+        self._graph(request, ("GroupMember.ReadWrite.All", "Group.ReadWrite.All", "Directory.ReadWrite.All"))
+        self.state.add_member(group, request.get_json(silent=True))
+        return Response(status=204)
+
+    def on_graph_remove_member(self, request: Request, group: str, member: str) -> Response:
+        self._graph(request, ("GroupMember.ReadWrite.All", "Group.ReadWrite.All", "Directory.ReadWrite.All"))
+        self.state.remove_member(group, member)
+        return Response(status=204)
 
     def on_faults(self, request: Request) -> Response:
         body = request.get_json(silent=True) or {}

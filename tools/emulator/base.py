@@ -74,6 +74,7 @@ class Base:
     machines: list[dict[str, Any]]
     traffic: dict[str, list[tuple[str, int]]]
     network_events: list[dict[str, Any]]
+    process_events: list[dict[str, Any]]  # DeviceProcessEvents rows (fixture or test-seeded)
     alerts: list[dict[str, Any]]
     incidents: dict[str, dict[str, Any]]
     calls: list[dict[str, Any]]

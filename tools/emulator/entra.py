@@ -35,6 +35,11 @@ PERMISSION_RESOURCE = {
     "SecurityAlert": GRAPH_AUDIENCE,
     "ThreatHunting": GRAPH_AUDIENCE,
     "Application": GRAPH_AUDIENCE,
+    "Mail": GRAPH_AUDIENCE,
+    "GroupMember": GRAPH_AUDIENCE,
+    "Group": GRAPH_AUDIENCE,
+    "User": GRAPH_AUDIENCE,
+    "Directory": GRAPH_AUDIENCE,
 }
 
 

@@ -112,6 +112,19 @@ class Mde(Base):
         raise ApiError(404, "ResourceNotFound", f"Machine {key} was not found.")
 
     # ---------------------------------------------------------------- network events
+    def device_process_events(self, device_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Fixture (or test-seeded) process rows of one device, within hunting's 30 days and the past."""
+        now = self.clock.now()
+        start, end = max(start, now - RETENTION), min(end, now)
+        return [
+            e for e in self.process_events if e["DeviceId"] == device_id and start <= parse_time(e["Timestamp"]) <= end
+        ]
+
+    def machine_alerts(self, machine_id: str) -> list[dict[str, Any]]:
+        """``GET /api/machines/{id}/alerts``: every alert of one machine (404 for an unknown machine)."""
+        self.get_machine(machine_id)
+        return [dict(a) for a in self.alerts if a["machineId"] == machine_id]
+
     def device_network_events(self, device_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Fixture rows plus the periodic connections of each device's declared AI traffic,
         limited to the 30 days advanced hunting keeps and to what has already happened."""

@@ -38,6 +38,11 @@ class StateFile:
             self.state.response.actions = list(saved.get("machine_actions", []))
             self.state.response.indicators = list(saved.get("indicators", []))
             self.state.response.tickets = list(saved.get("tickets", []))
+            self.state.identity.mails = list(saved.get("mails", []))
+            self.state.identity.revoked = list(saved.get("revoked_sessions", []))
+            for gid, members in saved.get("group_members", {}).items():  # containments in force
+                if gid in self.state.identity.groups:
+                    self.state.identity.groups[gid]["members"] = list(members)
             for m in self.state.machines:  # tags the connector added
                 m["machineTags"] = list(saved.get("machine_tags", {}).get(m["id"], m.get("machineTags") or []))
         return True
@@ -55,6 +60,9 @@ class StateFile:
                 "indicators": self.state.response.indicators,
                 "tickets": self.state.response.tickets,
                 "machine_tags": {m["id"]: m.get("machineTags") or [] for m in self.state.machines},
+                "mails": self.state.identity.mails,
+                "revoked_sessions": self.state.identity.revoked,
+                "group_members": {g: v["members"] for g, v in self.state.identity.groups.items()},
             }
             text = json.dumps(doc, default=str)
         tmp = self.path.with_suffix(".tmp")

@@ -22,6 +22,8 @@ from tools.emulator.base import Client, Limiter
 from tools.emulator.common import ApiError, Faults, TokenError, format_time, parse_time
 from tools.emulator.entra import GRAPH_AUDIENCE, MDE_AUDIENCES, Entra
 from tools.emulator.graph import Graph
+from tools.emulator.identity import Identity, IdentityState
+from tools.emulator.identity import load as load_identity
 from tools.emulator.insights import InsightsState
 from tools.emulator.logs import LogsState, declared_columns
 from tools.emulator.mde import Mde
@@ -43,7 +45,7 @@ __all__ = [
 DEFAULT_FIXTURE = Path(__file__).with_name("fixtures") / "default.json"
 
 
-class DefenderState(Entra, Mde, Graph, Response):
+class DefenderState(Entra, Mde, Graph, Response, Identity):
     """Tenants, apps, machines, network events, alerts and quotas of one emulated tenant set."""
 
     def __init__(
@@ -61,6 +63,7 @@ class DefenderState(Entra, Mde, Graph, Response):
         self.machines: list[dict[str, Any]] = []
         self.traffic: dict[str, list[tuple[str, int]]] = {}  # machine id -> [(domain, every seconds)]
         self.network_events: list[dict[str, Any]] = []
+        self.process_events: list[dict[str, Any]] = []
         self.alerts: list[dict[str, Any]] = []
         self.incidents: dict[str, dict[str, Any]] = {}
         self.calls: list[dict[str, Any]] = []
@@ -78,6 +81,7 @@ class DefenderState(Entra, Mde, Graph, Response):
         self.incident_delay = 0.0
         self.pending_incidents: dict[str, datetime] = {}
         self.response = ResponseState()
+        self.identity = IdentityState()
         self.load(fixture if fixture is not None else json.loads(DEFAULT_FIXTURE.read_text()))
 
     # ---------------------------------------------------------------- fixture
@@ -95,6 +99,8 @@ class DefenderState(Entra, Mde, Graph, Response):
             self.machines.append(machine)
             self.traffic[machine["id"]] = [(t["domain"], int(t["every_seconds"])) for t in m.get("traffic", [])]
         self.network_events.extend(fixture.get("network_events", []))
+        self.process_events.extend(fixture.get("process_events", []))
+        load_identity(self.identity, fixture)
         for mi in fixture.get("managed_identities", []):
             self.vault.identities.add(mi["client_id"])
             if mi.get("key_vault_reader"):
@@ -115,5 +121,8 @@ class DefenderState(Entra, Mde, Graph, Response):
             "machine_actions": [self._public(self._advance(a)) for a in self.response.actions],
             "indicators": list(self.response.indicators),
             "tickets": list(self.response.tickets),
+            "mails": list(self.identity.mails),
+            "groups": {g: list(v["members"]) for g, v in self.identity.groups.items()},
+            "revoked_sessions": list(self.identity.revoked),
             "calls": list(self.calls),
         }
