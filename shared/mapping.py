@@ -65,6 +65,14 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _fit(lines: list[str], keep: int) -> str:
+    """The description within Defender's limit, its last ``keep`` lines always whole: they carry
+    the ``Noxys event id:`` a later attempt searches for after a lost answer, so a long Noxys
+    summary is clipped instead of the id."""
+    tail = "\n".join(lines[-keep:])
+    return _clip("\n".join(lines[:-keep]), MAX_DESCRIPTION - len(tail) - 1) + "\n" + tail
+
+
 def _iso(event: Envelope) -> str:
     return event.occurred_at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -109,7 +117,7 @@ def _draft_for_interaction(event: Envelope, extra: Mapping[str, Sequence[str]] |
         title=_clip(title, MAX_TITLE),
         severity=severity,
         category="Exfiltration" if outbound_pii else "SuspiciousActivity",
-        description=_clip("\n".join(_interaction_lines(event, headline, platform, action)), MAX_DESCRIPTION),
+        description=_fit(_interaction_lines(event, headline, platform, action), keep=3),
         recommended_action=recommended,
         platform=platform,
     )
@@ -175,7 +183,7 @@ def _draft_for_alert(event: Envelope, extra: Mapping[str, Sequence[str]] | None)
         title=_clip(title, MAX_TITLE),
         severity="High",
         category="SuspiciousActivity",
-        description=_clip("\n".join(lines), MAX_DESCRIPTION),
+        description=_fit(lines, keep=3),
         recommended_action=recommended,
         platform=platform,
     )

@@ -109,6 +109,16 @@ DEVICES = {  # hostname -> (platform id, a domain it talks to in the fixture)
 }
 
 
+# The fixture machines' lastIpAddress: with the host name, the two identifiers a destructive
+# response action needs (a name alone, however spelt, is not enough).
+DEVICE_IPS = {"ALICE-LAPTOP": "10.1.2.3", "DAVE-MBP": "10.1.9.15", "ERIN-LAPTOP": "10.1.4.8", "GINA-PC": "10.1.8.8"}
+
+
+def strong_device(host: str) -> dict[str, str]:
+    """The event's device as its host name and IP address: enough to isolate it."""
+    return {"hostname": host, "ip_address": DEVICE_IPS[host]}
+
+
 def violation(
     i: int,
     *,

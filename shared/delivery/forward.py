@@ -402,10 +402,7 @@ class Delivery:
     def _find_own_alert(self, event: Envelope, machine_id: str, intent_at: float) -> dict[str, Any] | None:
         since = datetime.fromtimestamp(intent_at - 300, tz=self.deps.clock.now().tzinfo).strftime("%Y-%m-%dT%H:%M:%SZ")
         for alert in self.deps.mde.list_alerts(f"alertCreationTime ge {since}"):
-            if (
-                alert.get("machineId") == machine_id
-                and f"{MARKER}{event.id}\n" in str(alert.get("description", "")) + "\n"
-            ):
+            if alert.get("machineId") == machine_id and marked(str(alert.get("description", ""))) == event.id:
                 return alert
         return None
 
@@ -496,6 +493,14 @@ class Delivery:
         state = LedgerState.NO_DEVICE if kind == Kind.NO_DEVICE else LedgerState.NO_ANCHOR
         self.deps.ledger.mark_no_alert(a.entry, state, why, machine_id, a.resolved_by)
         return Outcome(kind, detail=why, machine_id=machine_id)
+
+
+def marked(description: str) -> str | None:
+    """The event id an alert was made for: its *last* ``Noxys event id:`` line, which the connector
+    writes after everything Noxys supplied (so a summary carrying a forged marker line cannot make
+    another event adopt this alert)."""
+    ids = [line.removeprefix(MARKER) for line in description.splitlines() if line.startswith(MARKER)]
+    return ids[-1] if ids else None
 
 
 def graph_tactic(category: str) -> str:

@@ -320,7 +320,11 @@ class Ledger:
             return True
         if entry.final and entry.state != LedgerState.DEAD_LETTERED:
             return False
-        entry.state, entry.lease_until = LedgerState.RECEIVED, 0.0
+        # a create whose outcome is unknown (an interrupted attempt, a lost answer) may have made the
+        # alert: the replay searches for it before creating, as the retries would have
+        maybe_made = entry.intent_at is not None and (entry.state == LedgerState.CREATING or entry.unanswered)
+        entry.state = LedgerState.CREATING if maybe_made else LedgerState.RECEIVED
+        entry.lease_until = 0.0
         self._table.update_entity(_to_row(entry), mode=UpdateMode.REPLACE)
         return True
 

@@ -396,8 +396,14 @@ def block_target(platform_id: str, host: str, allowed: list[str]) -> tuple[str |
     return None, "the platform's domain is unknown"
 
 
+# Defender names Linux machines by distribution; in a fleet they are servers far more often than
+# desktops, so they are protected by default too (allow_servers_and_high_value lifts it).
+LINUX = ("linux", "ubuntu", "debian", "centos", "redhat", "rhel", "suse", "oracle", "amazon", "rocky", "alma", "fedora")
+
+
 def _is_server(os_platform: str) -> bool:
-    return "server" in os_platform.lower()
+    os = os_platform.lower()
+    return "server" in os or any(name in os for name in LINUX)
 
 
 def protected(rule: Rule, machine: dict[str, Any]) -> str | None:
@@ -420,9 +426,10 @@ def fresh_exclusion(rule: Rule, machine: dict[str, Any]) -> str | None:
 def identity_proof(machine: dict[str, Any], ids: dict[str, str], same_name: int) -> str | None:
     """Why the event's device is not surely this machine, or None.
 
-    A destructive action needs the Entra device id matching the machine record, or two
-    identifiers that agree and a name no other machine record carries: naming a victim's host
-    name alone must not be enough to isolate it.
+    A destructive action needs the Entra device id matching the machine record, or its name (host
+    name or FQDN: one identifier, however it is spelt) and its IP address both agreeing, with a
+    name no other machine record carries: knowing a victim's DNS name must not be enough to
+    isolate it.
     """
     aad, have_aad = ids.get("aad", ""), str(machine.get("aadDeviceId") or "").lower()
     if aad and have_aad and aad != have_aad:
@@ -430,22 +437,19 @@ def identity_proof(machine: dict[str, Any], ids: dict[str, str], same_name: int)
     if aad and aad == have_aad:
         return None
     dns = str(machine.get("computerDnsName") or "").lower()
-    agree = [
-        name
-        for name, ok in (
-            ("fqdn", bool(ids.get("fqdn")) and ids.get("fqdn") == dns),
-            ("hostname", bool(ids.get("hostname")) and ids.get("hostname", "").split(".")[0] == dns.split(".")[0]),
-            ("ip", bool(ids.get("ip")) and ids.get("ip") == str(machine.get("lastIpAddress") or "")),
-        )
-        if ok
-    ]
+    listed = [a.get("ipAddress") if isinstance(a, dict) else a for a in machine.get("ipAddresses") or []]
+    known_ips = {str(ip) for ip in (machine.get("lastIpAddress"), *listed) if ip}
+    name = (bool(ids.get("fqdn")) and ids.get("fqdn") == dns) or (
+        bool(ids.get("hostname")) and ids.get("hostname", "").split(".")[0] == dns.split(".")[0]
+    )
+    agree = [what for what, ok in (("its name", name), ("its IP address", ids.get("ip", "") in known_ips)) if ok]
     if same_name > 1:
         return f"ambiguous: {same_name} machine records carry the name {dns}"
     if len(agree) >= 2:
         return None
     return (
         f"device identified by {' and '.join(agree) or 'nothing that matches'} only: a destructive action needs "
-        "the Entra device id, or two identifiers that agree"
+        "the Entra device id, or the device's name and IP address agreeing"
     )
 
 

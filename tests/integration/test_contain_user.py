@@ -20,7 +20,7 @@ from shared.cli import main
 from shared.functions.health import health_check
 from tests.integration.test_emulator import provider, trust_emulator
 from tests.integration.test_notify_user import connection_without
-from tests.support import LIMITED_CLIENT, Env, violation
+from tests.support import LIMITED_CLIENT, Env, strong_device, violation
 from tools.emulator.persist import StateFile
 from tools.emulator.server import EmulatorServer
 from tools.emulator.state import DefenderState
@@ -57,7 +57,7 @@ def _use(
 
 
 def _event(i: int, host: str, user: str = "alice@acme.fr") -> dict[str, Any]:
-    doc = violation(i, host=host, policy="pii", device={"hostname": host, "fqdn": f"{host.lower()}.acme.local"})
+    doc = violation(i, host=host, policy="pii", device=strong_device(host))
     doc["data"]["interaction"]["user_email"] = user
     return doc
 

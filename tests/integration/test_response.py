@@ -16,7 +16,7 @@ import pytest
 
 from shared import wiring
 from shared.cli import main
-from tests.support import Env, ledger_states, violation
+from tests.support import Env, ledger_states, strong_device, violation
 from tools.emulator.server import EmulatorServer
 from tools.simulation import Arrival, Simulation
 
@@ -59,9 +59,9 @@ def _rules(tmp_path: Path, *rules: dict[str, Any], isolations: int = 5, cooldown
 def _storm(
     first: int, n: int, host: str, every: float = 60.0, start: float = 0.0, *, strong: bool = False
 ) -> list[Arrival]:
-    """Events naming the device by host name; ``strong``: by host name and FQDN, two identifiers
-    that agree, as a destructive action needs (a host name alone is not enough to isolate it)."""
-    device = {"hostname": host, "fqdn": f"{host.lower()}.acme.local"} if strong else {"hostname": host}
+    """Events naming the device by host name; ``strong``: by host name and IP address, the two
+    identifiers a destructive action needs (a name alone is not enough to isolate it)."""
+    device = strong_device(host) if strong else {"hostname": host}
     return [
         Arrival(start + i * every, [violation(first + i, host=host, device=device, policy="storm")]) for i in range(n)
     ]
@@ -117,7 +117,7 @@ def test_a_storm_isolates_once_tags_and_opens_one_ticket_then_cooldown_and_hourl
     doc = json.loads(out.read_text())
     assert doc["response_actions"].startswith("5 action(s) taken on devices")  # Alice 3; Dave: tag and ticket
     assert ("isolate", "Succeeded") in {(a["action"], a["state"]) for a in doc["actions"]}
-    assert next(d for d in doc["devices"] if d["name"] == "alice-laptop.acme.local")["actions"] == 3
+    assert next(d for d in doc["devices"] if d["name"].lower() == "alice-laptop")["actions"] == 3
 
 
 def test_a_dry_run_sends_nothing_and_says_what_it_would_have_done(

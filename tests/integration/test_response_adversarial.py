@@ -27,7 +27,7 @@ from shared.response.executor import Responder, ResponseDeps
 from shared.response.rules import Situation, parse_rules
 from shared.response.store import ResponseStore
 from tests.integration.test_response import ALICE, DAVE, _machine, _response_rows, _use
-from tests.support import Env, ledger_states, violation
+from tests.support import DEVICE_IPS, Env, ledger_states, strong_device, violation
 from tools.emulator.server import EmulatorServer
 from tools.simulation import Arrival, Simulation
 
@@ -46,8 +46,8 @@ DELIVERED = {"alert_created", "coalesced"}
 
 
 def _strong(host: str) -> dict[str, str]:
-    """Host name and FQDN: two identifiers that agree, enough for a destructive action."""
-    return {"hostname": host, "fqdn": FQDN[host]}
+    """Host name and IP address: two identifiers that agree, enough for a destructive action."""
+    return strong_device(host)
 
 
 def _event(
@@ -144,7 +144,7 @@ def test_a_device_named_by_host_name_alone_is_tagged_but_never_isolated(
     _all_delivered(env, 1)
     assert _kinds(emulator) == [] and "NoxysRisk" in _machine(emulator, DAVE)["machineTags"]
     (why,) = _skipped(env)
-    assert why.startswith("device identified by hostname only: a destructive action needs the Entra device id")
+    assert why.startswith("device identified by its name only: a destructive action needs the Entra device id")
 
 
 def test_one_request_on_many_devices_stops_at_the_hourly_caps_and_alerts_still_flow(
@@ -200,7 +200,7 @@ def test_caps_hold_across_instances(env: Env, emulator: EmulatorServer, monkeypa
     def task(i: int) -> ResponseTask:
         host = list(FQDN)[i % 4]
         found = Situation("interaction.policy_violated", "High", 0.9, "chatgpt", "ChatGPT", "block",
-                          device_ids={"hostname": host.lower(), "fqdn": FQDN[host]})  # fmt: skip
+                          device_ids={"hostname": host.lower(), "ip": DEVICE_IPS[host]})  # fmt: skip
         return ResponseTask(event_id=f"evt_inst_{i}", machine_id=MACHINE[host], situation=asdict(found),
                             first_received_at=emulator.state.clock.now())  # fmt: skip
 

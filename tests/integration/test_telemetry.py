@@ -23,7 +23,7 @@ from opentelemetry.trace import SpanKind
 
 from shared import telemetry, wiring
 from shared.functions.hunting import ship_rows
-from tests.support import EMULATOR_CLIENT, EMULATOR_TENANT, ROOT, Env, sample, signed_headers, violation
+from tests.support import EMULATOR_CLIENT, EMULATOR_TENANT, ROOT, Env, sample, signed_headers, strong_device, violation
 from tools.emulator.server import EmulatorServer
 from tools.simulation import Arrival, Simulation
 
@@ -187,7 +187,7 @@ def test_response_actions_by_action_and_state(
     rules.write_text(json.dumps({"rules": [rule], "limits": {"max_isolations_per_hour": 5}}))
     monkeypatch.setenv("RESPONSE_RULES_FILE", str(rules))
     rewire(sim)
-    sim.run([Arrival(0, [violation(1, device={"hostname": "ALICE-LAPTOP", "fqdn": "alice-laptop.acme.local"})])])
+    sim.run([Arrival(0, [violation(1, device=strong_device("ALICE-LAPTOP"))])])
     actions = of(points(reader), "noxys.response.actions")
     assert actions[frozenset({("action", "tag_device"), ("state", "done")})] == 1
     assert actions[frozenset({("action", "isolate"), ("state", "sent")})] == 1

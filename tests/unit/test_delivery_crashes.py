@@ -14,7 +14,7 @@ import pytest
 
 from shared.delivery.outcome import Kind, Outcome
 from tests.fakes import Crash, Fault, World
-from tests.unit.test_delivery_outcomes import QUEUE, START, event_id, message, ready
+from tests.unit.test_delivery_outcomes import QUEUE, START, event_id, message, ready, state
 
 FINAL = {Kind.CREATED, Kind.COALESCED, Kind.DUPLICATE, Kind.NO_DEVICE, Kind.NO_ANCHOR, Kind.DEAD_LETTER}
 
@@ -180,3 +180,19 @@ def test_a_crash_after_the_dead_letter_is_recorded_keeps_one_letter() -> None:
     seen = deliver_until_final(w, message(w, 1))
     assert seen[0] == "killed after mark_dead" and w.ledger_row(event_id(1))["state"] == "dead_lettered"
     assert [d.event_id for d in w.deps.dead.all()] == [event_id(1)] and w.mde.alerts == []
+
+
+def test_a_replay_after_a_lost_answer_searches_before_creating() -> None:
+    """The answer is lost (502 after acting), the search is then refused for good (403: dead
+    letter); an operator fixes it and replays: the alert is found, not created a second time."""
+    w = ready()
+    w.mde.fail("create_alert_by_reference", Fault(502, "BadGateway", after=True))
+    w.mde.fail("list_alerts", Fault(403, "Forbidden"))
+    seen = deliver_until_final(w, message(w, 1))
+    assert isinstance(seen[-1], Outcome) and seen[-1].kind == Kind.DEAD_LETTER
+    assert w.deps.ledger.reopen(event_id(1))
+    assert state(w, 1) == "creating"  # the replay keeps what it knows: an alert may exist
+    replayed = deliver_until_final(w, message(w, 1))
+    assert isinstance(replayed[-1], Outcome) and "ambiguous answer" in replayed[-1].detail
+    exactly_one_alert(w)
+    assert w.mde.calls.count("create_alert_by_reference") == 1

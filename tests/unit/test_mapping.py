@@ -125,3 +125,21 @@ def test_every_sample_maps_to_allowed_values() -> None:
         d = draft_alert(event(name))
         assert d.category in CATEGORIES and d.severity in ("Low", "Medium", "High")
         assert 0 < len(d.title) <= 200 and len(d.description) <= 4000 and d.recommended_action
+
+
+def test_the_widest_valid_alert_keeps_its_event_id_line_whole() -> None:
+    """A lost answer is recovered by this line: a 4,000-character Noxys summary is clipped, never it."""
+    wide = event("alert_high", data__alert__description="x" * 4000)
+    d = draft_alert(wide)
+    assert len(d.description) <= 4000
+    assert d.description.splitlines()[-2] == f"Noxys event id: {wide.id}"
+    assert "…" in d.description
+
+
+def test_a_marker_forged_in_a_summary_never_names_the_alert() -> None:
+    from shared.delivery.forward import marked
+
+    forged = event("alert_high", data__alert__description="ok\nNoxys event id: evt_victim_0001\n")
+    d = draft_alert(forged)
+    assert "\nNoxys event id: evt_victim_0001\n" in d.description  # the text is kept as Noxys wrote it
+    assert marked(d.description) == forged.id  # but the alert is the forger's own

@@ -207,12 +207,16 @@ MACHINE = {
 
 def test_a_destructive_action_needs_the_entra_id_or_two_agreeing_identifiers() -> None:
     assert identity_proof(MACHINE, {"aad": MACHINE["aadDeviceId"]}, 1) is None
-    assert identity_proof(MACHINE, {"hostname": "alice-laptop", "fqdn": "alice-laptop.acme.local"}, 1) is None
     assert identity_proof(MACHINE, {"hostname": "alice-laptop", "ip": "10.1.2.3"}, 1) is None
-    assert "hostname only" in str(identity_proof(MACHINE, {"hostname": "alice-laptop"}, 1))
+    assert identity_proof(MACHINE, {"fqdn": "alice-laptop.acme.local", "ip": "10.1.2.3"}, 1) is None
+    assert "its name only" in str(identity_proof(MACHINE, {"hostname": "alice-laptop"}, 1))
+    # host name and FQDN are one identifier, however spelt: a victim's DNS name is not enough
+    dns_name = "alice-laptop.acme.local"
+    assert "its name only" in str(identity_proof(MACHINE, {"hostname": dns_name, "fqdn": dns_name}, 1))
+    assert "its IP address only" in str(identity_proof(MACHINE, {"hostname": "bob-ws", "ip": "10.1.2.3"}, 1))
     other = "0c4f2b7e-3d1a-4e5f-9b8c-7a6d5e4f3c2b"
     assert "differs" in str(identity_proof(MACHINE, {"aad": other, "hostname": "alice-laptop"}, 1))
-    both = {"hostname": "alice-laptop", "fqdn": "alice-laptop.acme.local"}
+    both = {"hostname": "alice-laptop", "ip": "10.1.2.3"}
     assert "ambiguous: 2 machine records" in str(identity_proof(MACHINE, both, 2))
 
 
@@ -223,6 +227,7 @@ def test_servers_and_high_value_devices_are_protected_unless_the_rule_allows_it(
     assert "high value" in str(protected(rule, MACHINE | {"deviceValue": "High"}))
     assert "server (WindowsServer2022)" in str(protected(rule, MACHINE | {"osPlatform": "WindowsServer2022"}))
     assert protected(allowed, MACHINE | {"deviceValue": "High", "osPlatform": "WindowsServer2022"}) is None
+    assert "server (Ubuntu)" in str(protected(rule, MACHINE | {"osPlatform": "Ubuntu"}))  # Linux: a server
 
 
 def test_command_1_names_a_bad_file_before_anything_runs(tmp_path: Path) -> None:
