@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,8 @@ class Settings(BaseSettings):
     """Every setting the connector reads. Field aliases are the exact app-setting names."""
 
     model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", populate_by_name=False)
+    # response-only settings that were refused and set aside (load_settings): response is off
+    response_problems: list[str] = Field(default_factory=list, exclude=True, alias="__response_problems")
 
     # --- webhook (ingest) ---
     noxys_signing_secrets: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="NOXYS_SIGNING_SECRET")
@@ -421,13 +424,55 @@ class _Given(Settings):
         return (init_settings,)
 
 
+# Settings only automated response, notification, containment and review read: a bad value turns
+# that feature off (named by status, the health record, test-connection and command 1) and never
+# stops the webhook or the alerts, as a bad rules file does not.
+RESPONSE_SETTINGS = frozenset(
+    {
+        "RELEASE_ON_FALSE_POSITIVE",
+        "TICKET_URL",
+        "TICKET_SIGNING_SECRET_NAME",
+        "NOTIFY_SENDER",
+        "NOTIFY_CONTACT",
+        "CONTAIN_GROUP_ID",
+        "PROTECTED_GROUP_ID",
+        "REVIEW_SCHEDULE",
+        "SUPPRESS_FALSE_POSITIVE_RATE",
+        "SUPPRESS_MIN_CLASSIFIED",
+    }
+)
+
+
+def _alias_of(loc: tuple[int | str, ...]) -> str:
+    name = str(loc[0]) if loc else ""
+    return str(Settings.model_fields[name].alias or name) if name in Settings.model_fields else name
+
+
+def _build(env: dict[str, str] | None, without: frozenset[str] = frozenset()) -> Settings:
+    if env is None and not without:
+        return Settings()
+    given = dict(os.environ) if env is None else env
+    return _Given(**cast(dict[str, Any], {k: v for k, v in given.items() if k not in without}))
+
+
 def load_settings(env: dict[str, str] | None = None) -> Settings:
-    """Build Settings from ``env`` (default: the process environment), naming any bad setting."""
+    """Build Settings from ``env`` (default: the process environment), naming any bad setting. Bad
+    response-only settings (:data:`RESPONSE_SETTINGS`) are set aside instead: the settings load
+    with their defaults and ``response_problems`` names them (response is then off)."""
     try:
-        if env is None:
-            return Settings()
-        return _Given(**cast(dict[str, Any], env))
+        return _build(env)
     except ValidationError as exc:
+        bad = frozenset(_alias_of(e["loc"]) for e in exc.errors())
+        if bad <= RESPONSE_SETTINGS:
+            try:
+                settings = _build(env, bad)
+            except ValidationError:
+                pass  # something else is wrong too: named below
+            else:
+                settings.response_problems = [
+                    f"{_alias_of(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
+                ]
+                return settings
         first = exc.errors()[0]
         if not first["loc"]:  # a rule across settings: its message starts with the setting's name
             message = first["msg"].removeprefix("Value error, ")

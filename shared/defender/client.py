@@ -318,7 +318,7 @@ def _unanswered(exc: Exception, api_url: str, timeout: float) -> DefenderError:
     from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
     name = exc.__class__.__name__
-    if isinstance(exc, requests.ConnectTimeout | requests.exceptions.SSLError | requests.exceptions.ProxyError):
+    if isinstance(exc, requests.ConnectTimeout | requests.exceptions.ProxyError) or _certificate_refused(exc):
         return DefenderError(0, "Unreachable", f"cannot reach {api_url}: {name}")
     if isinstance(exc, requests.Timeout):
         return DefenderError(0, "Timeout", f"no answer from {api_url} within {timeout:.0f}s")
@@ -326,6 +326,26 @@ def _unanswered(exc: Exception, api_url: str, timeout: float) -> DefenderError:
     if isinstance(cause, MaxRetryError) and isinstance(cause.reason, NewConnectionError | ConnectTimeoutError):
         return DefenderError(0, "Unreachable", f"cannot reach {api_url}: {name}")
     return DefenderError(0, "ConnectionLost", f"connection to {api_url} lost before the answer: {name}")
+
+
+def _certificate_refused(exc: BaseException) -> bool:
+    """A TLS error proves nothing was sent only when the handshake refused the server's certificate;
+    a TLS session broken later (after the request went out) looks the same to requests, so any other
+    SSLError counts as a connection lost."""
+    import ssl
+
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return True
+        linked = (*e.args, getattr(e, "reason", None), e.__cause__, e.__context__)
+        todo += [a for a in linked if isinstance(a, BaseException)]
+    return False
 
 
 def _error_body(resp: requests.Response) -> dict[str, Any]:

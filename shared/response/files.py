@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from shared.config import ConfigError
+from shared.config import ConfigError, load_settings
 from shared.response.notify import load_template
 from shared.response.rules import RulesFile, load_rules
 from shared.risk import RiskConfig, load_config
@@ -29,6 +29,8 @@ class FileSettings(Protocol):
     def risk_config_file(self) -> str | None: ...
     @property
     def notify_template_file(self) -> str | None: ...
+    @property
+    def response_problems(self) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,11 @@ class ConfigProblem:
 
 
 def rules_or_off(settings: FileSettings) -> tuple[RulesFile | None, ConfigProblem | None]:
-    """The rules, or None (response off) with the problem when the file cannot be used."""
+    """The rules, or None (response off) with the problem when the file — or a setting only
+    response reads (``config.RESPONSE_SETTINGS``, set aside by ``load_settings``) — cannot be used."""
+    if settings.response_problems:
+        setting, _, message = settings.response_problems[0].partition(": ")
+        return None, ConfigProblem(setting, message, "automated response is OFF; alerts are delivered as usual")
     try:
         return load_rules(settings.response_rules_file), None
     except ConfigError as exc:
@@ -92,14 +98,20 @@ class Files:
     response_rules_file: str | None = None
     risk_config_file: str | None = None
     notify_template_file: str | None = None
+    response_problems: list[str] = field(default_factory=list)
 
 
 def start_warnings(environ: Mapping[str, str]) -> list[str]:
     """What command 1 prints before anything runs: each file problem, from the environment alone
     (no other setting needs to be valid for this)."""
+    try:
+        set_aside = load_settings(dict(environ)).response_problems
+    except ConfigError:  # another setting is wrong: the host names it when it starts
+        set_aside = []
     files = Files(
         environ.get("RESPONSE_RULES_FILE") or None,
         environ.get("RISK_CONFIG_FILE") or None,
         environ.get("NOTIFY_TEMPLATE_FILE") or None,
+        set_aside,
     )
     return [f"⚠ {p.line()}" for p in problems(files)]

@@ -120,3 +120,18 @@ def test_only_a_connection_never_made_proves_nothing_was_sent() -> None:
         requests.post(closed + "/api/alerts/CreateAlertByReference", json={}, timeout=5)
     error = _unanswered(refused.value, closed, 5)
     assert (error.code, error.nothing_done) == ("Unreachable", True)
+
+
+def test_a_tls_error_proves_nothing_only_when_the_certificate_was_refused(emulator: EmulatorServer) -> None:
+    """The handshake refusing the server's certificate comes before the request; a TLS session
+    broken later (after the POST went out) raises the same SSLError class, so it is a lost answer."""
+    import requests
+
+    from shared.defender.client import _unanswered
+
+    with pytest.raises(requests.exceptions.SSLError) as untrusted:  # the emulator's CA is not trusted here
+        requests.post(emulator.url + CREATE, json={}, timeout=5, verify=True)
+    refused = _unanswered(untrusted.value, emulator.url, 5)
+    assert (refused.code, refused.nothing_done) == ("Unreachable", True)
+    broken = _unanswered(requests.exceptions.SSLError("EOF occurred in violation of protocol"), emulator.url, 5)
+    assert (broken.code, broken.nothing_done) == ("ConnectionLost", False)

@@ -295,6 +295,27 @@ def test_a_missing_broken_or_hostile_rules_file_leaves_every_alert_delivered(
     assert f"⚠ RESPONSE_RULES_FILE: {path}" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("setting", "value"), [("TICKET_URL", "http://tickets.acme.local/"), ("RELEASE_ON_FALSE_POSITIVE", "ture")]
+)
+def test_a_mistyped_response_setting_turns_response_off_never_the_alerts(
+    sim: Simulation, env: Env, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], setting: str, value: str,
+) -> None:  # fmt: skip
+    """A setting only response reads used to make every setting unreadable: the webhook answered
+    503 not_configured to every event."""
+    _use(sim, env, emulator, monkeypatch, _rules(tmp_path, [{"action": "tag_device", "tag": "NoxysRisk"}]))
+    monkeypatch.setenv(setting, value)
+    wiring.reset()
+    wiring.use(clock=sim.clock, sender=sim.sender)
+    sim.run([Arrival(i * 30, [_event(i, host)]) for i, host in enumerate(["ALICE-LAPTOP", "DAVE-MBP"], 1)])
+    _all_delivered(env, 2)
+    assert emulator.state.response.actions == [] and not _machine(emulator, ALICE)["machineTags"]
+    assert main(["status"]) == 0
+    lead = capsys.readouterr().out.splitlines()[1]
+    assert lead.startswith(f"  ! CONFIGURATION: {setting}: ") and "automated response is OFF" in lead
+
+
 def test_a_hostile_risk_file_scores_with_the_defaults_and_says_so(
     sim: Simulation, env: Env, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],

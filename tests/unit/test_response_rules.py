@@ -242,3 +242,9 @@ def test_command_1_names_a_bad_file_before_anything_runs(tmp_path: Path) -> None
         " — the combined risk score uses the default weights",
     ]
     assert start_warnings({"RESPONSE_RULES_FILE": str(ROOT / "samples" / "response-rules.json")}) == []
+
+
+def test_command_1_names_a_mistyped_response_setting_before_anything_runs() -> None:
+    said = start_warnings({"TICKET_URL": "http://tickets.acme.local/"})
+    assert len(said) == 1 and said[0].startswith("⚠ TICKET_URL: must be an https:// URL")
+    assert "automated response is OFF; alerts are delivered as usual" in said[0]
