@@ -21,10 +21,12 @@ DEVICE_KEYS = ("aadDeviceId", "fqdn", "hostname", "ip")
 
 def fold(text: str) -> str:
     """The one form a person's identifier is kept and compared in, on write and on search: NFKC,
-    then casefold (``Alice@ACME.fr`` and ``alice@acme.fr`` are one mailbox). The webhook refuses
+    then lower case (``Alice@ACME.fr`` and ``alice@acme.fr`` are one mailbox). Not ``casefold``:
+    it folds ``ß`` into ``ss`` (and the final sigma into sigma), so ``straße@`` and ``strasse@`` — two
+    mailboxes — would be one person, and erasing one would erase the other. The webhook refuses
     identifiers that NFKC alone changes, so a look-alike (U+212A KELVIN SIGN) never folds into
     somebody else's name here."""
-    return unicodedata.normalize("NFKC", text).casefold()
+    return unicodedata.normalize("NFKC", text).lower()
 
 
 @dataclass(frozen=True)

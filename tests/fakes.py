@@ -404,10 +404,11 @@ class FakeMde:
 
     def list_alerts(self, odata_filter: str, top: int = 1000) -> list[dict[str, Any]]:
         def act() -> list[dict[str, Any]]:
-            m = re.fullmatch(r"alertCreationTime ge (\S+)", odata_filter)
+            m = re.fullmatch(r"alertCreationTime ge (\S+)(?: and alertCreationTime le (\S+))?", odata_filter)
             assert m, f"alerts $filter not supported: {odata_filter!r}"
-            since = _time(m.group(1))
-            return [dict(a) for a in self.alerts if _time(a["alertCreationTime"]) >= since][:top]
+            since, until = _time(m.group(1)), _time(m.group(2)) if m.group(2) else None
+            made = [a for a in self.alerts if _time(a["alertCreationTime"]) >= since]
+            return [dict(a) for a in made if until is None or _time(a["alertCreationTime"]) <= until][:top]
 
         return list(self._call("list_alerts", act))
 

@@ -400,8 +400,14 @@ class Delivery:
         return self._device_locks[zlib.crc32(key.encode()) % DEVICE_LOCK_STRIPES]
 
     def _find_own_alert(self, event: Envelope, machine_id: str, intent_at: float) -> dict[str, Any] | None:
-        since = datetime.fromtimestamp(intent_at - 300, tz=self.deps.clock.now().tzinfo).strftime("%Y-%m-%dT%H:%M:%SZ")
-        for alert in self.deps.mde.list_alerts(f"alertCreationTime ge {since}"):
+        """The alert an earlier create made, searched in the few minutes around that create (its
+        HTTP timeout and a margin either side), so a replay hours later still reads one small page."""
+        tz, margin = self.deps.clock.now().tzinfo, 300 + self.settings.http_timeout_seconds
+        since, until = (
+            datetime.fromtimestamp(t, tz=tz).strftime("%Y-%m-%dT%H:%M:%SZ")
+            for t in (intent_at - 300, intent_at + margin)
+        )
+        for alert in self.deps.mde.list_alerts(f"alertCreationTime ge {since} and alertCreationTime le {until}"):
             if alert.get("machineId") == machine_id and marked(str(alert.get("description", ""))) == event.id:
                 return alert
         return None
