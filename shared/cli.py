@@ -82,9 +82,10 @@ def cmd_send_sample(args: argparse.Namespace) -> int:
     ts = int(time.time())
     try:
         signature = sign(secret, msg_id, ts, body)
-    except Exception as exc:  # standardwebhooks: binascii.Error, EmptyWebhookSecretError
+    except Exception:  # standardwebhooks: binascii.Error, EmptyWebhookSecretError
         print(
-            f"✗ the signing secret is not a Standard Webhooks secret (whsec_ then base64): {exc.__class__.__name__}",
+            "✗ the signing secret is not a Standard Webhooks secret: it should be whsec_ followed by base64 "
+            "(as in local.settings.json's NOXYS_SIGNING_SECRET)",
             file=sys.stderr,
         )
         return 2

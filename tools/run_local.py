@@ -82,8 +82,10 @@ def taken(ports: dict[str, int]) -> str | None:
 
 
 def port_free(port: int) -> bool:
-    """Whether this port can be bound on 127.0.0.1 now (a listener, or a port just left, cannot)."""
+    """Whether this port can be bound on 127.0.0.1 now by a server (a listener cannot; a port the
+    last run just left, still in TIME_WAIT, can: Azurite and the host reuse addresses too)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
