@@ -27,9 +27,9 @@ from azure.core.pipeline.transport import RequestsTransport  # noqa: E402 - afte
 
 from shared import wiring  # noqa: E402
 from shared.clock import ManualClock  # noqa: E402
-from shared.delivery.message import QueuedEvent  # noqa: E402
 from shared.events import parse_events  # noqa: E402
 from shared.functions.forward import process  # noqa: E402
+from shared.tasks import QueuedEvent  # noqa: E402
 from tools import azurite  # noqa: E402
 from tools.emulator.server import EmulatorServer  # noqa: E402
 from tools.emulator.state import DefenderState  # noqa: E402

@@ -36,12 +36,12 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from shared.delivery.hunting_outbox import TASK_PROPERTIES
-from shared.delivery.message import QueuedEvent
 from shared.delivery.patterns import partition
 from shared.events import identifier
 from shared.facts import fold
 from shared.hunting import TABLE as HUNTING_TABLE
 from shared.storage import EntityTable
+from shared.tasks import QueuedEvent
 
 SEARCHED = ("Ledger", "Held", "DeadLetters", "HuntingOutbox", "Groups", "Patterns", "Responses", "Audit")
 ERASE_ORDER = (

@@ -32,7 +32,6 @@ from shared.delivery.hold import Held, Switch
 from shared.delivery.hunting_outbox import TABLE as OUTBOX_TABLE
 from shared.delivery.hunting_outbox import HuntingOutbox
 from shared.delivery.ledger import Ledger
-from shared.delivery.message import QueuedEvent
 from shared.delivery.pacing import Pacer, quotas_from
 from shared.delivery.patterns import PatternStore
 from shared.delivery.ports import Deps, IncidentApi
@@ -46,6 +45,7 @@ from shared.response.ticket import HttpTickets
 from shared.response.undo import Releaser
 from shared.secrets import SecretStore, build_store
 from shared.status import StatusDeps
+from shared.tasks import QueuedEvent
 from shared.telemetry import Tally
 
 if TYPE_CHECKING:

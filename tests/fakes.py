@@ -38,7 +38,7 @@ from shared.delivery.coalesce import Groups
 from shared.delivery.deadletter import DeadLetters
 from shared.delivery.devicecache import DeviceCache
 from shared.delivery.forward import Delivery
-from shared.delivery.hold import Held
+from shared.delivery.hold import Held, Switch
 from shared.delivery.ledger import Ledger
 from shared.delivery.ports import Deps
 
@@ -470,7 +470,7 @@ def world(env: dict[str, str] | None = None, *, start: datetime) -> World:
     settings = load_settings({"INCIDENT_TAGGING": "off", "RISK_PATTERNS": "false", **(env or {})})
     clock = ManualClock(start)
     mde, sender = FakeMde(clock), FakeSender()
-    tables = {name: FakeTable() for name in ("Ledger", "Groups", "Devices", "DeadLetters", "Held")}
+    tables = {name: FakeTable() for name in ("Ledger", "Groups", "Devices", "DeadLetters", "Held", "Switch")}
     deps = Deps(
         settings=settings,
         mde=mde,
@@ -478,7 +478,7 @@ def world(env: dict[str, str] | None = None, *, start: datetime) -> World:
         groups=Groups(tables["Groups"]),
         devices=DeviceCache(tables["Devices"]),
         dead=DeadLetters(tables["DeadLetters"]),
-        held=Held(tables["Held"]),
+        held=Held(tables["Held"], Switch(tables["Switch"], settings.integration_setting, clock)),
         sender=sender,
         clock=clock,
     )

@@ -23,8 +23,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.clock import Clock, SystemClock
-from shared.delivery.message import QueuedEvent
 from shared.storage import EntityTable, table_key
+from shared.tasks import QueuedEvent
 
 PARTITION = "held"
 SWITCH_KEY = ("switch", "integration")  # PartitionKey, RowKey of the one row of the Switch table

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared.delivery.message import QueuedEvent
 from shared.facts import facts
 from shared.storage import BatchTable, QueueUnavailable, table_key, write_groups
+from shared.tasks import QueuedEvent
 
 log = logging.getLogger(__name__)
 TABLE = "HuntingOutbox"

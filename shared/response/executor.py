@@ -32,10 +32,10 @@ from typing import Any, Protocol
 from shared import telemetry
 from shared.defender.context import CallContext, calls_for
 from shared.defender.errors import CallRecord, DefenderError
-from shared.delivery.message import ActionStatusTask, ResponseTask
-from shared.delivery.outcome import Kind, Outcome, from_error
+from shared.outcome import Kind, Outcome, from_error
 from shared.response import rules as r
 from shared.response.store import ActionRow, ResponseStore
+from shared.tasks import ActionStatusTask, ResponseTask
 
 log = logging.getLogger(__name__)
 FOLLOW_FIRST = 30.0  # seconds before the first status read; then doubling, at most 10 min apart

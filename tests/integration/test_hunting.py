@@ -13,10 +13,10 @@ import requests
 
 from shared import wiring
 from shared.clock import ManualClock
-from shared.delivery.message import QueuedEvent
 from shared.events import parse_events
 from shared.functions.hunting import ship_rows
 from shared.hunting import COLUMNS
+from shared.tasks import QueuedEvent
 from tests.support import Env, ledger_states, post, sample, signed_headers, violation
 from tools.emulator.server import EmulatorServer
 from tools.simulation import Arrival, Simulation

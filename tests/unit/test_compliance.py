@@ -12,10 +12,10 @@ import pytest
 from shared import correlation, report
 from shared.cli_compliance import moment
 from shared.delivery.ledger import Entry, LedgerState
-from shared.delivery.message import QueuedEvent
 from shared.events import parse_events
 from shared.facts import facts, method
 from shared.subject import Findings, Subject, hunting_query, is_subject, purge_request
+from shared.tasks import QueuedEvent
 from tests.support import sample
 
 T0 = datetime(2026, 3, 20, 9, 0, tzinfo=UTC)

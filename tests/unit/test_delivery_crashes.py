@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shared.delivery.outcome import Kind, Outcome
+from shared.outcome import Kind, Outcome
 from tests.fakes import Crash, Fault, World
 from tests.unit.test_delivery_outcomes import QUEUE, START, event_id, message, ready
 

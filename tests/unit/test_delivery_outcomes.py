@@ -11,9 +11,9 @@ from typing import Any
 from azure.core.exceptions import ServiceRequestError
 
 from shared.defender.errors import Paced
-from shared.delivery.message import EventBundle, QueuedEvent, parse_task
-from shared.delivery.outcome import Kind
 from shared.events import parse_events
+from shared.outcome import Kind
+from shared.tasks import EventBundle, QueuedEvent, parse_task
 from tests.fakes import Fault, World, world
 from tests.support import SAMPLE_DAY, violation
 

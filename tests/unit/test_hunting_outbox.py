@@ -11,9 +11,9 @@ import pytest
 from shared import storage as module
 from shared.delivery import hunting_outbox
 from shared.delivery.hunting_outbox import HuntingOutbox, partition_of
-from shared.delivery.message import QueuedEvent
 from shared.events import parse_events
 from shared.storage import transactions
+from shared.tasks import QueuedEvent
 from tests.support import SAMPLE_DAY, AzureLikeTable, violation
 
 
