@@ -456,9 +456,12 @@ class World:
     tables: dict[str, FakeTable]
     deps: Deps
     delivery: Delivery
+    ledger: Ledger  # the concrete stores behind ``deps`` (its members are Protocols), to look at
+    dead: DeadLetters
+    held: Held
 
     def ledger_row(self, event_id: str) -> dict[str, Any]:
-        entry = self.deps.ledger.get(event_id)
+        entry = self.ledger.get(event_id)
         assert entry is not None, f"no ledger entry for {event_id}"
         return dataclasses.asdict(entry)
 
@@ -471,15 +474,17 @@ def world(env: dict[str, str] | None = None, *, start: datetime) -> World:
     clock = ManualClock(start)
     mde, sender = FakeMde(clock), FakeSender()
     tables = {name: FakeTable() for name in ("Ledger", "Groups", "Devices", "DeadLetters", "Held", "Switch")}
+    ledger, dead = Ledger(tables["Ledger"]), DeadLetters(tables["DeadLetters"])
+    held = Held(tables["Held"], Switch(tables["Switch"], settings.integration_setting, clock))
     deps = Deps(
         settings=settings,
         mde=mde,
-        ledger=Ledger(tables["Ledger"]),
+        ledger=ledger,
         groups=Groups(tables["Groups"]),
         devices=DeviceCache(tables["Devices"]),
-        dead=DeadLetters(tables["DeadLetters"]),
-        held=Held(tables["Held"], Switch(tables["Switch"], settings.integration_setting, clock)),
+        dead=dead,
+        held=held,
         sender=sender,
         clock=clock,
     )
-    return World(settings, clock, mde, sender, tables, deps, Delivery(deps))
+    return World(settings, clock, mde, sender, tables, deps, Delivery(deps), ledger, dead, held)

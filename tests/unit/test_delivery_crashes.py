@@ -179,4 +179,4 @@ def test_a_crash_after_the_dead_letter_is_recorded_keeps_one_letter() -> None:
     crash_after(w.deps.ledger, "mark_dead")
     seen = deliver_until_final(w, message(w, 1))
     assert seen[0] == "killed after mark_dead" and w.ledger_row(event_id(1))["state"] == "dead_lettered"
-    assert [d.event_id for d in w.deps.dead.all()] == [event_id(1)] and w.mde.alerts == []
+    assert [d.event_id for d in w.dead.all()] == [event_id(1)] and w.mde.alerts == []

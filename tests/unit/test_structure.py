@@ -170,3 +170,19 @@ def test_nothing_points_outside_the_repository() -> None:
         if "../" + "shared" in text or "shared/" + "reference" in text:  # split: this file is scanned too
             offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
+
+
+def test_the_delivery_depends_on_protocols_only() -> None:
+    """Every port of ``Deps`` is a Protocol (a fake or another store can stand in, and the delivery
+    package imports no concrete adapter of another package); the rest are plain values."""
+    import typing
+
+    from shared.delivery.ports import Deps
+
+    values = {"settings", "risk", "rules", "audit"}  # settings, weights, the rules file, a callback
+    concrete = []
+    for name, hint in typing.get_type_hints(Deps).items():
+        members = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+        if name not in values and not all(getattr(m, "_is_protocol", False) for m in members):
+            concrete.append(f"{name}: {hint}")
+    assert concrete == []
