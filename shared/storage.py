@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.config import ConfigError, Settings
@@ -275,3 +275,68 @@ def is_storage_error(exc: BaseException) -> bool:
     from azure.core.exceptions import AzureError
 
     return isinstance(exc, AzureError)
+
+
+# ------------------------------------------------------------------ conditional writes
+class Contended(Exception):
+    """Every try of :func:`update_if_match` lost to another writer (the caller decides: back off,
+    refuse, or let it go)."""
+
+
+def write_if_match(table: EntityTable, entity: dict[str, Any], etag: str | None) -> str | None:
+    """The one conditional write: create the row when it was missing (``etag`` None), else replace
+    it only if unchanged since it was read. Returns the new ETag, or None when another writer won
+    (the row was created, changed or deleted meanwhile): the caller reads again or lets it stand."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+    from azure.data.tables import UpdateMode
+
+    try:
+        if etag is None:
+            meta = table.create_entity(entity)
+        else:
+            meta = table.update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+    except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+        return None
+    return str((meta or {}).get("etag") or "")
+
+
+def read_row(table: EntityTable, pk: str, rk: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The row's properties and ETag, or (None, None) when there is no such row."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        entity = table.get_entity(pk, rk)
+    except ResourceNotFoundError:
+        return None, None
+    return dict(entity), entity.metadata.get("etag")
+
+
+def update_if_match(
+    table: EntityTable,
+    pk: str,
+    rk: str,
+    mutate: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+    tries: int,
+    *,
+    backoff: Callable[[int], None] | None = None,
+) -> dict[str, Any] | None:
+    """Read-modify-write of one row, safe between instances: ``mutate`` gets the row's properties
+    (None when it does not exist) and returns what to store (None: nothing to write, stop); the
+    write is conditional on the ETag read, and a lost race reads and decides again, up to
+    ``tries`` times (``backoff(attempt)`` before each retry), then raises :class:`Contended`.
+    ``mutate`` may run several times: keep what it decides in the closure of its last call.
+    Returns the stored properties (with ``PartitionKey``/``RowKey``), or None when ``mutate`` stopped."""
+    for attempt in range(tries):
+        if attempt and backoff is not None:
+            backoff(attempt)
+        current, etag = read_row(table, pk, rk)
+        wanted = mutate(current)
+        if wanted is None:
+            return None
+        entity = {**wanted, "PartitionKey": pk, "RowKey": rk}
+        if write_if_match(table, entity, etag) is not None:
+            return entity
+    raise Contended(f"{pk}/{rk}: {tries} tries lost to other writers")
