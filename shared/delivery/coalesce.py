@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from shared.events import Envelope
-from shared.storage import EntityTable
+from shared.storage import EntityTable, write_if_match
 
 PARTITION = "group"
 KNOWN_MAX = 1024  # group rows remembered per instance (a few hundred bytes each)
@@ -131,10 +131,6 @@ class Groups:
         )
 
     def _save(self, g: Group, *, create: bool = False) -> bool:
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-        from azure.data.tables import UpdateMode
-
         row = {
             "PartitionKey": PARTITION,
             "RowKey": g.key,
@@ -149,17 +145,11 @@ class Groups:
             "last_note_at": g.last_note_at,
             "last_event_at": g.last_event_at,
         }
-        try:
-            if create:
-                meta = self._table.create_entity(row)
-            else:
-                meta = self._table.update_entity(
-                    row, mode=UpdateMode.REPLACE, etag=g.etag, match_condition=MatchConditions.IfNotModified
-                )
-        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):  # changed or purged meanwhile
+        etag = write_if_match(self._table, row, None if create else g.etag)
+        if etag is None:  # created, changed or purged meanwhile
             self._forget(g.key)
             return False
-        g.etag = meta.get("etag")
+        g.etag = etag
         self._remember(g)
         return True
 

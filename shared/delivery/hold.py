@@ -17,13 +17,12 @@ each event still becomes exactly one alert.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from shared.clock import Clock, SystemClock
-from shared.storage import EntityTable, table_key
+from shared.storage import EntityTable, table_key, write_if_match
 from shared.tasks import QueuedEvent
 
 PARTITION = "held"
@@ -83,18 +82,7 @@ class Switch:
     def _store(self, state: SwitchState, etag: str | None) -> None:
         """A first row is created, a known one replaced only if unchanged since it was read: two
         instances deciding at once cannot undo an operator's switch written in between."""
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
-        from azure.data.tables import UpdateMode
-
-        entity = _row(state)
-        with contextlib.suppress(ResourceExistsError, ResourceModifiedError):  # another writer won: its state stands
-            if etag is None:
-                self._table.create_entity(entity)
-            else:
-                self._table.update_entity(
-                    entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
-                )
+        write_if_match(self._table, _row(state), etag)  # None: another writer won, its state stands
 
     def current(self) -> bool:
         """The state as stored, read only: what ``status`` and the CLI show. Only the app itself

@@ -27,7 +27,7 @@ from typing import Any
 
 from shared.facts import EventFacts
 from shared.risk import DeviceView
-from shared.storage import EntityTable, table_key
+from shared.storage import EntityTable, table_key, write_if_match
 
 ROW = "event"
 
@@ -177,7 +177,7 @@ class Ledger:
 
         A final entry is returned without a lease: the caller sees it is done and stops.
         """
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+        from azure.core.exceptions import ResourceModifiedError
 
         owner = uuid.uuid4().hex
         for attempt in range(5):
@@ -186,10 +186,9 @@ class Ledger:
             if entry is None:
                 fresh = Entry(event_id, LedgerState.RECEIVED, event_type, now, now, 1, 0, owner, now + lease_seconds)
                 fresh = dataclasses.replace(fresh, **dataclasses.asdict(facts or EventFacts()), accepted_at=accepted_at)
-                try:
-                    fresh.etag = self._table.create_entity(_to_row(fresh)).get("etag")
-                except ResourceExistsError:
-                    continue
+                fresh.etag = write_if_match(self._table, _to_row(fresh), None)
+                if fresh.etag is None:
+                    continue  # another attempt created it first: read it
                 return fresh
             if entry.final:
                 return entry
@@ -333,11 +332,13 @@ class Ledger:
         entry.__dict__.update(after.__dict__)
 
     def _write(self, entry: Entry) -> None:
-        """Write the entry (we hold its lease, so the ETag matches unless the lease was stolen)."""
-        from azure.core import MatchConditions
-        from azure.data.tables import UpdateMode
+        """Write the entry (we hold its lease, so the ETag matches unless the lease was stolen:
+        then ``ResourceModifiedError``, a storage error the host retries)."""
+        from azure.core.exceptions import ResourceModifiedError
 
-        meta = self._table.update_entity(
-            _to_row(entry), mode=UpdateMode.REPLACE, etag=entry.etag, match_condition=MatchConditions.IfNotModified
-        )
-        entry.etag = meta.get("etag")
+        if entry.etag is None:
+            raise ValueError(f"ledger entry {entry.event_id}: written only after it was read or created")
+        etag = write_if_match(self._table, _to_row(entry), entry.etag)
+        if etag is None:
+            raise ResourceModifiedError(f"ledger entry {entry.event_id} changed: another attempt holds its lease")
+        entry.etag = etag
