@@ -277,6 +277,14 @@ def is_storage_error(exc: BaseException) -> bool:
     return isinstance(exc, AzureError)
 
 
+def delete_if_there(table: EntityTable, pk: str, rk: str) -> bool:
+    """Delete one row; True when it was there. The SDK's ``delete_entity`` returns quietly on a
+    404, so the answer's status is read from the response hook the pipeline calls for every answer."""
+    statuses: list[int] = []
+    table.delete_entity(pk, rk, raw_response_hook=lambda r: statuses.append(r.http_response.status_code))
+    return not statuses or statuses[-1] != 404
+
+
 # ------------------------------------------------------------------ conditional writes
 class Contended(Exception):
     """Every try of :func:`update_if_match` lost to another writer (the caller decides: back off,
