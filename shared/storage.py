@@ -12,10 +12,13 @@ does not match the host's encoding goes straight to poison with no clear error.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import enum
 import hashlib
 import re
+import typing
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from shared.config import ConfigError, Settings
 
@@ -283,6 +286,70 @@ def delete_if_there(table: EntityTable, pk: str, rk: str) -> bool:
     statuses: list[int] = []
     table.delete_entity(pk, rk, raw_response_hook=lambda r: statuses.append(r.http_response.status_code))
     return not statuses or statuses[-1] != 404
+
+
+# ------------------------------------------------------------------ records
+R = TypeVar("R")
+
+
+def _reader(hint: Any) -> Callable[[Any], Any]:
+    """How a stored property becomes the field's type (``X | None`` reads as ``X``)."""
+    kinds = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    kind = kinds[0]
+    if kind is bool:
+        return bool
+    if kind in (int, float):
+        return kind  # type: ignore[no-any-return]
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return lambda raw: kind(str(raw))
+    return str
+
+
+class Codec(Generic[R]):
+    """One typed mapping between a dataclass and its Table row, for every table: field names are
+    the property names (so rows already written keep reading), a ``None`` field is not stored, a
+    property missing on an older row (or empty, for an enum) takes the field's default, each value
+    is read back as the field's type, and an ``etag`` field is filled from the row's metadata.
+    ``keys`` gives a record's PartitionKey and RowKey; ``limits`` cuts long text properties;
+    ``in_key`` names fields kept only in a key (the caller gives them back to :meth:`record`)."""
+
+    def __init__(
+        self,
+        cls: type[R],
+        keys: Callable[[R], tuple[str, str]],
+        *,
+        limits: dict[str, int] | None = None,
+        in_key: tuple[str, ...] = (),
+    ) -> None:
+        self._cls, self._keys, self._limits = cls, keys, limits or {}
+        hints = typing.get_type_hints(cls)
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        self._fields = {f.name: _reader(hints[f.name]) for f in fields if f.name not in ("etag", *in_key)}
+        self._etag = "etag" in {f.name for f in fields}
+
+    def entity(self, record: R) -> dict[str, Any]:
+        pk, rk = self._keys(record)
+        row: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk}
+        for name in self._fields:
+            value = getattr(record, name)
+            if value is None:
+                continue
+            value = value.value if isinstance(value, enum.Enum) else value
+            row[name] = value[: self._limits[name]] if name in self._limits else value
+        return row
+
+    def record(self, entity: Any, **given: Any) -> R:
+        """The row as a record; ``given`` fields win over the row's (a key it was looked up by)."""
+        values: dict[str, Any] = {}
+        for name, read in self._fields.items():
+            raw = entity.get(name)
+            if name in given or raw is None or (raw == "" and read not in (str, bool)):
+                continue
+            values[name] = read(raw)
+        if self._etag:
+            metadata = getattr(entity, "metadata", None) or {}
+            values["etag"] = metadata.get("etag")
+        return self._cls(**values, **given)
 
 
 # ------------------------------------------------------------------ conditional writes

@@ -27,7 +27,7 @@ from typing import Any
 
 from shared.facts import EventFacts
 from shared.risk import DeviceView
-from shared.storage import EntityTable, table_key, write_if_match
+from shared.storage import Codec, EntityTable, table_key, write_if_match
 
 ROW = "event"
 
@@ -110,31 +110,17 @@ class Entry:
         return self.group_role == "leader"
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Entry) if f.name != "etag"}
-_INTS = {"attempts", "errors"}
-_FLOATS = {"received_at", "updated_at", "lease_until", "intent_at", "accepted_at", "alert_at", "combined_risk"}
+_CODEC = Codec(Entry, lambda e: (table_key(e.event_id), ROW))
 
 
 def _from_entity(e: Any, event_id: str) -> Entry:
     """The row as an Entry; ``event_id`` is the id it was looked up by (rows written before the id
     was kept as a property still map back to their own key)."""
-    values: dict[str, Any] = {}
-    for name in _FIELDS:
-        if name in ("state", "event_id") or e.get(name) is None:
-            continue
-        raw = e[name]
-        values[name] = int(raw) if name in _INTS else float(raw) if name in _FLOATS else str(raw)
-    state = LedgerState(str(e.get("state") or "received"))
-    return Entry(event_id, state, **values, etag=e.metadata.get("etag"))
+    return _CODEC.record(e, event_id=event_id)
 
 
 def _to_row(entry: Entry) -> dict[str, Any]:
-    row: dict[str, Any] = {"PartitionKey": table_key(entry.event_id), "RowKey": ROW}
-    for name in _FIELDS:
-        value = getattr(entry, name)
-        if value is not None:
-            row[name] = value.value if isinstance(value, LedgerState) else value
-    return row
+    return _CODEC.entity(entry)
 
 
 class Ledger:

@@ -6,8 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from azure.data.tables import TableEntity
 
-from shared.storage import Contended, update_if_match, write_if_match
+from shared.delivery.coalesce import Group
+from shared.delivery.ledger import Entry, LedgerState, _from_entity, _to_row
+from shared.storage import Codec, Contended, update_if_match, write_if_match
 from shared.subject import Subject, SubjectRequests
 from tests.fakes import FakeTable
 
@@ -64,3 +67,24 @@ def test_a_subject_with_a_quote_in_the_address_is_found_through_parameters() -> 
     table("Ledger").create_entity({**row, "PartitionKey": "evt_2", "event_id": "evt_2", "email": "neil@example.com"})
     found = SubjectRequests(table).find(Subject.of("email", "O'Neil@example.com"))
     assert [r["event_id"] for r in found.rows["Ledger"]] == ["evt_1"]
+
+
+def test_a_record_round_trips_and_an_older_row_reads_with_the_defaults() -> None:
+    codec = Codec(Group, lambda g: ("group", g.key), in_key=("key",), limits={"alert_id": 3})
+    row = codec.entity(Group("k", "evt_1", 12.5, count=3, alert_id="da123", note_scheduled=True))
+    assert row == {
+        "PartitionKey": "group", "RowKey": "k", "leader": "evt_1", "window_start": 12.5, "count": 3, "noted": 1,
+        "alert_id": "da1", "incident_id": "", "state": "creating", "note_scheduled": True, "last_note_at": 0.0,
+        "last_event_at": 0.0,
+    }  # fmt: skip
+    stored = TableEntity({**row, "count": "3"})
+    stored._metadata = {"etag": "W/1"}  # type: ignore[typeddict-item]  # the one key read
+    back = codec.record(stored, key="k")
+    assert back.count == 3 and back.etag == "W/1" and back.note_scheduled is True
+    old = {"PartitionKey": "evt_9", "RowKey": "event", "state": "", "attempts": 2}  # written before most facts
+    entry = _from_entity(TableEntity(old), "evt_9")
+    assert entry.state == LedgerState.RECEIVED and entry.attempts == 2 and entry.email is None
+    assert _to_row(Entry("evt_9", attempts=2)) == {
+        "PartitionKey": "evt_9", "RowKey": "event", "event_id": "evt_9", "state": "received", "event_type": "",
+        "received_at": 0.0, "updated_at": 0.0, "attempts": 2, "errors": 0, "lease_owner": "", "lease_until": 0.0,
+    }  # fmt: skip
