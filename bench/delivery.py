@@ -10,10 +10,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import sys
 import tempfile
 import threading
+import urllib.parse
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -38,11 +41,24 @@ DAY = datetime(2026, 3, 20, 18, 0, tzinfo=UTC)
 SECRET = "whsec_" + base64.b64encode(b"delivery-benchmark-signing-key1").decode()
 
 
+def _kind(request: Any) -> str:
+    """A request as "METHOD resource": the table (without its key) or the queue path."""
+    path = urllib.parse.urlsplit(request.url).path.split("/")[2:]  # after the account name
+    resource = "/".join(path)
+    if path and "(" in path[0]:
+        resource = path[0].split("(")[0]
+        resource += "" if path[0].endswith("()") else " (one row)"
+    elif path and path[0] == "$batch":
+        resource = "$batch"
+    return f"{request.method} {re.sub(r'/messages/[0-9a-f-]+', '/messages/<id>', resource)}"
+
+
 class StorageCalls:
     """Counts the HTTP requests the Azure SDK clients send (every queue and table operation)."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.by_kind: Counter[str] = Counter()  # "GET Ledger", "POST queue storm/messages", …
         self._lock = threading.Lock()
         self._original = RequestsTransport.send
 
@@ -52,6 +68,7 @@ class StorageCalls:
         def send(transport: RequestsTransport, request: Any, **kwargs: Any) -> Any:
             with counter._lock:
                 counter.count += 1
+                counter.by_kind[_kind(request)] += 1
             return counter._original(transport, request, **kwargs)
 
         RequestsTransport.send = send
