@@ -358,6 +358,14 @@ class Contended(Exception):
     refuse, or let it go)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Stored:
+    """A row as written, with the ETag the service gave it."""
+
+    entity: dict[str, Any]
+    etag: str
+
+
 def write_if_match(table: EntityTable, entity: dict[str, Any], etag: str | None) -> str | None:
     """The one conditional write: create the row when it was missing (``etag`` None), else replace
     it only if unchanged since it was read. Returns the new ETag, or None when another writer won
@@ -397,21 +405,32 @@ def update_if_match(
     tries: int,
     *,
     backoff: Callable[[int], None] | None = None,
-) -> dict[str, Any] | None:
+    known: Stored | None = None,
+) -> Stored | None:
     """Read-modify-write of one row, safe between instances: ``mutate`` gets the row's properties
     (None when it does not exist) and returns what to store (None: nothing to write, stop); the
     write is conditional on the ETag read, and a lost race reads and decides again, up to
     ``tries`` times (``backoff(attempt)`` before each retry), then raises :class:`Contended`.
     ``mutate`` may run several times: keep what it decides in the closure of its last call.
-    Returns the stored properties (with ``PartitionKey``/``RowKey``), or None when ``mutate`` stopped."""
+    ``known``: the row as this instance last stored it; the first try decides on it without a read
+    (a stale copy is refused by its ETag, and the next try reads). Returns what was stored (keep it
+    for ``known``), or None when ``mutate`` stopped."""
     for attempt in range(tries):
         if attempt and backoff is not None:
             backoff(attempt)
-        current, etag = read_row(table, pk, rk)
+        current: dict[str, Any] | None
+        etag: str | None
+        if attempt == 0 and known is not None:
+            current, etag = dict(known.entity), known.etag
+        else:
+            current, etag = read_row(table, pk, rk)
         wanted = mutate(current)
+        if wanted is None and attempt == 0 and known is not None:
+            continue  # nothing to write on a copy that may be stale: decide again on the row itself
         if wanted is None:
             return None
         entity = {**wanted, "PartitionKey": pk, "RowKey": rk}
-        if write_if_match(table, entity, etag) is not None:
-            return entity
+        written = write_if_match(table, entity, etag)
+        if written is not None:
+            return Stored(entity, written)
     raise Contended(f"{pk}/{rk}: {tries} tries lost to other writers")

@@ -25,7 +25,7 @@ from typing import Any
 
 from shared.clock import Clock
 from shared.defender.budget import BudgetSpent, api_of
-from shared.storage import Contended, EntityTable, update_if_match
+from shared.storage import Contended, EntityTable, Stored, update_if_match
 
 __all__ = ["BudgetSpent", "Pacer", "Quota", "api_of", "decide", "quotas_from"]
 
@@ -98,6 +98,7 @@ class Pacer:
         self._table = table
         self.quotas = quotas
         self._clock = clock
+        self._known: dict[str, Stored] = {}  # each budget row as this instance last wrote it
 
     def acquire(self, api: str, *, priority: bool = False, ticketed: bool = False) -> None:
         quota = self.quotas.get(api)
@@ -114,7 +115,7 @@ class Pacer:
             return _dump(api, state)
 
         try:
-            update_if_match(self._table, self.PARTITION, api, take, tries=50)
+            self._remember(api, update_if_match(self._table, self.PARTITION, api, take, 50, known=self._known.get(api)))
         except Contended:
             raise BudgetSpent(api, 1.0, self._clock.now()) from None  # pathological contention: back off briefly
         (decision,) = decided
@@ -134,7 +135,15 @@ class Pacer:
             return _dump(api, state)
 
         with contextlib.suppress(Contended):
-            update_if_match(self._table, self.PARTITION, api, hold_back, tries=20)
+            self._remember(
+                api, update_if_match(self._table, self.PARTITION, api, hold_back, 20, known=self._known.get(api))
+            )
+
+    def _remember(self, api: str, stored: Stored | None) -> None:
+        """Keep the row just written: the next call decides on it and writes without a read (a
+        copy another instance made stale is refused by its ETag, then read)."""
+        if stored is not None:
+            self._known[api] = stored
 
 
 def _dt(epoch: float) -> datetime:

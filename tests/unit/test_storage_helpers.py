@@ -36,7 +36,8 @@ def test_a_lost_race_reads_again_and_decides_on_the_fresh_row() -> None:
             table.upsert_entity({"PartitionKey": "p", "RowKey": "r", "n": 10})
         return {"n": int(row["n"]) + 1}
 
-    assert update_if_match(table, "p", "r", add_one, tries=3) == {"PartitionKey": "p", "RowKey": "r", "n": 11}
+    stored = update_if_match(table, "p", "r", add_one, tries=3)
+    assert stored is not None and stored.entity == {"PartitionKey": "p", "RowKey": "r", "n": 11}
     assert seen == [1, 10] and table.rows[("p", "r")]["n"] == 11
 
 
@@ -88,3 +89,14 @@ def test_a_record_round_trips_and_an_older_row_reads_with_the_defaults() -> None
         "PartitionKey": "evt_9", "RowKey": "event", "event_id": "evt_9", "state": "received", "event_type": "",
         "received_at": 0.0, "updated_at": 0.0, "attempts": 2, "errors": 0, "lease_owner": "", "lease_until": 0.0,
     }  # fmt: skip
+
+
+def test_a_known_copy_saves_the_read_and_a_stale_one_is_read_again() -> None:
+    table = FakeTable()
+    stored = update_if_match(table, "p", "r", lambda row: {"n": 1}, tries=2)
+    assert stored is not None
+    before = table.requests
+    again = update_if_match(table, "p", "r", lambda row: {"n": int((row or {})["n"]) + 1}, tries=2, known=stored)
+    assert again is not None and again.entity["n"] == 2 and table.requests == before + 1  # the write alone
+    stale = update_if_match(table, "p", "r", lambda row: {"n": int((row or {})["n"]) + 1}, tries=2, known=stored)
+    assert stale is not None and stale.entity["n"] == 3  # refused on the old ETag, then read: 2 + 1
