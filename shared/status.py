@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared import correlation
@@ -23,7 +23,6 @@ from shared.counters import BufferedCounters
 from shared.defender.errors import DefenderError
 from shared.delivery.deadletter import DeadLetters
 from shared.delivery.hold import Held
-from shared.delivery.hunting_outbox import TABLE as OUTBOX_TABLE
 from shared.delivery.hunting_outbox import HuntingOutbox
 from shared.delivery.ledger import Ledger
 from shared.health import connection_test, expiry_warning, explain
@@ -53,6 +52,9 @@ class StatusDeps:
     credential: Callable[[], TokenCredential]
     secret_store: Callable[[], SecretStore | None]
     graph: Callable[[], GraphClient]
+    ledger: Callable[[], Ledger]
+    responses: Callable[[], ResponseStore]
+    outbox: Callable[[], HuntingOutbox]
 
 
 log = logging.getLogger(__name__)
@@ -83,7 +85,7 @@ def _queue_stats(deps: StatusDeps) -> dict[str, Any]:
 
     s = deps.settings
     out: dict[str, Any] = {"waiting": 0, "poison": 0, "oldest_age_seconds": None}
-    now = datetime.now(UTC)
+    now = deps.clock.now()
     for name, key in (
         (s.events_queue_name, "waiting"),
         (s.events_priority_queue_name, "waiting"),
@@ -135,7 +137,7 @@ def _hunting_stats(deps: StatusDeps) -> dict[str, Any]:
     if not s.hunting_configured:
         return {"configured": False}
     try:
-        waiting = HuntingOutbox(deps.table(OUTBOX_TABLE)).count()
+        waiting = deps.outbox().count()
         with contextlib.suppress(ResourceNotFoundError):
             waiting += deps.queue(s.hunting_queue_name).get_queue_properties().approximate_message_count or 0
     except AzureError as exc:
@@ -200,7 +202,7 @@ def _response_problems(deps: StatusDeps, now: datetime) -> list[str]:
     out = [p.line() for p in file_problems(deps.settings)]
     if deps.settings.response_rules_file:
         try:
-            out += ResponseStore(deps.table("Responses")).open_circuits(now.timestamp())
+            out += deps.responses().open_circuits(now.timestamp())
         except Exception as exc:  # the health record must still be written
             out.append(f"response circuits not read ({exc.__class__.__name__})")
     return out
@@ -210,7 +212,7 @@ def _correlation(deps: StatusDeps, now: datetime) -> dict[str, Any]:
     """Correlation quality over the last 7 days (a filtered ledger scan: hourly, not per status)."""
     try:
         since = (now - timedelta(days=7)).timestamp()
-        found = correlation.summarize(Ledger(deps.table("Ledger")).between(since, now.timestamp()))
+        found = correlation.summarize(deps.ledger().between(since, now.timestamp()))
     except Exception as exc:  # the health record must still be written
         return {"error": exc.__class__.__name__}
     return {"figures": found.as_dict(), "lines": correlation.render(found, "last 7 days")}
@@ -280,7 +282,7 @@ def _response_stats(deps: StatusDeps, now: datetime) -> dict[str, Any]:
     live = [r.name for r in rules.rules if not r.dry_run]
     out: dict[str, Any] = {"configured": True, "rules": len(rules.rules), "live": live}
     try:
-        store = ResponseStore(deps.table("Responses"))
+        store = deps.responses()
         out |= store.recent((now - timedelta(hours=24)).timestamp())
         out["circuits"] = store.open_circuits(now.timestamp())
     except Exception as exc:  # status must still answer when the table is unreachable

@@ -307,11 +307,17 @@ def delivery() -> Delivery:
     )
 
 
+@_once
+def responses() -> ResponseStore:
+    """The response actions and their guards (cooldowns, caps, circuits)."""
+    return ResponseStore(table("Responses"))
+
+
 def releaser() -> Releaser:
     """Undo and the hourly releases: the same paced, audited client and action rows as response."""
     return Releaser(
         defender_client(),
-        ResponseStore(table("Responses")),
+        responses(),
         audit().record,
         lambda: clock().now(),
         settings().release_on_false_positive,
@@ -334,12 +340,12 @@ def _responder(rules: RulesFile) -> Responder:
         entry = ledger().get(event_id)
         return entry.alert_id if entry else None
 
-    tickets = HttpTickets(s.ticket_url, ticket_secret) if s.ticket_url else None
+    tickets = HttpTickets(s.ticket_url, ticket_secret, lambda: clock().now()) if s.ticket_url else None
     return Responder(
         ResponseDeps(
             rules=rules,
             api=defender_client(),
-            store=ResponseStore(table("Responses")),
+            store=responses(),
             now=lambda: clock().now(),
             send=lambda text, delay: queue_sender().send(s.events_queue_name, text, delay),
             audit=audit().record,
@@ -394,6 +400,9 @@ def status_deps() -> StatusDeps:
         credential=credential,
         secret_store=secret_store,
         graph=graph_client,
+        ledger=ledger,
+        responses=responses,
+        outbox=hunting_outbox,
     )
 
 
