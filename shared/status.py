@@ -25,7 +25,7 @@ from shared.delivery.deadletter import DeadLetters
 from shared.delivery.hold import Held
 from shared.delivery.hunting_outbox import HuntingOutbox
 from shared.delivery.ledger import Ledger
-from shared.health import connection_test, expiry_warning, explain
+from shared.health import HealthRecord, QueueStats, Snapshot, connection_test, expiry_warning, explain
 from shared.response.files import problems as file_problems
 from shared.response.rules import load_rules
 from shared.response.store import ResponseStore
@@ -80,11 +80,11 @@ def _entra_expiry(deps: StatusDeps, client_id: str, current_secret: str | None) 
     return min(ends) if ends else None
 
 
-def _queue_stats(deps: StatusDeps) -> dict[str, Any]:
+def _queue_stats(deps: StatusDeps) -> QueueStats:
     from azure.core.exceptions import AzureError, ResourceNotFoundError
 
     s = deps.settings
-    out: dict[str, Any] = {"waiting": 0, "poison": 0, "oldest_age_seconds": None}
+    counts, oldest, errors = {"waiting": 0, "poison": 0}, None, []
     now = deps.clock.now()
     for name, key in (
         (s.events_queue_name, "waiting"),
@@ -94,16 +94,19 @@ def _queue_stats(deps: StatusDeps) -> dict[str, Any]:
     ):
         try:
             client = deps.queue(name)
-            out[key] += client.get_queue_properties().approximate_message_count or 0
+            counts[key] += client.get_queue_properties().approximate_message_count or 0
             if key == "waiting":
                 for msg in client.peek_messages(max_messages=1):
                     age = (now - msg.inserted_on).total_seconds() if msg.inserted_on else None
-                    if age is not None and (out["oldest_age_seconds"] is None or age > out["oldest_age_seconds"]):
-                        out["oldest_age_seconds"] = round(age)
+                    if age is not None and (oldest is None or age > oldest):
+                        oldest = round(age)
         except ResourceNotFoundError:
             continue
         except AzureError as exc:
-            out.setdefault("errors", []).append(f"{name}: {exc.__class__.__name__}")
+            errors.append(f"{name}: {exc.__class__.__name__}")
+    out: QueueStats = {"waiting": counts["waiting"], "poison": counts["poison"], "oldest_age_seconds": oldest}
+    if errors:
+        out["errors"] = errors
     return out
 
 
@@ -145,12 +148,12 @@ def _hunting_stats(deps: StatusDeps) -> dict[str, Any]:
     return {"configured": True, "rows_waiting": waiting, "types": s.hunting_event_types}
 
 
-def run_health_check(deps: StatusDeps) -> dict[str, Any]:
+def run_health_check(deps: StatusDeps) -> HealthRecord:
     """Connectivity, permissions, secret expiry (Key Vault and Entra), queues; stored and logged."""
     s = deps.settings
     now = deps.clock.now()
     switched_on = deps.held().is_on(observe=False)
-    record: dict[str, Any] = {"checked_at": now.isoformat(), "integration_enabled": switched_on, "expiry": []}
+    record: HealthRecord = {"checked_at": now.isoformat(), "integration_enabled": switched_on, "expiry": []}
     try:
         report = connection_test(s, deps.credential())
     except ConfigError as exc:
@@ -218,7 +221,7 @@ def _correlation(deps: StatusDeps, now: datetime) -> dict[str, Any]:
     return {"figures": found.as_dict(), "lines": correlation.render(found, "last 7 days")}
 
 
-def _expiry(deps: StatusDeps, record: dict[str, Any], expires_on: datetime | None, now: datetime, what: str) -> None:
+def _expiry(deps: StatusDeps, record: HealthRecord, expires_on: datetime | None, now: datetime, what: str) -> None:
     warning = expiry_warning(expires_on, now, what)
     if expires_on:
         record.setdefault("secret_expires_on", {})[what] = expires_on.isoformat()
@@ -260,14 +263,14 @@ def _expiry_alert(deps: StatusDeps, message: str, now: datetime) -> None:
         log.warning("health: expiry alert not raised: %s%s", exc, hint)
 
 
-def read_record(deps: StatusDeps) -> dict[str, Any] | None:
+def read_record(deps: StatusDeps) -> HealthRecord | None:
     from azure.core.exceptions import ResourceNotFoundError
 
     try:
         e = deps.table("Health").get_entity(PARTITION, ROW)
     except ResourceNotFoundError:
         return None
-    record: dict[str, Any] = json.loads(e["record"])
+    record: HealthRecord = json.loads(e["record"])
     return record
 
 
@@ -319,12 +322,12 @@ def _render_response(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def snapshot(deps: StatusDeps) -> dict[str, Any]:
+def snapshot(deps: StatusDeps) -> Snapshot:
     """The health record plus live counters (24 h), queue depths, dead letters and held events."""
     s = deps.settings
     now = deps.clock.now()
     counters = deps.counters()
-    snap: dict[str, Any] = {
+    snap: Snapshot = {
         "at": now.isoformat(),
         "integration_enabled": deps.held().is_on(observe=False),
         "forwarded_types": s.forward_event_types,
@@ -342,7 +345,7 @@ def snapshot(deps: StatusDeps) -> dict[str, Any]:
     return snap
 
 
-def render(snap: dict[str, Any]) -> str:
+def render(snap: Snapshot) -> str:
     """The snapshot as text an operator reads top to bottom."""
     c, q, h = snap["counters"], snap["queues"], snap.get("health") or {}
     ignored = sum(v for k, v in c.items() if k.startswith("ingest.ignored."))

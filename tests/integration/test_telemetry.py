@@ -187,7 +187,8 @@ def test_response_actions_by_action_and_state(
     rules.write_text(json.dumps({"rules": [rule], "limits": {"max_isolations_per_hour": 5}}))
     monkeypatch.setenv("RESPONSE_RULES_FILE", str(rules))
     rewire(sim)
-    sim.run([Arrival(0, [violation(1)])])
+    strong = {"hostname": "ALICE-LAPTOP", "fqdn": "alice-laptop.acme.local"}  # isolation needs two identifiers
+    sim.run([Arrival(0, [violation(1, device=strong)])])
     actions = of(points(reader), "noxys.response.actions")
     assert actions[frozenset({("action", "tag_device"), ("state", "done")})] == 1
     assert actions[frozenset({("action", "isolate"), ("state", "sent")})] == 1
