@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from ops.cli import main
 from shared import wiring
-from shared.cli import main
 from shared.delivery.patterns import partition
 from shared.tasks import QueuedEvent
 from tests.support import SAMPLE_DAY, Env, ledger_states, violation

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from azure.functions.timer import TimerRequest
 
+from ops.cli import main
 from shared import wiring
-from shared.cli import main
 from shared.delivery.devicecache import DeviceCache
 from shared.events import Device
 from shared.functions.health import health_check

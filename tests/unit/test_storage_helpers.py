@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from azure.data.tables import TableEntity
 
+from ops.subject import Subject, SubjectRequests
 from shared.delivery.coalesce import Group
 from shared.delivery.ledger import Entry, LedgerState, _from_entity, _to_row
 from shared.storage import Codec, Contended, update_if_match, write_if_match
-from shared.subject import Subject, SubjectRequests
 from tests.fakes import FakeTable
 
 

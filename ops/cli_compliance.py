@@ -2,7 +2,7 @@
 
 Thin: they read the ledger and the state tables (``shared.wiring``), ask Defender for its view
 of the alerts (paced through the shared budgets, like every other call, and audited), and hand
-the rest to the pure modules ``shared.report``, ``shared.correlation`` and ``shared.subject``.
+the rest to the pure modules ``ops.report``, ``shared.correlation`` and ``ops.subject``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared import correlation, report, wiring
-from shared.cli_env import (
+from ops import report
+from ops.cli_env import (
     defender_problem,
     moment,
     output_problem,
@@ -25,9 +25,10 @@ from shared.cli_env import (
     storage_problem,
     write_private,
 )
+from ops.subject import Subject, SubjectRequests, export_view, hunting_query, purge_request
+from shared import correlation, wiring
 from shared.defender.errors import DefenderError
 from shared.response.store import ResponseStore
-from shared.subject import Subject, SubjectRequests, export_view, hunting_query, purge_request
 
 __all__ = ["add_parsers", "moment", "read_back"]
 MAX_WAIT = 60.0  # seconds a read-back waits for the budget before trying the same alert again

@@ -18,9 +18,8 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
-from shared import cli_compliance, cli_response, logsafe, status, wiring
-from shared.audit import export
-from shared.cli_env import (
+from ops import cli_compliance, cli_response
+from ops.cli_env import (
     PERIOD_HELP,
     defender_problem,
     local_values,
@@ -30,12 +29,14 @@ from shared.cli_env import (
     storage_problem,
     write_private,
 )
+from ops.replay import Candidate, candidates, replay, why_not
+from shared import logsafe, status, wiring
+from shared.audit import export
 from shared.config import ConfigError
 from shared.delivery.ledger import Ledger
 from shared.events import InvalidEvents, parse_events
 from shared.health import connection_test
 from shared.intake import queue_for
-from shared.replay import Candidate, candidates, replay, why_not
 from shared.timeshift import as_if_now, shift_to_now, stamps
 from shared.webhook import sign
 
