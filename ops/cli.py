@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -72,15 +71,16 @@ def cmd_send_sample(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"cannot read {args.event}: {exc}", file=sys.stderr)
         return 2
+    now = wiring.clock().now()  # the webhook's clock: the system's (a test's simulated one in-process)
     if not args.keep_timestamps:
-        doc = as_if_now(doc, datetime.now(UTC))  # the webhook's clock is the real one
-    elif (late := too_old(doc, datetime.now(UTC), values)) is not None:
+        doc = as_if_now(doc, now)
+    elif (late := too_old(doc, now, values)) is not None:
         print(late, file=sys.stderr)
+    ts = int(now.timestamp())
     if args.new_id and isinstance(doc, dict):
-        doc["id"] = f"{doc.get('id', 'evt')}-{int(time.time())}"
+        doc["id"] = f"{doc.get('id', 'evt')}-{ts}"
     body = json.dumps(doc).encode()
-    msg_id = str(doc.get("id", "msg")) if isinstance(doc, dict) else f"batch_{int(time.time())}"
-    ts = int(time.time())
+    msg_id = str(doc.get("id", "msg")) if isinstance(doc, dict) else f"batch_{ts}"
     try:
         signature = sign(secret, msg_id, ts, body)
     except Exception as exc:  # standardwebhooks: binascii.Error, EmptyWebhookSecretError
