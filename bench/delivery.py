@@ -59,6 +59,7 @@ class StorageCalls:
     def __init__(self) -> None:
         self.count = 0
         self.by_kind: Counter[str] = Counter()  # "GET Ledger", "POST queue storm/messages", …
+        self.empty_polls = 0  # receives that found the queue empty: the host's polling, paid per second, not per event
         self._lock = threading.Lock()
         self._original = RequestsTransport.send
 
@@ -66,10 +67,14 @@ class StorageCalls:
         counter = self
 
         def send(transport: RequestsTransport, request: Any, **kwargs: Any) -> Any:
+            response = counter._original(transport, request, **kwargs)
+            kind = _kind(request)
+            empty = kind.startswith("GET ") and kind.endswith("/messages") and b"<QueueMessage>" not in response.body()
             with counter._lock:
                 counter.count += 1
-                counter.by_kind[_kind(request)] += 1
-            return counter._original(transport, request, **kwargs)
+                counter.by_kind[kind] += 1
+                counter.empty_polls += empty
+            return response
 
         RequestsTransport.send = send
         return self

@@ -201,6 +201,9 @@ def run(args: argparse.Namespace, after: Callable[[ManualClock], dict[str, Any]]
                 "storage requests per event (queues and tables, webhook to last note)": round(
                     storage.count / args.events, 2
                 ),
+                "… of which the host's empty polls (paid per second of polling, not per event)": round(
+                    storage.empty_polls / args.events, 2
+                ),
                 "storage requests per event, by kind": {
                     k: round(n / args.events, 3) for k, n in storage.by_kind.most_common()
                 },
