@@ -326,6 +326,8 @@ class Codec(Generic[R]):
         fields = dataclasses.fields(cls)  # type: ignore[arg-type]
         self._fields = {f.name: _reader(hints[f.name]) for f in fields if f.name not in ("etag", *in_key)}
         self._etag = "etag" in {f.name for f in fields}
+        required = [f for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        self._nullable = {f.name for f in required if type(None) in typing.get_args(hints[f.name])}
 
     def entity(self, record: R) -> dict[str, Any]:
         pk, rk = self._keys(record)
@@ -344,6 +346,8 @@ class Codec(Generic[R]):
         for name, read in self._fields.items():
             raw = entity.get(name)
             if name in given or raw is None or (raw == "" and read not in (str, bool)):
+                if name in self._nullable and name not in given:
+                    values[name] = None  # Table Storage keeps no null: an absent property is one
                 continue
             values[name] = read(raw)
         if self._etag:

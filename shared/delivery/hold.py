@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.clock import Clock, SystemClock
-from shared.storage import EntityTable, table_key, write_if_match
+from shared.storage import Codec, EntityTable, table_key, write_if_match
 from shared.tasks import QueuedEvent
 
 PARTITION = "held"
@@ -53,11 +53,11 @@ def decide(stored: SwitchState | None, setting: bool | None) -> SwitchState:
     return SwitchState(on=stored.on, seen=setting)
 
 
+_SWITCH = Codec(SwitchState, lambda _: SWITCH_KEY)  # ``seen`` None is not stored, and reads back as None
+
+
 def _row(state: SwitchState) -> dict[str, Any]:
-    row: dict[str, Any] = {"PartitionKey": SWITCH_KEY[0], "RowKey": SWITCH_KEY[1], "on": state.on}
-    if state.seen is not None:  # Table Storage keeps no null: an absent property reads back as None
-        row["seen"] = state.seen
-    return row
+    return _SWITCH.entity(state)
 
 
 class Switch:
@@ -76,8 +76,7 @@ class Switch:
             row = self._table.get_entity(*SWITCH_KEY)
         except ResourceNotFoundError:
             return None, None
-        seen = row.get("seen")
-        return SwitchState(on=bool(row["on"]), seen=None if seen is None else bool(seen)), row.metadata.get("etag")
+        return _SWITCH.record(row), row.metadata.get("etag")
 
     def _store(self, state: SwitchState, etag: str | None) -> None:
         """A first row is created, a known one replaced only if unchanged since it was read: two
