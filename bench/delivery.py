@@ -10,10 +10,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import sys
 import tempfile
 import threading
+import urllib.parse
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -27,9 +30,9 @@ from azure.core.pipeline.transport import RequestsTransport  # noqa: E402 - afte
 
 from shared import wiring  # noqa: E402
 from shared.clock import ManualClock  # noqa: E402
-from shared.delivery.message import QueuedEvent  # noqa: E402
 from shared.events import parse_events  # noqa: E402
 from shared.functions.forward import process  # noqa: E402
+from shared.tasks import QueuedEvent  # noqa: E402
 from tools import azurite  # noqa: E402
 from tools.emulator.server import EmulatorServer  # noqa: E402
 from tools.emulator.state import DefenderState  # noqa: E402
@@ -38,11 +41,25 @@ DAY = datetime(2026, 3, 20, 18, 0, tzinfo=UTC)
 SECRET = "whsec_" + base64.b64encode(b"delivery-benchmark-signing-key1").decode()
 
 
+def _kind(request: Any) -> str:
+    """A request as "METHOD resource": the table (without its key) or the queue path."""
+    path = urllib.parse.urlsplit(request.url).path.split("/")[2:]  # after the account name
+    resource = "/".join(path)
+    if path and "(" in path[0]:
+        resource = path[0].split("(")[0]
+        resource += "" if path[0].endswith("()") else " (one row)"
+    elif path and path[0] == "$batch":
+        resource = "$batch"
+    return f"{request.method} {re.sub(r'/messages/[0-9a-f-]+', '/messages/<id>', resource)}"
+
+
 class StorageCalls:
     """Counts the HTTP requests the Azure SDK clients send (every queue and table operation)."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.by_kind: Counter[str] = Counter()  # "GET Ledger", "POST queue storm/messages", …
+        self.empty_polls = 0  # receives that found the queue empty: the host's polling, paid per second, not per event
         self._lock = threading.Lock()
         self._original = RequestsTransport.send
 
@@ -50,9 +67,14 @@ class StorageCalls:
         counter = self
 
         def send(transport: RequestsTransport, request: Any, **kwargs: Any) -> Any:
+            response = counter._original(transport, request, **kwargs)
+            kind = _kind(request)
+            empty = kind.startswith("GET ") and kind.endswith("/messages") and b"<QueueMessage>" not in response.body()
             with counter._lock:
                 counter.count += 1
-            return counter._original(transport, request, **kwargs)
+                counter.by_kind[kind] += 1
+                counter.empty_polls += empty
+            return response
 
         RequestsTransport.send = send
         return self

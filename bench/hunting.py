@@ -73,9 +73,9 @@ def run(n_events: int) -> dict[str, Any]:
     """Queue ``n_events`` hunting rows, ship them with the timer's code; returns the figures."""
 
     from shared import wiring
-    from shared.delivery.message import QueuedEvent
     from shared.events import parse_events
     from shared.functions.hunting import ship_rows
+    from shared.tasks import QueuedEvent
     from tools import azurite
     from tools.emulator.server import EmulatorServer
     from tools.emulator.state import DefenderState

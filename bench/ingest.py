@@ -97,8 +97,8 @@ def _timed(action: Callable[[], object], n: int) -> list[float]:
 def run(requests: int = 500, batches: int = 10, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
-    from shared.delivery.message import QueuedEvent
     from shared.events import parse_events
+    from shared.tasks import QueuedEvent
 
     with stack() as store:
         settings = wiring.settings()

@@ -105,7 +105,10 @@ def run(args: argparse.Namespace, after: Callable[[ManualClock], dict[str, Any]]
     """The storm, with ``args`` (events, devices, minutes, policies, seed); returns its figures.
     ``after`` runs on the stack the storm left behind (its figures are added under "after")."""
 
+    from tqdm import tqdm
+
     import function_app
+    from bench.delivery import StorageCalls
     from shared import wiring
     from shared.clock import ManualClock
     from shared.delivery.sender import StorageQueueSender
@@ -148,7 +151,19 @@ def run(args: argparse.Namespace, after: Callable[[ManualClock], dict[str, Any]]
                 device, policy = rng.randrange(args.devices), rng.randrange(args.policies)
                 batches.setdefault(int(off // 6), []).append(event(i, device, policy, START + timedelta(seconds=off)))
             arrivals = [Arrival(k * 6, evs[j : j + 100]) for k, evs in batches.items() for j in range(0, len(evs), 100)]
-            sim.run(arrivals, max_steps=200_000)
+            with (
+                StorageCalls() as storage,
+                tqdm(desc="storm", unit=" sim s", file=sys.stderr, bar_format="{desc}: {n:.0f}{unit} {postfix}") as bar,
+            ):
+
+                def progress(now: datetime) -> None:
+                    bar.n = (now - START).total_seconds()
+                    bar.set_postfix_str(f"{sim.messages} messages", refresh=False)
+                    if sim.steps % 50 == 0:
+                        bar.refresh()
+
+                sim.on_step = progress
+                sim.run(arrivals, max_steps=200_000)
             host.stop()
             extra = after(clock) if after else None
 
@@ -183,6 +198,15 @@ def run(args: argparse.Namespace, after: Callable[[ManualClock], dict[str, Any]]
                 "duplicated alerts": duplicated,
                 "ledger states": by_state,
                 "simulated minutes, first event to last alert": round((last_alert - START).total_seconds() / 60, 1),
+                "storage requests per event (queues and tables, webhook to last note)": round(
+                    storage.count / args.events, 2
+                ),
+                "… of which the host's empty polls (paid per second of polling, not per event)": round(
+                    storage.empty_polls / args.events, 2
+                ),
+                "storage requests per event, by kind": {
+                    k: round(n / args.events, 3) for k, n in storage.by_kind.most_common()
+                },
                 "wall-clock seconds": round(time.monotonic() - wall, 1),
                 "wall ms per event": round((time.monotonic() - wall) * 1000 / args.events, 1),
                 "CPU ms per event (this process: webhook, delivery, dev host, emulator)": round(

@@ -24,7 +24,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "bootstrap: creating .venv with $py"
   "$py" -m venv .venv
 fi
-want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-ops.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat .venv/.requirements.sha256 2>/dev/null || true)" != "$want" ]; then
   echo "bootstrap: installing Python packages (requirements-dev.txt)"
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip

@@ -1,7 +1,8 @@
-"""``python -m shared``: the connector's command line (see ``shared.cli``)."""
+"""``python -m shared …`` still runs the command line the docs name, which lives in ``ops`` (operator
+code, never deployed: ``.funcignore`` leaves out ``ops/`` and this file)."""
 
 import sys
 
-from shared.cli import main
+from ops.cli import main
 
 sys.exit(main())

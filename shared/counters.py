@@ -12,8 +12,9 @@ import logging
 import random
 import threading
 from datetime import datetime, timedelta
+from typing import Any
 
-from shared.storage import EntityTable
+from shared.storage import Contended, EntityTable, update_if_match
 
 log = logging.getLogger(__name__)
 SHARDS = 8
@@ -29,35 +30,18 @@ class Counters:
         self._table = table
 
     def add(self, name: str, now: datetime, n: int = 1) -> None:
-        from azure.core import MatchConditions
-        from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-        from azure.data.tables import UpdateMode
+        from azure.core.exceptions import AzureError
 
         if n <= 0:
             return
         pk, rk = _hour(now), f"{name}|{random.randrange(SHARDS)}"  # noqa: S311 - spreading load, not crypto
+
+        def count(row: dict[str, Any] | None) -> dict[str, Any]:
+            return {"name": name, "count": (int(row["count"]) if row else 0) + n}
+
         try:
-            for _ in range(10):
-                try:
-                    e = self._table.get_entity(pk, rk)
-                except ResourceNotFoundError:
-                    try:
-                        self._table.create_entity({"PartitionKey": pk, "RowKey": rk, "name": name, "count": n})
-                        return
-                    except ResourceExistsError:
-                        continue
-                e["count"] = int(e["count"]) + n
-                try:
-                    self._table.update_entity(
-                        e,
-                        mode=UpdateMode.REPLACE,
-                        etag=e.metadata["etag"],
-                        match_condition=MatchConditions.IfNotModified,
-                    )
-                    return
-                except ResourceModifiedError:
-                    continue
-        except AzureError as exc:
+            update_if_match(self._table, pk, rk, count, tries=10)
+        except (AzureError, Contended) as exc:
             log.warning("counter %s not updated: %s", name, exc.__class__.__name__)
 
     def totals(self, now: datetime, hours: int = 24) -> dict[str, int]:

@@ -41,7 +41,9 @@ def _field_is(name: str, value: str, *, short: bool = False) -> Callable[[dict[s
     return keep
 
 
-def _literal(text: str) -> str:
+def odata_literal(text: str) -> str:
+    """A string literal for a Defender API ``$filter`` (no SDK quotes those for us: the one place
+    that does it by hand; Table queries pass ``parameters=`` instead)."""
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -91,16 +93,16 @@ def lookups(device: Device) -> list[Lookup]:
     ids = ids_of(device)
     if ids.aad:
         aad = ids.aad
-        out.append(Lookup("aadDeviceId", f"aadDeviceId eq {_literal(aad)}", _field_is("aadDeviceId", aad)))
+        out.append(Lookup("aadDeviceId", f"aadDeviceId eq {odata_literal(aad)}", _field_is("aadDeviceId", aad)))
     if ids.fqdn:
         fqdn = ids.fqdn
-        out.append(Lookup("fqdn", f"computerDnsName eq {_literal(fqdn)}", _field_is("computerDnsName", fqdn)))
+        out.append(Lookup("fqdn", f"computerDnsName eq {odata_literal(fqdn)}", _field_is("computerDnsName", fqdn)))
     if ids.hostname:
         short = ids.hostname.split(".")[0]
         out.append(
             Lookup(
                 "hostname",
-                f"startswith(computerDnsName,{_literal(short)})",
+                f"startswith(computerDnsName,{odata_literal(short)})",
                 _field_is("computerDnsName", short, short=True),
             )
         )

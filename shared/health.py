@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from shared.config import Settings
 from shared.response.files import problems as file_problems
@@ -297,6 +298,56 @@ def expiry_warning(expires_on: datetime | None, now: datetime, what: str) -> tup
 
 
 # ------------------------------------------------------------------------------ status
+class QueueStats(TypedDict, total=False):
+    waiting: int
+    poison: int
+    oldest_age_seconds: int | None
+    errors: list[str]  # a queue that could not be read, named
+
+
+class Expiry(TypedDict):
+    level: int  # a logging level
+    message: str
+
+
+class HealthRecord(TypedDict, total=False):
+    """What the hourly health check stores (as JSON, in the Health table) and status reads back."""
+
+    checked_at: str
+    integration_enabled: bool
+    expiry: list[Expiry]
+    connection: dict[str, Any]  # ConnectionReport.as_dict()
+    secret_expires_on: dict[str, str]  # what → ISO date
+    problems: list[str]
+    ok: bool
+    queues: QueueStats
+    tables: dict[str, dict[str, Any]]  # name → rows and oldest, or error
+    correlation: dict[str, Any]
+    dead_letters: int
+    held: int
+    tables_error: str
+    review: dict[str, Any]  # the last scheduled review and the policies it suppressed
+
+
+class Snapshot(TypedDict):
+    """The status an operator reads (``status``, GET /api/health): the health record plus live reads."""
+
+    at: str
+    integration_enabled: bool
+    forwarded_types: list[str]
+    counters: dict[str, int]  # the last 24 h
+    marks: dict[str, str]
+    queues: QueueStats
+    dead_letters: int
+    held: int
+    hunting: dict[str, Any]
+    response: dict[str, Any]
+    review: dict[str, Any]
+    config_problems: list[str]
+    health: HealthRecord | None
+    findings: NotRequired[list[dict[str, Any]]]
+
+
 @dataclass
 class Finding:
     question: str  # the seed's troubleshooting question this answers
@@ -311,7 +362,7 @@ NOT_APPEARING, NO_INCIDENT, NO_CORRELATION, RESPONSE = (
 )
 
 
-def _switched_off(snap: dict[str, Any], c: dict[str, int]) -> Finding | None:
+def _switched_off(snap: Mapping[str, Any], c: dict[str, int]) -> Finding | None:
     if snap.get("integration_enabled", True):
         return None
     return Finding(
@@ -321,7 +372,7 @@ def _switched_off(snap: dict[str, Any], c: dict[str, int]) -> Finding | None:
     )
 
 
-def _signatures(snap: dict[str, Any], c: dict[str, int]) -> Finding | None:
+def _signatures(snap: Mapping[str, Any], c: dict[str, int]) -> Finding | None:
     if not c.get("ingest.refused.signature"):
         return None
     return Finding(
@@ -331,7 +382,7 @@ def _signatures(snap: dict[str, Any], c: dict[str, int]) -> Finding | None:
     )
 
 
-def _ignored(snap: dict[str, Any], c: dict[str, int]) -> Finding | None:
+def _ignored(snap: Mapping[str, Any], c: dict[str, int]) -> Finding | None:
     ignored = {k.removeprefix("ingest.ignored."): v for k, v in c.items() if k.startswith("ingest.ignored.")}
     if not ignored:
         return None
@@ -339,7 +390,7 @@ def _ignored(snap: dict[str, Any], c: dict[str, int]) -> Finding | None:
     return Finding(NOT_APPEARING, f"event types not forwarded (FORWARD_EVENT_TYPES): {kinds}")
 
 
-def _no_device(snap: dict[str, Any], c: dict[str, int]) -> Finding | None:
+def _no_device(snap: Mapping[str, Any], c: dict[str, int]) -> Finding | None:
     if not c.get("outcome.no_device"):
         return None
     return Finding(
@@ -349,7 +400,7 @@ def _no_device(snap: dict[str, Any], c: dict[str, int]) -> Finding | None:
     )
 
 
-def _no_anchor(snap: dict[str, Any], c: dict[str, int]) -> Finding | None:
+def _no_anchor(snap: Mapping[str, Any], c: dict[str, int]) -> Finding | None:
     if not c.get("outcome.no_anchor"):
         return None
     return Finding(
@@ -360,7 +411,7 @@ def _no_anchor(snap: dict[str, Any], c: dict[str, int]) -> Finding | None:
     )
 
 
-def _waiting(snap: dict[str, Any], c: dict[str, int]) -> Finding | None:
+def _waiting(snap: Mapping[str, Any], c: dict[str, int]) -> Finding | None:
     waiting = snap.get("queues", {}).get("waiting", 0)
     if not waiting:
         return None
@@ -371,7 +422,7 @@ def _waiting(snap: dict[str, Any], c: dict[str, int]) -> Finding | None:
     )
 
 
-def _dead_letters(snap: dict[str, Any], c: dict[str, int]) -> Finding | None:
+def _dead_letters(snap: Mapping[str, Any], c: dict[str, int]) -> Finding | None:
     if not snap.get("dead_letters"):
         return None
     return Finding(
@@ -383,7 +434,7 @@ def _dead_letters(snap: dict[str, Any], c: dict[str, int]) -> Finding | None:
 RULES = (_switched_off, _signatures, _ignored, _no_device, _no_anchor, _waiting, _dead_letters)
 
 
-def explain(snapshot: dict[str, Any]) -> list[Finding]:
+def explain(snapshot: Mapping[str, Any]) -> list[Finding]:
     """Causes, in the words of the troubleshooting list, from counters and the health record."""
     counters = snapshot.get("counters", {})
     health = snapshot.get("health") or {}

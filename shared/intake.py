@@ -28,11 +28,11 @@ from typing import Any, Protocol
 from shared.clock import Clock
 from shared.config import KNOWN_EVENT_TYPES, Settings
 from shared.delivery.hunting_outbox import partition_of
-from shared.delivery.message import EventBundle, QueuedEvent, bundle_overhead
 from shared.events import Envelope, FieldError, InvalidEvents, parse_events
 from shared.mapping import is_critical
 from shared.secrets import VaultUnavailable
 from shared.storage import QueueUnavailable
+from shared.tasks import EventBundle, QueuedEvent, bundle_overhead
 from shared.telemetry import REFUSAL_REASONS, traceparent
 from shared.webhook import WebhookError, check_bearer, verify_signature
 

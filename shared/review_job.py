@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared import review
-from shared.cli_compliance import read_back
 from shared.config import Settings
 from shared.delivery.ledger import Ledger
+from shared.readback import read_back
 from shared.response.store import ResponseStore
 from shared.suppress import Suppressions, last_due, over_threshold
 

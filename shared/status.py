@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared import correlation
@@ -23,10 +23,9 @@ from shared.counters import BufferedCounters
 from shared.defender.errors import DefenderError
 from shared.delivery.deadletter import DeadLetters
 from shared.delivery.hold import Held
-from shared.delivery.hunting_outbox import TABLE as OUTBOX_TABLE
 from shared.delivery.hunting_outbox import HuntingOutbox
 from shared.delivery.ledger import Ledger
-from shared.health import connection_test, expiry_warning, explain
+from shared.health import HealthRecord, QueueStats, Snapshot, connection_test, expiry_warning, explain
 from shared.response.files import problems as file_problems
 from shared.response.rules import load_rules
 from shared.response.store import ResponseStore
@@ -54,6 +53,9 @@ class StatusDeps:
     credential: Callable[[], TokenCredential]
     secret_store: Callable[[], SecretStore | None]
     graph: Callable[[], GraphClient]
+    ledger: Callable[[], Ledger]
+    responses: Callable[[], ResponseStore]
+    outbox: Callable[[], HuntingOutbox]
 
 
 log = logging.getLogger(__name__)
@@ -79,12 +81,12 @@ def _entra_expiry(deps: StatusDeps, client_id: str, current_secret: str | None) 
     return min(ends) if ends else None
 
 
-def _queue_stats(deps: StatusDeps) -> dict[str, Any]:
+def _queue_stats(deps: StatusDeps) -> QueueStats:
     from azure.core.exceptions import AzureError, ResourceNotFoundError
 
     s = deps.settings
-    out: dict[str, Any] = {"waiting": 0, "poison": 0, "oldest_age_seconds": None}
-    now = datetime.now(UTC)
+    counts, oldest, errors = {"waiting": 0, "poison": 0}, None, []
+    now = deps.clock.now()
     for name, key in (
         (s.events_queue_name, "waiting"),
         (s.events_priority_queue_name, "waiting"),
@@ -93,16 +95,19 @@ def _queue_stats(deps: StatusDeps) -> dict[str, Any]:
     ):
         try:
             client = deps.queue(name)
-            out[key] += client.get_queue_properties().approximate_message_count or 0
+            counts[key] += client.get_queue_properties().approximate_message_count or 0
             if key == "waiting":
                 for msg in client.peek_messages(max_messages=1):
                     age = (now - msg.inserted_on).total_seconds() if msg.inserted_on else None
-                    if age is not None and (out["oldest_age_seconds"] is None or age > out["oldest_age_seconds"]):
-                        out["oldest_age_seconds"] = round(age)
+                    if age is not None and (oldest is None or age > oldest):
+                        oldest = round(age)
         except ResourceNotFoundError:
             continue
         except AzureError as exc:
-            out.setdefault("errors", []).append(f"{name}: {exc.__class__.__name__}")
+            errors.append(f"{name}: {exc.__class__.__name__}")
+    out: QueueStats = {"waiting": counts["waiting"], "poison": counts["poison"], "oldest_age_seconds": oldest}
+    if errors:
+        out["errors"] = errors
     return out
 
 
@@ -136,7 +141,7 @@ def _hunting_stats(deps: StatusDeps) -> dict[str, Any]:
     if not s.hunting_configured:
         return {"configured": False}
     try:
-        waiting = HuntingOutbox(deps.table(OUTBOX_TABLE)).count()
+        waiting = deps.outbox().count()
         with contextlib.suppress(ResourceNotFoundError):
             waiting += deps.queue(s.hunting_queue_name).get_queue_properties().approximate_message_count or 0
     except AzureError as exc:
@@ -144,12 +149,12 @@ def _hunting_stats(deps: StatusDeps) -> dict[str, Any]:
     return {"configured": True, "rows_waiting": waiting, "types": s.hunting_event_types}
 
 
-def run_health_check(deps: StatusDeps) -> dict[str, Any]:
+def run_health_check(deps: StatusDeps) -> HealthRecord:
     """Connectivity, permissions, secret expiry (Key Vault and Entra), queues; stored and logged."""
     s = deps.settings
     now = deps.clock.now()
     switched_on = deps.held().is_on(observe=False)
-    record: dict[str, Any] = {"checked_at": now.isoformat(), "integration_enabled": switched_on, "expiry": []}
+    record: HealthRecord = {"checked_at": now.isoformat(), "integration_enabled": switched_on, "expiry": []}
     try:
         report = connection_test(s, deps.credential())
     except ConfigError as exc:
@@ -211,7 +216,7 @@ def _response_problems(deps: StatusDeps, now: datetime) -> list[str]:
     out = [p.line() for p in file_problems(deps.settings)]
     if deps.settings.response_rules_file:
         try:
-            out += ResponseStore(deps.table("Responses")).open_circuits(now.timestamp())
+            out += deps.responses().open_circuits(now.timestamp())
         except Exception as exc:  # the health record must still be written
             out.append(f"response circuits not read ({exc.__class__.__name__})")
     return out
@@ -221,13 +226,13 @@ def _correlation(deps: StatusDeps, now: datetime) -> dict[str, Any]:
     """Correlation quality over the last 7 days (a filtered ledger scan: hourly, not per status)."""
     try:
         since = (now - timedelta(days=7)).timestamp()
-        found = correlation.summarize(Ledger(deps.table("Ledger")).between(since, now.timestamp()))
+        found = correlation.summarize(deps.ledger().between(since, now.timestamp()))
     except Exception as exc:  # the health record must still be written
         return {"error": exc.__class__.__name__}
     return {"figures": found.as_dict(), "lines": correlation.render(found, "last 7 days")}
 
 
-def _expiry(deps: StatusDeps, record: dict[str, Any], expires_on: datetime | None, now: datetime, what: str) -> None:
+def _expiry(deps: StatusDeps, record: HealthRecord, expires_on: datetime | None, now: datetime, what: str) -> None:
     warning = expiry_warning(expires_on, now, what)
     if expires_on:
         record.setdefault("secret_expires_on", {})[what] = expires_on.isoformat()
@@ -269,14 +274,14 @@ def _expiry_alert(deps: StatusDeps, message: str, now: datetime) -> None:
         log.warning("health: expiry alert not raised: %s%s", exc, hint)
 
 
-def read_record(deps: StatusDeps) -> dict[str, Any] | None:
+def read_record(deps: StatusDeps) -> HealthRecord | None:
     from azure.core.exceptions import ResourceNotFoundError
 
     try:
         e = deps.table("Health").get_entity(PARTITION, ROW)
     except ResourceNotFoundError:
         return None
-    record: dict[str, Any] = json.loads(e["record"])
+    record: HealthRecord = json.loads(e["record"])
     return record
 
 
@@ -291,7 +296,7 @@ def _response_stats(deps: StatusDeps, now: datetime) -> dict[str, Any]:
     live = [r.name for r in rules.rules if not r.dry_run]
     out: dict[str, Any] = {"configured": True, "rules": len(rules.rules), "live": live}
     try:
-        store = ResponseStore(deps.table("Responses"))
+        store = deps.responses()
         out |= store.recent((now - timedelta(hours=24)).timestamp())
         out["circuits"] = store.open_circuits(now.timestamp())
     except Exception as exc:  # status must still answer when the table is unreachable
@@ -328,12 +333,12 @@ def _render_response(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def snapshot(deps: StatusDeps) -> dict[str, Any]:
+def snapshot(deps: StatusDeps) -> Snapshot:
     """The health record plus live counters (24 h), queue depths, dead letters and held events."""
     s = deps.settings
     now = deps.clock.now()
     counters = deps.counters()
-    snap: dict[str, Any] = {
+    snap: Snapshot = {
         "at": now.isoformat(),
         "integration_enabled": deps.held().is_on(observe=False),
         "forwarded_types": s.forward_event_types,
@@ -352,7 +357,7 @@ def snapshot(deps: StatusDeps) -> dict[str, Any]:
     return snap
 
 
-def render(snap: dict[str, Any]) -> str:
+def render(snap: Snapshot) -> str:
     """The snapshot as text an operator reads top to bottom."""
     c, q, h = snap["counters"], snap["queues"], snap.get("health") or {}
     ignored = sum(v for k, v in c.items() if k.startswith("ingest.ignored."))

@@ -12,10 +12,13 @@ does not match the host's encoding goes straight to poison with no clear error.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import enum
 import hashlib
 import re
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+import typing
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from shared.config import ConfigError, Settings
 
@@ -275,3 +278,163 @@ def is_storage_error(exc: BaseException) -> bool:
     from azure.core.exceptions import AzureError
 
     return isinstance(exc, AzureError)
+
+
+def delete_if_there(table: EntityTable, pk: str, rk: str) -> bool:
+    """Delete one row; True when it was there. The SDK's ``delete_entity`` returns quietly on a
+    404, so the answer's status is read from the response hook the pipeline calls for every answer."""
+    statuses: list[int] = []
+    table.delete_entity(pk, rk, raw_response_hook=lambda r: statuses.append(r.http_response.status_code))
+    return not statuses or statuses[-1] != 404
+
+
+# ------------------------------------------------------------------ records
+R = TypeVar("R")
+
+
+def _reader(hint: Any) -> Callable[[Any], Any]:
+    """How a stored property becomes the field's type (``X | None`` reads as ``X``)."""
+    kinds = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    kind = kinds[0]
+    if kind is bool:
+        return bool
+    if kind in (int, float):
+        return kind  # type: ignore[no-any-return]
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return lambda raw: kind(str(raw))
+    return str
+
+
+class Codec(Generic[R]):
+    """One typed mapping between a dataclass and its Table row, for every table: field names are
+    the property names (so rows already written keep reading), a ``None`` field is not stored, a
+    property missing on an older row (or empty, for an enum) takes the field's default, each value
+    is read back as the field's type, and an ``etag`` field is filled from the row's metadata.
+    ``keys`` gives a record's PartitionKey and RowKey; ``limits`` cuts long text properties;
+    ``in_key`` names fields kept only in a key (the caller gives them back to :meth:`record`)."""
+
+    def __init__(
+        self,
+        cls: type[R],
+        keys: Callable[[R], tuple[str, str]],
+        *,
+        limits: dict[str, int] | None = None,
+        in_key: tuple[str, ...] = (),
+    ) -> None:
+        self._cls, self._keys, self._limits = cls, keys, limits or {}
+        hints = typing.get_type_hints(cls)
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        self._fields = {f.name: _reader(hints[f.name]) for f in fields if f.name not in ("etag", *in_key)}
+        self._etag = "etag" in {f.name for f in fields}
+        required = [f for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        self._nullable = {f.name for f in required if type(None) in typing.get_args(hints[f.name])}
+
+    def entity(self, record: R) -> dict[str, Any]:
+        pk, rk = self._keys(record)
+        row: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk}
+        for name in self._fields:
+            value = getattr(record, name)
+            if value is None:
+                continue
+            value = value.value if isinstance(value, enum.Enum) else value
+            row[name] = value[: self._limits[name]] if name in self._limits else value
+        return row
+
+    def record(self, entity: Any, **given: Any) -> R:
+        """The row as a record; ``given`` fields win over the row's (a key it was looked up by)."""
+        values: dict[str, Any] = {}
+        for name, read in self._fields.items():
+            raw = entity.get(name)
+            if name in given or raw is None or (raw == "" and read not in (str, bool)):
+                if name in self._nullable and name not in given:
+                    values[name] = None  # Table Storage keeps no null: an absent property is one
+                continue
+            values[name] = read(raw)
+        if self._etag:
+            metadata = getattr(entity, "metadata", None) or {}
+            values["etag"] = metadata.get("etag")
+        return self._cls(**values, **given)
+
+
+# ------------------------------------------------------------------ conditional writes
+class Contended(Exception):
+    """Every try of :func:`update_if_match` lost to another writer (the caller decides: back off,
+    refuse, or let it go)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Stored:
+    """A row as written, with the ETag the service gave it."""
+
+    entity: dict[str, Any]
+    etag: str
+
+
+def write_if_match(table: EntityTable, entity: dict[str, Any], etag: str | None) -> str | None:
+    """The one conditional write: create the row when it was missing (``etag`` None), else replace
+    it only if unchanged since it was read. Returns the new ETag, or None when another writer won
+    (the row was created, changed or deleted meanwhile): the caller reads again or lets it stand."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+    from azure.data.tables import UpdateMode
+
+    try:
+        if etag is None:
+            meta = table.create_entity(entity)
+        else:
+            meta = table.update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+    except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+        return None
+    return str((meta or {}).get("etag") or "")
+
+
+def read_row(table: EntityTable, pk: str, rk: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The row's properties and ETag, or (None, None) when there is no such row."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        entity = table.get_entity(pk, rk)
+    except ResourceNotFoundError:
+        return None, None
+    return dict(entity), entity.metadata.get("etag")
+
+
+def update_if_match(
+    table: EntityTable,
+    pk: str,
+    rk: str,
+    mutate: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+    tries: int,
+    *,
+    backoff: Callable[[int], None] | None = None,
+    known: Stored | None = None,
+) -> Stored | None:
+    """Read-modify-write of one row, safe between instances: ``mutate`` gets the row's properties
+    (None when it does not exist) and returns what to store (None: nothing to write, stop); the
+    write is conditional on the ETag read, and a lost race reads and decides again, up to
+    ``tries`` times (``backoff(attempt)`` before each retry), then raises :class:`Contended`.
+    ``mutate`` may run several times: keep what it decides in the closure of its last call.
+    ``known``: the row as this instance last stored it; the first try decides on it without a read
+    (a stale copy is refused by its ETag, and the next try reads). Returns what was stored (keep it
+    for ``known``), or None when ``mutate`` stopped."""
+    for attempt in range(tries):
+        if attempt and backoff is not None:
+            backoff(attempt)
+        current: dict[str, Any] | None
+        etag: str | None
+        if attempt == 0 and known is not None:
+            current, etag = dict(known.entity), known.etag
+        else:
+            current, etag = read_row(table, pk, rk)
+        wanted = mutate(current)
+        if wanted is None and attempt == 0 and known is not None:
+            continue  # nothing to write on a copy that may be stale: decide again on the row itself
+        if wanted is None:
+            return None
+        entity = {**wanted, "PartitionKey": pk, "RowKey": rk}
+        written = write_if_match(table, entity, etag)
+        if written is not None:
+            return Stored(entity, written)
+    raise Contended(f"{pk}/{rk}: {tries} tries lost to other writers")

@@ -25,11 +25,13 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
+from azure.data.tables._serialize import _parameter_filter_substitution  # the client's own, private
 
 from shared.clock import Clock, ManualClock
 from shared.config import Settings, load_settings
@@ -225,9 +227,13 @@ class FakeTable:
         """Like the SDK: a row already gone is not an error; a stale ETag is."""
         self._call("delete_entity")
         key = (partition_key, row_key)
-        if key in self.rows:
+        there = key in self.rows
+        if there:
             self._check_etag(key, kwargs.get("etag"), kwargs.get("match_condition"))
             del self.rows[key]
+        if kwargs.get("raw_response_hook"):  # the pipeline shows every answer to it, a 404 too
+            answer = SimpleNamespace(http_response=SimpleNamespace(status_code=204 if there else 404))
+            kwargs["raw_response_hook"](answer)
 
     def submit_transaction(self, operations: Iterable[Any], **kwargs: Any) -> None:
         """All or nothing, one partition, at most 100 operations, as Azure documents."""
@@ -249,7 +255,8 @@ class FakeTable:
 
     def query_entities(self, query_filter: str, **kwargs: Any) -> Pages:
         self._call("query_entities")
-        keep = odata_filter(query_filter, kwargs.get("parameters"))
+        # the SDK's own substitution (whole words only, its quoting), as the real client sends it
+        keep = odata_filter(_parameter_filter_substitution(kwargs.get("parameters"), query_filter))
         rows = [
             self._copy(row, kwargs.get("select"))
             for row in (self.rows[k] for k in sorted(self.rows))
@@ -457,9 +464,12 @@ class World:
     tables: dict[str, FakeTable]
     deps: Deps
     delivery: Delivery
+    ledger: Ledger  # the concrete stores behind ``deps`` (its members are Protocols), to look at
+    dead: DeadLetters
+    held: Held
 
     def ledger_row(self, event_id: str) -> dict[str, Any]:
-        entry = self.deps.ledger.get(event_id)
+        entry = self.ledger.get(event_id)
         assert entry is not None, f"no ledger entry for {event_id}"
         return dataclasses.asdict(entry)
 
@@ -472,15 +482,17 @@ def world(env: dict[str, str] | None = None, *, start: datetime) -> World:
     clock = ManualClock(start)
     mde, sender = FakeMde(clock), FakeSender()
     tables = {name: FakeTable() for name in ("Ledger", "Groups", "Devices", "DeadLetters", "Held", "Switch")}
+    ledger, dead = Ledger(tables["Ledger"]), DeadLetters(tables["DeadLetters"])
+    held = Held(tables["Held"], Switch(tables["Switch"], settings.integration_setting, clock))
     deps = Deps(
         settings=settings,
         mde=mde,
-        ledger=Ledger(tables["Ledger"]),
+        ledger=ledger,
         groups=Groups(tables["Groups"]),
         devices=DeviceCache(tables["Devices"]),
-        dead=DeadLetters(tables["DeadLetters"]),
-        held=Held(tables["Held"], Switch(tables["Switch"], settings.integration_setting, clock)),
+        dead=dead,
+        held=held,
         sender=sender,
         clock=clock,
     )
-    return World(settings, clock, mde, sender, tables, deps, Delivery(deps))
+    return World(settings, clock, mde, sender, tables, deps, Delivery(deps), ledger, dead, held)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import requests
 
+from shared import wiring
 from shared.webhook import sign
 from tests.fakes import FakeTable
 from tools import azurite as azurite_launcher
@@ -38,7 +38,8 @@ def sample(name: str) -> bytes:
 def signed_headers(
     body: bytes, *, secret: str = TEST_SECRET, msg_id: str = "msg_1", ts: int | None = None
 ) -> dict[str, str]:
-    stamp = int(time.time()) if ts is None else ts
+    """Headers as Noxys signs them, stamped at the app's now (simulated time when a test uses it)."""
+    stamp = int(wiring.clock().now().timestamp()) if ts is None else ts
     return {
         "Content-Type": "application/json",
         "webhook-id": msg_id,

@@ -26,8 +26,8 @@ from pathlib import Path
 from types import FrameType
 
 import function_app
+from ops.cli_env import HOST_SETTINGS, publish_host_settings
 from shared import logsafe
-from shared.cli_env import HOST_SETTINGS, publish_host_settings
 from shared.config import ConfigError, Settings
 from shared.response.files import start_warnings
 from shared.response.rules import load_rules

@@ -13,7 +13,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -82,7 +81,7 @@ class Simulation:
 
     def post(self, events: list[dict[str, Any]]) -> None:
         body = json.dumps(events if len(events) > 1 else events[0]).encode()
-        ts = int(time.time())
+        ts = int(self.clock.now().timestamp())  # Noxys signs at the time the app lives in
         msg_id = f"delivery_{self.posted}"
         resp = requests.post(
             f"http://127.0.0.1:{self.host.http_port}/api/noxys/events",

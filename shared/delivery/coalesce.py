@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from shared.events import Envelope
-from shared.storage import EntityTable
+from shared.storage import Codec, EntityTable, write_if_match
 
 PARTITION = "group"
 KNOWN_MAX = 1024  # group rows remembered per instance (a few hundred bytes each)
@@ -77,6 +77,9 @@ class Group:
     etag: str | None = None
 
 
+_CODEC = Codec(Group, lambda g: (PARTITION, g.key), in_key=("key",))
+
+
 class Groups:
     def __init__(self, table: EntityTable) -> None:
         self._table = table
@@ -116,51 +119,15 @@ class Groups:
             e = self._table.get_entity(PARTITION, key)
         except ResourceNotFoundError:
             return None
-        return Group(
-            key=key,
-            leader=e["leader"],
-            window_start=float(e["window_start"]),
-            count=int(e["count"]),
-            noted=int(e["noted"]),
-            alert_id=e.get("alert_id") or "",
-            incident_id=e.get("incident_id") or "",
-            state=e["state"],
-            note_scheduled=bool(e.get("note_scheduled")),
-            last_note_at=float(e.get("last_note_at") or 0),
-            last_event_at=float(e.get("last_event_at") or 0),
-            etag=e.metadata.get("etag"),
-        )
+        return _CODEC.record(e, key=key)
 
     def _save(self, g: Group, *, create: bool = False) -> bool:
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-        from azure.data.tables import UpdateMode
-
-        row = {
-            "PartitionKey": PARTITION,
-            "RowKey": g.key,
-            "leader": g.leader,
-            "window_start": g.window_start,
-            "count": g.count,
-            "noted": g.noted,
-            "alert_id": g.alert_id,
-            "incident_id": g.incident_id,
-            "state": g.state,
-            "note_scheduled": g.note_scheduled,
-            "last_note_at": g.last_note_at,
-            "last_event_at": g.last_event_at,
-        }
-        try:
-            if create:
-                meta = self._table.create_entity(row)
-            else:
-                meta = self._table.update_entity(
-                    row, mode=UpdateMode.REPLACE, etag=g.etag, match_condition=MatchConditions.IfNotModified
-                )
-        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):  # changed or purged meanwhile
+        row = _CODEC.entity(g)
+        etag = write_if_match(self._table, row, None if create else g.etag)
+        if etag is None:  # created, changed or purged meanwhile
             self._forget(g.key)
             return False
-        g.etag = meta.get("etag")
+        g.etag = etag
         self._remember(g)
         return True
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from shared.storage import EntityTable, table_key
+from shared.storage import Codec, EntityTable, table_key
 
 PARTITION = "deadletter"
 
@@ -18,12 +18,15 @@ PARTITION = "deadletter"
 @dataclass(frozen=True)
 class DeadLetter:
     event_id: str
-    reason: str
-    error_code: str
-    correlation_id: str
-    dead_at: float
-    queue: str
-    message: str
+    reason: str = ""  # the defaults are what a row without the property reads as
+    error_code: str = ""
+    correlation_id: str = ""
+    dead_at: float = 0.0
+    queue: str = ""
+    message: str = ""
+
+
+_CODEC = Codec(DeadLetter, lambda d: (PARTITION, table_key(d.event_id)), limits={"reason": 2000})
 
 
 class DeadLetters:
@@ -33,32 +36,11 @@ class DeadLetters:
     def put(self, letter: DeadLetter) -> None:
         from azure.data.tables import UpdateMode
 
-        self._table.upsert_entity(
-            {
-                "PartitionKey": PARTITION,
-                "RowKey": table_key(letter.event_id),
-                "event_id": letter.event_id,
-                "reason": letter.reason[:2000],
-                "error_code": letter.error_code,
-                "correlation_id": letter.correlation_id,
-                "dead_at": letter.dead_at,
-                "queue": letter.queue,
-                "message": letter.message,
-            },
-            mode=UpdateMode.REPLACE,
-        )
+        self._table.upsert_entity(_CODEC.entity(letter), mode=UpdateMode.REPLACE)
 
     def all(self) -> Iterator[DeadLetter]:
         for e in self._table.query_entities(f"PartitionKey eq '{PARTITION}'"):
-            yield DeadLetter(
-                e["event_id"],
-                e.get("reason", ""),
-                e.get("error_code", ""),
-                e.get("correlation_id", ""),
-                float(e.get("dead_at") or 0),
-                e.get("queue", ""),
-                e["message"],
-            )
+            yield _CODEC.record(e)
 
     def delete(self, event_id: str) -> None:
         self._table.delete_entity(PARTITION, table_key(event_id))

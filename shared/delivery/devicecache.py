@@ -20,7 +20,7 @@ from typing import Any
 from shared.devices import ids_of
 from shared.events import Device
 from shared.risk import DeviceView
-from shared.storage import EntityTable
+from shared.storage import Codec, EntityTable
 
 PARTITION = "device"
 
@@ -51,6 +51,21 @@ def view_of(machine: dict[str, Any] | None) -> DeviceView:
     )
 
 
+@dataclass(frozen=True)
+class _Row:
+    """The stored row (its property names are the table's)."""
+
+    key: str
+    machine_id: str = ""  # "" : looked up, not found (a negative entry)
+    resolved_by: str = ""
+    expires_at: float = 0.0
+    device: str = ""  # the identity it was resolved from
+    risk_score: str = ""
+    exposure_level: str = ""
+    tags: str = ""  # newline-separated
+
+
+_CODEC = Codec(_Row, lambda r: (PARTITION, r.key), in_key=("key",))
 MEMO_SECONDS = 60.0  # how long an instance trusts what it read from the table without reading again
 MEMO_MAX = 4096  # devices an instance remembers at most (the oldest are forgotten first)
 
@@ -79,13 +94,12 @@ class DeviceCache:
             e = self._table.get_entity(PARTITION, key)
         except ResourceNotFoundError:
             return None
-        expires = float(e.get("expires_at") or 0)
-        if expires <= now:
+        row = _CODEC.record(e, key=key)
+        if row.expires_at <= now:
             return None
-        tags = tuple(t for t in str(e.get("tags") or "").split("\n") if t)
-        view = DeviceView(str(e.get("risk_score") or ""), str(e.get("exposure_level") or ""), tags)
-        found = Cached(e.get("machine_id") or None, str(e.get("resolved_by") or ""), view)
-        self._remember(key, min(expires, now + MEMO_SECONDS), found)
+        tags = tuple(t for t in row.tags.split("\n") if t)
+        found = Cached(row.machine_id or None, row.resolved_by, DeviceView(row.risk_score, row.exposure_level, tags))
+        self._remember(key, min(row.expires_at, now + MEMO_SECONDS), found)
         return found
 
     def _remember(self, key: str, until: float, found: Cached | None) -> None:
@@ -115,17 +129,14 @@ class DeviceCache:
             return
         view = view or DeviceView()
         self._remember(self._key(device), now + min(ttl_seconds, MEMO_SECONDS), Cached(machine_id, resolved_by, view))
-        self._table.upsert_entity(
-            {
-                "PartitionKey": PARTITION,
-                "RowKey": self._key(device),
-                "machine_id": machine_id or "",
-                "resolved_by": resolved_by,
-                "expires_at": now + ttl_seconds,
-                "device": identity(device),
-                "risk_score": view.risk_score,
-                "exposure_level": view.exposure_level,
-                "tags": "\n".join(view.tags),
-            },
-            mode=UpdateMode.REPLACE,
+        row = _Row(
+            self._key(device),
+            machine_id or "",
+            resolved_by,
+            now + ttl_seconds,
+            identity(device),
+            view.risk_score,
+            view.exposure_level,
+            "\n".join(view.tags),
         )
+        self._table.upsert_entity(_CODEC.entity(row), mode=UpdateMode.REPLACE)

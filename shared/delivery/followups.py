@@ -17,9 +17,9 @@ from typing import Any
 from shared.defender.context import CallContext, calls_for
 from shared.defender.errors import DefenderError
 from shared.delivery.coalesce import Group
-from shared.delivery.message import NoteTask, QueuedEvent, TagTask
-from shared.delivery.outcome import Kind, Outcome, from_error, retry_delay
 from shared.delivery.ports import Deps
+from shared.outcome import Kind, Outcome, from_error, retry_delay
+from shared.tasks import NoteTask, QueuedEvent, TagTask
 
 log = logging.getLogger(__name__)
 INCIDENT_LOOKUP_FIRST_DELAY = 60.0  # seconds; then doubling, at most 30 min apart

@@ -47,7 +47,17 @@ from shared.delivery.deadletter import DeadLetter
 from shared.delivery.devicecache import identity, view_of
 from shared.delivery.followups import FollowUps, Retry
 from shared.delivery.ledger import Entry, LeaseHeld, LedgerState
-from shared.delivery.message import (
+from shared.delivery.patterns import Observation
+from shared.delivery.ports import Deps
+from shared.events import Envelope
+from shared.facts import EventFacts, facts
+from shared.mapping import AlertDraft, draft_alert, with_assessment
+from shared.outcome import Kind, Outcome, from_error
+from shared.response.rules import repeats, why_not
+from shared.response.situation import situation
+from shared.risk import DeviceView, Patterns, assess
+from shared.storage import is_storage_error
+from shared.tasks import (
     ActionStatusTask,
     EventBundle,
     NoteTask,
@@ -56,16 +66,6 @@ from shared.delivery.message import (
     TagTask,
     parse_task,
 )
-from shared.delivery.outcome import Kind, Outcome, from_error
-from shared.delivery.patterns import Observation
-from shared.delivery.ports import Deps
-from shared.events import Envelope
-from shared.facts import EventFacts, facts
-from shared.mapping import AlertDraft, draft_alert, with_assessment
-from shared.response.rules import repeats, why_not
-from shared.response.situation import situation
-from shared.risk import DeviceView, Patterns, assess
-from shared.storage import is_storage_error
 
 log = logging.getLogger(__name__)
 DEVICE_LOCK_STRIPES = 64  # locks shared by the devices of one instance: bounded memory, few collisions

@@ -17,14 +17,13 @@ each event still becomes exactly one alert.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from shared.clock import Clock, SystemClock
-from shared.delivery.message import QueuedEvent
-from shared.storage import EntityTable, table_key
+from shared.storage import Codec, EntityTable, table_key, write_if_match
+from shared.tasks import QueuedEvent
 
 PARTITION = "held"
 SWITCH_KEY = ("switch", "integration")  # PartitionKey, RowKey of the one row of the Switch table
@@ -54,11 +53,11 @@ def decide(stored: SwitchState | None, setting: bool | None) -> SwitchState:
     return SwitchState(on=stored.on, seen=setting)
 
 
+_SWITCH = Codec(SwitchState, lambda _: SWITCH_KEY)  # ``seen`` None is not stored, and reads back as None
+
+
 def _row(state: SwitchState) -> dict[str, Any]:
-    row: dict[str, Any] = {"PartitionKey": SWITCH_KEY[0], "RowKey": SWITCH_KEY[1], "on": state.on}
-    if state.seen is not None:  # Table Storage keeps no null: an absent property reads back as None
-        row["seen"] = state.seen
-    return row
+    return _SWITCH.entity(state)
 
 
 class Switch:
@@ -77,24 +76,12 @@ class Switch:
             row = self._table.get_entity(*SWITCH_KEY)
         except ResourceNotFoundError:
             return None, None
-        seen = row.get("seen")
-        return SwitchState(on=bool(row["on"]), seen=None if seen is None else bool(seen)), row.metadata.get("etag")
+        return _SWITCH.record(row), row.metadata.get("etag")
 
     def _store(self, state: SwitchState, etag: str | None) -> None:
         """A first row is created, a known one replaced only if unchanged since it was read: two
         instances deciding at once cannot undo an operator's switch written in between."""
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
-        from azure.data.tables import UpdateMode
-
-        entity = _row(state)
-        with contextlib.suppress(ResourceExistsError, ResourceModifiedError):  # another writer won: its state stands
-            if etag is None:
-                self._table.create_entity(entity)
-            else:
-                self._table.update_entity(
-                    entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
-                )
+        write_if_match(self._table, _row(state), etag)  # None: another writer won, its state stands
 
     def current(self) -> bool:
         """The state as stored, read only: what ``status`` and the CLI show. Only the app itself

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared.delivery.message import QueuedEvent
 from shared.facts import facts
-from shared.storage import BatchTable, QueueUnavailable, table_key, write_groups
+from shared.storage import BatchTable, QueueUnavailable, delete_if_there, table_key, write_groups
+from shared.tasks import QueuedEvent
 
 log = logging.getLogger(__name__)
 TABLE = "HuntingOutbox"
@@ -110,17 +110,12 @@ class HuntingOutbox:
     def remove(self, rows: list[Waiting]) -> int:
         """Delete shipped rows, 100 to a transaction; a row already gone (erased in the meantime)
         does not stop the others. Returns how many were still there."""
-        from azure.core.exceptions import ResourceNotFoundError
         from azure.data.tables import TableTransactionError
 
         keys = [{"PartitionKey": w.partition, "RowKey": w.row} for w in rows]
 
         def one(key: dict[str, Any]) -> int:
-            try:
-                self._table.delete_entity(key["PartitionKey"], key["RowKey"])
-            except ResourceNotFoundError:
-                return 0
-            return 1
+            return 1 if delete_if_there(self._table, key["PartitionKey"], key["RowKey"]) else 0
 
         def delete(group: list[dict[str, Any]]) -> int:
             if len(group) == 1:

@@ -27,10 +27,10 @@ from typing import Any, Protocol, TypeVar
 
 from shared.delivery.hunting_outbox import HuntingOutbox, Waiting
 from shared.delivery.ledger import Ledger, LedgerState
-from shared.delivery.message import QueuedEvent
 from shared.facts import method
 from shared.hunting import Delivered, row
 from shared.storage import MessageQueue
+from shared.tasks import QueuedEvent
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -27,7 +27,7 @@ from typing import Any
 
 from shared.facts import EventFacts
 from shared.risk import DeviceView
-from shared.storage import EntityTable, table_key
+from shared.storage import Codec, EntityTable, table_key, write_if_match
 
 ROW = "event"
 
@@ -112,31 +112,17 @@ class Entry:
         return self.group_role == "leader"
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Entry) if f.name != "etag"}
-_INTS = {"attempts", "errors"}
-_FLOATS = {"received_at", "updated_at", "lease_until", "intent_at", "accepted_at", "alert_at", "combined_risk"}
+_CODEC = Codec(Entry, lambda e: (table_key(e.event_id), ROW))
 
 
 def _from_entity(e: Any, event_id: str) -> Entry:
     """The row as an Entry; ``event_id`` is the id it was looked up by (rows written before the id
     was kept as a property still map back to their own key)."""
-    values: dict[str, Any] = {}
-    for name in _FIELDS:
-        if name in ("state", "event_id") or e.get(name) is None:
-            continue
-        raw = e[name]
-        values[name] = int(raw) if name in _INTS else float(raw) if name in _FLOATS else str(raw)
-    state = LedgerState(str(e.get("state") or "received"))
-    return Entry(event_id, state, **values, etag=e.metadata.get("etag"))
+    return _CODEC.record(e, event_id=event_id)
 
 
 def _to_row(entry: Entry) -> dict[str, Any]:
-    row: dict[str, Any] = {"PartitionKey": table_key(entry.event_id), "RowKey": ROW}
-    for name in _FIELDS:
-        value = getattr(entry, name)
-        if value is not None:
-            row[name] = value.value if isinstance(value, LedgerState) else value
-    return row
+    return _CODEC.entity(entry)
 
 
 class Ledger:
@@ -179,7 +165,7 @@ class Ledger:
 
         A final entry is returned without a lease: the caller sees it is done and stops.
         """
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+        from azure.core.exceptions import ResourceModifiedError
 
         owner = uuid.uuid4().hex
         for attempt in range(5):
@@ -188,10 +174,9 @@ class Ledger:
             if entry is None:
                 fresh = Entry(event_id, LedgerState.RECEIVED, event_type, now, now, 1, 0, owner, now + lease_seconds)
                 fresh = dataclasses.replace(fresh, **dataclasses.asdict(facts or EventFacts()), accepted_at=accepted_at)
-                try:
-                    fresh.etag = self._table.create_entity(_to_row(fresh)).get("etag")
-                except ResourceExistsError:
-                    continue
+                fresh.etag = write_if_match(self._table, _to_row(fresh), None)
+                if fresh.etag is None:
+                    continue  # another attempt created it first: read it
                 return fresh
             if entry.final:
                 return entry
@@ -339,11 +324,13 @@ class Ledger:
         entry.__dict__.update(after.__dict__)
 
     def _write(self, entry: Entry) -> None:
-        """Write the entry (we hold its lease, so the ETag matches unless the lease was stolen)."""
-        from azure.core import MatchConditions
-        from azure.data.tables import UpdateMode
+        """Write the entry (we hold its lease, so the ETag matches unless the lease was stolen:
+        then ``ResourceModifiedError``, a storage error the host retries)."""
+        from azure.core.exceptions import ResourceModifiedError
 
-        meta = self._table.update_entity(
-            _to_row(entry), mode=UpdateMode.REPLACE, etag=entry.etag, match_condition=MatchConditions.IfNotModified
-        )
-        entry.etag = meta.get("etag")
+        if entry.etag is None:
+            raise ValueError(f"ledger entry {entry.event_id}: written only after it was read or created")
+        etag = write_if_match(self._table, _to_row(entry), entry.etag)
+        if etag is None:
+            raise ResourceModifiedError(f"ledger entry {entry.event_id} changed: another attempt holds its lease")
+        entry.etag = etag

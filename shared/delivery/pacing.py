@@ -16,6 +16,7 @@ high-risk interactions cannot delay a critical alert by more than one token's wa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from typing import Any
 
 from shared.clock import Clock
 from shared.defender.budget import BudgetSpent, api_of
-from shared.storage import EntityTable
+from shared.storage import Contended, EntityTable, Stored, update_if_match
 
 __all__ = ["BudgetSpent", "Pacer", "Quota", "api_of", "decide", "quotas_from"]
 
@@ -97,76 +98,59 @@ class Pacer:
         self._table = table
         self.quotas = quotas
         self._clock = clock
+        self._known: dict[str, Stored] = {}  # each budget row as this instance last wrote it
 
     def acquire(self, api: str, *, priority: bool = False, ticketed: bool = False) -> None:
         quota = self.quotas.get(api)
         if quota is None:
             return
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-        from azure.data.tables import UpdateMode
+        decided: list[Decision] = []
 
-        for _ in range(50):
-            now = self._clock.now().timestamp()
-            try:
-                entity = self._table.get_entity(self.PARTITION, api)
-                state, etag = _load(entity), entity.metadata["etag"]
-            except ResourceNotFoundError:
-                state, etag = BudgetState(), None
-            decision = decide(state, now, quota, priority=priority, ticketed=ticketed)
+        def take(row: dict[str, Any] | None) -> dict[str, Any] | None:
+            state = _load(row or {})
+            decision = decide(state, self._clock.now().timestamp(), quota, priority=priority, ticketed=ticketed)
+            decided[:] = [decision]
             if not decision.admitted and priority:
-                raise BudgetSpent(api, decision.wait, _dt(decision.slot))  # state unchanged: nothing to store
-            row = _dump(api, state)
-            try:
-                if etag is None:
-                    self._table.create_entity(row)
-                else:
-                    self._table.update_entity(
-                        row, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
-                    )
-            except (ResourceModifiedError, ResourceExistsError):
-                continue  # another instance took a token meanwhile: decide again on fresh state
-            if decision.admitted:
-                return
-            raise BudgetSpent(api, decision.wait, _dt(decision.slot))
-        raise BudgetSpent(api, 1.0, self._clock.now())  # pathological contention: back off briefly
+                return None  # state unchanged: nothing to store
+            return _dump(api, state)
+
+        try:
+            self._remember(api, update_if_match(self._table, self.PARTITION, api, take, 50, known=self._known.get(api)))
+        except Contended:
+            raise BudgetSpent(api, 1.0, self._clock.now()) from None  # pathological contention: back off briefly
+        (decision,) = decided
+        if decision.admitted:
+            return
+        raise BudgetSpent(api, decision.wait, _dt(decision.slot))
 
     def block(self, api: str, seconds: float) -> None:
         """Defender answered 429 with Retry-After: hold every instance back for that long."""
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-        from azure.data.tables import UpdateMode
-
         until = self._clock.now().timestamp() + seconds
-        for _ in range(20):
-            try:
-                entity = self._table.get_entity(self.PARTITION, api)
-                state, etag = _load(entity), entity.metadata["etag"]
-            except ResourceNotFoundError:
-                state, etag = BudgetState(), None
+
+        def hold_back(row: dict[str, Any] | None) -> dict[str, Any] | None:
+            state = _load(row or {})
             if state.blocked_until >= until:
-                return
+                return None
             state.blocked_until = until
-            try:
-                if etag is None:
-                    self._table.create_entity(_dump(api, state))
-                else:
-                    self._table.update_entity(
-                        _dump(api, state),
-                        mode=UpdateMode.REPLACE,
-                        etag=etag,
-                        match_condition=MatchConditions.IfNotModified,
-                    )
-                return
-            except (ResourceModifiedError, ResourceExistsError):
-                continue
+            return _dump(api, state)
+
+        with contextlib.suppress(Contended):
+            self._remember(
+                api, update_if_match(self._table, self.PARTITION, api, hold_back, 20, known=self._known.get(api))
+            )
+
+    def _remember(self, api: str, stored: Stored | None) -> None:
+        """Keep the row just written: the next call decides on it and writes without a read (a
+        copy another instance made stale is refused by its ETag, then read)."""
+        if stored is not None:
+            self._known[api] = stored
 
 
 def _dt(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-def _load(entity: Any) -> BudgetState:
+def _load(entity: dict[str, Any]) -> BudgetState:
     return BudgetState(
         calls=[float(t) for t in json.loads(entity.get("calls") or "[]")],
         tail=float(entity.get("tail") or 0.0),

@@ -206,10 +206,10 @@ class PatternStore:
         """The partition's last 24 h (and, for a user, the platforms row in the same query)."""
         lo = f"o-{int((now - WINDOW_SECONDS) * 1000):015d}"
         hi = f"o-{int((now + 60) * 1000):015d}"
-        rows_in = f"RowKey ge '{lo}' and RowKey lt '{hi}'"
-        also = f" or RowKey eq '{PLATFORMS_ROW}'" if with_platforms else ""
-        query = f"PartitionKey eq '{pk}' and ({rows_in}{also})"
-        rows = self._table.query_entities(query, results_per_page=MAX_ROWS)
+        also = " or RowKey eq @platforms" if with_platforms else ""
+        query = f"PartitionKey eq @pk and ( RowKey ge @lo and RowKey lt @hi{also} )"  # @names whole words
+        values = {"pk": pk, "lo": lo, "hi": hi, "platforms": PLATFORMS_ROW}
+        rows = self._table.query_entities(query, parameters=values, results_per_page=MAX_ROWS)
         out: list[dict[str, Any]] = []
         for page in rows.by_page():
             out.extend({**r, "RowKey": r.get("RowKey")} for r in page)

@@ -1,5 +1,9 @@
-"""The delivery's dependencies: the Defender/Graph APIs it calls (Protocols, so a test or another
-client can stand in) and the state it keeps. Built once by ``shared.wiring``, the composition root."""
+"""The delivery's dependencies: the Defender/Graph APIs it calls and the state it keeps, each a
+Protocol naming only what the delivery uses (so a test fake or another store can stand in, and
+this package never imports the response executor it feeds: ``shared.response`` and
+``shared.delivery`` meet only in ``shared.tasks`` and ``shared.outcome``). The values it reads —
+settings, risk weights, the rules file — are plain data. Built once by ``shared.wiring``, the
+composition root."""
 
 from __future__ import annotations
 
@@ -11,16 +15,18 @@ from shared import devices
 from shared.clock import Clock
 from shared.config import Settings
 from shared.defender.errors import CallRecord
-from shared.delivery.coalesce import Groups
-from shared.delivery.deadletter import DeadLetters
-from shared.delivery.devicecache import DeviceCache
-from shared.delivery.hold import Held
-from shared.delivery.ledger import Ledger
-from shared.delivery.patterns import PatternStore
+from shared.delivery.coalesce import Group
+from shared.delivery.deadletter import DeadLetter
+from shared.delivery.devicecache import Cached
+from shared.delivery.ledger import Entry, LedgerState
+from shared.delivery.patterns import Observation
 from shared.delivery.sender import QueueSender
-from shared.response.executor import Responder
+from shared.events import Device
+from shared.facts import EventFacts
+from shared.outcome import Outcome
 from shared.response.rules import RulesFile
-from shared.risk import RiskConfig
+from shared.risk import DeviceView, Patterns, RiskConfig
+from shared.tasks import ActionStatusTask, QueuedEvent, ResponseTask
 
 
 class MdeApi(devices.MachineApi, Protocol):
@@ -40,21 +46,116 @@ class AlertFallbackApi(Protocol):
     def create_alert(self, alert_input: dict[str, Any]) -> dict[str, Any]: ...
 
 
+class LedgerPort(Protocol):
+    """What the delivery uses of :class:`~shared.delivery.ledger.Ledger`."""
+
+    def claim(
+        self,
+        event_id: str,
+        event_type: str,
+        now: float,
+        lease_seconds: float,
+        facts: EventFacts | None = None,
+        accepted_at: float | None = None,
+    ) -> Entry: ...
+    def release(self, entry: Entry, *, last_problem: str | None = None) -> None: ...
+    def checkpoint_device(self, entry: Entry, machine_id: str, resolved_by: str, view: DeviceView) -> None: ...
+    def device_view(self, entry: Entry) -> DeviceView: ...
+    def note_risk(self, entry: Entry, score: float, factors_json: str) -> None: ...
+    def checkpoint_anchor(self, entry: Entry, report_id: str, event_time: str) -> None: ...
+    def mark_leader(self, entry: Entry, group_key: str) -> None: ...
+    def count_error(self, entry: Entry) -> int: ...
+    def mark_creating(self, entry: Entry, intent_at: float) -> None: ...
+    def mark_not_created(self, entry: Entry) -> None: ...
+    def mark_unanswered(self, entry: Entry, what: str) -> None: ...
+    def mark_created(
+        self,
+        entry: Entry,
+        alert_id: str,
+        incident_id: str | None,
+        *,
+        at: float | None = None,
+        machine_id: str | None = None,
+        via: str | None = None,
+        reason: str | None = None,
+    ) -> None: ...
+    def mark_coalesced(
+        self, entry: Entry, into: str, group_key: str, alert_id: str | None, machine_id: str, resolved_by: str = ""
+    ) -> None: ...
+    def mark_no_alert(
+        self, entry: Entry, state: LedgerState, reason: str, machine_id: str | None, resolved_by: str = ""
+    ) -> None: ...
+    def mark_dead(self, entry: Entry, reason: str, error_code: str | None, correlation_id: str | None) -> None: ...
+
+
+class GroupsPort(Protocol):
+    """What the delivery uses of :class:`~shared.delivery.coalesce.Groups`."""
+
+    def get(self, key: str) -> Group | None: ...
+    def try_join(self, key: str, event_id: str, now: float) -> Group | None: ...
+    def join_or_lead(self, key: str, event_id: str, now: float) -> tuple[str, Group]: ...
+    def update(self, key: str, **changes: Any) -> Group | None: ...
+    def schedule_note(self, key: str, known: Group | None = None) -> Group | None: ...
+
+
+class DeviceCachePort(Protocol):
+    """What the delivery uses of :class:`~shared.delivery.devicecache.DeviceCache`."""
+
+    def get(self, device: Device, now: float) -> Cached | None: ...
+    def put(
+        self,
+        device: Device,
+        machine_id: str | None,
+        resolved_by: str,
+        now: float,
+        ttl_seconds: float,
+        view: DeviceView | None = None,
+        observed_at: float | None = None,
+    ) -> None: ...
+
+
+class DeadLetterPort(Protocol):
+    """What the delivery uses of :class:`~shared.delivery.deadletter.DeadLetters`."""
+
+    def put(self, letter: DeadLetter) -> None: ...
+
+
+class HeldPort(Protocol):
+    """What the delivery uses of :class:`~shared.delivery.hold.Held`."""
+
+    def is_on(self, observe: bool = True) -> bool: ...
+    def keep(self, task: QueuedEvent, queue: str) -> None: ...
+
+
+class PatternsPort(Protocol):
+    """What the delivery uses of :class:`~shared.delivery.patterns.PatternStore`."""
+
+    def record(self, o: Observation) -> None: ...
+    def read(self, o: Observation, *, recorded: bool = True) -> Patterns: ...
+
+
+class ResponderPort(Protocol):
+    """What the delivery uses of :class:`~shared.response.executor.Responder`."""
+
+    def handle(self, task: ResponseTask) -> Outcome: ...
+    def follow(self, task: ActionStatusTask) -> Outcome: ...
+
+
 @dataclass
 class Deps:
     settings: Settings
     mde: MdeApi
-    ledger: Ledger
-    groups: Groups
-    devices: DeviceCache
-    dead: DeadLetters
+    ledger: LedgerPort
+    groups: GroupsPort
+    devices: DeviceCachePort
+    dead: DeadLetterPort
     sender: QueueSender
     clock: Clock
     incidents: IncidentApi | None = None
     fallback: AlertFallbackApi | None = None
-    held: Held | None = None
-    patterns: PatternStore | None = None
+    held: HeldPort | None = None
+    patterns: PatternsPort | None = None
     risk: RiskConfig = field(default_factory=RiskConfig)
     rules: RulesFile | None = None
-    responder: Responder | None = None
+    responder: ResponderPort | None = None
     audit: Callable[[CallRecord], None] | None = None  # the delivery's own decisions (an adopted alert)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import azure.functions as func
 
 if TYPE_CHECKING:
-    from shared.delivery.outcome import Outcome
+    from shared.outcome import Outcome
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -24,7 +24,7 @@ QUIET = ("created", "coalesced", "duplicate", "noted", "tagged", "retry_after", 
 
 def process(body: str, *, priority: bool = False, dequeue_count: int = 1) -> Outcome:
     from shared import telemetry, wiring
-    from shared.delivery.outcome import Kind
+    from shared.outcome import Kind
 
     settings = wiring.settings()
     queue = settings.events_priority_queue_name if priority else settings.events_queue_name

@@ -11,7 +11,7 @@ import).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 
 import azure.functions as func
 
@@ -33,7 +33,7 @@ def handle(body: bytes, headers: Mapping[str, str], *, now: datetime | None = No
         return json_response(refused.status, refused.body())
     route = "POST /api/noxys/events"
     with telemetry.span(route, "server", route=route) as span:  # its context travels in the messages
-        result = use_case.receive(body, headers, now=now or datetime.now(UTC))
+        result = use_case.receive(body, headers, now=now or wiring.clock().now())
         telemetry.mark(span, outcome="accepted" if result.status < 300 else "refused", status=result.status)
     return json_response(result.status, result.body())
 

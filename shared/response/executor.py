@@ -33,11 +33,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from shared import telemetry
 from shared.defender.context import CallContext, calls_for
 from shared.defender.errors import CallRecord, DefenderError
-from shared.delivery.message import ActionStatusTask, ResponseTask
-from shared.delivery.outcome import Kind, Outcome, from_error
+from shared.devices import odata_literal
+from shared.outcome import Kind, Outcome, from_error
 from shared.response import rules as r
 from shared.response.notify import recipient
 from shared.response.store import ActionRow, ResponseStore
+from shared.tasks import ActionStatusTask, ResponseTask
 
 if TYPE_CHECKING:
     from shared.response.contain import Containment
@@ -206,7 +207,7 @@ class Responder:
         dns = str(machine.get("computerDnsName") or "").lower()
         if (aad and s.device_ids.get("aad") == aad) or not dns:
             return 1
-        found = self.deps.api.list_machines("computerDnsName eq '" + dns.replace("'", "''") + "'")
+        found = self.deps.api.list_machines(f"computerDnsName eq {odata_literal(dns)}")
         return max(1, len({str(m.get("id")) for m in found}))
 
     def _comment(self, task: ResponseTask, i: int, rule: r.Rule, alert_id: str, said: list[Said]) -> None:

@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from shared.storage import EntityTable, table_key
+from shared.storage import Contended, EntityTable, read_row, table_key, update_if_match
 
 GUARD = "guard"
 SLOT_ATTEMPTS = 20  # conditional writes of one cap row before refusing the action
@@ -159,47 +159,30 @@ class ResponseStore:
         }
 
     # ------------------------------------------------------------------ guards
-    def _guard(self, key: str) -> tuple[dict[str, Any], str | None]:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            e = self._table.get_entity(GUARD, key)
-        except ResourceNotFoundError:
-            return {}, None
-        return dict(e), e.metadata.get("etag")
-
-    def _write_guard(self, key: str, values: dict[str, Any], etag: str | None) -> bool:
-        """False when another instance changed the guard first (the caller reads again)."""
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
-        from azure.data.tables import UpdateMode
-
-        entity = {"PartitionKey": GUARD, "RowKey": key, **values}
-        try:
-            if etag is None:
-                self._table.create_entity(entity)
-            else:
-                self._table.update_entity(
-                    entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
-                )
-        except (ResourceExistsError, ResourceModifiedError):
-            return False
-        return True
+    def _guard(self, key: str) -> dict[str, Any]:
+        values, _ = read_row(self._table, GUARD, key)
+        return values or {}
 
     def take_cooldown(self, machine_id: str, event_id: str, now: float, seconds: float) -> tuple[float, str]:
         """Hold the device's cooldown for ``event_id`` unless someone else holds it; (until, holder)."""
-        key = f"device-{machine_id}"
-        for _ in range(5):
-            values, etag = self._guard(key)
-            until, owner = float(values.get("until") or 0), str(values.get("owner") or "")
+        held: list[tuple[float, str]] = []
+
+        def hold(values: dict[str, Any] | None) -> dict[str, Any] | None:
+            until, owner = float((values or {}).get("until") or 0), str((values or {}).get("owner") or "")
+            held[:] = [(until, owner)]
             if (until > now and owner != event_id) or owner == event_id or seconds <= 0:
-                return until, owner
-            if self._write_guard(key, {"until": now + seconds, "owner": event_id}, etag):
+                return None
+            return {"until": now + seconds, "owner": event_id}
+
+        try:
+            if update_if_match(self._table, GUARD, f"device-{machine_id}", hold, tries=5) is not None:
                 return now + seconds, event_id
-        return self.cooldown(machine_id)
+        except Contended:
+            return self.cooldown(machine_id)
+        return held[0]
 
     def cooldown(self, machine_id: str) -> tuple[float, str]:
-        values, _ = self._guard(f"device-{machine_id}")
+        values = self._guard(f"device-{machine_id}")
         return float(values.get("until") or 0), str(values.get("owner") or "")
 
     def take_slot(self, cap: str, holder: str, now: float, limit: int) -> bool:
@@ -207,18 +190,21 @@ class ResponseStore:
         True when it has one (a holder that already has one keeps it: a retry is not counted twice)."""
         key = f"cap-{cap}"
         holder = hashlib.sha256(holder.encode()).hexdigest()[:16]  # bounded: the row holds up to 300
-        for attempt in range(SLOT_ATTEMPTS):
-            values, etag = self._guard(key)
-            recent = _last_hour(values, now)
-            if holder in (h for _, h in recent):
+        has: list[bool] = []
+
+        def place(values: dict[str, Any] | None) -> dict[str, Any] | None:
+            recent = _last_hour(values or {}, now)
+            has[:] = [holder in (h for _, h in recent)]
+            if has[0] or len(recent) >= limit:
+                return None
+            return {"recent": json.dumps([*recent, (now, holder)])}
+
+        try:
+            if update_if_match(self._table, GUARD, key, place, tries=SLOT_ATTEMPTS, backoff=_jitter) is not None:
                 return True
-            if len(recent) >= limit:
-                return False
-            if self._write_guard(key, {"recent": json.dumps([*recent, (now, holder)])}, etag):
-                return True
-            if attempt >= 2:  # instances racing for one cap row stop colliding in lockstep
-                time.sleep(random.uniform(0, min(0.04, 0.002 * attempt)))  # noqa: S311 - jitter, not security
-        return False  # still contended: refuse rather than overshoot the cap
+        except Contended:
+            return False  # still contended: refuse rather than overshoot the cap
+        return has[0]
 
     def trip(self, cap: str, reason: str, now: float) -> None:
         """Remember that ``cap`` refused an action (the health check reports it for an hour)."""
@@ -229,7 +215,7 @@ class ResponseStore:
 
     def comment_state(self, alert_id: str, rule: int) -> tuple[str, int]:
         """The last verdict commented on the alert for rule ``rule``, and the cooldown skips since."""
-        values, _ = self._guard(f"comment-{table_key(alert_id)}-{rule:02d}")
+        values = self._guard(f"comment-{table_key(alert_id)}-{rule:02d}")
         return str(values.get("said") or ""), int(values.get("skipped") or 0)
 
     def set_comment_state(self, alert_id: str, rule: int, said: str, skipped: int) -> None:
@@ -245,6 +231,12 @@ class ResponseStore:
             f"PartitionKey eq '{GUARD}' and RowKey ge 'circuit-' and RowKey lt 'circuit.'", results_per_page=100
         )
         return [str(e.get("reason")) for e in rows if now - float(e.get("tripped_at") or 0) < 3600]
+
+
+def _jitter(attempt: int) -> None:
+    """Instances racing for one cap row stop colliding in lockstep (from the third try on)."""
+    if attempt >= 3:
+        time.sleep(random.uniform(0, min(0.04, 0.002 * (attempt - 1))))  # noqa: S311 - jitter, not security
 
 
 def _last_hour(values: dict[str, Any], now: float) -> list[tuple[float, str]]:

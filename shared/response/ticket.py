@@ -13,8 +13,8 @@ one too. A redirect is a failure that names its status and says it was not follo
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from shared.defender.client import http_session
@@ -24,10 +24,13 @@ from shared.webhook import sign
 
 
 class HttpTickets:
-    """``secret`` is read at each ticket (Key Vault caches it), so a rotation needs no restart."""
+    """``secret`` is read at each ticket (Key Vault caches it), so a rotation needs no restart;
+    ``now`` is the app's clock (the signature's timestamp follows simulated time in tests)."""
 
-    def __init__(self, url: str, secret: Callable[[], str | None], timeout: float = 15.0) -> None:
-        self.url, self.secret, self.timeout = url, secret, timeout
+    def __init__(
+        self, url: str, secret: Callable[[], str | None], now: Callable[[], datetime], timeout: float = 15.0
+    ) -> None:
+        self.url, self.secret, self.now, self.timeout = url, secret, now, timeout
         self._http = http_session()
 
     def open(self, msg_id: str, body: dict[str, Any]) -> str:
@@ -40,7 +43,7 @@ class HttpTickets:
         if not secret:
             raise DefenderError(400, "TicketNotConfigured", "no ticket signing secret (Key Vault or setting)")
         data = json.dumps(body).encode()
-        stamp = int(time.time())
+        stamp = int(self.now().timestamp())
         headers = {
             "Content-Type": "application/json",
             "webhook-id": msg_id,

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
+from ops.cli import main
 from shared import wiring
-from shared.cli import main
 from shared.config import load_settings
 from shared.delivery.hold import SwitchState, decide
 from tests.infra.test_templates import (

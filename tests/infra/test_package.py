@@ -164,6 +164,18 @@ def test_the_package_holds_the_app_and_nothing_of_the_workstation(workdir: Path)
     assert not any(f.endswith("local.settings.json") for f in files), "local secrets would be uploaded"
 
 
+def test_the_operator_code_stays_on_the_workstation() -> None:
+    """The command line, the report, data-subject requests and replay run on a workstation: the
+    deployed app carries none of them, nor their requirements (``tqdm``)."""
+    files = set(packaged_files(ROOT, funcignore()))
+    operator = sorted(f for f in files if f.startswith("ops/") or f == "shared/__main__.py" or "requirements-ops" in f)
+    assert operator == [] and not any(f.startswith("shared/cli") for f in files)
+    assert not {"shared/report.py", "shared/subject.py", "shared/replay.py"} & files
+    assert (
+        "tqdm" not in (ROOT / "requirements.txt").read_text() and "tqdm" in (ROOT / "requirements-ops.txt").read_text()
+    )
+
+
 # ------------------------------------------------------------------------------ the package in a clean venv
 def test_the_package_indexes_the_same_functions_with_requirements_txt_only(workdir: Path) -> None:
     deployed = run(runtime_python(workdir), INDEX_SCRIPT, package(workdir))

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from ops.cli import main
 from shared import wiring
-from shared.cli import main
-from shared.delivery.message import QueuedEvent
 from shared.delivery.patterns import partition
+from shared.tasks import QueuedEvent
 from tests.support import SAMPLE_DAY, Env, ledger_states, violation
 from tools.emulator.server import EmulatorServer
 from tools.simulation import Arrival, Simulation

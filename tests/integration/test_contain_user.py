@@ -15,8 +15,8 @@ import pytest
 import requests
 from azure.functions.timer import TimerRequest
 
+from ops.cli import main
 from shared import wiring
-from shared.cli import main
 from shared.functions.health import health_check
 from tests.integration.test_emulator import provider, trust_emulator
 from tests.integration.test_notify_user import connection_without

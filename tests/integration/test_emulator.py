@@ -314,9 +314,16 @@ def test_the_ticket_receiver_verifies_the_signature(emulator: EmulatorServer) ->
 
     secret = "whsec_" + base64.b64encode(b"relay-secret-for-the-emulator-01").decode()
     emulator.state.response.ticket_secret = secret
-    assert HttpTickets(f"{emulator.url}/tickets", lambda: secret).open("t-1", {"a": 1}) == "ticket INC0000001"
-    assert HttpTickets(f"{emulator.url}/tickets", lambda: secret).open("t-1", {"a": 1}).startswith("ticket accepted")
+    assert (
+        HttpTickets(f"{emulator.url}/tickets", lambda: secret, emulator.state.clock.now).open("t-1", {"a": 1})
+        == "ticket INC0000001"
+    )
+    assert (
+        HttpTickets(f"{emulator.url}/tickets", lambda: secret, emulator.state.clock.now)
+        .open("t-1", {"a": 1})
+        .startswith("ticket accepted")
+    )
     wrong = "whsec_" + base64.b64encode(b"not-the-relay-secret-at-all-0001").decode()
     with pytest.raises(DefenderError) as refused:
-        HttpTickets(f"{emulator.url}/tickets", lambda: wrong).open("t-2", {"a": 1})
+        HttpTickets(f"{emulator.url}/tickets", lambda: wrong, emulator.state.clock.now).open("t-2", {"a": 1})
     assert refused.value.status == 401 and len(emulator.state.response.tickets) == 1

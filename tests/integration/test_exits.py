@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from ops.cli import main
 from shared import wiring
-from shared.cli import main
 from shared.functions.hunting import ship_rows
 from tests.integration.test_hunting import hunting  # noqa: F401  (the fixture: hunting configured)
 from tests.support import SAMPLE_DAY, Env, critical, violation

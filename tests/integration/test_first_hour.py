@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import main
-from shared.cli_env import settings_from_local
+from ops.cli import main
+from ops.cli_env import settings_from_local
 from tests.support import ROOT, SAMPLES, TEST_SECRET, Env, ledger_states, violation
 from tools.azurite import free_port
 from tools.emulator.server import EmulatorServer

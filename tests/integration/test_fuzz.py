@@ -203,7 +203,7 @@ def test_any_name_stays_text_in_every_export(names: list[str]) -> None:
 
     from markdown_it import MarkdownIt
 
-    from shared import report
+    from ops import report
     from shared.audit import FIELDS, export
     from shared.delivery.ledger import Entry, LedgerState
 

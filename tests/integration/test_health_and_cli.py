@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from ops.cli import main, shift_to_now
 from shared import wiring
-from shared.cli import main, shift_to_now
 from shared.status import run_health_check
 from tests.support import SAMPLES, TEST_SECRET, Env
 

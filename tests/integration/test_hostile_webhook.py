@@ -12,8 +12,8 @@ import pytest
 
 from shared import wiring
 from shared.clock import ManualClock
-from shared.delivery.message import QueuedEvent
 from shared.events import parse_events
+from shared.tasks import QueuedEvent
 from tests.support import Env, ledger_states, post, sample, send_raw, signed_headers, violation
 from tools.emulator.server import EmulatorServer
 from tools.simulation import Simulation

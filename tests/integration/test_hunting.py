@@ -13,10 +13,10 @@ import requests
 
 from shared import wiring
 from shared.clock import ManualClock
-from shared.delivery.message import QueuedEvent
 from shared.events import parse_events
 from shared.functions.hunting import ship_rows
 from shared.hunting import COLUMNS
+from shared.tasks import QueuedEvent
 from tests.support import Env, ledger_states, post, sample, signed_headers, violation
 from tools.emulator.server import EmulatorServer
 from tools.simulation import Arrival, Simulation
@@ -144,7 +144,7 @@ def test_outage_loses_nothing_and_delays_no_alert(
 
 
 def test_not_configured_means_nothing_is_attempted(env: Env, host: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    from shared.cli import main
+    from ops.cli import main
 
     body = sample("policy_violated")
     assert post(host, body, signed_headers(body)).status_code == 202
@@ -155,7 +155,7 @@ def test_not_configured_means_nothing_is_attempted(env: Env, host: Any, capsys: 
 
 
 def test_status_counts_rows_waiting(hunting: Simulation, capsys: pytest.CaptureFixture[str]) -> None:
-    from shared.cli import main
+    from ops.cli import main
 
     hunting.post([violation(1), violation(2, host="BOB-WS-0042")])
     assert main(["status"]) == 0
@@ -205,7 +205,7 @@ def test_outbox_transactions_order_and_a_row_erased_meanwhile(hunting: Simulatio
 
 
 def test_a_data_subject_request_finds_and_erases_rows_not_yet_shipped(hunting: Simulation, env: Env) -> None:
-    from shared.subject import Subject, SubjectRequests
+    from ops.subject import Subject, SubjectRequests
 
     bob = violation(2, host="BOB-WS-0042")
     bob["data"]["interaction"]["user_email"] = "bob@acme.fr"

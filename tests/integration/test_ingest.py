@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from shared import wiring
-from shared.delivery.message import QueuedEvent
+from shared.tasks import QueuedEvent
 from tests.support import Env, post, sample, signed_headers
 
 pytestmark = pytest.mark.integration

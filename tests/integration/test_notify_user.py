@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import requests
 
+from ops.cli import main
 from shared import wiring
-from shared.cli import main
 from shared.response.notify import MailTemplate, render
 from shared.response.rules import Situation
 from tests.integration.test_emulator import provider, trust_emulator

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from ops.cli import main
 from shared import wiring
-from shared.cli import main
 from shared.clock import ManualClock
 from tests.support import Env, ledger_states, violation
 from tools.emulator.server import EmulatorServer

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from ops.cli import main
 from shared import wiring
-from shared.cli import main
 from tests.support import ROOT, Env, violation
 from tools.azurite import free_port
 from tools.emulator.persist import StateFile

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from shared.cli import main
+from ops.cli import main
 from tests.integration.test_compliance import SINCE, UNTIL, _chromium, day
 from tests.integration.test_response import STORM_RULE, _rules, _storm, _use
 from tests.support import Env

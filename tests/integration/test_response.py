@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from ops.cli import main
 from shared import wiring
-from shared.cli import main
 from tests.support import Env, ledger_states, strong_device, violation
 from tools.emulator.server import EmulatorServer
 from tools.simulation import Arrival, Simulation

@@ -17,15 +17,15 @@ from typing import Any
 import pytest
 from azure.functions.timer import TimerRequest
 
+from ops.cli import main
 from shared import wiring
-from shared.cli import main
 from shared.delivery.devicecache import DeviceCache
-from shared.delivery.message import ResponseTask
 from shared.events import Device
 from shared.functions.health import health_check
 from shared.response.executor import Responder, ResponseDeps
 from shared.response.rules import Situation, parse_rules
 from shared.response.store import ResponseStore
+from shared.tasks import ResponseTask
 from tests.integration.test_response import ALICE, DAVE, _machine, _response_rows, _use
 from tests.support import DEVICE_IPS, Env, ledger_states, strong_device, violation
 from tools.emulator.server import EmulatorServer

@@ -18,10 +18,10 @@ from shared.delivery.deadletter import DeadLetter, DeadLetters
 from shared.delivery.devicecache import DeviceCache
 from shared.delivery.hold import Held
 from shared.delivery.ledger import Ledger
-from shared.delivery.message import QueuedEvent
 from shared.delivery.patterns import Observation, PatternStore
 from shared.events import Device, parse_events
 from shared.response.store import ActionRow, ResponseStore
+from shared.tasks import QueuedEvent
 from tests.support import Env, sample
 
 pytestmark = pytest.mark.integration

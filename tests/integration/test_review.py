@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from azure.functions.timer import TimerRequest
 
+from ops.cli import main
 from shared import wiring
-from shared.cli import main
 from shared.functions.health import health_check
 from tests.integration.test_hunting import hunting
 from tests.support import SAMPLE_DAY, Env, violation

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import requests
 
+from ops.cli import main
 from shared import wiring
-from shared.cli import main
 from shared.clock import ManualClock
 from shared.health import OK_MESSAGE, connection_test, expiry_warning
 from tests.support import (

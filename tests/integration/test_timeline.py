@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from shared.cli import main
+from ops.cli import main
 from tests.integration.test_report_accessibility import axe_violations
 from tests.integration.test_response import ALICE
 from tests.support import SAMPLE_DAY, Env, violation

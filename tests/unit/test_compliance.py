@@ -9,13 +9,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared import correlation, report
-from shared.cli_compliance import moment
+from ops import report
+from ops.cli_compliance import moment
+from ops.subject import Findings, Subject, hunting_query, is_subject, purge_request
+from shared import correlation
 from shared.delivery.ledger import Entry, LedgerState
-from shared.delivery.message import QueuedEvent
 from shared.events import parse_events
 from shared.facts import facts, method
-from shared.subject import Findings, Subject, hunting_query, is_subject, purge_request
+from shared.tasks import QueuedEvent
 from tests.support import sample
 
 T0 = datetime(2026, 3, 20, 9, 0, tzinfo=UTC)
@@ -266,7 +267,7 @@ def test_periods_are_relative_or_iso() -> None:
 def test_a_blank_user_is_refused_before_any_table_is_read() -> None:
     import argparse
 
-    from shared.cli_compliance import subject_email
+    from ops.cli_compliance import subject_email
 
     assert subject_email("  alice@acme.fr ").typed == "alice@acme.fr"
     with pytest.raises(argparse.ArgumentTypeError, match="needs a user"):

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shared.delivery.outcome import Kind, Outcome
+from shared.outcome import Kind, Outcome
 from tests.fakes import Crash, Fault, World
 from tests.unit.test_delivery_outcomes import QUEUE, START, event_id, message, ready, state
 
@@ -179,7 +179,7 @@ def test_a_crash_after_the_dead_letter_is_recorded_keeps_one_letter() -> None:
     crash_after(w.deps.ledger, "mark_dead")
     seen = deliver_until_final(w, message(w, 1))
     assert seen[0] == "killed after mark_dead" and w.ledger_row(event_id(1))["state"] == "dead_lettered"
-    assert [d.event_id for d in w.deps.dead.all()] == [event_id(1)] and w.mde.alerts == []
+    assert [d.event_id for d in w.dead.all()] == [event_id(1)] and w.mde.alerts == []
 
 
 def test_a_replay_after_a_lost_answer_searches_before_creating() -> None:
@@ -190,7 +190,7 @@ def test_a_replay_after_a_lost_answer_searches_before_creating() -> None:
     w.mde.fail("list_alerts", Fault(403, "Forbidden"))
     seen = deliver_until_final(w, message(w, 1))
     assert isinstance(seen[-1], Outcome) and seen[-1].kind == Kind.DEAD_LETTER
-    assert w.deps.ledger.reopen(event_id(1))
+    assert w.ledger.reopen(event_id(1))
     assert state(w, 1) == "creating"  # the replay keeps what it knows: an alert may exist
     replayed = deliver_until_final(w, message(w, 1))
     assert isinstance(replayed[-1], Outcome) and "ambiguous answer" in replayed[-1].detail

@@ -4,7 +4,7 @@ connector that has seen a hundred thousand devices keeps the same few locks as o
 from __future__ import annotations
 
 from shared.delivery.forward import DEVICE_LOCK_STRIPES
-from shared.delivery.outcome import Kind
+from shared.outcome import Kind
 from tests.unit.test_delivery_outcomes import QUEUE, message, ready
 
 

@@ -11,9 +11,9 @@ from typing import Any
 from azure.core.exceptions import ServiceRequestError
 
 from shared.defender.errors import Paced
-from shared.delivery.message import EventBundle, QueuedEvent, parse_task
-from shared.delivery.outcome import Kind
 from shared.events import parse_events
+from shared.outcome import Kind
+from shared.tasks import EventBundle, QueuedEvent, parse_task
 from tests.fakes import Fault, World, world
 from tests.support import SAMPLE_DAY, violation
 
@@ -150,7 +150,7 @@ def test_a_refusal_is_dead_lettered_at_once_with_defender_s_code() -> None:
     w.mde.fail("create_alert_by_reference", Fault(403, "Forbidden"))
     out = w.delivery.handle(message(w, 1), queue=QUEUE)
     assert out.kind == Kind.DEAD_LETTER and out.error_code == "Forbidden"
-    (letter,) = w.deps.dead.all()
+    (letter,) = w.dead.all()
     assert letter.event_id == event_id(1) and letter.error_code == "Forbidden"
     assert "tickets" not in json.loads(letter.message) or json.loads(letter.message)["tickets"] == {}
     assert state(w, 1) == "dead_lettered" and w.requeued(QUEUE) == []
@@ -195,7 +195,7 @@ def test_switched_off_the_event_is_held_without_a_defender_call() -> None:
     w = ready({"INTEGRATION_ENABLED": "false"})
     out = w.delivery.handle(message(w, 1), queue=QUEUE)
     assert out.kind == Kind.HELD and w.mde.calls == []
-    assert w.deps.held is not None and w.deps.held.count() == 1
+    assert w.held.count() == 1
 
 
 def test_a_bundle_delivers_each_event_in_order() -> None:

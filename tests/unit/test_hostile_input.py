@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from shared import logsafe
-from shared.delivery.message import QueuedEvent
 from shared.events import MAX_CLASSIFICATIONS, MAX_INTERACTION_IDS_CHARS, InvalidEvents, parse_events
 from shared.storage import table_key
+from shared.tasks import QueuedEvent
 from tests.support import sample
 
 NOW = datetime(2026, 3, 20, 18, 0, tzinfo=UTC)

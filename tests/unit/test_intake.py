@@ -15,10 +15,10 @@ import pytest
 
 from shared.clock import ManualClock
 from shared.config import load_settings
-from shared.delivery.message import EventBundle, QueuedEvent, parse_task
 from shared.intake import MAX_MESSAGE_BYTES, Accepted, Intake, Refused, bundles
 from shared.secrets import VaultUnavailable
 from shared.storage import QueueUnavailable
+from shared.tasks import EventBundle, QueuedEvent, parse_task
 from tests.support import SAMPLE_DAY, TEST_SECRET, sample, signed_headers
 
 

@@ -133,7 +133,7 @@ def test_the_line_is_left_out_rather_than_cut_the_event_id_off() -> None:
 
 
 def test_explain_names_what_is_wrong_with_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from shared.cli import main
+    from ops.cli import main
 
     batch = tmp_path / "batch.json"
     batch.write_text("[" + sample("policy_violated").decode() + "," + sample("high_risk").decode() + "]")

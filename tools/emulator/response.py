@@ -13,7 +13,9 @@ holds the data and the rules.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from tools.emulator.base import Base
@@ -177,7 +179,7 @@ class Response(Base):
 
     def receive_ticket(self, headers: dict[str, str], body: bytes) -> dict[str, Any]:
         """A relay's intake: verify the signature (Standard Webhooks), keep one ticket per webhook-id."""
-        from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+        from standardwebhooks.webhooks import WebhookVerificationError
 
         if not self.response.ticket_secret:
             raise ApiError(503, "NotConfigured", "The ticket receiver has no secret.")
@@ -185,7 +187,7 @@ class Response(Base):
             status, location = self.response.ticket_redirect
             raise ApiError(status, "Redirect", "The ticket relay moved.", headers={"Location": location})
         try:
-            doc = Webhook(self.response.ticket_secret).verify(body, headers)
+            doc = _relay(self.response.ticket_secret, self.clock.now).verify(body, headers)
         except WebhookVerificationError as exc:
             raise ApiError(401, "InvalidSignature", str(exc)) from None
         msg_id = headers.get("webhook-id", "")
@@ -193,3 +195,21 @@ class Response(Base):
             return {"status": "duplicate", "webhook_id": msg_id}
         self.response.tickets.append({"webhook_id": msg_id, "received": format_time(self.clock.now()), "body": doc})
         return {"status": "created", "webhook_id": msg_id, "number": f"INC{len(self.response.tickets):07d}"}
+
+
+def _relay(secret: str, now: Callable[[], datetime]) -> Any:
+    """The Standard Webhooks library's own verification, with the relay's clock: the connector
+    stamps tickets with its clock, which is the emulator's simulated time in the tests."""
+    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+    class Relay(Webhook):
+        def _Webhook__verify_timestamp(self, header: str) -> datetime:  # the library's, on our clock
+            try:
+                stamp = datetime.fromtimestamp(float(header), tz=UTC)
+            except ValueError:
+                raise WebhookVerificationError("Invalid Signature Headers") from None
+            if abs((now() - stamp).total_seconds()) > 300:
+                raise WebhookVerificationError("Message timestamp too old or too new")
+            return stamp
+
+    return Relay(secret)

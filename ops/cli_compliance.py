@@ -2,7 +2,7 @@
 
 Thin: they read the ledger and the state tables (``shared.wiring``), ask Defender for its view
 of the alerts (paced through the shared budgets, like every other call, and audited), and hand
-the rest to the pure modules ``shared.report``, ``shared.correlation`` and ``shared.subject``.
+the rest to the pure modules ``ops.report``, ``shared.correlation`` and ``ops.subject``.
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from shared import cli_timeline, correlation, report, wiring
-from shared.cli_env import (
+from ops import cli_timeline, report
+from ops.cli_env import (
     defender_problem,
     moment,
     output_problem,
@@ -25,13 +24,13 @@ from shared.cli_env import (
     storage_problem,
     write_private,
 )
-from shared.defender.errors import DefenderError
+from ops.subject import Subject, SubjectRequests, export_view, hunting_query, purge_request
+from shared import correlation, wiring
+from shared.readback import read_back
 from shared.response.store import ResponseStore
-from shared.subject import Subject, SubjectRequests, export_view, hunting_query, purge_request
 
 __all__ = ["add_parsers", "moment", "read_back"]
 TIMELINES = 20  # report --timeline: alerts with a timeline section (each costs two hunting queries)
-MAX_WAIT = 60.0  # seconds a read-back waits for the budget before trying the same alert again
 
 
 def subject_email(text: str) -> Subject:
@@ -60,47 +59,6 @@ def _period(args: argparse.Namespace) -> tuple[datetime, datetime]:
 def _ready() -> str | None:
     settings_from_local()
     return storage_problem()
-
-
-# ---------------------------------------------------------------------- Defender read-back
-def read_back(
-    client: Any,
-    ids: list[str],
-    since: datetime,
-    *,
-    sleep: Callable[[float], None] = time.sleep,
-    progress: Callable[[], None] = lambda: None,
-) -> dict[str, dict[str, Any]]:
-    """Each alert as Defender has it now: one listing for the period, then one paced GET per
-    alert the listing did not return (older, or more than it pages)."""
-    wanted, found = set(ids), {}
-    start = (since - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    try:
-        for alert in _patient(lambda: client.list_alerts(f"alertCreationTime ge {start}", top=10000), sleep):
-            if str(alert.get("id")) in wanted:
-                found[str(alert["id"])] = alert
-                progress()
-    except DefenderError:
-        pass  # fall back to one GET per alert
-    for alert_id in sorted(wanted - set(found)):
-        try:
-            found[alert_id] = _patient(lambda a=alert_id: client.get_alert(a), sleep)  # type: ignore[misc]
-        except DefenderError as exc:
-            found[alert_id] = {"error": "not found in Defender" if exc.status == 404 else f"{exc.status} {exc.code}"}
-        progress()
-    return found
-
-
-def _patient(call: Callable[[], Any], sleep: Callable[[float], None], tries: int = 6) -> Any:
-    """``call``, waiting out our budget or Defender's 429 (Retry-After) a few times."""
-    for attempt in range(tries):
-        try:
-            return call()
-        except DefenderError as exc:
-            if exc.status != 429 or attempt == tries - 1:
-                raise
-            sleep(min(MAX_WAIT, max(1.0, exc.retry_after or 1.0)))
-    raise AssertionError("unreachable")
 
 
 # ---------------------------------------------------------------------- report

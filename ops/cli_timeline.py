@@ -14,9 +14,9 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from ops.cli_env import moment, settings_from_local, storage_problem
+from ops.cli_response import _machine_of
 from shared import timeline, wiring
-from shared.cli_env import moment, settings_from_local, storage_problem
-from shared.cli_response import _machine_of
 from shared.config import ConfigError
 from shared.defender.errors import DefenderError
 

@@ -11,9 +11,9 @@ import argparse
 import sys
 from typing import Any
 
+from ops.cli_compliance import _period, _ready
+from ops.cli_env import PERIOD_HELP, defender_problem, output_problem, write_private
 from shared import review, review_job, wiring
-from shared.cli_compliance import _period, _ready
-from shared.cli_env import PERIOD_HELP, defender_problem, output_problem, write_private
 
 
 def cmd_review(args: argparse.Namespace) -> int:

@@ -36,12 +36,12 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from shared.delivery.hunting_outbox import TASK_PROPERTIES
-from shared.delivery.message import QueuedEvent
 from shared.delivery.patterns import partition
 from shared.events import identifier
 from shared.facts import fold
 from shared.hunting import TABLE as HUNTING_TABLE
 from shared.storage import EntityTable
+from shared.tasks import QueuedEvent
 
 SEARCHED = ("Ledger", "Held", "DeadLetters", "HuntingOutbox", "Groups", "Patterns", "Responses", "Audit")
 ERASE_ORDER = (
@@ -54,10 +54,6 @@ ERASE_ORDER = (
     "Groups",
     "Ledger",
 )  # the index last
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)
@@ -205,18 +201,20 @@ class SubjectRequests:
         found = Findings(subject)
         # the server narrows by exact value (the folded one, and as typed for older rows); the
         # namespace rule is then applied to each row
-        values = sorted({_literal(subject.value), _literal(subject.typed), _literal(subject.typed.lower())})
+        # (values go as parameters, which the SDK quotes; it substitutes ``@name`` only as a whole
+        # word, hence the spaces inside the parentheses)
+        values = {f"v{i}": v for i, v in enumerate(sorted({subject.value, subject.typed, subject.typed.lower()}))}
         columns = ("email", "user") if subject.kind == "email" else ("user_id",)
-        who = "(" + " or ".join(f"{c} eq {v}" for c in columns for v in values) + ")"
+        who = "( " + " or ".join(f"{c} eq @{v}" for c in columns for v in values) + " )"
         progress("Ledger")
-        rows = self._table("Ledger").query_entities(f"RowKey eq 'event' and {who}")
+        rows = self._table("Ledger").query_entities(f"RowKey eq 'event' and {who}", parameters=values)
         found.rows["Ledger"] = [_plain(e) for e in rows if _row_is_about(e, subject)]
         for name, kept_in in (("Held", "held"), ("DeadLetters", "deadletter")):
             progress(name)
-            rows = self._table(name).query_entities(f"PartitionKey eq {_literal(kept_in)}")
+            rows = self._table(name).query_entities("PartitionKey eq @kept", parameters={"kept": kept_in})
             found.rows[name] = [_plain(e) for e in rows if is_subject(str(e.get("message") or ""), subject)]
         progress("HuntingOutbox")
-        outbox = self._table("HuntingOutbox").query_entities(who)
+        outbox = self._table("HuntingOutbox").query_entities(who, parameters=values)
         found.rows["HuntingOutbox"] = [_plain(e) for e in outbox if _row_is_about(e, subject)]
         progress("Groups")
         found.rows["Groups"] = list(self._groups(found))

@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ops.report_officer import glossary_html, pii_in_words, response_summary_html, timelines_html
 from shared.delivery.ledger import Entry, LedgerState
 from shared.events import INVISIBLE
-from shared.report_officer import glossary_html, pii_in_words, response_summary_html, timelines_html
 
 OUTCOMES = ("alert_created", "coalesced", "no_device", "no_anchor", "dead_lettered", "pending")
 DEFENDER_FIELDS = ("status", "classification", "determination", "incidentId", "severity")

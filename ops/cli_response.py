@@ -19,8 +19,8 @@ from typing import Any
 
 from azure.core.exceptions import ClientAuthenticationError
 
+from ops.cli_env import defender_problem, settings_from_local, storage_problem
 from shared import devices, wiring
-from shared.cli_env import defender_problem, settings_from_local, storage_problem
 from shared.config import ConfigError
 from shared.defender.errors import DefenderError
 from shared.delivery.devicecache import identity, view_of

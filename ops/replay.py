@@ -17,7 +17,7 @@ from typing import Any
 from shared.config import Settings
 from shared.delivery.deadletter import DeadLetters
 from shared.delivery.ledger import Entry, Ledger
-from shared.delivery.message import QueuedEvent, parse_task
+from shared.tasks import QueuedEvent, parse_task
 
 
 @dataclass(frozen=True)

@@ -11,16 +11,14 @@ import argparse
 import json
 import os
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from azure.core.exceptions import AzureError
 
-from shared import cli_compliance, cli_response, cli_review, cli_timeline, logsafe, status, wiring
-from shared.audit import export
-from shared.cli_env import (
+from ops import cli_compliance, cli_response, cli_review, cli_timeline
+from ops.cli_env import (
     PERIOD_HELP,
     defender_problem,
     local_values,
@@ -30,12 +28,14 @@ from shared.cli_env import (
     storage_problem,
     write_private,
 )
+from ops.replay import Candidate, candidates, replay, why_not
+from shared import logsafe, status, wiring
+from shared.audit import export
 from shared.config import ConfigError
 from shared.delivery.ledger import Ledger
 from shared.events import InvalidEvents, parse_events
 from shared.health import connection_test
 from shared.intake import queue_for
-from shared.replay import Candidate, candidates, replay, why_not
 from shared.timeshift import as_if_now, shift_to_now, stamps
 from shared.webhook import sign
 
@@ -57,6 +57,9 @@ def too_old(doc: Any, now: datetime, values: dict[str, str]) -> str | None:
     )
 
 
+WEBHOOK_KEY_FORMAT = "it should be whsec_ followed by base64 (as in local.settings.json's NOXYS_SIGNING_SECRET)"
+
+
 def cmd_send_sample(args: argparse.Namespace) -> int:
     import requests
 
@@ -71,23 +74,20 @@ def cmd_send_sample(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"cannot read {args.event}: {exc}", file=sys.stderr)
         return 2
+    now = wiring.clock().now()  # the webhook's clock: the system's (a test's simulated one in-process)
     if not args.keep_timestamps:
-        doc = as_if_now(doc, datetime.now(UTC))  # the webhook's clock is the real one
-    elif (late := too_old(doc, datetime.now(UTC), values)) is not None:
+        doc = as_if_now(doc, now)
+    elif (late := too_old(doc, now, values)) is not None:
         print(late, file=sys.stderr)
+    ts = int(now.timestamp())
     if args.new_id and isinstance(doc, dict):
-        doc["id"] = f"{doc.get('id', 'evt')}-{int(time.time())}"
+        doc["id"] = f"{doc.get('id', 'evt')}-{ts}"
     body = json.dumps(doc).encode()
-    msg_id = str(doc.get("id", "msg")) if isinstance(doc, dict) else f"batch_{int(time.time())}"
-    ts = int(time.time())
+    msg_id = str(doc.get("id", "msg")) if isinstance(doc, dict) else f"batch_{ts}"
     try:
         signature = sign(secret, msg_id, ts, body)
     except Exception:  # standardwebhooks: binascii.Error, EmptyWebhookSecretError
-        print(
-            "✗ the signing secret is not a Standard Webhooks secret: it should be whsec_ followed by base64 "
-            "(as in local.settings.json's NOXYS_SIGNING_SECRET)",
-            file=sys.stderr,
-        )
+        print(f"✗ the signing secret is not a Standard Webhooks secret: {WEBHOOK_KEY_FORMAT}", file=sys.stderr)
         return 2
     headers = {
         "Content-Type": "application/json",
