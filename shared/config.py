@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.platforms import registrable
@@ -118,7 +118,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", populate_by_name=False)
     # response-only settings that were refused and set aside (load_settings): response is off
-    response_problems: list[str] = Field(default_factory=list, exclude=True, alias="__response_problems")
+    _set_aside: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def response_problems(self) -> list[str]:
+        return self._set_aside
 
     # --- webhook (ingest) ---
     noxys_signing_secrets: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="NOXYS_SIGNING_SECRET")
@@ -469,7 +473,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             except ValidationError:
                 pass  # something else is wrong too: named below
             else:
-                settings.response_problems = [
+                settings._set_aside = [
                     f"{_alias_of(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
                 ]
                 return settings
