@@ -166,6 +166,7 @@ class Delivery:
                     self.settings.delivery_lease_seconds,
                     kept,
                     task.first_received_at.timestamp(),
+                    again=task.attempt > 0,  # queued again by an earlier attempt: its entry exists
                 )
             except LeaseHeld as held:
                 outcome = Outcome(Kind.RETRY_AFTER, detail="another attempt holds this event", retry_after=held.wait)

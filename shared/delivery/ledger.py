@@ -160,17 +160,21 @@ class Ledger:
         lease_seconds: float,
         facts: EventFacts | None = None,
         accepted_at: float | None = None,
+        *,
+        again: bool = False,
     ) -> Entry:
         """Take the lease on ``event_id`` (creating the entry with ``facts``), or raise LeaseHeld.
 
-        A final entry is returned without a lease: the caller sees it is done and stops.
+        A final entry is returned without a lease: the caller sees it is done and stops. ``again``:
+        the event was queued again by an earlier attempt, so its entry exists: read it first
+        instead of a create that would fail (a storm's waiting followers retry many times).
         """
         from azure.core.exceptions import ResourceModifiedError
 
         owner = uuid.uuid4().hex
         for attempt in range(5):
             # A new event is the common case: insert first (one round trip), read only if it exists.
-            entry = None if attempt == 0 else self.get(event_id)
+            entry = None if attempt == 0 and not again else self.get(event_id)
             if entry is None:
                 fresh = Entry(event_id, LedgerState.RECEIVED, event_type, now, now, 1, 0, owner, now + lease_seconds)
                 fresh = dataclasses.replace(fresh, **dataclasses.asdict(facts or EventFacts()), accepted_at=accepted_at)

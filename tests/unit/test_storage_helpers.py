@@ -10,7 +10,7 @@ from azure.data.tables import TableEntity
 
 from ops.subject import Subject, SubjectRequests
 from shared.delivery.coalesce import Group
-from shared.delivery.ledger import Entry, LedgerState, _from_entity, _to_row
+from shared.delivery.ledger import Entry, Ledger, LedgerState, _from_entity, _to_row
 from shared.storage import Codec, Contended, update_if_match, write_if_match
 from tests.fakes import FakeTable
 
@@ -100,3 +100,17 @@ def test_a_known_copy_saves_the_read_and_a_stale_one_is_read_again() -> None:
     assert again is not None and again.entity["n"] == 2 and table.requests == before + 1  # the write alone
     stale = update_if_match(table, "p", "r", lambda row: {"n": int((row or {})["n"]) + 1}, tries=2, known=stored)
     assert stale is not None and stale.entity["n"] == 3  # refused on the old ETag, then read: 2 + 1
+
+
+def test_an_event_queued_again_reads_its_entry_instead_of_a_failing_create() -> None:
+    table = FakeTable()
+    ledger = Ledger(table)
+    ledger.release(ledger.claim("evt_1", "interaction.policy_violated", 0.0, 30.0))
+    before = table.requests
+    ledger.release(
+        ledger.claim("evt_1", "interaction.policy_violated", 60.0, 30.0)
+    )  # a redelivery: create, read, write
+    first = table.requests - before
+    before = table.requests
+    ledger.claim("evt_1", "interaction.policy_violated", 120.0, 30.0, again=True)  # read, write
+    assert (first, table.requests - before) == (4, 2)  # (+ the release's write in the first)
