@@ -211,13 +211,6 @@ def _serve(
             + os.environ.get("DEFENDER_TENANT_ID", "")
         )
         defender = f"emulator at {emulator.url}" if emulator else f"tenant {os.environ.get('DEFENDER_TENANT_ID')}"
-        done = threading.Event()  # Ctrl-C is ours before "ready" is printed: one may follow at once
-
-        def stop(signum: int, frame: FrameType | None) -> None:
-            done.set()
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
         print(
             f"""
 Functions host on http://127.0.0.1:{host.http_port} — {", ".join(f.name for f in host.http + host.queues + host.timers)}
