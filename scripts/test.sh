@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh --infra
 echo "== ruff";  .venv/bin/ruff check .
 echo "== mypy";  .venv/bin/mypy
-# echo "== ruff format"; .venv/bin/ruff format --check .  # enabled after the formatting commit
+echo "== ruff format"; .venv/bin/ruff format --check .
 echo "== pytest"
 if [ "$#" -eq 0 ]; then
   .venv/bin/python -m pytest -n 2 --cov --cov-report=term  # two workers (pytest-xdist), each with its own Azurite
