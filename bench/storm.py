@@ -175,7 +175,7 @@ def run(args: argparse.Namespace, after: Callable[[ManualClock], dict[str, Any]]
             by_state: dict[str, int] = {}
             for e in ledger:
                 by_state[e["state"]] = by_state.get(e["state"], 0) + 1
-            groups = list(wiring.table("Groups").list_entities())
+            groups = list(wiring.table("Groups").query_entities("RowKey eq 'group'"))
             noted = sum(int(g["noted"]) for g in groups)
             comments = sum(len(a["comments"]) for a in state.alerts)
             delivered = by_state.get("alert_created", 0) + by_state.get("coalesced", 0)

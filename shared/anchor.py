@@ -28,17 +28,25 @@ def _kql_time(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def hunting_query(machine_id: str, domains: tuple[str, ...], around: datetime, window: timedelta) -> str:
-    """KQL for the nearest connections; inputs are validated so nothing user-made is injected."""
+def hunting_query(
+    machine_id: str,
+    domains: tuple[str, ...],
+    around: datetime,
+    window: timedelta,
+    *,
+    span: tuple[datetime, datetime] | None = None,
+) -> str:
+    """KQL for the connections nearest ``around``, within ``window`` of it or over ``span`` (a storm
+    group's whole window); inputs are validated so nothing user-made is injected."""
     if not MACHINE_ID.match(machine_id):
         raise ValueError("machine id must be 40 lower-case hex characters")
     if not domains or any(not d.replace("-", "").replace(".", "").isalnum() for d in domains):
         raise ValueError("domains must be plain host names")
     names = ", ".join(f'"{d}"' for d in domains)
+    lo, hi = span or (around - window, around + window)
     return (
         "DeviceNetworkEvents\n"
-        f"| where Timestamp between (datetime({_kql_time(around - window)})"
-        f" .. datetime({_kql_time(around + window)}))\n"
+        f"| where Timestamp between (datetime({_kql_time(lo)}) .. datetime({_kql_time(hi)}))\n"
         f'| where DeviceId == "{machine_id}"\n'
         f"| where RemoteUrl has_any ({names})\n"
         f"| extend Distance = abs(datetime_diff('second', Timestamp, datetime({_kql_time(around)})))\n"

@@ -2,39 +2,56 @@
 become one Defender alert; the others are counted against it and noted on it, paced.
 
 A storm of 500 blocked prompts from five laptops must cost five alert calls (the hard ceiling
-is 15 a minute), not 500, and the analyst must still see how many there were. One Table
-entity per group, updated with ETags:
+is 15 a minute), not 500, and the analyst must still see how many there were. A partition per
+group (its key): the group row (RowKey ``group``) and one **member row** per follower (RowKey
+``m-<event>``), so a note reads the group and counts its members in one query:
 
-* the first event to arrive **leads** (creates the alert); later ones **join** (count + 1) —
-  even while the leader is still waiting for quota, so a backlog never turns into more alerts;
-* a join schedules one **note** task (a queue message) at most every note interval; the note
-  writes "N more violations since …" on the alert and records how many it covered, so the
-  comments add up to the true count.
+* the first event to arrive **leads**: it writes the group row *before* its anchor search, so
+  the rest of the storm joins at once instead of each waiting for a hunting slot of its own;
+  the leader searches the whole window (± the anchor window) once for the group, so "no
+  connection" found by the leader holds for every member (the group is then ``no_anchor``);
+* a follower **joins** by inserting its member row: an insert keyed by its event id, so a
+  redelivered follower is never counted twice, and joiners never contend on the group row;
+* **notes** ("N more violations since …") count the member rows. One note task per group is
+  pending at a time, due at ``note_due``; after noting, it schedules the next one an interval
+  later, and stops after a run that found nothing new. A joiner relies on the pending note
+  when this instance's copy of the group shows one due later than now (plus
+  :data:`NOTE_MARGIN`): that note reads the members after the joiner's row was written.
+  Otherwise the joiner reads the group and schedules a note, or — when one may be running —
+  bumps ``touched``, so that a note about to stop (it found nothing new) fails its conditional
+  write and counts again. No follower is ever left out of the notes, and a storm's followers
+  cost no group write while a note is pending.
 
 A storm's events mostly reach the instance that wrote their group last, so each instance keeps
-the group rows it last read or wrote (with their ETags) and a join first tries a conditional
-write on that copy: one round trip instead of a read and a write. A stale copy cannot commit
-anything (its ETag no longer matches); it costs one refused write, then the row is read again.
-Only a join trusts the copy, because only a join is checked by its own write: "we lead this
-group" and "its leader failed" are always read from the table.
+the group rows it last read or wrote (with their ETags). A join may trust that copy (the states
+only move forward: ``creating`` → ``open`` | ``failed`` | ``no_anchor``; a member of a group whose
+leader later failed is counted on the group's next leader's alert, or settled as ``no_anchor``
+by the notes); "we lead this group" and "its leader failed" are always read from the table.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from shared.events import Envelope
-from shared.storage import Codec, EntityTable, write_if_match
+from shared.storage import Codec, EntityTable, table_key, write_if_match
 
-PARTITION = "group"
+ROW = "group"  # the group row's RowKey, in the group's own partition
+MEMBER = "m-"  # a member row's RowKey: "m-" + the event id's key
 KNOWN_MAX = 1024  # group rows remembered per instance (a few hundred bytes each)
 ATTEMPTS = 20  # conditional writes of one group row before giving up (the delivery then retries later)
+NOTE_MARGIN = 5.0  # seconds a pending note must still be ahead of a joiner (clock skew between instances)
+JOINABLE = ("creating", "open")
+
+Role = Literal["lead", "join", "no_anchor"]
 
 
 def _pause(attempt: int) -> None:
@@ -61,23 +78,38 @@ def group_key(event: Envelope, machine_id: str, window_seconds: int) -> str:
     return hashlib.sha256(f"{machine_id}|{what}|{bucket}".encode()).hexdigest()[:40]
 
 
+def bucket_of(at: float, window_seconds: int) -> tuple[float, float]:
+    """The window (start, end) of :func:`group_key` an event time falls in."""
+    start = (at // window_seconds) * window_seconds
+    return start, start + window_seconds
+
+
+def member_row(event_id: str) -> str:
+    return MEMBER + table_key(event_id)
+
+
 @dataclass
 class Group:
     key: str
     leader: str
     window_start: float
-    count: int = 1
+    count: int = 1  # the leader and its members, as the last note counted them
     noted: int = 1  # events already reflected on the alert (the leader's own one at creation)
     alert_id: str = ""
     incident_id: str = ""
-    state: str = "creating"  # creating | open | failed
+    state: str = "creating"  # creating | open | failed | no_anchor
+    via: str = ""  # "graph": the leader's alert was made by Graph (no notes on it)
+    reason: str = ""  # why there is no anchor (state no_anchor)
     note_scheduled: bool = False
+    note_due: float = 0.0  # when the pending note task becomes visible
+    touched: int = 0  # bumped by a joiner that could not rely on the pending note (see the module)
     last_note_at: float = 0.0
     last_event_at: float = 0.0
+    until: float = 0.0  # the end of the group's window (of event times): later, a note may end the chain
     etag: str | None = None
 
 
-_CODEC = Codec(Group, lambda g: (PARTITION, g.key), in_key=("key",))
+_CODEC = Codec(Group, lambda g: (g.key, ROW), in_key=("key",))
 
 
 class Groups:
@@ -86,6 +118,7 @@ class Groups:
         self._known: OrderedDict[str, Group] = OrderedDict()
         self._lock = threading.Lock()
 
+    # ------------------------------------------------------------------ this instance's copies
     def _remember(self, g: Group) -> None:
         with self._lock:
             self._known[g.key] = replace(g)
@@ -97,13 +130,13 @@ class Groups:
         with self._lock:
             self._known.pop(key, None)
 
-    def _joinable(self, key: str, event_id: str) -> Group | None:
-        """This instance's last copy of the group, if joining it is what the copy says to do."""
+    def known(self, key: str) -> Group | None:
+        """This instance's last copy of the group (no round trip; possibly stale)."""
         with self._lock:
-            known = self._known.get(key)
-            g = replace(known) if known else None
-        return g if g and g.leader != event_id and g.state != "failed" else None
+            g = self._known.get(key)
+            return replace(g) if g else None
 
+    # ------------------------------------------------------------------ reads and writes
     def get(self, key: str) -> Group | None:
         g = self._read(key)
         if g is None:
@@ -116,7 +149,7 @@ class Groups:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            e = self._table.get_entity(PARTITION, key)
+            e = self._table.get_entity(key, ROW)
         except ResourceNotFoundError:
             return None
         return _CODEC.record(e, key=key)
@@ -131,61 +164,115 @@ class Groups:
         self._remember(g)
         return True
 
-    def try_join(self, key: str, event_id: str, now: float) -> Group | None:
-        """Join the group of this device/policy/window, if one is led (no anchor search needed then)."""
+    def _changed(self, key: str, mutate: Callable[[Group], bool]) -> Group | None:
+        """``mutate`` (False: nothing to write) this instance's copy, or the row read, and write it
+        if unchanged since; on a conflict, read and again. A stale copy costs one refused write."""
         for attempt in range(ATTEMPTS):
             _pause(attempt)
-            g = (self._joinable(key, event_id) if attempt == 0 else None) or self.get(key)
-            if g is None or g.leader == event_id or g.state == "failed":
-                return None
-            g.count += 1
-            g.last_event_at = now
-            if self._save(g):
+            g = (self.known(key) if attempt == 0 else None) or self.get(key)
+            if g is None or not mutate(g) or self._save(g):
                 return g
         raise RuntimeError(f"coalescing group {key}: too much contention")
 
-    def join_or_lead(self, key: str, event_id: str, now: float) -> tuple[str, Group]:
-        """('join', group) when the group is led already, else ('lead', group) (a failed leader is replaced)."""
+    # ------------------------------------------------------------------ leading and joining
+    def lead_or_join(self, key: str, event_id: str, now: float, until: float = 0.0) -> tuple[Role, Group]:
+        """``lead`` (a new group, our own, or one whose leader failed), ``join`` (our member row is
+        written) or ``no_anchor`` (the leader found no connection for this device and window)."""
         for attempt in range(ATTEMPTS):
             _pause(attempt)
-            g = (self._joinable(key, event_id) if attempt == 0 else None) or self.get(key)
-            if g and g.leader == event_id:
-                return "lead", g  # our own earlier attempt led this group
-            if g and g.state != "failed":
-                g.count += 1
-                g.last_event_at = now
-                if self._save(g):
-                    return "join", g
+            copy = self.known(key) if attempt == 0 else None
+            trusted = copy is not None and copy.leader != event_id and copy.state in (*JOINABLE, "no_anchor")
+            g = copy if trusted else self.get(key)
+            if g is None:
+                fresh = Group(key=key, leader=event_id, window_start=now, last_event_at=now, until=until)
+                if self._save(fresh, create=True):
+                    return "lead", fresh
                 continue
-            fresh = Group(key=key, leader=event_id, window_start=now, last_event_at=now, etag=g.etag if g else None)
-            if self._save(fresh, create=g is None):
-                return "lead", fresh
+            if g.state == "no_anchor":
+                return "no_anchor", g
+            if g.leader == event_id or g.state == "failed":
+                if self._take_over(g, event_id, now):
+                    return "lead", g
+                continue
+            self.join(key, event_id, now)
+            return "join", g
         raise RuntimeError(f"coalescing group {key}: too much contention")
+
+    def _take_over(self, g: Group, event_id: str, now: float) -> bool:
+        """Lead ``g``: ours already (an earlier attempt, or a replay after our dead letter), or its
+        leader failed. Its members stay in their partition: the new alert's notes count them."""
+        if g.leader == event_id and g.state != "failed":
+            return True
+        g.leader, g.state, g.window_start, g.last_event_at = event_id, "creating", now, now
+        g.alert_id = g.incident_id = g.via = ""
+        g.count = g.noted = 1
+        return self._save(g)
+
+    def join(self, key: str, event_id: str, now: float) -> None:
+        """The member row: an insert keyed by the event, so joining twice counts once."""
+        from azure.core.exceptions import ResourceExistsError
+
+        row = {"PartitionKey": key, "RowKey": member_row(event_id), "event_id": event_id, "at": now}
+        with contextlib.suppress(ResourceExistsError):  # joined by an earlier attempt: counted once
+            self._table.create_entity(row)
+
+    def members(self, key: str) -> list[str]:
+        """The event ids of the group's followers (one query per 1,000)."""
+        return self.read_all(key)[1]
+
+    def read_all(self, key: str) -> tuple[Group | None, list[str]]:
+        """The group row and its followers' event ids, in one query of its partition."""
+        group: Group | None = None
+        members: list[str] = []
+        for row in self._table.query_entities("PartitionKey eq @pk", parameters={"pk": key}):
+            if row.get("RowKey") == ROW:
+                group = _CODEC.record(row, key=key)
+            else:
+                members.append(str(row.get("event_id") or ""))
+        if group is None:
+            self._forget(key)
+        else:
+            self._remember(group)
+        return group, members
 
     def update(self, key: str, **changes: Any) -> Group | None:
         """Apply ``changes`` (re-reading on ETag conflicts); ``None`` when the group is gone."""
-        for attempt in range(ATTEMPTS):
-            _pause(attempt)
-            g = self.get(key)
-            if g is None:
-                return None
+
+        def apply(g: Group) -> bool:
             for name, value in changes.items():
                 setattr(g, name, value)
-            if self._save(g):
-                return g
-        raise RuntimeError(f"coalescing group {key}: too much contention")
+            return True
 
-    def schedule_note(self, key: str, known: Group | None = None) -> Group | None:
-        """Mark one note as scheduled if there is something to note and none is pending.
+        return self._changed(key, apply)
 
-        ``known``: the group as this caller just wrote it (joining it): a storm's followers then
-        find the note already scheduled without reading the group again."""
-        for attempt in range(ATTEMPTS):
-            _pause(attempt)
-            g = known if attempt == 0 and known is not None else self.get(key)
-            if g is None or g.note_scheduled or g.count <= g.noted:
-                return None
-            g.note_scheduled = True
-            if self._save(g):
-                return g
-        return None
+    # ------------------------------------------------------------------ notes
+    def arrange_note(self, key: str, now: float, delay: Callable[[Group], float]) -> float | None:
+        """Make sure a note reads the members after this moment (a joiner calls it once its member
+        row is written). Returns the delay of a note task the caller must send now, or None when
+        a pending note covers it (the module docstring says why this is enough)."""
+        copy = self.known(key)
+        if copy and copy.note_scheduled and copy.note_due > now + NOTE_MARGIN:
+            return None
+        wait: list[float] = []
+
+        def arrange(g: Group) -> bool:
+            wait.clear()
+            if g.note_scheduled and g.note_due > now + NOTE_MARGIN:
+                return False
+            if g.note_scheduled:  # due now or late: it may be running; make its "nothing new" fail
+                g.touched += 1
+                return True
+            wait.append(delay(g))
+            g.note_scheduled, g.note_due = True, now + wait[0]
+            return True
+
+        g = self._changed(key, arrange)
+        return wait[0] if g is not None and wait else None
+
+    def stop_notes(self, g: Group, **changes: Any) -> bool:
+        """No note is pending any more (with ``changes``) — only if nobody joined or touched the
+        group since ``g`` was read: else the caller counts again (or goes on with the chain)."""
+        for name, value in changes.items():
+            setattr(g, name, value)
+        g.note_scheduled, g.note_due = False, 0.0
+        return self._save(g)

@@ -66,14 +66,20 @@ class _Row:
 
 
 _CODEC = Codec(_Row, lambda r: (PARTITION, r.key), in_key=("key",))
-MEMO_SECONDS = 60.0  # how long an instance trusts what it read from the table without reading again
+MEMO_SECONDS = 60.0  # how long an instance trusts "not found" it read from the table without reading again
+MEMO_FOUND_SECONDS = 300.0  # … and a machine found (a device is not re-onboarded from one minute to the next)
 MEMO_MAX = 4096  # devices an instance remembers at most (the oldest are forgotten first)
 
 
+def _memo_seconds(found: Cached) -> float:
+    return MEMO_FOUND_SECONDS if found.machine_id else MEMO_SECONDS
+
+
 class DeviceCache:
-    """The table is the cache every instance shares; each instance also remembers what it read for
-    up to a minute (never beyond the row's own expiry), so a storm's followers on one device cost
-    no round trip for their device. A device onboarded meanwhile is found a minute later at most."""
+    """The table is the cache every instance shares; each instance also remembers what it read (a
+    machine for five minutes, "not found" for one; never beyond the row's own expiry), so a storm's
+    followers on one device cost no round trip for their device. A device onboarded meanwhile is
+    found a minute later at most."""
 
     def __init__(self, table: EntityTable) -> None:
         self._table = table
@@ -99,7 +105,7 @@ class DeviceCache:
             return None
         tags = tuple(t for t in row.tags.split("\n") if t)
         found = Cached(row.machine_id or None, row.resolved_by, DeviceView(row.risk_score, row.exposure_level, tags))
-        self._remember(key, min(row.expires_at, now + MEMO_SECONDS), found)
+        self._remember(key, min(row.expires_at, now + _memo_seconds(found)), found)
         return found
 
     def _remember(self, key: str, until: float, found: Cached | None) -> None:
@@ -128,7 +134,8 @@ class DeviceCache:
         if machine_id is None and observed_at is not None and abs(now - observed_at) > NEGATIVE_FRESH_SECONDS:
             return
         view = view or DeviceView()
-        self._remember(self._key(device), now + min(ttl_seconds, MEMO_SECONDS), Cached(machine_id, resolved_by, view))
+        cached = Cached(machine_id, resolved_by, view)
+        self._remember(self._key(device), now + min(ttl_seconds, _memo_seconds(cached)), cached)
         row = _Row(
             self._key(device),
             machine_id or "",

@@ -16,7 +16,7 @@ from typing import Any
 
 from shared.defender.context import CallContext, calls_for
 from shared.defender.errors import DefenderError
-from shared.delivery.coalesce import Group
+from shared.delivery.coalesce import ATTEMPTS, Group
 from shared.delivery.ports import Deps
 from shared.outcome import Kind, Outcome, from_error, retry_delay
 from shared.tasks import NoteTask, QueuedEvent, TagTask
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 INCIDENT_LOOKUP_FIRST_DELAY = 60.0  # seconds; then doubling, at most 30 min apart
 # 60 s, then waits of 1, 2, 4, 8, 16, 30, 30 min: about 90 min in all, then the tags are given up (logged)
 INCIDENT_LOOKUPS = 8
+NOTE_WAIT_FOR_ALERT = 30.0  # seconds before a note first looks again at a group whose alert is not made yet
 
 
 class Retry:
@@ -52,12 +53,14 @@ class FollowUps:
         self.settings = deps.settings
         self.retry = retry
 
-    def after_created(self, key: str, alert_id: str, incident_id: str | None, event_id: str) -> None:
+    def after_created(self, key: str, alert_id: str, incident_id: str | None, event_id: str, via: str = "") -> None:
         """The group learns its alert (its followers' notes can go out), the incident gets its tags."""
         if key:
-            group = self.deps.groups.update(key, alert_id=alert_id, incident_id=incident_id or "", state="open")
-            if group and group.count > group.noted:
-                self.schedule_note(key)
+            self.deps.groups.update(key, alert_id=alert_id, incident_id=incident_id or "", state="open", via=via)
+            if self.deps.groups.members(key):  # followers joined while the alert was being made
+                self.arrange_note(key)
+        if via:
+            return
         if incident_id:
             self.tag(incident_id, event_id)
         elif self.settings.incident_tagging != "off" and self.deps.incidents is not None:
@@ -66,40 +69,74 @@ class FollowUps:
             self.deps.sender.send(self.settings.events_queue_name, task.to_text(), INCIDENT_LOOKUP_FIRST_DELAY)
 
     # ------------------------------------------------------------------ notes on coalesced alerts
-    def schedule_note(self, key: str, known: Group | None = None) -> None:
-        group = self.deps.groups.schedule_note(key, known)
-        if group is None:
-            return
+    def arrange_note(self, key: str) -> None:
+        """After a member row is written: a note will count it (see ``shared.delivery.coalesce``)."""
         now = self.deps.clock.now()
-        delay = max(0.0, group.last_note_at + self.settings.coalesce_note_interval_seconds - now.timestamp())
-        if not group.alert_id:
-            delay = max(delay, 30.0)
-        self.deps.sender.send(
-            self.settings.events_queue_name, NoteTask(group=key, first_received_at=now).to_text(), delay
-        )
+
+        def delay(g: Group) -> float:
+            wait = max(0.0, g.last_note_at + self.settings.coalesce_note_interval_seconds - now.timestamp())
+            return wait if g.alert_id or g.state != "creating" else max(wait, NOTE_WAIT_FOR_ALERT)
+
+        wait = self.deps.groups.arrange_note(key, now.timestamp(), delay)
+        if wait is not None:
+            self._send_note(NoteTask(group=key, first_received_at=now), now, wait)
+
+    def _send_note(self, task: NoteTask, now: datetime, wait: float) -> None:
+        due = task.model_copy(update={"due": now.timestamp() + wait})
+        self.deps.sender.send(self.settings.events_queue_name, due.to_text(), wait)
+
+    def _again(self, task: NoteTask, now: datetime, wait: float, **changes: Any) -> None:
+        """The next note of the chain (or this one, later): sent first, then the group expects it
+        (with ``changes``) — a crash between leaves the group expecting this very message, which
+        the host delivers again."""
+        self._send_note(task, now, wait)
+        self.deps.groups.update(task.group, note_scheduled=True, note_due=now.timestamp() + wait, **changes)
 
     def note(self, task: NoteTask, queue: str) -> Outcome:
         now = self.deps.clock.now()
-        group = self.deps.groups.get(task.group)
-        if group is None or group.state == "failed":
-            if group:
-                self.deps.groups.update(task.group, note_scheduled=False)
-            return Outcome(Kind.NOTED, detail="group gone or failed; nothing to note")
-        if now - task.first_received_at > timedelta(hours=self.settings.max_event_age_hours):
-            self.deps.groups.update(task.group, note_scheduled=False)
-            return Outcome(Kind.DEAD_LETTER, detail="note abandoned after the maximum age")
-        if not group.alert_id:
-            outcome = Outcome(Kind.RETRY_AFTER, detail="alert not created yet", retry_after=30.0)
-            self.retry.requeue(task, queue, outcome)
-            return outcome
-        pending = group.count - group.noted
-        if pending <= 0:
-            self.deps.groups.update(task.group, note_scheduled=False)
-            return Outcome(Kind.NOTED, detail="nothing new")
+        groups = self.deps.groups
+        for _ in range(ATTEMPTS):
+            group, members = groups.read_all(task.group)
+            if group is None:
+                return Outcome(Kind.NOTED, detail="group gone; nothing to note")
+            if not group.note_scheduled or abs(group.note_due - task.due) > 0.001:
+                return Outcome(Kind.NOTED, detail="superseded: the group expects another note")
+            ended = self._ended(group, members)
+            if ended is not None:
+                if groups.stop_notes(group):
+                    return Outcome(Kind.NOTED, detail=ended)
+                continue
+            if now - task.first_received_at > timedelta(hours=self.settings.max_event_age_hours):
+                groups.stop_notes(group)
+                return Outcome(Kind.DEAD_LETTER, detail="note abandoned after the maximum age")
+            if not group.alert_id:  # looked at less and less often, at most a note interval apart
+                wait = min(
+                    NOTE_WAIT_FOR_ALERT * 2 ** min(task.attempt, 8), self.settings.coalesce_note_interval_seconds
+                )
+                self._again(task.model_copy(update={"attempt": task.attempt + 1}), now, max(wait, 1.0))
+                return Outcome(Kind.RETRY_AFTER, detail="alert not created yet", retry_after=wait)
+            total = 1 + len(members)
+            if total > group.noted:
+                return self._write_note(task, group, total, now)
+            if groups.stop_notes(group):
+                return Outcome(Kind.NOTED, detail="nothing new")
+            # someone joined or touched the group since it was read: count again
+        raise RuntimeError(f"coalescing group {task.group}: too much contention")
+
+    def _ended(self, group: Group, members: list[str]) -> str | None:
+        """Why there is nothing to note on this group ever again (its members settled first)."""
+        if group.state == "no_anchor":
+            return f"no anchor for the group: {self._settle_no_anchor(group, members)} member(s) settled"
+        if group.state == "failed" or group.via:
+            return f"group {group.state}{' (Graph alert)' if group.via else ''}"
+        return None
+
+    def _write_note(self, task: NoteTask, group: Group, total: int, now: datetime) -> Outcome:
+        pending = total - group.noted
         since = datetime.fromtimestamp(group.last_note_at or group.window_start, now.tzinfo)
         comment = (
             f"Noxys: {pending} more violation{'s' if pending > 1 else ''} since "
-            f"{since.strftime('%Y-%m-%dT%H:%M:%SZ')} ({group.count} in total coalesced into this alert)."
+            f"{since.strftime('%Y-%m-%dT%H:%M:%SZ')} ({total} in total coalesced into this alert)."
         )
         with calls_for(CallContext(f"group:{task.group[:12]}", task.attempt)):
             try:
@@ -107,16 +144,29 @@ class FollowUps:
             except DefenderError as exc:
                 outcome = from_error(exc, "PATCH alert")
                 if outcome.kind == Kind.RETRY_AFTER:
-                    self.retry.requeue(task, queue, outcome)
+                    s, failures = self.settings, task.failures + (1 if outcome.transient_failure else 0)
+                    wait = retry_delay(outcome, failures, now, base=s.retry_base_seconds, cap=s.retry_max_seconds)
+                    self._again(task.model_copy(update={"attempt": task.attempt + 1, "failures": failures}), now, wait)
                 else:
-                    self.deps.groups.update(task.group, note_scheduled=False)
+                    self.deps.groups.stop_notes(group)
                 return outcome
-        after = self.deps.groups.update(
-            task.group, noted=group.count, last_note_at=now.timestamp(), note_scheduled=False
+        at = now.timestamp()  # the next note in an interval; after one that finds nothing new, the chain stops
+        self._again(
+            task,
+            now,
+            self.settings.coalesce_note_interval_seconds,
+            noted=total,
+            count=total,
+            last_note_at=at,
+            last_event_at=at,
         )
-        if after and after.count > after.noted:
-            self.schedule_note(task.group)
         return Outcome(Kind.NOTED, detail=f"{pending} more noted on alert {group.alert_id}", alert_id=group.alert_id)
+
+    def _settle_no_anchor(self, group: Group, members: list[str]) -> int:
+        """Members that joined before the leader found no connection end as it did (their own
+        search would have looked at the same device, platform and minutes)."""
+        why = f"{group.reason} (searched once for this device's storm window by event {group.leader})"
+        return sum(self.deps.ledger.settle_no_anchor(member, f"event {group.leader}", why) for member in members)
 
     # ------------------------------------------------------------------ incident tags
     def tag(self, incident_id: str, event_id: str | None) -> None:

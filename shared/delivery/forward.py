@@ -3,19 +3,20 @@
 For an event, one method per step, each returning an :class:`Outcome` (stop here) or ``None``
 (go on)::
 
+    a storm's follower, first delivery, device cached, group known: member row ▸ ledger row (final) ▸ done
+         │ (else)
     ledger lease ─▶ final already? ─▶ duplicate, done
          │
     _device      resolve (cache ▸ aadDeviceId ▸ FQDN ▸ hostname ▸ IP)   ─▶ none: no_device (or Graph fallback)
          │
-    _join_group  an open group for device+policy? join it: coalesced (a note task counts it on the alert)
-         │       (else the machine is checkpointed in the ledger before the paced steps)
+    _group       an open group for device+policy+window? join it: coalesced (the notes count it on the
+         │       alert); its leader found no anchor: no_anchor; else lead it (the machine checkpointed
+         │       with the role), before the paced steps, so the rest of the storm joins at once
     _recover     "creating" left by a crash or a lost answer (5xx, timeout)? find our alert by its
          │       marker and adopt it; not listed yet: wait out the indexing grace, then create
          │
-    _anchor      the device's connection to the platform (hunting)    ─▶ none: no_anchor (or Graph fallback)
-         │
-    _lead        lead the group (someone may have led it meanwhile: then join)
-         │
+    _anchor      the device's connection to the platform (hunting, over the group's whole window)
+         │                                                        ─▶ none: no_anchor for the group (or Graph fallback)
     _create      record intent ─▶ CreateAlertByReference ─▶ record alert ─▶ follow-ups (note, incident tags)
 
 Expected conditions are :class:`Outcome` values, not exceptions; the delivery itself acts on
@@ -42,11 +43,11 @@ from typing import Any
 from shared import anchor, devices
 from shared.defender.context import CallContext, calls_for
 from shared.defender.errors import CallRecord, DefenderError
-from shared.delivery.coalesce import Group, group_key
+from shared.delivery.coalesce import JOINABLE, Group, bucket_of, group_key
 from shared.delivery.deadletter import DeadLetter
 from shared.delivery.devicecache import identity, view_of
 from shared.delivery.followups import FollowUps, Retry
-from shared.delivery.ledger import Entry, LeaseHeld, LedgerState
+from shared.delivery.ledger import AlreadyRecorded, Entry, LeaseHeld, LedgerState
 from shared.delivery.patterns import Observation
 from shared.delivery.ports import Deps
 from shared.events import Envelope
@@ -158,6 +159,9 @@ class Delivery:
         now, kept = self.deps.clock.now(), facts(task.event)  # the facts once: ledger, windows, response
         due = frozenset(api for api, slot in task.tickets.items() if slot <= now + timedelta(seconds=0.5))
         with calls_for(CallContext(task.event.id, task.attempt, priority, due)):
+            followed = self._follow(task, kept) if task.attempt == 0 else None
+            if followed is not None:
+                return followed
             try:
                 entry = self.deps.ledger.claim(
                     task.event.id,
@@ -173,10 +177,47 @@ class Delivery:
                 self.retry.requeue(task, queue, outcome)
                 return outcome
             if entry.final:
-                return Outcome(Kind.DUPLICATE, detail=f"already {entry.state.value}", alert_id=entry.alert_id)
+                return self._duplicate(entry)
             outcome = self._attempt(task, entry, kept)
             self._settle(task, queue, entry, outcome)
             return outcome
+
+    def _follow(self, task: QueuedEvent, kept: EventFacts) -> Outcome | None:
+        """A storm's follower on its first delivery, its device cached and its group known: its
+        member row, then its ledger row written once, in its final state — no lease (both writes
+        are inserts keyed by the event, so a second copy of it counts nothing twice). ``None``:
+        take the full path (claim, resolve, …) — also when another copy recorded it meanwhile
+        and is still at work."""
+        window, device, now = self.settings.coalesce_window_minutes * 60, task.event.device, self.deps.clock.now()
+        cached = self.deps.devices.get(device, now.timestamp()) if window and device else None
+        if cached is None or not cached.machine_id:
+            return None
+        key = group_key(task.event, cached.machine_id, window)
+        group = self.deps.groups.known(key) or self.deps.groups.get(key)
+        if group is None or group.leader == task.event.id or group.state not in (*JOINABLE, "no_anchor"):
+            return None
+        entry = self.deps.ledger.fresh(
+            task.event.id, task.event.type, now.timestamp(), kept, task.first_received_at.timestamp()
+        )
+        draft = draft_alert(task.event, self.settings.platform_domains)
+        a = Attempt(task.event, entry, draft, now, kept, cached.machine_id, f"{cached.resolved_by} (cached)", key)
+        a.view = cached.view
+        self._record(a)
+        try:
+            if group.state == "no_anchor":
+                return self._after_no_anchor(a, group)
+            self.deps.groups.join(key, task.event.id, now.timestamp())
+            return self._coalesced(a, group)
+        except AlreadyRecorded:
+            existing = self.deps.ledger.get(task.event.id)
+            return self._duplicate(existing) if existing and existing.final else None
+
+    def _duplicate(self, entry: Entry) -> Outcome:
+        """Delivered before. A follower killed between its ledger row and arranging its note is
+        noted all the same: the redelivery arranges it (no round trip while a note is pending)."""
+        if entry.state == LedgerState.COALESCED and entry.group_key:
+            self.followups.arrange_note(entry.group_key)
+        return Outcome(Kind.DUPLICATE, detail=f"already {entry.state.value}", alert_id=entry.alert_id)
 
     def _attempt(self, task: QueuedEvent, entry: Entry, kept: EventFacts) -> Outcome:
         if self.deps.clock.now() - task.first_received_at > timedelta(hours=self.settings.max_event_age_hours):
@@ -233,7 +274,7 @@ class Delivery:
     def _deliver(self, event: Envelope, entry: Entry, kept: EventFacts) -> Outcome:
         attempt = Attempt(event, entry, draft_alert(event, self.settings.platform_domains), self.deps.clock.now(), kept)
         self._record(attempt)  # every event counts in the windows, whatever becomes of it
-        for step in (self._device, self._join_group, self._assess, self._recover_interrupted, self._anchor, self._lead):
+        for step in (self._device, self._group, self._assess, self._recover_interrupted, self._anchor):
             outcome = step(attempt)
             if outcome is not None:
                 return outcome
@@ -281,15 +322,25 @@ class Delivery:
         a.assessed = True
         return None
 
-    def _join_group(self, a: Attempt) -> Outcome | None:
+    def _group(self, a: Attempt) -> Outcome | None:
+        """Join the storm's group, or lead it (before the anchor search: the rest of the storm then
+        joins at once instead of each event waiting for a hunting slot of its own)."""
         window = self.settings.coalesce_window_minutes * 60
         a.key = group_key(a.event, a.machine_id, window) if window else ""
-        if a.key and not a.entry.leads_group:
-            group = self.deps.groups.try_join(a.key, a.event.id, a.now.timestamp())
-            if group:
-                return self._coalesced(a, group)
-        if a.resolved_by:  # checkpoint before the paced steps: a retry does not look the machine up again
-            self.deps.ledger.checkpoint_device(a.entry, a.machine_id, a.resolved_by, a.view)
+        if not a.key:
+            if a.resolved_by:  # checkpoint before the paced steps: a retry does not look the machine up again
+                self.deps.ledger.checkpoint_device(a.entry, a.machine_id, a.resolved_by, a.view)
+            return None
+        if a.entry.leads_group:  # an earlier attempt led it
+            return None
+        _, until = bucket_of(a.event.occurred_at.timestamp(), window)
+        role, group = self.deps.groups.lead_or_join(a.key, a.event.id, a.now.timestamp(), until)
+        if role == "join":
+            return self._coalesced(a, group)
+        if role == "no_anchor":
+            return self._after_no_anchor(a, group)
+        resolved_by = a.resolved_by or a.entry.resolved_by or ""
+        self.deps.ledger.mark_leader(a.entry, a.key, a.machine_id, resolved_by, a.view)
         return None
 
     def _recover_interrupted(self, a: Attempt) -> Outcome | None:
@@ -322,6 +373,9 @@ class Delivery:
         return None
 
     def _anchor(self, a: Attempt) -> Outcome | None:
+        """The leader of a group searches the group's whole window (± the anchor window) and picks
+        the connection nearest its own event: every member's own search would have looked inside
+        that span, so "none" holds for the whole group."""
         if a.entry.anchor_report_id:  # checkpointed
             return None
         domains = a.draft.platform.domains
@@ -329,24 +383,24 @@ class Delivery:
             why = f"no known domain for {a.draft.platform.name} (an in-house platform? add it to PLATFORM_DOMAINS)"
             return self._no_alert(a, Kind.NO_ANCHOR, why, machine_id=a.machine_id)
         window = timedelta(minutes=self.settings.anchor_window_minutes)
-        rows = self.deps.mde.run_hunting_query(anchor.hunting_query(a.machine_id, domains, a.event.occurred_at, window))
-        found = anchor.pick(rows, a.machine_id, domains, a.event.occurred_at)
+        around = a.event.occurred_at
+        span = None
+        if a.key:
+            start, end = bucket_of(around.timestamp(), self.settings.coalesce_window_minutes * 60)
+            tz = around.tzinfo
+            span = (datetime.fromtimestamp(start, tz) - window, datetime.fromtimestamp(end, tz) + window)
+        rows = self.deps.mde.run_hunting_query(anchor.hunting_query(a.machine_id, domains, around, window, span=span))
+        found = anchor.pick(rows, a.machine_id, domains, around)
         if found is None:
-            why = (
-                f"no connection to {', '.join(domains)} within "
-                f"±{self.settings.anchor_window_minutes} min of the interaction"
+            within = (
+                f"between {span[0].strftime('%H:%M')} and {span[1].strftime('%H:%M')} UTC (this device's storm window "
+                f"±{self.settings.anchor_window_minutes} min)"
+                if span
+                else f"within ±{self.settings.anchor_window_minutes} min of the interaction"
             )
+            why = f"no connection to {', '.join(domains)} {within}"
             return self._no_alert(a, Kind.NO_ANCHOR, why, machine_id=a.machine_id)
         self.deps.ledger.checkpoint_anchor(a.entry, found.report_id, found.event_time)
-        return None
-
-    def _lead(self, a: Attempt) -> Outcome | None:
-        if not a.key or a.entry.leads_group:
-            return None
-        role, group = self.deps.groups.join_or_lead(a.key, a.event.id, a.now.timestamp())
-        if role == "join":
-            return self._coalesced(a, group)
-        self.deps.ledger.mark_leader(a.entry, a.key)
         return None
 
     def _create(self, a: Attempt) -> Outcome:
@@ -455,7 +509,7 @@ class Delivery:
             self._assess(a, windows=bool(self.deps.rules and repeats(self.deps.rules)))
         self._respond(a, alert_id or None, None if alert_id else group.leader)
         self.deps.ledger.mark_coalesced(a.entry, into, a.key, alert_id or None, a.machine_id, a.resolved_by)
-        self.followups.schedule_note(a.key, group)
+        self.followups.arrange_note(a.key)  # after the ledger row: a note settling no_anchor members finds it
         return Outcome(
             Kind.COALESCED,
             detail=f"into {'alert ' + alert_id if alert_id else 'the alert of ' + into}",
@@ -486,6 +540,7 @@ class Delivery:
         self.deps.sender.send(self.settings.events_queue_name, task.to_text(), 0)
 
     def _no_alert(self, a: Attempt, kind: Kind, why: str, *, machine_id: str | None) -> Outcome:
+        leads = bool(a.key) and a.entry.leads_group
         fallback = self.deps.fallback
         if self.settings.alert_fallback == "graph" and fallback and (machine_id or a.event.user_email):
             alert = fallback.create_alert(graph_alert(a.draft, machine_id, a.event.user_email))
@@ -494,12 +549,25 @@ class Delivery:
             self.deps.ledger.mark_created(
                 a.entry, alert_id, None, at=at, machine_id=machine_id, via="graph", reason=why
             )
+            if leads:  # the group's members are coalesced into the Graph alert (no notes on it)
+                self.followups.after_created(a.key, alert_id, None, a.event.id, via="graph")
             return Outcome(
                 Kind.CREATED, detail=f"Graph alert {alert_id} ({why})", alert_id=alert_id, machine_id=machine_id
             )
+        if leads and kind == Kind.NO_ANCHOR:  # first the group: new arrivals stop joining, members are settled
+            self.deps.groups.update(a.key, state="no_anchor", reason=why)
+            if self.deps.groups.members(a.key):
+                self.followups.arrange_note(a.key)
         state = LedgerState.NO_DEVICE if kind == Kind.NO_DEVICE else LedgerState.NO_ANCHOR
         self.deps.ledger.mark_no_alert(a.entry, state, why, machine_id, a.resolved_by)
         return Outcome(kind, detail=why, machine_id=machine_id)
+
+    def _after_no_anchor(self, a: Attempt, group: Group) -> Outcome:
+        """The group's leader searched this device's storm window and found no connection: this
+        event's own search would look at the same minutes, so it ends the same way, uncalled."""
+        why = f"{group.reason} (searched once for this device's storm window by event {group.leader})"
+        self.deps.ledger.mark_no_alert(a.entry, LedgerState.NO_ANCHOR, why, a.machine_id, a.resolved_by)
+        return Outcome(Kind.NO_ANCHOR, detail=why, machine_id=a.machine_id)
 
 
 def marked(description: str) -> str | None:

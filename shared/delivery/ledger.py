@@ -46,6 +46,10 @@ class LedgerState(StrEnum):
         return self not in (LedgerState.RECEIVED, LedgerState.CREATING)
 
 
+class AlreadyRecorded(Exception):
+    """An entry written in its final state at once (a storm's follower) found one already there."""
+
+
 class LeaseHeld(Exception):
     """Another attempt holds this event right now; try again after ``wait`` seconds."""
 
@@ -152,6 +156,15 @@ class Ledger:
         return out
 
     # ------------------------------------------------------------------ the lease
+    @staticmethod
+    def fresh(
+        event_id: str, event_type: str, now: float, facts: EventFacts | None = None, accepted_at: float | None = None
+    ) -> Entry:
+        """A new entry, in memory only: :meth:`claim` writes it with a lease; a storm's follower
+        writes it once, in its final state (a transition on an entry never written inserts it)."""
+        entry = Entry(event_id, LedgerState.RECEIVED, event_type, now, now, 1)
+        return dataclasses.replace(entry, **dataclasses.asdict(facts or EventFacts()), accepted_at=accepted_at)
+
     def claim(
         self,
         event_id: str,
@@ -176,8 +189,8 @@ class Ledger:
             # A new event is the common case: insert first (one round trip), read only if it exists.
             entry = None if attempt == 0 and not again else self.get(event_id)
             if entry is None:
-                fresh = Entry(event_id, LedgerState.RECEIVED, event_type, now, now, 1, 0, owner, now + lease_seconds)
-                fresh = dataclasses.replace(fresh, **dataclasses.asdict(facts or EventFacts()), accepted_at=accepted_at)
+                fresh = self.fresh(event_id, event_type, now, facts, accepted_at)
+                fresh.lease_owner, fresh.lease_until = owner, now + lease_seconds
                 fresh.etag = write_if_match(self._table, _to_row(fresh), None)
                 if fresh.etag is None:
                     continue  # another attempt created it first: read it
@@ -220,10 +233,22 @@ class Ledger:
         entry.combined_risk, entry.risk_factors = score, factors_json
 
     def checkpoint_anchor(self, entry: Entry, report_id: str, event_time: str) -> None:
-        self._apply(entry, anchor_report_id=report_id, anchor_event_time=event_time)
+        """The anchor (kept in memory: the intent, written right after it, carries it — and so does
+        a wait for the creation slot, whose release writes the entry)."""
+        entry.anchor_report_id, entry.anchor_event_time = report_id, event_time
 
-    def mark_leader(self, entry: Entry, group_key: str) -> None:
-        self._apply(entry, group_role="leader", group_key=group_key)
+    def mark_leader(self, entry: Entry, group_key: str, machine_id: str, resolved_by: str, view: DeviceView) -> None:
+        """This event leads its storm group; the machine is known too (one write for both)."""
+        self._apply(
+            entry,
+            group_role="leader",
+            group_key=group_key,
+            machine_id=machine_id,
+            resolved_by=resolved_by,
+            device_risk=view.risk_score,
+            device_exposure=view.exposure_level,
+            device_tags="\n".join(view.tags),
+        )
 
     def count_error(self, entry: Entry) -> int:
         """One more unexpected error (kept in memory; written with the next transition)."""
@@ -300,6 +325,15 @@ class Ledger:
             correlation_id=correlation_id or entry.correlation_id,
         )
 
+    def settle_no_anchor(self, event_id: str, into: str, reason: str) -> bool:
+        """A follower coalesced ``into`` a leader that found no anchor ends as the leader did.
+        False when there is nothing to change (not written yet, settled already, or elsewhere)."""
+        entry = self.get(event_id)
+        if entry is None or entry.state != LedgerState.COALESCED or entry.coalesced_into != into:
+            return False
+        entry.state, entry.reason, entry.coalesced_into = LedgerState.NO_ANCHOR, reason[:2000], None
+        return write_if_match(self._table, _to_row(entry), entry.etag) is not None
+
     def reopen(self, event_id: str) -> bool:
         """Replay: make a dead-lettered (or stuck) event deliverable again. False if it was delivered."""
         from azure.data.tables import UpdateMode
@@ -329,11 +363,16 @@ class Ledger:
 
     def _write(self, entry: Entry) -> None:
         """Write the entry (we hold its lease, so the ETag matches unless the lease was stolen:
-        then ``ResourceModifiedError``, a storage error the host retries)."""
+        then ``ResourceModifiedError``, a storage error the host retries). An entry never written
+        (:meth:`fresh`) is inserted: :class:`AlreadyRecorded` when another attempt wrote one."""
         from azure.core.exceptions import ResourceModifiedError
 
         if entry.etag is None:
-            raise ValueError(f"ledger entry {entry.event_id}: written only after it was read or created")
+            etag = write_if_match(self._table, _to_row(entry), None)
+            if etag is None:
+                raise AlreadyRecorded(entry.event_id)
+            entry.etag = etag
+            return
         etag = write_if_match(self._table, _to_row(entry), entry.etag)
         if etag is None:
             raise ResourceModifiedError(f"ledger entry {entry.event_id} changed: another attempt holds its lease")

@@ -57,8 +57,8 @@ def exactly_one_alert(w: World, i: int = 1) -> None:
     assert (row["state"], row["alert_id"], row["lease_until"]) == ("alert_created", w.mde.alerts[0]["id"], 0.0)
 
 
-LEDGER_WRITES = ["claim", "checkpoint_device", "checkpoint_anchor", "mark_leader", "mark_creating", "mark_created"]
-GROUP_WRITES = ["join_or_lead", "update"]
+LEDGER_WRITES = ["claim", "mark_leader", "checkpoint_anchor", "mark_creating", "mark_created"]
+GROUP_WRITES = ["lead_or_join", "update"]
 DEFENDER_CALLS = ["list_machines", "run_hunting_query", "create_alert_by_reference"]
 
 

@@ -180,7 +180,7 @@ def test_unexpected_errors_are_retried_then_dead_lettered_after_the_limit() -> N
 
 def test_our_own_storage_failing_frees_the_lease_and_raises_for_the_host() -> None:
     w = ready()
-    w.tables["Devices"].fail("get_entity", ServiceRequestError("storage unreachable"))
+    w.tables["Groups"].fail("create_entity", ServiceRequestError("storage unreachable"))  # after the claim
     text = message(w, 1)
     try:
         w.delivery.handle(text, queue=QUEUE)
@@ -210,7 +210,7 @@ def test_a_bundle_delivers_each_event_in_order() -> None:
 def test_a_bundle_queues_the_event_that_raised_and_the_rest_one_message_each() -> None:
     w = ready()
     texts = [message(w, i, host=h) for i, h in ((1, "ALICE-LAPTOP"), (2, "NOBODY-PC"), (3, "ALICE-LAPTOP"))]
-    w.tables["Devices"].fail("get_entity", ServiceRequestError("storage unreachable"))
+    w.tables["Groups"].fail("create_entity", ServiceRequestError("storage unreachable"))  # after the claim
     out = w.delivery.handle(EventBundle.pack(texts, w.clock.now()), queue=QUEUE)
     assert out.kind == Kind.BUNDLE and out.parts == () and "3 queued one message each" in out.detail
     assert [json.loads(t)["event"]["id"] for t, _ in w.requeued(QUEUE)] == [event_id(i) for i in (1, 2, 3)]

@@ -35,13 +35,14 @@ def test_a_write_with_a_stale_etag_is_refused_and_a_fresh_one_goes_through() -> 
         table.update_entity({"PartitionKey": "p", "RowKey": "gone"})
 
 
-def test_two_instances_joining_one_group_both_count() -> None:
+def test_two_instances_joining_one_group_both_count_and_a_second_join_counts_nothing() -> None:
     table = FakeTable()
     one, two = Groups(table), Groups(table)
-    assert one.join_or_lead("k", "evt_1", 0.0)[0] == "lead"
-    assert two.try_join("k", "evt_2", 1.0) is not None  # two now holds the row's latest ETag
-    joined = one.try_join("k", "evt_3", 2.0)  # one's remembered copy is stale: re-read, then counted
-    assert joined is not None and joined.count == 3
+    assert one.lead_or_join("k", "evt_1", 0.0)[0] == "lead"
+    assert two.lead_or_join("k", "evt_2", 1.0)[0] == "join"
+    assert one.lead_or_join("k", "evt_3", 2.0)[0] == "join"
+    assert one.lead_or_join("k", "evt_3", 3.0)[0] == "join"  # a redelivered follower
+    assert sorted(one.members("k")) == ["evt_2", "evt_3"]
 
 
 def test_a_second_claim_while_the_lease_is_held_is_refused() -> None:

@@ -71,12 +71,12 @@ def test_a_subject_with_a_quote_in_the_address_is_found_through_parameters() -> 
 
 
 def test_a_record_round_trips_and_an_older_row_reads_with_the_defaults() -> None:
-    codec = Codec(Group, lambda g: ("group", g.key), in_key=("key",), limits={"alert_id": 3})
+    codec = Codec(Group, lambda g: (g.key, "group"), in_key=("key",), limits={"alert_id": 3})
     row = codec.entity(Group("k", "evt_1", 12.5, count=3, alert_id="da123", note_scheduled=True))
     assert row == {
-        "PartitionKey": "group", "RowKey": "k", "leader": "evt_1", "window_start": 12.5, "count": 3, "noted": 1,
-        "alert_id": "da1", "incident_id": "", "state": "creating", "note_scheduled": True, "last_note_at": 0.0,
-        "last_event_at": 0.0,
+        "PartitionKey": "k", "RowKey": "group", "leader": "evt_1", "window_start": 12.5, "count": 3, "noted": 1,
+        "alert_id": "da1", "incident_id": "", "state": "creating", "via": "", "reason": "", "note_scheduled": True,
+        "note_due": 0.0, "touched": 0, "last_note_at": 0.0, "last_event_at": 0.0, "until": 0.0,
     }  # fmt: skip
     stored = TableEntity({**row, "count": "3"})
     stored._metadata = {"etag": "W/1"}  # type: ignore[typeddict-item]  # the one key read
