@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from shared.delivery.coalesce import ROW, member_row
 from shared.delivery.hunting_outbox import TASK_PROPERTIES
 from shared.delivery.patterns import partition
 from shared.events import identifier
@@ -243,17 +244,25 @@ class SubjectRequests:
                 yield _plain(e)
 
     def _groups(self, found: Findings) -> Iterator[dict[str, Any]]:
+        """The groups this person's events led, and their events' member rows in any group (a
+        group someone else led is theirs, not this person's; the membership row is this one's)."""
         from azure.core.exceptions import ResourceNotFoundError
 
-        keys = sorted({str(r["group_key"]) for r in found.rows["Ledger"] if r.get("group_key")})
         ids = found.event_ids
-        for key in keys:
-            try:
-                group = self._table("Groups").get_entity("group", key)
-            except ResourceNotFoundError:
-                continue  # already purged by retention
-            if str(group.get("leader")) in ids:  # a group someone else led is theirs, not this person's
-                yield _plain(group)
+        seen: set[tuple[str, str]] = set()
+        for r in found.rows["Ledger"]:
+            if not r.get("group_key"):
+                continue
+            for key in ((str(r["group_key"]), ROW), (str(r["group_key"]), member_row(str(r["event_id"])))):
+                if key in seen:
+                    continue
+                seen.add(key)
+                try:
+                    row = self._table("Groups").get_entity(*key)
+                except ResourceNotFoundError:
+                    continue  # already purged by retention (or the event led: no member row)
+                if str(row.get("leader" if key[1] == ROW else "event_id")) in ids:
+                    yield _plain(row)
 
     def erase(self, found: Findings, progress: Callable[[str], None] = lambda _: None, keep_audit: bool = False) -> int:
         """Delete every row of ``found`` (paced); a row already gone counts as erased."""

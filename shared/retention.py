@@ -56,8 +56,13 @@ def rules(settings: Settings, now: datetime) -> list[Rule]:
         ),
         Rule(
             "Groups",
-            f"PartitionKey eq 'group' and last_event_at lt {groups:.3f} and note_scheduled eq false",
+            f"RowKey eq 'group' and last_event_at lt {groups:.3f} and note_scheduled eq false",
             f"coalescing groups for {settings.groups_retention_days} days after their last event",
+        ),
+        Rule(
+            "Groups",
+            f"RowKey ge 'm-' and RowKey lt 'm.' and at lt {groups:.3f}",
+            f"their members for {settings.groups_retention_days} days after they joined",
         ),
         Rule("Devices", f"PartitionKey eq 'device' and expires_at lt {now.timestamp():.3f}", "unexpired resolutions"),
         Rule(

@@ -1,5 +1,6 @@
-"""Storm groups shared by several instances, on real Azurite: each instance's remembered copy of a
-group saves the read on a join, and a stale copy never commits anything."""
+"""Storm groups shared by several instances, on real Azurite: a join is one insert of its own
+member row (never a write of the group row), a stale copy never makes anyone lead a live group,
+and the notes' chain cannot miss a member that joins while a note is deciding to stop."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 
 from shared import wiring
-from shared.delivery.coalesce import Groups
+from shared.delivery.coalesce import NOTE_MARGIN, Groups
 from tests.support import Env
 
 pytestmark = pytest.mark.integration
@@ -32,38 +33,76 @@ class Counted:
         return call
 
 
-def test_a_join_on_the_instance_that_wrote_the_group_last_is_one_write(env: Env) -> None:
+def test_a_join_is_one_insert_and_joining_twice_counts_once(env: Env) -> None:
     table = Counted(wiring.table("Groups"))
     a, b = Groups(table), Groups(wiring.table("Groups"))
-    assert a.join_or_lead("g1", "evt_0", 1.0)[0] == "lead"
+    assert a.lead_or_join("g1", "evt_0", 1.0)[0] == "lead"
     table.calls.clear()
-    assert a.try_join("g1", "evt_1", 2.0) is not None
-    assert table.calls == ["update_entity"]  # no read: its own copy, checked by the write's ETag
-    assert b.try_join("g1", "evt_2", 3.0) is not None  # another instance joins: A's copy is now stale
-    table.calls.clear()
-    joined = a.try_join("g1", "evt_3", 4.0)
-    assert table.calls == ["update_entity", "get_entity", "update_entity"]  # refused, read again, written
-    assert joined is not None and joined.count == 4
-    stored = wiring.table("Groups").get_entity("group", "g1")
-    assert stored["count"] == 4 and stored["leader"] == "evt_0"
+    assert a.lead_or_join("g1", "evt_1", 2.0)[0] == "join"
+    assert table.calls == ["create_entity"]  # its own copy says "led": no read, no group write
+    assert b.lead_or_join("g1", "evt_2", 3.0)[0] == "join"  # another instance (it reads the group once)
+    assert a.lead_or_join("g1", "evt_1", 4.0)[0] == "join"  # a redelivered follower
+    assert sorted(a.members("g1")) == ["evt_1", "evt_2"]
+    stored = wiring.table("Groups").get_entity("g1", "group")
+    assert (stored["leader"], stored["count"]) == ("evt_0", 1)  # followers never touch the group row
 
 
-def test_a_failed_leader_is_read_from_the_table_not_from_a_copy(env: Env) -> None:
+def test_a_failed_leader_is_replaced_and_its_members_are_counted_on_the_new_alert(env: Env) -> None:
     a, b = Groups(wiring.table("Groups")), Groups(wiring.table("Groups"))
-    a.join_or_lead("g2", "evt_0", 1.0)
+    a.lead_or_join("g2", "evt_0", 1.0)
+    a.join("g2", "evt_1", 1.5)
     b.update("g2", state="failed")  # A still remembers it as led and creating
-    role, group = a.join_or_lead("g2", "evt_5", 2.0)
-    assert (role, group.leader) == ("lead", "evt_5")
-    assert wiring.table("Groups").get_entity("group", "g2")["leader"] == "evt_5"
+    role, group = a.lead_or_join("g2", "evt_0", 2.0)  # the failed leader itself, replayed: leads again
+    assert (role, group.leader, group.state) == ("lead", "evt_0", "creating")
+    a.update("g2", state="failed")
+    assert b.lead_or_join("g2", "evt_2", 2.5)[0] == "lead"  # "failed" is read from the table: replaced
+    stale = Groups(wiring.table("Groups"))
+    stale.lead_or_join("g2", "evt_3", 3.0)  # joins, and now remembers the group as led…
+    b.update("g2", state="failed")
+    assert stale.lead_or_join("g2", "evt_4", 3.5)[0] == "join"  # …so a stale copy joins: a member row
+    role, group = b.lead_or_join("g2", "evt_5", 4.0)
+    assert (role, group.leader, group.noted) == ("lead", "evt_5", 1)
+    assert wiring.table("Groups").get_entity("g2", "group")["leader"] == "evt_5"
+    assert sorted(a.members("g2")) == ["evt_1", "evt_3", "evt_4"]  # all counted on evt_5's alert by its notes
 
 
 def test_joins_from_two_instances_at_once_are_all_counted(env: Env) -> None:
     instances = [Groups(wiring.table("Groups")), Groups(wiring.table("Groups"))]
-    instances[0].join_or_lead("g3", "leader", 1.0)
+    instances[0].lead_or_join("g3", "leader", 1.0)
 
-    def join(i: int) -> bool:
-        return instances[i % 2].try_join("g3", f"evt_{i}", float(i)) is not None
+    def join(i: int) -> str:
+        return instances[i % 2].lead_or_join("g3", f"evt_{i % 50}", float(i))[0]  # 10 redelivered
 
     with ThreadPoolExecutor(8) as pool:
-        assert all(pool.map(join, range(60)))
-    assert wiring.table("Groups").get_entity("group", "g3")["count"] == 61
+        assert set(pool.map(join, range(60))) == {"join"}
+    assert len(instances[1].members("g3")) == 50
+
+
+def test_a_joiner_relies_on_a_pending_note_only_while_it_is_ahead(env: Env) -> None:
+    a = Groups(wiring.table("Groups"))
+    a.lead_or_join("g4", "evt_0", 1.0)
+    table = Counted(wiring.table("Groups"))
+    b = Groups(table)
+    b.lead_or_join("g4", "evt_1", 10.0)
+    assert b.arrange_note("g4", 10.0, lambda g: 300.0) == 300.0  # nothing pending: B schedules one
+    table.calls.clear()
+    assert b.arrange_note("g4", 20.0, lambda g: 300.0) is None and table.calls == []  # due at 310: ahead
+    late = 310.0 - NOTE_MARGIN + 1  # the note may be running: no reliance on the copy
+    assert b.arrange_note("g4", late, lambda g: 300.0) is None
+    assert table.calls == ["update_entity"] and wiring.table("Groups").get_entity("g4", "group")["touched"] == 1
+
+
+def test_a_note_about_to_stop_counts_again_when_someone_joined_meanwhile(env: Env) -> None:
+    """The race the chain is built for: the note reads the group and finds nothing new; before it
+    writes "no note pending", a follower joins and, seeing the note due now, touches the group.
+    The note's stop is then refused (its ETag is old), so it reads again and sees the member."""
+    note, follower = Groups(wiring.table("Groups")), Groups(wiring.table("Groups"))
+    note.lead_or_join("g5", "evt_0", 1.0)
+    note.update("g5", alert_id="da1", state="open", note_scheduled=True, note_due=100.0)
+    group, members = note.read_all("g5")
+    assert group is not None and 1 + len(members) <= group.noted  # nothing new: about to stop
+    follower.lead_or_join("g5", "evt_1", 100.0)
+    assert follower.arrange_note("g5", 100.0, lambda g: 0.0) is None  # due now: touched, not relied on
+    assert not note.stop_notes(group)  # refused
+    group, members = note.read_all("g5")
+    assert group is not None and group.note_scheduled and members == ["evt_1"]

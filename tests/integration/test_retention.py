@@ -43,11 +43,12 @@ def _seed(env: Env, now: datetime) -> dict[str, Any]:
         if final:
             ledger.mark_created(entry, f"da_{event_id}", None)
     groups = Groups(wiring.table("Groups"))
-    groups.join_or_lead("g-old", "evt_a", old.timestamp())
-    groups.join_or_lead("g-new", "evt_b", recent.timestamp())
-    groups.join_or_lead("g-old-note-pending", "evt_c", old.timestamp())
-    groups.schedule_note("g-old-note-pending")  # nothing to note yet: stays unscheduled…
-    groups.update("g-old-note-pending", note_scheduled=True)  # …so mark it, as a pending note would
+    groups.lead_or_join("g-old", "evt_a", old.timestamp())
+    groups.join("g-old", "evt_a2", old.timestamp())  # a member: purged with its group's age
+    groups.lead_or_join("g-new", "evt_b", recent.timestamp())
+    groups.join("g-new", "evt_b2", recent.timestamp())
+    groups.lead_or_join("g-old-note-pending", "evt_c", old.timestamp())
+    groups.update("g-old-note-pending", note_scheduled=True)  # as a pending note would
     devices = DeviceCache(wiring.table("Devices"))
     devices.put(Device(hostname="OLD-PC"), "m1", "hostname", old.timestamp(), 60)
     devices.put(Device(hostname="NEW-PC"), "m2", "hostname", recent.timestamp(), 6 * 3600)
@@ -76,13 +77,13 @@ def test_expired_rows_go_and_live_ones_stay(env: Env, clock: ManualClock) -> Non
     _seed(env, now)
     removed = jobs.purge_state(wiring.settings(), wiring.table, now)
     assert removed == {
-        "Ledger": 1, "Groups": 1, "Devices": 1, "Counters": 1, "DeadLetters": 1, "Responses": 1, "Patterns": 2,
+        "Ledger": 1, "Groups": 2, "Devices": 1, "Counters": 1, "DeadLetters": 1, "Responses": 1, "Patterns": 2,
     }  # fmt: skip
     assert {e["event_id"] for e in env.table("Patterns").list_entities() if "event_id" in e} == {"evt_seen_new"}
     assert {e["PartitionKey"] for e in env.table("Responses").list_entities()} == {"evt_acted_new", "guard"}
     ledger = {e["event_id"]: e["state"] for e in env.table("Ledger").list_entities()}
     assert ledger == {"evt_new_final": "alert_created", "evt_old_live": "received"}  # live entries are never purged
-    assert {k.split("/")[1] for k in _keys(env, "Groups")} == {"g-new", "g-old-note-pending"}
+    assert _keys(env, "Groups") == {"g-new/group", "g-new/m-evt_b2", "g-old-note-pending/group"}
     assert {e["device"] for e in env.table("Devices").list_entities()} == {"||new-pc|"}  # aad|fqdn|host|ip
     counters = list(env.table("Counters").list_entities())
     assert {e["PartitionKey"] for e in counters} == {now.replace(hour=17).strftime("%Y%m%d%H"), "marks"}
