@@ -56,13 +56,9 @@ def rules(settings: Settings, now: datetime) -> list[Rule]:
         ),
         Rule(
             "Groups",
-            f"RowKey eq 'group' and last_event_at lt {groups:.3f} and note_scheduled eq false",
-            f"coalescing groups for {settings.groups_retention_days} days after their last event",
-        ),
-        Rule(
-            "Groups",
-            f"RowKey ge 'm-' and RowKey lt 'm.' and at lt {groups:.3f}",
-            f"their members for {settings.groups_retention_days} days after they joined",
+            f"(RowKey eq 'group' and last_event_at lt {groups:.3f} and note_scheduled eq false)"
+            f" or (RowKey ge 'm-' and RowKey lt 'm.' and at lt {groups:.3f})",
+            f"coalescing groups for {settings.groups_retention_days} days after their last event (members: joining)",
         ),
         Rule("Devices", f"PartitionKey eq 'device' and expires_at lt {now.timestamp():.3f}", "unexpired resolutions"),
         Rule(

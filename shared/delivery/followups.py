@@ -55,10 +55,8 @@ class FollowUps:
 
     def after_created(self, key: str, alert_id: str, incident_id: str | None, event_id: str, via: str = "") -> None:
         """The group learns its alert (its followers' notes can go out), the incident gets its tags."""
-        if key:
+        if key:  # followers that joined meanwhile arranged their note already: it waits for this
             self.deps.groups.update(key, alert_id=alert_id, incident_id=incident_id or "", state="open", via=via)
-            if self.deps.groups.members(key):  # followers joined while the alert was being made
-                self.arrange_note(key)
         if via:
             return
         if incident_id:
@@ -74,8 +72,12 @@ class FollowUps:
         now = self.deps.clock.now()
 
         def delay(g: Group) -> float:
-            wait = max(0.0, g.last_note_at + self.settings.coalesce_note_interval_seconds - now.timestamp())
-            return wait if g.alert_id or g.state != "creating" else max(wait, NOTE_WAIT_FOR_ALERT)
+            """A note interval after the last note; a first note of a group whose alert is still
+            being made a whole interval from now (the alert is usually there by then)."""
+            interval = self.settings.coalesce_note_interval_seconds
+            if not g.alert_id and g.state == "creating":
+                return max(float(interval), NOTE_WAIT_FOR_ALERT)
+            return max(0.0, g.last_note_at + interval - now.timestamp())
 
         wait = self.deps.groups.arrange_note(key, now.timestamp(), delay)
         if wait is not None:

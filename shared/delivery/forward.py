@@ -554,10 +554,8 @@ class Delivery:
             return Outcome(
                 Kind.CREATED, detail=f"Graph alert {alert_id} ({why})", alert_id=alert_id, machine_id=machine_id
             )
-        if leads and kind == Kind.NO_ANCHOR:  # first the group: new arrivals stop joining, members are settled
-            self.deps.groups.update(a.key, state="no_anchor", reason=why)
-            if self.deps.groups.members(a.key):
-                self.followups.arrange_note(a.key)
+        if leads and kind == Kind.NO_ANCHOR:  # first the group: new arrivals stop joining; the note each
+            self.deps.groups.update(a.key, state="no_anchor", reason=why)  # member arranged settles it
         state = LedgerState.NO_DEVICE if kind == Kind.NO_DEVICE else LedgerState.NO_ANCHOR
         self.deps.ledger.mark_no_alert(a.entry, state, why, machine_id, a.resolved_by)
         return Outcome(kind, detail=why, machine_id=machine_id)

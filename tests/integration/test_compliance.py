@@ -159,7 +159,11 @@ def _rows_about(env: Env, user: str) -> dict[str, int]:
     held = [e for e in env.table("Held").list_entities() if about(e)]
     dead = [e for e in env.table("DeadLetters").list_entities() if about(e)]
     ids |= {str(e["event_id"]) for e in held + dead}
-    groups = [e for e in env.table("Groups").list_entities() if str(e.get("leader")) in ids]
+    groups = [  # the groups her events led, and her events' member rows in anyone's group
+        e
+        for e in env.table("Groups").list_entities()
+        if str(e.get("leader" if e["RowKey"] == "group" else "event_id")) in ids
+    ]
     audit = [e for e in env.table("Audit").list_entities() if str(e.get("event_id")) in ids]
     own = partition("u", user)
     patterns = [

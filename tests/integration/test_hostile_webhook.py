@@ -4,6 +4,7 @@ naming the field and queues nothing; an event that fails in delivery ends as a d
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -111,7 +112,10 @@ def test_an_event_that_fails_in_delivery_ends_as_a_dead_letter_not_a_loop(
     sim.run([])
     assert ledger_states(env) == {"evt_sim_00001": "dead_lettered"}
     (letter,) = env.table("DeadLetters").list_entities()
-    assert "unexpected OverflowError" in letter["reason"] and "after 5 tries" in letter["reason"]
+    # the date arithmetic that raises first: the group's window (ValueError) or an older step's (OverflowError)
+    assert (
+        re.match(r"unexpected (ValueError|OverflowError): ", letter["reason"]) and "after 5 tries" in letter["reason"]
+    )
     entry = env.table("Ledger").get_entity("evt_sim_00001", "event")
     assert entry["errors"] == 5 and entry["lease_until"] == 0
     assert env.queued_texts(f"{env.queue}-poison") == [] and emulator.state.alerts == []
