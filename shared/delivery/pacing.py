@@ -37,7 +37,8 @@ MARGIN_SECONDS = 1.0  # our clocks and Defender's differ a little; count each ca
 class Quota:
     """``rules``: (window seconds, limit) pairs; ``reserved``: tokens of the first rule kept for
     priority; ``queue``: refused callers get FIFO slots (only where every slot holder will really
-    call — alert creation; a refused device lookup is often answered by the cache next time)."""
+    call — alert creation, and the anchor search, made once per storm group by its leader while the
+    rest of the storm joins; a refused device lookup is often answered by the cache next time)."""
 
     rules: tuple[tuple[int, int], ...]
     reserved: int = 0
@@ -176,7 +177,7 @@ def quotas_from(settings: Any) -> dict[str, Quota]:
         ),
         "alerts": Quota(((60, settings.alerts_api_rate_per_minute), (3600, 1500))),
         "machines": Quota(((60, settings.machines_rate_per_minute), (3600, settings.machines_rate_per_hour))),
-        "hunting": Quota(((60, settings.hunting_rate_per_minute), (3600, settings.hunting_rate_per_hour))),
+        "hunting": Quota(((60, settings.hunting_rate_per_minute), (3600, settings.hunting_rate_per_hour)), queue=True),
         "graph": Quota(((60, settings.graph_rate_per_minute),)),
         "incidents": Quota(((60, settings.incidents_rate_per_minute),)),
         "actions": Quota(((60, 100), (3600, 1500))),  # machine actions: §8
