@@ -4,7 +4,7 @@ events per device and per user, in Table Storage, shared by every instance.
 Observations are **packed**: each flush writes, per partition (``d|<device>``, ``u|<user>``), one
 row per time bucket of :data:`BUCKET_SECONDS` holding every observation of that flush in that
 bucket (``o-<bucket start, ms>-<flush>-<n>``, the observations as a JSON list in :data:`PACK`).
-A storm on twenty laptops is then one request per partition per second, not one per event per
+A storm on twenty laptops is then one request per partition per flush, not one per event per
 partition. The key is fresh (this process's random token and its flush number), so writing never
 conflicts between instances and costs no ETag retries. A pack larger than :data:`PACK_CHARS` is
 split into more rows (a string property holds at most 32K UTF-16 characters); a partition's rows
@@ -30,10 +30,10 @@ The data-subject erasure (``ops/subject.py``) rewrites a pack without the person
 Observations are written behind, like the counters: kept in memory and written every
 :data:`FLUSH_SECONDS` (and all at exit). A window read adds this process's observations not
 written yet from memory rather than writing them first: it never waits for a write, and they are
-packed with the rest at the next flush (another instance sees them within the second). A coalesced
-event costs no round trip on its own delivery path for the windows. What a process
-had not written when it was killed is missing from the windows (at most a second of observations:
-a risk heuristic undercounts, no event is affected); observations that could not be written are
+packed with the rest at the next flush (another instance sees them within :data:`FLUSH_SECONDS`).
+A coalesced event costs no round trip on its own delivery path for the windows. What a process
+had not written when it was killed is missing from the windows (at most :data:`FLUSH_SECONDS` of
+observations: a risk heuristic undercounts, no event is affected); observations that could not be written are
 packed again at the next flush (up to :data:`MAX_PENDING`, then the oldest are dropped, logged).
 
 The store is an aid, never a gate: when it cannot be read, the score is the event's alone and the
@@ -62,12 +62,17 @@ log = logging.getLogger(__name__)
 WINDOW_SECONDS = 86400.0
 MAX_ROWS = 1000  # observations counted per window (a page of rows is read until this many are found)
 PLATFORMS_ROW = "platforms"
-FLUSH_SECONDS = 1.0
+# Three seconds: a flush costs one request per partition with anything pending, however much, so
+# the interval sets the price of a storm over many devices (the storm benchmark, 20 devices: ~0.55
+# pattern writes per event at one second, ~0.2 at three). What it costs: another instance sees an
+# observation up to three seconds later (this one at once, from memory), and a killed process
+# loses up to three seconds of them — for windows of an hour to a day, a heuristic's undercount.
+FLUSH_SECONDS = 3.0
 MAX_PENDING = 20_000  # observations (one per partition) kept while the table cannot be written
-# Five minutes: a flush's observations (a second's) fall in one bucket but 0.3% of the time (a
-# straddling flush costs a transaction, ~6 ms of SDK CPU, instead of an upsert's ~2.3 ms; in the
-# storm benchmark, whose simulated clock runs ~30 times faster, 10% instead of 50% with a minute),
-# while a window reads at most five minutes of rows beyond its 24 h (0.35%), discarded in memory.
+# Five minutes: a flush's observations (three seconds') fall in one bucket but 1% of the time (a
+# straddling flush costs a transaction, ~6 ms of SDK CPU, instead of an upsert's ~2.3 ms; five
+# times as often with a minute), while a window reads at most five minutes of rows beyond its
+# 24 h (0.35%), discarded in memory.
 BUCKET_SECONDS = 300
 PACK = "obs"  # a pack's observations: a JSON list of [event_id, at, platform, pii_types]
 # A pack's JSON is ASCII (``ensure_ascii``): one character is one byte and one UTF-16 unit, so
