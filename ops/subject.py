@@ -9,7 +9,9 @@ Where a person appears in the connector's own state:
 * **Groups** — the storm-coalescing groups those events led or joined (no identity of their own,
   but tied to the person's events).
 * **Patterns** — the risk windows: the person's own partition (their recent events, platforms
-  and PII types) and their events' rows in their devices' partitions.
+  and PII types) and their events' observations in their devices' partitions. Observations are
+  packed, many events to a row (``shared.delivery.patterns``): one found is one observation, and
+  erasing it rewrites its row without it (a device's pack holds other people's events too).
 * **Responses** — the automated response actions taken (or recorded) for those events.
 * **Audit** — the Defender calls made for those events (event ids only).
 * **HuntingOutbox** — hunting rows not yet shipped to Log Analytics (found by their user).
@@ -37,7 +39,7 @@ from typing import Any, Literal
 
 from shared.delivery.coalesce import ROW, member_row
 from shared.delivery.hunting_outbox import TASK_PROPERTIES
-from shared.delivery.patterns import partition
+from shared.delivery.patterns import observations, partition, without
 from shared.events import identifier
 from shared.facts import fold
 from shared.hunting import TABLE as HUNTING_TABLE
@@ -232,16 +234,19 @@ class SubjectRequests:
 
     def _patterns(self, subject: Subject, ids: set[str]) -> Iterator[dict[str, Any]]:
         """The person's observations, by their events' ids (in their own and their devices'
-        windows), and the rows of their own window that belong to no event (its platforms).
+        windows), one each with the keys of the row that holds it, and the rows of their own
+        window that hold no observation (its platforms).
 
         An observation in their window is theirs only by its event: the window is keyed by the
         e-mail, else the Noxys user id, so an event with no e-mail whose user id is this person's
-        address lands in it too, and is not theirs."""
+        address lands in it too, and is not theirs (nor is a pack's row, which holds others')."""
         own = {partition("u", subject.value), partition("u", subject.typed.lower()), partition("u", subject.typed)}
         for e in self._table("Patterns").list_entities(results_per_page=1000):
-            mine = str(e["event_id"]) in ids if e.get("event_id") else e["PartitionKey"] in own
-            if mine:
+            seen = observations(e)
+            if not seen and e["PartitionKey"] in own:
                 yield _plain(e)
+            keys = {"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]}
+            yield from ({**keys, **s._asdict()} for s in seen if s.event_id in ids)
 
     def _groups(self, found: Findings) -> Iterator[dict[str, Any]]:
         """The groups this person's events led, and their events' member rows in any group (a
@@ -272,6 +277,16 @@ class SubjectRequests:
         for name in ERASE_ORDER:
             if name == "Audit" and keep_audit:
                 continue
+            if name == "Patterns":  # observations, several perhaps in one row: each row once
+                rows: dict[tuple[str, str], set[str]] = {}
+                for r in found.rows[name]:
+                    rows.setdefault((str(r["PartitionKey"]), str(r["RowKey"])), set()).add(str(r.get("event_id") or ""))
+                for (pk, rk), ids in rows.items():
+                    self._pace()
+                    self._drop_observations(pk, rk, ids - {""})
+                    erased += len(ids)  # (one id per observation found; the platforms row has none)
+                    progress(name)
+                continue
             for row in found.rows[name]:
                 self._pace()
                 with contextlib.suppress(ResourceNotFoundError):
@@ -279,3 +294,28 @@ class SubjectRequests:
                 erased += 1
                 progress(name)
         return erased
+
+    def _drop_observations(self, pk: str, rk: str, ids: set[str]) -> None:
+        """Delete the Patterns row ``pk``/``rk``, or, when it holds observations of other events,
+        write it back without those of ``ids`` (conditional on its ETag: retried if it changed
+        meanwhile). A row already gone is erased."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        table = self._table("Patterns")
+        for _ in range(5):
+            try:
+                row = table.get_entity(pk, rk)
+                rest = without(row, ids) if ids else None
+                unchanged = {"etag": row.metadata["etag"], "match_condition": MatchConditions.IfNotModified}
+                if rest is None:
+                    table.delete_entity(pk, rk, **unchanged)
+                else:
+                    table.update_entity(rest, mode=UpdateMode.REPLACE, **unchanged)
+                return
+            except ResourceNotFoundError:
+                return
+            except ResourceModifiedError:
+                continue
+        raise RuntimeError(f"Patterns row {rk} kept changing while it was erased: run the erasure again")

@@ -78,7 +78,9 @@ def rules(settings: Settings, now: datetime) -> list[Rule]:
         ),
         Rule(
             "Patterns",
-            f"RowKey ge 'o-' and RowKey lt 'o-{patterns:015d}'",
+            # a pack's ``at`` is its newest observation's (its key, its bucket's start): purged
+            # once everything it holds has expired
+            f"RowKey ge 'o-' and RowKey lt 'o-{patterns:015d}' and at lt {patterns / 1000:.3f}",
             f"pattern observations for {settings.patterns_retention_days} days (the windows span 24 h)",
         ),
         Rule(

@@ -3,8 +3,9 @@
 * :class:`FakeTable` — a Table with what the stores rely on: real ETags and conditional writes
   (``IfNotModified`` → ``ResourceModifiedError``), insert (``ResourceExistsError``), read
   (``ResourceNotFoundError``), merge/replace, delete (silent when the row is gone, as the SDK),
-  all-or-nothing transactions, and ``query_entities`` over the OData subset the product writes
-  (``eq``/``ne``/``ge``/``gt``/``le``/``lt``, ``and``/``or``, parentheses, ``datetime'…'``, ``@name``).
+  all-or-nothing transactions, an entity's size limits (a 64 KiB string, 1 MiB in all), and
+  ``query_entities`` over the OData subset the product writes (``eq``/``ne``/``ge``/``gt``/``le``/
+  ``lt``, ``and``/``or``, parentheses, ``datetime'…'``, ``@name``).
 * :class:`FakeMde` — Defender for Endpoint as the emulator enforces it for what delivery calls:
   the machines lookup, hunting rows for the anchor, ``CreateAlertByReference``'s required fields
   and its 404 for an unknown machine/report/time triple, the merge of an open alert with the same
@@ -171,7 +172,19 @@ class FakeTable:
         if self.faults.get(method):
             raise self.faults[method].pop(0)
 
+    @staticmethod
+    def _check_size(entity: dict[str, Any]) -> None:
+        """Azure's limits on an entity: a string property of at most 64 KiB (32K UTF-16 units),
+        at most 252 properties of its own, 1 MiB in all (counted here as UTF-16, as the service)."""
+        from azure.core.exceptions import HttpResponseError
+
+        sizes = [len(str(v).encode("utf-16-le")) for v in entity.values()]
+        too_long = any(isinstance(v, str) and n > 65536 for v, n in zip(entity.values(), sizes, strict=True))
+        if too_long or len(entity) > 255 or sum(sizes) > 1 << 20:
+            raise HttpResponseError("The property value exceeds the maximum allowed size (64KB).")
+
     def _store(self, entity: dict[str, Any]) -> dict[str, Any]:
+        self._check_size(entity)
         row = TableEntity({k: v for k, v in entity.items()})
         etag = f"W/\"datetime'{next(self._etags)}'\""
         row._metadata = {"etag": etag, "timestamp": datetime.now(UTC)}  # the service stamps real time
@@ -242,9 +255,11 @@ class FakeTable:
         assert 0 < len(ops) <= 100 and len({e["PartitionKey"] for _, e, _ in ops}) == 1
         self.transactions += 1
         keys = [(str(e["PartitionKey"]), str(e["RowKey"])) for _, e, _ in ops]
-        for (kind, _, _), key in zip(ops, keys, strict=True):
+        for (kind, entity, _), key in zip(ops, keys, strict=True):
             if (kind == "delete" and key not in self.rows) or (kind == "create" and key in self.rows):
                 raise TableTransactionError(message="0:The specified resource does not exist.")
+            if kind != "delete":
+                self._check_size(entity)  # before any row is written: all or nothing
         for (kind, entity, options), key in zip(ops, keys, strict=True):
             if kind == "delete":
                 del self.rows[key]

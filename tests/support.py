@@ -150,6 +150,18 @@ def critical(i: int, at: datetime) -> dict[str, Any]:
     return doc
 
 
+def observed(env: Env) -> list[tuple[str, str]]:
+    """Every observation the Patterns table holds, as (partition, event id), read from the stored
+    rows themselves: a pack's JSON list, or a row of one observation (the older format)."""
+    out: list[tuple[str, str]] = []
+    for e in env.table("Patterns").list_entities():
+        if "obs" in e:
+            out += [(str(e["PartitionKey"]), str(o[0])) for o in json.loads(e["obs"])]
+        elif "event_id" in e:
+            out.append((str(e["PartitionKey"]), str(e["event_id"])))
+    return out
+
+
 def ledger_states(env: Env) -> dict[str, str]:
     return {e["event_id"]: e["state"] for e in env.table("Ledger").list_entities()}
 

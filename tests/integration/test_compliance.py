@@ -17,7 +17,7 @@ from ops.cli import main
 from shared import wiring
 from shared.delivery.patterns import partition
 from shared.tasks import QueuedEvent
-from tests.support import SAMPLE_DAY, Env, ledger_states, violation
+from tests.support import SAMPLE_DAY, Env, ledger_states, observed, violation
 from tools.emulator.server import EmulatorServer
 from tools.simulation import Arrival, Simulation
 
@@ -165,9 +165,10 @@ def _rows_about(env: Env, user: str) -> dict[str, int]:
         if str(e.get("leader" if e["RowKey"] == "group" else "event_id")) in ids
     ]
     audit = [e for e in env.table("Audit").list_entities() if str(e.get("event_id")) in ids]
-    own = partition("u", user)
-    patterns = [
-        e for e in env.table("Patterns").list_entities() if e["PartitionKey"] == own or e.get("event_id") in ids
+    own = partition("u", user)  # her observations wherever packed, and her window's platforms row
+    patterns: list[Any] = [o for o in observed(env) if o[1] in ids]
+    patterns += [
+        e for e in env.table("Patterns").list_entities() if e["PartitionKey"] == own and e["RowKey"] == "platforms"
     ]
     counts = {
         "Ledger": ledger,

@@ -19,7 +19,7 @@ from ops.cli import main
 from shared import wiring
 from shared.functions.hunting import ship_rows
 from tests.integration.test_hunting import hunting  # noqa: F401  (the fixture: hunting configured)
-from tests.support import SAMPLE_DAY, Env, critical, violation
+from tests.support import SAMPLE_DAY, Env, critical, observed, violation
 from tools.emulator.server import EmulatorServer
 from tools.simulation import Arrival, Simulation
 
@@ -148,12 +148,12 @@ def test_an_erasure_by_email_spares_namesakes_and_look_alikes(
         main(["subject", "erase", "--user", "\u212aate@acme.fr", "--yes"])
     assert refused.value.code == 2 and "U+212A" in capsys.readouterr().err
 
-    namesake = [e for e in env.table("Patterns").list_entities() if e.get("event_id") == "evt_sim_00006"]
+    namesake = [o for o in observed(env) if o[1] == "evt_sim_00006"]
     assert main(["subject", "erase", "--user", "alice@acme.fr", "--yes"]) == 0
     left = _ledger_users(env)
     assert sorted(left) == ["evt_sim_00003", "evt_sim_00004", "evt_sim_00006"]
     # in the risk window keyed alice@acme.fr too, but not hers: its observations stay
-    kept = [e for e in env.table("Patterns").list_entities() if e.get("event_id") == "evt_sim_00006"]
+    kept = [o for o in observed(env) if o[1] == "evt_sim_00006"]
     assert len(namesake) == 2 and len(kept) == 2
     assert left["evt_sim_00004"] == ("bob@acme.fr", "alice@acme.fr") and left["evt_sim_00003"][0] == "kate@acme.fr"
 
