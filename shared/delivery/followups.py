@@ -56,7 +56,10 @@ class FollowUps:
     def after_created(self, key: str, alert_id: str, incident_id: str | None, event_id: str, via: str = "") -> None:
         """The group learns its alert (its followers' notes can go out), the incident gets its tags."""
         if key:  # followers that joined meanwhile arranged their note already: it waits for this
-            self.deps.groups.update(key, alert_id=alert_id, incident_id=incident_id or "", state="open", via=via)
+            at = self.deps.clock.now().timestamp()  # the alert says the first event: notes count from here
+            self.deps.groups.update(
+                key, alert_id=alert_id, incident_id=incident_id or "", state="open", via=via, last_note_at=at
+            )
         if via:
             return
         if incident_id:

@@ -261,8 +261,11 @@ class Ledger:
         self._apply(entry, state=LedgerState.CREATING, intent_at=intent_at)
 
     def mark_not_created(self, entry: Entry) -> None:
-        """Defender's answer proves nothing was created: nothing to look for."""
-        self._apply(entry, state=LedgerState.RECEIVED, unanswered=None)
+        """Defender's answer proves nothing was created: nothing to look for. Kept in memory: the
+        outcome is a retry or a dead letter, whose write (the lease released, or ``mark_dead``)
+        carries it. Killed before that write, the entry still says ``creating``: the next attempt
+        searches first and waits out the grace — slower, never a second alert."""
+        entry.state, entry.unanswered = LedgerState.RECEIVED, None
 
     def mark_unanswered(self, entry: Entry, what: str) -> None:
         """The create may have worked (a 5xx, a timeout, a connection lost after sending): the entry
