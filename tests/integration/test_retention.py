@@ -49,6 +49,8 @@ def _seed(env: Env, now: datetime) -> dict[str, Any]:
     groups.join("g-new", "evt_b2", recent.timestamp())
     groups.lead_or_join("g-old-note-pending", "evt_c", old.timestamp())
     groups.update("g-old-note-pending", note_scheduled=True)  # as a pending note would
+    legacy = {"PartitionKey": "group", "RowKey": "g-legacy", "leader": "evt_l", "count": 3}  # before member rows
+    wiring.table("Groups").create_entity({**legacy, "last_event_at": old.timestamp(), "note_scheduled": False})
     devices = DeviceCache(wiring.table("Devices"))
     devices.put(Device(hostname="OLD-PC"), "m1", "hostname", old.timestamp(), 60)
     devices.put(Device(hostname="NEW-PC"), "m2", "hostname", recent.timestamp(), 6 * 3600)
@@ -77,7 +79,7 @@ def test_expired_rows_go_and_live_ones_stay(env: Env, clock: ManualClock) -> Non
     _seed(env, now)
     removed = jobs.purge_state(wiring.settings(), wiring.table, now)
     assert removed == {
-        "Ledger": 1, "Groups": 2, "Devices": 1, "Counters": 1, "DeadLetters": 1, "Responses": 1, "Patterns": 2,
+        "Ledger": 1, "Groups": 3, "Devices": 1, "Counters": 1, "DeadLetters": 1, "Responses": 1, "Patterns": 2,
     }  # fmt: skip
     assert sorted(event_id for _, event_id in observed(env)) == ["evt_seen_new"] * 2  # device's and user's window
     assert {e["PartitionKey"] for e in env.table("Responses").list_entities()} == {"evt_acted_new", "guard"}
