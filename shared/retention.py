@@ -56,9 +56,8 @@ def rules(settings: Settings, now: datetime) -> list[Rule]:
         ),
         Rule(
             "Groups",
-            f"(RowKey eq 'group' and last_event_at lt {groups:.3f} and note_scheduled eq false)"
-            f" or (RowKey ge 'm-' and RowKey lt 'm.' and at lt {groups:.3f})"
-            f" or (PartitionKey eq 'group' and last_event_at lt {groups:.3f})",  # rows of builds before members
+            f"((RowKey eq 'group' or PartitionKey eq 'group') and last_event_at lt {groups:.3f} and note_scheduled"
+            f" eq false) or (RowKey ge 'm-' and RowKey lt 'm.' and at lt {groups:.3f})",  # 'group': older builds
             f"coalescing groups for {settings.groups_retention_days} days after their last event (members: joining)",
         ),
         Rule("Devices", f"PartitionKey eq 'device' and expires_at lt {now.timestamp():.3f}", "unexpired resolutions"),

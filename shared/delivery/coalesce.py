@@ -51,7 +51,7 @@ ATTEMPTS = 20  # conditional writes of one group row before giving up (the deliv
 NOTE_MARGIN = 5.0  # seconds a pending note must still be ahead of a joiner (clock skew between instances)
 JOINABLE = ("creating", "open")
 
-Role = Literal["lead", "join", "no_anchor"]
+Role = Literal["lead", "relead", "join", "no_anchor"]
 
 
 def _pause(attempt: int) -> None:
@@ -176,8 +176,10 @@ class Groups:
 
     # ------------------------------------------------------------------ leading and joining
     def lead_or_join(self, key: str, event_id: str, now: float, until: float = 0.0) -> tuple[Role, Group]:
-        """``lead`` (a new group, our own, or one whose leader failed), ``join`` (our member row is
-        written) or ``no_anchor`` (the leader found no connection for this device and window)."""
+        """``lead`` (a new group, or our own from an earlier attempt), ``relead`` (a group whose
+        leader failed, taken over: members that joined it wait for this leader's alert), ``join``
+        (our member row is written) or ``no_anchor`` (the leader found no connection for this
+        device and window)."""
         for attempt in range(ATTEMPTS):
             _pause(attempt)
             copy = self.known(key) if attempt == 0 else None
@@ -190,19 +192,19 @@ class Groups:
                 continue
             if g.state == "no_anchor":
                 return "no_anchor", g
+            if g.leader == event_id and g.state != "failed":
+                return "lead", g  # an earlier attempt of ours led it
             if g.leader == event_id or g.state == "failed":
                 if self._take_over(g, event_id, now):
-                    return "lead", g
+                    return "relead", g
                 continue
             self.join(key, event_id, now)
             return "join", g
         raise RuntimeError(f"coalescing group {key}: too much contention")
 
     def _take_over(self, g: Group, event_id: str, now: float) -> bool:
-        """Lead ``g``: ours already (an earlier attempt, or a replay after our dead letter), or its
-        leader failed. Its members stay in their partition: the new alert's notes count them."""
-        if g.leader == event_id and g.state != "failed":
-            return True
+        """Lead ``g``, whose leader failed (ours: a replay after our dead letter). Its members stay
+        in their partition: the new alert's notes count them."""
         g.leader, g.state, g.window_start, g.last_event_at = event_id, "creating", now, now
         g.alert_id = g.incident_id = g.via = ""
         g.count = g.noted = 1

@@ -72,6 +72,9 @@ class FollowUps:
     # ------------------------------------------------------------------ notes on coalesced alerts
     def arrange_note(self, key: str) -> None:
         """After a member row is written: a note will count it (see ``shared.delivery.coalesce``)."""
+        known = self.deps.groups.known(key)
+        if known is not None and known.via:
+            return  # its alert was made by Graph: nothing will ever be noted on it
         now = self.deps.clock.now()
 
         def delay(g: Group) -> float:

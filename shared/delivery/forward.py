@@ -341,6 +341,8 @@ class Delivery:
             return self._after_no_anchor(a, group)
         resolved_by = a.resolved_by or a.entry.resolved_by or ""
         self.deps.ledger.mark_leader(a.entry, a.key, a.machine_id, resolved_by, a.view)
+        if role == "relead":  # the failed leader's members stopped their notes: one waits for this alert
+            self.followups.arrange_note(a.key)
         return None
 
     def _recover_interrupted(self, a: Attempt) -> Outcome | None:

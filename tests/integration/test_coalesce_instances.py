@@ -53,15 +53,15 @@ def test_a_failed_leader_is_replaced_and_its_members_are_counted_on_the_new_aler
     a.join("g2", "evt_1", 1.5)
     b.update("g2", state="failed")  # A still remembers it as led and creating
     role, group = a.lead_or_join("g2", "evt_0", 2.0)  # the failed leader itself, replayed: leads again
-    assert (role, group.leader, group.state) == ("lead", "evt_0", "creating")
+    assert (role, group.leader, group.state) == ("relead", "evt_0", "creating")
     a.update("g2", state="failed")
-    assert b.lead_or_join("g2", "evt_2", 2.5)[0] == "lead"  # "failed" is read from the table: replaced
+    assert b.lead_or_join("g2", "evt_2", 2.5)[0] == "relead"  # "failed" is read from the table: replaced
     stale = Groups(wiring.table("Groups"))
     stale.lead_or_join("g2", "evt_3", 3.0)  # joins, and now remembers the group as led…
     b.update("g2", state="failed")
     assert stale.lead_or_join("g2", "evt_4", 3.5)[0] == "join"  # …so a stale copy joins: a member row
     role, group = b.lead_or_join("g2", "evt_5", 4.0)
-    assert (role, group.leader, group.noted) == ("lead", "evt_5", 1)
+    assert (role, group.leader, group.noted) == ("relead", "evt_5", 1)
     assert wiring.table("Groups").get_entity("g2", "group")["leader"] == "evt_5"
     assert sorted(a.members("g2")) == ["evt_1", "evt_3", "evt_4"]  # all counted on evt_5's alert by its notes
 

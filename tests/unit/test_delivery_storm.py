@@ -171,3 +171,17 @@ def test_notes_add_up_to_the_storm_and_the_chain_ends() -> None:
     group = w.deps.groups.get(str(w.ledger_row(event_id(2))["group_key"]))
     assert group is not None and not group.note_scheduled and group.noted == 41
     assert json.loads(w.sender.sent[-1][1])["kind"] == "note"
+
+
+def test_a_dead_lettered_leaders_members_are_noted_on_the_next_leaders_alert() -> None:
+    w = ready()
+    w.mde.fail("run_hunting_query", Fault(429, "TooManyRequests", retry_after=60))
+    w.mde.fail("create_alert_by_reference", Fault(403, "Forbidden"))
+    assert w.delivery.handle(message(w, 1, policy="p"), queue=QUEUE).kind == Kind.RETRY_AFTER
+    assert w.delivery.handle(message(w, 2, policy="p"), queue=QUEUE).kind == Kind.COALESCED
+    run_queue(w)  # the leader is refused for good: dead letter, the group failed, the note chain stops
+    assert state(w, 1) == "dead_lettered" and w.mde.alerts == []
+    w.sender.sent.append((QUEUE, message(w, 3, policy="p"), 0))
+    run_queue(w)  # a later event of the window takes the group over and makes the alert
+    assert state(w, 3) == "alert_created"
+    assert noted(w) == 2  # its own event and event 2, which joined the failed leader
