@@ -50,7 +50,7 @@ class NoteTask(_Task):
 
     kind: Literal["note"] = "note"
     group: str
-    due: float = 0.0  # the group's ``note_due`` it was sent for: a note the group no longer expects is dropped
+    token: str = ""  # the group's ``note_id`` it was sent for: a note the group no longer expects is dropped
 
 
 class TagTask(_Task):

@@ -437,7 +437,8 @@ class FakeMde:
     def comment_alert(self, alert_id: str, comment: str) -> dict[str, Any]:
         def act() -> dict[str, Any]:
             alert = self._alert(alert_id)
-            alert["comments"].append(comment)
+            stamp = self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+            alert["comments"].append({"comment": comment, "createdBy": "API", "createdTime": stamp})
             return dict(alert)
 
         return dict(self._call("comment_alert", act))

@@ -36,6 +36,7 @@ import hashlib
 import random
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -49,6 +50,8 @@ MEMBER = "m-"  # a member row's RowKey: "m-" + the event id's key
 KNOWN_MAX = 1024  # group rows remembered per instance (a few hundred bytes each)
 ATTEMPTS = 20  # conditional writes of one group row before giving up (the delivery then retries later)
 NOTE_MARGIN = 5.0  # seconds a pending note must still be ahead of a joiner (clock skew between instances)
+COPY_TRUSTED_FOR = 86400.0  # seconds after a group's window its copy still stands for the row
+NOTE_LOST = 600.0  # seconds past its due time after which a pending note is taken as lost and replaced
 JOINABLE = ("creating", "open")
 
 Role = Literal["lead", "relead", "join", "no_anchor"]
@@ -102,6 +105,9 @@ class Group:
     reason: str = ""  # why there is no anchor (state no_anchor)
     note_scheduled: bool = False
     note_due: float = 0.0  # when the pending note task becomes visible
+    note_id: str = ""  # the pending note task's token: any other note task is dropped
+    noting: int = 0  # a note claimed this total before commenting (not confirmed yet: look before posting)
+    noting_at: float = 0.0  # when: a younger claim is another run still at work
     touched: int = 0  # bumped by a joiner that could not rely on the pending note (see the module)
     last_note_at: float = 0.0
     last_event_at: float = 0.0
@@ -130,11 +136,15 @@ class Groups:
         with self._lock:
             self._known.pop(key, None)
 
-    def known(self, key: str) -> Group | None:
-        """This instance's last copy of the group (no round trip; possibly stale)."""
+    def known(self, key: str, now: float | None = None) -> Group | None:
+        """This instance's last copy of the group (no round trip; possibly stale) — with ``now``,
+        only while its window ended less than :data:`COPY_TRUSTED_FOR` ago (retention purges a group
+        days later: an event that old reads the table)."""
         with self._lock:
             g = self._known.get(key)
-            return replace(g) if g else None
+        if g is None or (now is not None and g.until and g.until + COPY_TRUSTED_FOR < now):
+            return None
+        return replace(g)
 
     # ------------------------------------------------------------------ reads and writes
     def get(self, key: str) -> Group | None:
@@ -178,11 +188,12 @@ class Groups:
     def lead_or_join(self, key: str, event_id: str, now: float, until: float = 0.0) -> tuple[Role, Group]:
         """``lead`` (a new group, or our own from an earlier attempt), ``relead`` (a group whose
         leader failed, taken over: members that joined it wait for this leader's alert), ``join``
-        (our member row is written) or ``no_anchor`` (the leader found no connection for this
-        device and window)."""
+        (the caller records the event ``coalesced``, then writes its member row: a member row
+        always belongs to a final follower) or ``no_anchor`` (the leader found no connection for
+        this device and window)."""
         for attempt in range(ATTEMPTS):
             _pause(attempt)
-            copy = self.known(key) if attempt == 0 else None
+            copy = self.known(key, now) if attempt == 0 else None
             trusted = copy is not None and copy.leader != event_id and copy.state in (*JOINABLE, "no_anchor")
             g = copy if trusted else self.get(key)
             if g is None:
@@ -198,8 +209,7 @@ class Groups:
                 if self._take_over(g, event_id, now):
                     return "relead", g
                 continue
-            self.join(key, event_id, now)
-            return "join", g
+            return "join", g  # the caller writes the member row once its ledger entry is final
         raise RuntimeError(f"coalescing group {key}: too much contention")
 
     def _take_over(self, g: Group, event_id: str, now: float) -> bool:
@@ -211,7 +221,9 @@ class Groups:
         return self._save(g)
 
     def join(self, key: str, event_id: str, now: float) -> None:
-        """The member row: an insert keyed by the event, so joining twice counts once."""
+        """The member row, written after the event's ledger entry says ``coalesced`` (so a member is
+        always a follower, never a leader or an event still undecided): an insert keyed by the
+        event, so joining twice counts once."""
         from azure.core.exceptions import ResourceExistsError
 
         row = {"PartitionKey": key, "RowKey": member_row(event_id), "event_id": event_id, "at": now}
@@ -237,6 +249,19 @@ class Groups:
             self._remember(group)
         return group, members
 
+    def update_if_leader(self, key: str, event_id: str, **changes: Any) -> Group | None:
+        """Apply ``changes`` only while ``event_id`` leads the group (a replayed old leader never
+        overwrites the group another event took over)."""
+
+        def apply(g: Group) -> bool:
+            if g.leader != event_id:
+                return False
+            for name, value in changes.items():
+                setattr(g, name, value)
+            return True
+
+        return self._changed(key, apply)
+
     def update(self, key: str, **changes: Any) -> Group | None:
         """Apply ``changes`` (re-reading on ETag conflicts); ``None`` when the group is gone."""
 
@@ -248,33 +273,40 @@ class Groups:
         return self._changed(key, apply)
 
     # ------------------------------------------------------------------ notes
-    def arrange_note(self, key: str, now: float, delay: Callable[[Group], float]) -> float | None:
+    def arrange_note(
+        self, key: str, now: float, delay: Callable[[Group], float], send: Callable[[str, float], None]
+    ) -> None:
         """Make sure a note reads the members after this moment (a joiner calls it once its member
-        row is written). Returns the delay of a note task the caller must send now, or None when
-        a pending note covers it (the module docstring says why this is enough)."""
+        row is written): rely on the pending note when it is due later than now, bump ``touched``
+        when it may be running, else schedule one — ``send(token, wait)`` first, then the group
+        expects that token (a crash between leaves a task nobody expects: dropped when it runs).
+        A pending note long overdue (:data:`NOTE_LOST`) is taken as lost (its task was never sent,
+        or went to poison) and replaced."""
         copy = self.known(key)
         if copy and copy.note_scheduled and copy.note_due > now + NOTE_MARGIN:
-            return None
-        wait: list[float] = []
+            return
 
         def arrange(g: Group) -> bool:
-            wait.clear()
             if g.note_scheduled and g.note_due > now + NOTE_MARGIN:
                 return False
-            if g.note_scheduled:  # due now or late: it may be running; make its "nothing new" fail
-                g.touched += 1
+            if g.note_scheduled and g.note_due > now - NOTE_LOST:  # due now or late: it may be running
+                g.touched += 1  # …so its "nothing new" write fails and it counts again
                 return True
-            wait.append(delay(g))
-            g.note_scheduled, g.note_due = True, now + wait[0]
+            wait, token = delay(g), uuid.uuid4().hex
+            send(token, wait)
+            g.note_scheduled, g.note_due, g.note_id = True, now + wait, token
             return True
 
-        g = self._changed(key, arrange)
-        return wait[0] if g is not None and wait else None
+        self._changed(key, arrange)
 
-    def stop_notes(self, g: Group, **changes: Any) -> bool:
-        """No note is pending any more (with ``changes``) — only if nobody joined or touched the
-        group since ``g`` was read: else the caller counts again (or goes on with the chain)."""
+    def commit(self, g: Group, **changes: Any) -> bool:
+        """``g`` with ``changes``, written only if nobody changed the row since ``g`` was read
+        (a member joining does not change it; a joiner's ``touched`` does)."""
         for name, value in changes.items():
             setattr(g, name, value)
-        g.note_scheduled, g.note_due = False, 0.0
         return self._save(g)
+
+    def stop_notes(self, g: Group, **changes: Any) -> bool:
+        """No note is pending any more (with ``changes``) — only if nobody touched the group since
+        ``g`` was read: else the caller counts again (or goes on with the chain)."""
+        return self.commit(g, **changes, note_scheduled=False, note_due=0.0, note_id="")

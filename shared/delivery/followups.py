@@ -11,6 +11,7 @@ that every retry goes through.
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 INCIDENT_LOOKUP_FIRST_DELAY = 60.0  # seconds; then doubling, at most 30 min apart
 # 60 s, then waits of 1, 2, 4, 8, 16, 30, 30 min: about 90 min in all, then the tags are given up (logged)
 INCIDENT_LOOKUPS = 8
+NOTE_CLAIM_SECONDS = 120.0  # a claimed comment younger than this is another run's, still at work
+NOTE_SETTLE = 60.0  # seconds after a group's window before a note may end the chain (events still queued)
 NOTE_WAIT_FOR_ALERT = 30.0  # seconds before a note first looks again at a group whose alert is not made yet
 
 
@@ -57,9 +60,8 @@ class FollowUps:
         """The group learns its alert (its followers' notes can go out), the incident gets its tags."""
         if key:  # followers that joined meanwhile arranged their note already: it waits for this
             at = self.deps.clock.now().timestamp()  # the alert says the first event: notes count from here
-            self.deps.groups.update(
-                key, alert_id=alert_id, incident_id=incident_id or "", state="open", via=via, last_note_at=at
-            )
+            opened = {"alert_id": alert_id, "incident_id": incident_id or "", "state": "open", "via": via}
+            self.deps.groups.update_if_leader(key, event_id, **opened, last_note_at=at)
         if via:
             return
         if incident_id:
@@ -85,59 +87,73 @@ class FollowUps:
                 return max(float(interval), NOTE_WAIT_FOR_ALERT)
             return max(0.0, g.last_note_at + interval - now.timestamp())
 
-        wait = self.deps.groups.arrange_note(key, now.timestamp(), delay)
-        if wait is not None:
-            self._send_note(NoteTask(group=key, first_received_at=now), now, wait)
+        def send(token: str, wait: float) -> None:
+            task = NoteTask(group=key, token=token, first_received_at=now)
+            self.deps.sender.send(self.settings.events_queue_name, task.to_text(), wait)
 
-    def _send_note(self, task: NoteTask, now: datetime, wait: float) -> None:
-        due = task.model_copy(update={"due": now.timestamp() + wait})
-        self.deps.sender.send(self.settings.events_queue_name, due.to_text(), wait)
+        self.deps.groups.arrange_note(key, now.timestamp(), delay, send)
 
     def _again(self, task: NoteTask, now: datetime, wait: float, **changes: Any) -> None:
-        """The next note of the chain (or this one, later): sent first, then the group expects it
-        (with ``changes``) — a crash between leaves the group expecting this very message, which
-        the host delivers again."""
-        self._send_note(task, now, wait)
-        self.deps.groups.update(task.group, note_scheduled=True, note_due=now.timestamp() + wait, **changes)
+        """The next note of the chain (or this one, later), with a new token: sent first, then the
+        group expects it (with ``changes``) — a crash between leaves the group expecting this very
+        message, which the host delivers again; the new one is then dropped when it runs."""
+        token = uuid.uuid4().hex
+        nxt = task.model_copy(update={"token": token})
+        self.deps.sender.send(self.settings.events_queue_name, nxt.to_text(), wait)
+        due = now.timestamp() + wait
+        self.deps.groups.update(task.group, note_scheduled=True, note_due=due, note_id=token, **changes)
 
     def note(self, task: NoteTask, queue: str) -> Outcome:
+        """One run of a group's note chain: settle, wait for the alert, or write "N more" once."""
         now = self.deps.clock.now()
-        groups = self.deps.groups
         for _ in range(ATTEMPTS):
-            group, members = groups.read_all(task.group)
+            group, members = self.deps.groups.read_all(task.group)
             if group is None:
                 return Outcome(Kind.NOTED, detail="group gone; nothing to note")
-            if not group.note_scheduled or abs(group.note_due - task.due) > 0.001:
+            if not group.note_scheduled or group.note_id != task.token:
                 return Outcome(Kind.NOTED, detail="superseded: the group expects another note")
             ended = self._ended(group, members)
-            if ended is not None:
-                if groups.stop_notes(group):
-                    return Outcome(Kind.NOTED, detail=ended)
-                continue
             if now - task.first_received_at > timedelta(hours=self.settings.max_event_age_hours):
-                groups.stop_notes(group)
-                return Outcome(Kind.DEAD_LETTER, detail="note abandoned after the maximum age")
+                ended = "note abandoned after the maximum age"
+            if ended is not None:
+                if self.deps.groups.stop_notes(group):
+                    return Outcome(Kind.NOTED, detail=ended)
+                continue  # someone joined or touched it meanwhile: look again
             if not group.alert_id:  # looked at less and less often, at most a note interval apart
                 wait = min(
                     NOTE_WAIT_FOR_ALERT * 2 ** min(task.attempt, 8), self.settings.coalesce_note_interval_seconds
                 )
                 self._again(task.model_copy(update={"attempt": task.attempt + 1}), now, max(wait, 1.0))
                 return Outcome(Kind.RETRY_AFTER, detail="alert not created yet", retry_after=wait)
-            total = 1 + len(members)
-            if total > group.noted:
-                return self._write_note(task, group, total, now)
-            if groups.stop_notes(group):
-                return Outcome(Kind.NOTED, detail="nothing new")
-            # someone joined or touched the group since it was read: count again
+            outcome = self._one_note(task, group, 1 + len(members), now)
+            if outcome is not None:
+                return outcome
         raise RuntimeError(f"coalescing group {task.group}: too much contention")
 
-    def _ended(self, group: Group, members: list[str]) -> str | None:
-        """Why there is nothing to note on this group ever again (its members settled first)."""
-        if group.state == "no_anchor":
-            return f"no anchor for the group: {self._settle_no_anchor(group, members)} member(s) settled"
-        if group.state == "failed" or group.via:
-            return f"group {group.state}{' (Graph alert)' if group.via else ''}"
-        return None
+    def _one_note(self, task: NoteTask, group: Group, total: int, now: datetime) -> Outcome | None:
+        """Claim ``total`` (a conditional write: one copy of this note at a time), then comment.
+        A claim left by a run that died or lost Defender's answer is looked up on the alert before
+        anything is posted again. ``None``: the group changed meanwhile, read it again."""
+        groups = self.deps.groups
+        if group.noting:
+            busy = group.noting_at + NOTE_CLAIM_SECONDS - now.timestamp()
+            if busy > 0:  # another run of this note is writing it: look again once it is surely done
+                self.deps.sender.send(self.settings.events_queue_name, task.to_text(), busy)
+                return Outcome(Kind.RETRY_AFTER, detail="another run of this note is writing it", retry_after=busy)
+            if self._posted(group):
+                return self._noted(task, group, group.noting, now, "confirmed: posted by an earlier run")
+        if total <= group.noted:
+            return Outcome(Kind.NOTED, detail="nothing new") if groups.stop_notes(group, noting=0) else None
+        if not groups.commit(group, noting=total, noting_at=now.timestamp()):
+            return None
+        return self._write_note(task, group, total, now)
+
+    def _posted(self, group: Group) -> bool:
+        """Whether the alert already carries the comment claimed for ``group.noting``."""
+        with calls_for(CallContext(f"group:{group.key[:12]}", 0)):
+            comments = self.deps.mde.get_alert(group.alert_id).get("comments") or []
+        mark = f"({group.noting} in total coalesced into this alert)"
+        return any(mark in str(c.get("comment") if isinstance(c, dict) else c) for c in comments)
 
     def _write_note(self, task: NoteTask, group: Group, total: int, now: datetime) -> Outcome:
         pending = total - group.noted
@@ -150,31 +166,54 @@ class FollowUps:
             try:
                 self.deps.mde.comment_alert(group.alert_id, comment)
             except DefenderError as exc:
-                outcome = from_error(exc, "PATCH alert")
-                if outcome.kind == Kind.RETRY_AFTER:
-                    s, failures = self.settings, task.failures + (1 if outcome.transient_failure else 0)
-                    wait = retry_delay(outcome, failures, now, base=s.retry_base_seconds, cap=s.retry_max_seconds)
-                    self._again(task.model_copy(update={"attempt": task.attempt + 1, "failures": failures}), now, wait)
-                else:
-                    self.deps.groups.stop_notes(group)
-                return outcome
-        at = now.timestamp()  # the next note in an interval; after one that finds nothing new, the chain stops
-        self._again(
-            task,
-            now,
-            self.settings.coalesce_note_interval_seconds,
-            noted=total,
-            count=total,
-            last_note_at=at,
-            last_event_at=at,
-        )
-        return Outcome(Kind.NOTED, detail=f"{pending} more noted on alert {group.alert_id}", alert_id=group.alert_id)
+                return self._note_failed(task, group, exc, now)
+        return self._noted(task, group, total, now, f"{pending} more noted on alert {group.alert_id}")
+
+    def _note_failed(self, task: NoteTask, group: Group, exc: DefenderError, now: datetime) -> Outcome:
+        """Nothing posted (a 429, a refusal): the claim is dropped. Perhaps posted (a 5xx, no
+        answer): the claim stays, and the next run looks at the alert before posting again."""
+        outcome = from_error(exc, "PATCH alert")
+        clear = {"noting": 0} if exc.nothing_done else {}
+        if outcome.kind == Kind.RETRY_AFTER:
+            s, failures = self.settings, task.failures + (1 if outcome.transient_failure else 0)
+            wait = retry_delay(outcome, failures, now, base=s.retry_base_seconds, cap=s.retry_max_seconds)
+            self._again(task.model_copy(update={"attempt": task.attempt + 1, "failures": failures}), now, wait, **clear)
+        else:
+            self._give_up(task, **clear)
+        return outcome
+
+    def _noted(self, task: NoteTask, group: Group, total: int, now: datetime, detail: str) -> Outcome:
+        """The comment for ``total`` is on the alert: recorded, and the chain goes on an interval
+        later — or ends here, once the group's window is over and nobody joined since the claim
+        (a late event arranges a note of its own)."""
+        at = now.timestamp()
+        done: dict[str, Any] = {"noted": total, "count": total, "noting": 0, "last_note_at": at, "last_event_at": at}
+        ended = bool(group.until) and at > group.until + NOTE_SETTLE
+        if not (ended and self.deps.groups.stop_notes(group, **done)):
+            self._again(task, now, self.settings.coalesce_note_interval_seconds, **done)
+        return Outcome(Kind.NOTED, detail=detail, alert_id=group.alert_id)
+
+    def _give_up(self, task: NoteTask, **changes: Any) -> None:
+        """No note is pending any more — retried until the write holds (a joiner touching the group
+        must not leave it expecting a note nobody will run)."""
+        for _ in range(ATTEMPTS):
+            group = self.deps.groups.get(task.group)
+            if group is None or group.note_id != task.token or self.deps.groups.stop_notes(group, **changes):
+                return
+
+    def _ended(self, group: Group, members: list[str]) -> str | None:
+        """Why there is nothing to note on this group ever again (its members settled first)."""
+        if group.state == "no_anchor":
+            return f"no anchor for the group: {self._settle_no_anchor(group, members)} member(s) settled"
+        if group.state == "failed" or group.via:
+            return f"group {group.state}{' (Graph alert)' if group.via else ''}"
+        return None
 
     def _settle_no_anchor(self, group: Group, members: list[str]) -> int:
         """Members that joined before the leader found no connection end as it did (their own
         search would have looked at the same device, platform and minutes)."""
         why = f"{group.reason} (searched once for this device's storm window by event {group.leader})"
-        return sum(self.deps.ledger.settle_no_anchor(member, f"event {group.leader}", why) for member in members)
+        return sum(self.deps.ledger.settle_no_anchor(member, group.key, why) for member in members)
 
     # ------------------------------------------------------------------ incident tags
     def tag(self, incident_id: str, event_id: str | None) -> None:

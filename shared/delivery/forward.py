@@ -184,7 +184,7 @@ class Delivery:
 
     def _follow(self, task: QueuedEvent, kept: EventFacts) -> Outcome | None:
         """A storm's follower on its first delivery, its device cached and its group known: its
-        member row, then its ledger row written once, in its final state — no lease (both writes
+        ledger row written once, in its final state, then its member row — no lease (both writes
         are inserts keyed by the event, so a second copy of it counts nothing twice). ``None``:
         take the full path (claim, resolve, …) — also when another copy recorded it meanwhile
         and is still at work."""
@@ -193,7 +193,7 @@ class Delivery:
         if cached is None or not cached.machine_id:
             return None
         key = group_key(task.event, cached.machine_id, window)
-        group = self.deps.groups.known(key) or self.deps.groups.get(key)
+        group = self.deps.groups.known(key, now.timestamp()) or self.deps.groups.get(key)
         if group is None or group.leader == task.event.id or group.state not in (*JOINABLE, "no_anchor"):
             return None
         entry = self.deps.ledger.fresh(
@@ -206,17 +206,22 @@ class Delivery:
         try:
             if group.state == "no_anchor":
                 return self._after_no_anchor(a, group)
-            self.deps.groups.join(key, task.event.id, now.timestamp())
             return self._coalesced(a, group)
         except AlreadyRecorded:
             existing = self.deps.ledger.get(task.event.id)
             return self._duplicate(existing) if existing and existing.final else None
 
     def _duplicate(self, entry: Entry) -> Outcome:
-        """Delivered before. A follower killed between its ledger row and arranging its note is
-        noted all the same: the redelivery arranges it (no round trip while a note is pending)."""
-        if entry.state == LedgerState.COALESCED and entry.group_key:
+        """Delivered before. A follower killed after its ledger row is counted and noted all the
+        same: the redelivery writes its member row (again: an insert that changes nothing) and
+        arranges its note; a leader killed after its dead letter marks its group failed."""
+        if entry.state == LedgerState.COALESCED and entry.group_key:  # (its member row: an idempotent insert)
+            self.deps.groups.join(entry.group_key, entry.event_id, self.deps.clock.now().timestamp())
             self.followups.arrange_note(entry.group_key)
+        elif entry.state == LedgerState.DEAD_LETTERED:
+            known = self.deps.groups.known(entry.group_key or "")
+            if not (known and known.state == "failed"):
+                self._leader_failed(entry)
         return Outcome(Kind.DUPLICATE, detail=f"already {entry.state.value}", alert_id=entry.alert_id)
 
     def _attempt(self, task: QueuedEvent, entry: Entry, kept: EventFacts) -> Outcome:
@@ -267,8 +272,13 @@ class Delivery:
             )
             self.deps.dead.put(letter)
             self.deps.ledger.mark_dead(entry, outcome.detail, outcome.error_code, outcome.correlation_id)
-            if entry.leads_group and entry.group_key:
-                self.deps.groups.update(entry.group_key, state="failed")
+            self._leader_failed(entry)
+
+    def _leader_failed(self, entry: Entry) -> None:
+        """A dead-lettered leader's group is ``failed``, so the next event of its window takes it
+        over (also when this runs only on the message's redelivery: killed after the dead letter)."""
+        if entry.leads_group and entry.group_key:
+            self.deps.groups.update_if_leader(entry.group_key, entry.event_id, state="failed")
 
     # ------------------------------------------------------------------ the steps
     def _deliver(self, event: Envelope, entry: Entry, kept: EventFacts) -> Outcome:
@@ -511,7 +521,8 @@ class Delivery:
             self._assess(a, windows=bool(self.deps.rules and repeats(self.deps.rules)))
         self._respond(a, alert_id or None, None if alert_id else group.leader)
         self.deps.ledger.mark_coalesced(a.entry, into, a.key, alert_id or None, a.machine_id, a.resolved_by)
-        self.followups.arrange_note(a.key)  # after the ledger row: a note settling no_anchor members finds it
+        self.deps.groups.join(a.key, a.event.id, a.now.timestamp())  # counted only once it is a follower
+        self.followups.arrange_note(a.key)
         return Outcome(
             Kind.COALESCED,
             detail=f"into {'alert ' + alert_id if alert_id else 'the alert of ' + into}",
@@ -557,7 +568,7 @@ class Delivery:
                 Kind.CREATED, detail=f"Graph alert {alert_id} ({why})", alert_id=alert_id, machine_id=machine_id
             )
         if leads and kind == Kind.NO_ANCHOR:  # first the group: new arrivals stop joining; the note each
-            self.deps.groups.update(a.key, state="no_anchor", reason=why)  # member arranged settles it
+            self.deps.groups.update_if_leader(a.key, a.event.id, state="no_anchor", reason=why)  # member arranged
         state = LedgerState.NO_DEVICE if kind == Kind.NO_DEVICE else LedgerState.NO_ANCHOR
         self.deps.ledger.mark_no_alert(a.entry, state, why, machine_id, a.resolved_by)
         return Outcome(kind, detail=why, machine_id=machine_id)

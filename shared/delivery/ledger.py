@@ -328,11 +328,11 @@ class Ledger:
             correlation_id=correlation_id or entry.correlation_id,
         )
 
-    def settle_no_anchor(self, event_id: str, into: str, reason: str) -> bool:
-        """A follower coalesced ``into`` a leader that found no anchor ends as the leader did.
-        False when there is nothing to change (not written yet, settled already, or elsewhere)."""
+    def settle_no_anchor(self, event_id: str, group_key: str, reason: str) -> bool:
+        """A follower of a group whose leader found no anchor (whichever leader it joined) ends as
+        that leader did. False when there is nothing to change (settled already, or elsewhere)."""
         entry = self.get(event_id)
-        if entry is None or entry.state != LedgerState.COALESCED or entry.coalesced_into != into:
+        if entry is None or entry.state != LedgerState.COALESCED or entry.group_key != group_key:
             return False
         entry.state, entry.reason, entry.coalesced_into = LedgerState.NO_ANCHOR, reason[:2000], None
         return write_if_match(self._table, _to_row(entry), entry.etag) is not None
@@ -351,6 +351,8 @@ class Ledger:
         maybe_made = entry.intent_at is not None and (entry.state == LedgerState.CREATING or entry.unanswered)
         entry.state = LedgerState.CREATING if maybe_made else LedgerState.RECEIVED
         entry.lease_until = 0.0
+        if not maybe_made:  # its storm group may have a new leader by now: the replay asks the group again
+            entry.group_role = None
         self._table.update_entity(_to_row(entry), mode=UpdateMode.REPLACE)
         return True
 

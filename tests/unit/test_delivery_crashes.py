@@ -58,7 +58,7 @@ def exactly_one_alert(w: World, i: int = 1) -> None:
 
 
 LEDGER_WRITES = ["claim", "mark_leader", "checkpoint_anchor", "mark_creating", "mark_created"]
-GROUP_WRITES = ["lead_or_join", "update"]
+GROUP_WRITES = ["lead_or_join", "update_if_leader"]
 DEFENDER_CALLS = ["list_machines", "run_hunting_query", "create_alert_by_reference"]
 
 

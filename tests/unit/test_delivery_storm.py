@@ -46,7 +46,8 @@ def run_queue(w: World, *, limit: int = 200) -> list[Outcome | str]:
 def noted(w: World) -> int:
     """Events counted on the alert: its own, plus every note's "N more"."""
     (alert,) = w.mde.alerts
-    return 1 + sum(int(m.group(1)) for c in alert.get("comments", []) for m in [re.match(r"Noxys: (\d+) more", c)] if m)
+    texts = [str(c["comment"]) for c in alert.get("comments", [])]
+    return 1 + sum(int(m.group(1)) for t in texts for m in [re.match(r"Noxys: (\d+) more", t)] if m)
 
 
 def lead(w: World) -> Outcome:

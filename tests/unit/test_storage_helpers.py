@@ -76,7 +76,8 @@ def test_a_record_round_trips_and_an_older_row_reads_with_the_defaults() -> None
     assert row == {
         "PartitionKey": "k", "RowKey": "group", "leader": "evt_1", "window_start": 12.5, "count": 3, "noted": 1,
         "alert_id": "da1", "incident_id": "", "state": "creating", "via": "", "reason": "", "note_scheduled": True,
-        "note_due": 0.0, "touched": 0, "last_note_at": 0.0, "last_event_at": 0.0, "until": 0.0,
+        "note_due": 0.0, "note_id": "", "noting": 0, "noting_at": 0.0, "touched": 0, "last_note_at": 0.0,
+        "last_event_at": 0.0, "until": 0.0,
     }  # fmt: skip
     stored = TableEntity({**row, "count": "3"})
     stored._metadata = {"etag": "W/1"}  # type: ignore[typeddict-item]  # the one key read
