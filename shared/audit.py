@@ -14,10 +14,12 @@ import io
 import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from shared.defender.errors import CallRecord
+from shared.storage import Codec
 
 FIELDS = (
     "time",
@@ -37,28 +39,52 @@ def _day(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%d")
 
 
+@dataclass(frozen=True)
+class AuditRow:
+    """The stored row of one call (its property names are the table's, and :data:`FIELDS`);
+    ``day`` and ``row`` are its keys only."""
+
+    day: str
+    row: str
+    time: str
+    service: str
+    method: str
+    path: str
+    status: int
+    latency_ms: float  # an int when the call was not timed (0): stored as given
+    event_id: str
+    correlation_id: str
+    attempt: int
+    error_code: str
+
+
+_CODEC = Codec(AuditRow, lambda r: (r.day, r.row), in_key=("day", "row"), limits={"path": 1000})
+
+
+def audit_row(call: CallRecord) -> AuditRow:
+    when = datetime.fromtimestamp(call.time, UTC)
+    return AuditRow(
+        day=_day(when),
+        row=f"{when.strftime('%H%M%S.%f')}-{uuid.uuid4().hex[:8]}",
+        time=when.isoformat().replace("+00:00", "Z"),
+        service=call.service,
+        method=call.method,
+        path=call.path,
+        status=call.status,
+        latency_ms=call.latency_ms,
+        event_id=call.event_id or "",
+        correlation_id=call.correlation_id or "",
+        attempt=call.attempt,
+        error_code=call.error_code or "",
+    )
+
+
 class AuditTrail:
     def __init__(self, table: Any) -> None:
         self._table = table
 
     def record(self, call: CallRecord) -> None:
-        when = datetime.fromtimestamp(call.time, UTC)
-        self._table.create_entity(
-            {
-                "PartitionKey": _day(when),
-                "RowKey": f"{when.strftime('%H%M%S.%f')}-{uuid.uuid4().hex[:8]}",
-                "time": when.isoformat().replace("+00:00", "Z"),
-                "service": call.service,
-                "method": call.method,
-                "path": call.path[:1000],
-                "status": call.status,
-                "latency_ms": call.latency_ms,
-                "event_id": call.event_id or "",
-                "correlation_id": call.correlation_id or "",
-                "attempt": call.attempt,
-                "error_code": call.error_code or "",
-            }
-        )
+        self._table.create_entity(_CODEC.entity(audit_row(call)))
 
     def record_erasure(self, when: datetime, rows: int) -> None:
         """That a data-subject erasure happened and how many rows it removed — never whose."""
@@ -83,7 +109,8 @@ class AuditTrail:
         last = until.astimezone(UTC).date()
         lo, hi = since.astimezone(UTC).isoformat(), until.astimezone(UTC).isoformat()
         while day <= last:
-            rows = sorted(self._table.query_entities(f"PartitionKey eq '{day.isoformat()}'"), key=lambda e: e["RowKey"])
+            found = self._table.query_entities("PartitionKey eq @day", parameters={"day": day.isoformat()})
+            rows = sorted(found, key=lambda e: e["RowKey"])
             for e in rows:
                 stamp = str(e["time"]).replace("Z", "+00:00")
                 if lo <= stamp < hi:
@@ -94,7 +121,10 @@ class AuditTrail:
         """Delete every row older than the retention (by day partition); returns how many."""
         cutoff = _day(now - timedelta(days=retention_days))
         removed = 0
-        for e in self._table.query_entities(f"PartitionKey lt '{cutoff}'", select=["PartitionKey", "RowKey"]):
+        found = self._table.query_entities(
+            "PartitionKey lt @cutoff", parameters={"cutoff": cutoff}, select=["PartitionKey", "RowKey"]
+        )
+        for e in found:
             self._table.delete_entity(e["PartitionKey"], e["RowKey"])
             removed += 1
         return removed

@@ -11,10 +11,11 @@ import atexit
 import logging
 import random
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.storage import Contended, EntityTable, update_if_match
+from shared.storage import Codec, Contended, EntityTable, update_if_match
 
 log = logging.getLogger(__name__)
 SHARDS = 8
@@ -23,6 +24,28 @@ MARKS = "marks"
 
 def _hour(t: datetime) -> str:
     return t.strftime("%Y%m%d%H")
+
+
+@dataclass(frozen=True)
+class CountRow:
+    """One shard of one counter in one hour (PartitionKey ``hour``, RowKey ``name|shard``)."""
+
+    hour: str
+    shard: str
+    name: str = ""
+    count: int = 0
+
+
+@dataclass(frozen=True)
+class MarkRow:
+    """A named mark (PartitionKey ``marks``, RowKey ``name``)."""
+
+    name: str
+    value: str = ""
+
+
+_COUNT = Codec(CountRow, lambda c: (c.hour, c.shard), in_key=("hour", "shard"))
+_MARK = Codec(MarkRow, lambda m: (MARKS, m.name), in_key=("name",))
 
 
 class Counters:
@@ -37,7 +60,8 @@ class Counters:
         pk, rk = _hour(now), f"{name}|{random.randrange(SHARDS)}"  # noqa: S311 - spreading load, not crypto
 
         def count(row: dict[str, Any] | None) -> dict[str, Any]:
-            return {"name": name, "count": (int(row["count"]) if row else 0) + n}
+            before = _COUNT.record(row, hour=pk, shard=rk).count if row else 0
+            return _COUNT.entity(CountRow(pk, rk, name, before + n))
 
         try:
             update_if_match(self._table, pk, rk, count, tries=10)
@@ -47,8 +71,12 @@ class Counters:
     def totals(self, now: datetime, hours: int = 24) -> dict[str, int]:
         since = _hour(now - timedelta(hours=hours - 1))
         out: dict[str, int] = {}
-        for e in self._table.query_entities(f"PartitionKey ge '{since}' and PartitionKey lt '{MARKS}'"):
-            out[e["name"]] = out.get(e["name"], 0) + int(e["count"])
+        rows = self._table.query_entities(
+            "PartitionKey ge @since and PartitionKey lt @marks", parameters={"since": since, "marks": MARKS}
+        )
+        for e in rows:
+            row = _COUNT.record(e, hour=str(e["PartitionKey"]), shard=str(e["RowKey"]))
+            out[row.name] = out.get(row.name, 0) + row.count
         return out
 
     def mark(self, name: str, value: str) -> None:
@@ -56,12 +84,14 @@ class Counters:
         from azure.data.tables import UpdateMode
 
         try:
-            self._table.upsert_entity({"PartitionKey": MARKS, "RowKey": name, "value": value}, mode=UpdateMode.REPLACE)
+            self._table.upsert_entity(_MARK.entity(MarkRow(name, value)), mode=UpdateMode.REPLACE)
         except AzureError as exc:
             log.warning("mark %s not updated: %s", name, exc.__class__.__name__)
 
     def marks(self) -> dict[str, str]:
-        return {e["RowKey"]: e["value"] for e in self._table.query_entities(f"PartitionKey eq '{MARKS}'")}
+        rows = self._table.query_entities("PartitionKey eq @marks", parameters={"marks": MARKS})
+        marks = (_MARK.record(e, name=str(e["RowKey"])) for e in rows)
+        return {m.name: m.value for m in marks}
 
 
 class BufferedCounters:

@@ -30,6 +30,7 @@ from shared.response.files import problems as file_problems
 from shared.response.rules import load_rules
 from shared.response.store import ResponseStore
 from shared.secrets import SecretStore, VaultUnavailable
+from shared.storage import Codec
 from shared.suppress import Suppressions, status_lines
 
 if TYPE_CHECKING:
@@ -60,6 +61,16 @@ class StatusDeps:
 
 log = logging.getLogger(__name__)
 PARTITION, ROW = "health", "latest"
+
+
+@dataclass(frozen=True)
+class HealthRow:
+    """The one row of the Health table: the last health record, as JSON."""
+
+    record: str = ""
+
+
+_HEALTH = Codec(HealthRow, lambda _: (PARTITION, ROW))
 
 
 def _entra_expiry(deps: StatusDeps, client_id: str, current_secret: str | None) -> datetime | None:
@@ -195,9 +206,7 @@ def run_health_check(deps: StatusDeps) -> HealthRecord:
         record["tables_error"] = exc.__class__.__name__
     from azure.data.tables import UpdateMode
 
-    deps.table("Health").upsert_entity(
-        {"PartitionKey": PARTITION, "RowKey": ROW, "record": json.dumps(record)}, mode=UpdateMode.REPLACE
-    )
+    deps.table("Health").upsert_entity(_HEALTH.entity(HealthRow(json.dumps(record))), mode=UpdateMode.REPLACE)
     return record
 
 
@@ -281,7 +290,7 @@ def read_record(deps: StatusDeps) -> HealthRecord | None:
         e = deps.table("Health").get_entity(PARTITION, ROW)
     except ResourceNotFoundError:
         return None
-    record: HealthRecord = json.loads(e["record"])
+    record: HealthRecord = json.loads(_HEALTH.record(e).record)
     return record
 
 

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.review import Review
-from shared.storage import EntityTable, table_key
+from shared.storage import Codec, EntityTable, table_key
 
 log = logging.getLogger(__name__)
 DAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
@@ -33,6 +33,36 @@ SUPPRESSED = "suppressed"
 OVERRIDE = "override"
 REVIEW = "review"
 OVERRIDE_DAYS = 7
+
+
+@dataclass(frozen=True)
+class SuppressedRow:
+    """A suppressed policy (PartitionKey ``suppressed``); ``since`` is ISO 8601."""
+
+    policy_id: str
+    name: str = ""
+    reason: str = ""
+    since: str = ""
+
+
+@dataclass(frozen=True)
+class OverrideRow:
+    """An operator's re-enabling (PartitionKey ``override``): no suppression before ``until``."""
+
+    policy_id: str
+    until: float = 0.0
+
+
+@dataclass(frozen=True)
+class ReviewRow:
+    """The last scheduled review's summary, as JSON (cut at 30,000 characters)."""
+
+    summary: str = ""
+
+
+_SUPPRESSED = Codec(SuppressedRow, lambda r: (SUPPRESSED, table_key(r.policy_id)))
+_OVERRIDE = Codec(OverrideRow, lambda r: (OVERRIDE, table_key(r.policy_id)), in_key=("policy_id",))
+_REVIEW = Codec(ReviewRow, lambda _: (REVIEW, "latest"), limits={"summary": 30000})
 
 
 def parse_schedule(text: str) -> tuple[int, int, int]:
@@ -70,14 +100,15 @@ class Suppressions:
 
     def active(self) -> dict[str, dict[str, Any]]:
         """Suppressed policy id → {"name", "reason", "since"}."""
-        rows = self.table.query_entities(f"PartitionKey eq '{SUPPRESSED}'", results_per_page=1000)
-        return {str(e["policy_id"]): {k: e.get(k) for k in ("name", "reason", "since")} for e in rows}
+        rows = self.table.query_entities("PartitionKey eq @p", parameters={"p": SUPPRESSED}, results_per_page=1000)
+        found = (_SUPPRESSED.record(e) for e in rows)
+        return {r.policy_id: {"name": r.name, "reason": r.reason, "since": r.since} for r in found}
 
     def _override_until(self, policy_id: str) -> float:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            return float(self.table.get_entity(OVERRIDE, table_key(policy_id)).get("until") or 0)
+            return _OVERRIDE.record(self.table.get_entity(OVERRIDE, table_key(policy_id)), policy_id=policy_id).until
         except ResourceNotFoundError:
             return 0.0
 
@@ -90,11 +121,8 @@ class Suppressions:
         for policy_id, (name, reason) in wanted.items():
             if policy_id in current or self._override_until(policy_id) > now.timestamp():
                 continue
-            self.table.upsert_entity(
-                {"PartitionKey": SUPPRESSED, "RowKey": table_key(policy_id), "policy_id": policy_id, "name": name,
-                 "reason": reason, "since": now.isoformat()},
-                mode=UpdateMode.REPLACE,
-            )  # fmt: skip
+            suppressed = SuppressedRow(policy_id, name, reason, now.isoformat())
+            self.table.upsert_entity(_SUPPRESSED.entity(suppressed), mode=UpdateMode.REPLACE)
             said.append(f"policy '{name}' suppressed: {reason}")
         for policy_id, row in current.items():
             if policy_id not in wanted:
@@ -111,9 +139,7 @@ class Suppressions:
         for policy_id in found:
             self.table.delete_entity(SUPPRESSED, table_key(policy_id))
             until = (now + timedelta(days=OVERRIDE_DAYS)).timestamp()
-            self.table.upsert_entity(
-                {"PartitionKey": OVERRIDE, "RowKey": table_key(policy_id), "until": until}, mode=UpdateMode.REPLACE
-            )
+            self.table.upsert_entity(_OVERRIDE.entity(OverrideRow(policy_id, until)), mode=UpdateMode.REPLACE)
         return [f"policy '{row['name']}' ({k}) re-enabled: its events raise alerts again" for k, row in found.items()]
 
     def keep(self, review: Review, changes: list[str], now: datetime) -> None:
@@ -124,16 +150,13 @@ class Suppressions:
             "at": now.isoformat(), "since": review.since, "until": review.until, "alerts": review.alerts,
             "classified": review.classified, "suggestions": review.suggestions[:10], "changes": changes,
         }  # fmt: skip
-        self.table.upsert_entity(
-            {"PartitionKey": REVIEW, "RowKey": "latest", "summary": json.dumps(summary)[:30000]},
-            mode=UpdateMode.REPLACE,
-        )
+        self.table.upsert_entity(_REVIEW.entity(ReviewRow(json.dumps(summary))), mode=UpdateMode.REPLACE)
 
     def latest(self) -> dict[str, Any] | None:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            return dict(json.loads(self.table.get_entity(REVIEW, "latest")["summary"]))
+            return dict(json.loads(_REVIEW.record(self.table.get_entity(REVIEW, "latest")).summary))
         except ResourceNotFoundError:
             return None
 

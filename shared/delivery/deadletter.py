@@ -39,11 +39,14 @@ class DeadLetters:
         self._table.upsert_entity(_CODEC.entity(letter), mode=UpdateMode.REPLACE)
 
     def all(self) -> Iterator[DeadLetter]:
-        for e in self._table.query_entities(f"PartitionKey eq '{PARTITION}'"):
+        for e in self._table.query_entities("PartitionKey eq @partition", parameters={"partition": PARTITION}):
             yield _CODEC.record(e)
 
     def delete(self, event_id: str) -> None:
         self._table.delete_entity(PARTITION, table_key(event_id))
 
     def count(self) -> int:
-        return sum(1 for _ in self._table.query_entities(f"PartitionKey eq '{PARTITION}'", select=["RowKey"]))
+        rows = self._table.query_entities(
+            "PartitionKey eq @partition", parameters={"partition": PARTITION}, select=["RowKey"]
+        )
+        return sum(1 for _ in rows)

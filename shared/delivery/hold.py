@@ -111,6 +111,20 @@ class Switch:
         self._cached = None
 
 
+@dataclass(frozen=True)
+class HeldRow:
+    """A kept event's row: ``row`` (its RowKey) is when it was first received, then its id."""
+
+    row: str
+    event_id: str = ""
+    queue: str = ""
+    message: str = ""
+
+
+_HELD = Codec(HeldRow, lambda h: (PARTITION, h.row), in_key=("row",))
+_IN_PARTITION = "PartitionKey eq @partition"
+
+
 class Held:
     def __init__(self, table: EntityTable, switch: Switch | None = None) -> None:
         self._table = table
@@ -127,30 +141,22 @@ class Held:
         from azure.data.tables import UpdateMode
 
         row = f"{task.first_received_at:%Y%m%dT%H%M%S.%f}-{table_key(task.event.id)}"
-        self._table.upsert_entity(
-            {
-                "PartitionKey": PARTITION,
-                "RowKey": row,
-                "event_id": task.event.id,
-                "queue": queue,
-                "message": task.to_text(),
-            },
-            mode=UpdateMode.REPLACE,
-        )
+        held = HeldRow(row, task.event.id, queue, task.to_text())
+        self._table.upsert_entity(_HELD.entity(held), mode=UpdateMode.REPLACE)
 
     def count(self) -> int:
-        return sum(1 for _ in self._table.query_entities(f"PartitionKey eq '{PARTITION}'", select=["RowKey"]))
+        rows = self._table.query_entities(_IN_PARTITION, parameters={"partition": PARTITION}, select=["RowKey"])
+        return sum(1 for _ in rows)
 
     def release(self, send: Any, now: datetime, limit: int = 500) -> int:
         """Re-enqueue up to ``limit`` kept events, oldest first; returns how many."""
-        rows = self._table.query_entities(f"PartitionKey eq '{PARTITION}'", results_per_page=limit)
+        rows = self._table.query_entities(_IN_PARTITION, parameters={"partition": PARTITION}, results_per_page=limit)
         released = 0
-        for row in rows:  # Table Storage returns a partition in RowKey order: oldest first
-            task = QueuedEvent.model_validate_json(row["message"])
-            send(
-                row["queue"], task.model_copy(update={"first_received_at": now, "attempt": 0, "failures": 0}).to_text()
-            )
-            self._table.delete_entity(PARTITION, row["RowKey"])
+        for e in rows:  # Table Storage returns a partition in RowKey order: oldest first
+            held = _HELD.record(e, row=str(e["RowKey"]))
+            task = QueuedEvent.model_validate_json(held.message)
+            send(held.queue, task.model_copy(update={"first_received_at": now, "attempt": 0, "failures": 0}).to_text())
+            self._table.delete_entity(PARTITION, held.row)
             released += 1
             if released >= limit:
                 break

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.facts import facts
-from shared.storage import BatchTable, QueueUnavailable, delete_if_there, table_key, write_groups
+from shared.storage import BatchTable, Codec, QueueUnavailable, delete_if_there, table_key, write_groups
 from shared.tasks import QueuedEvent
 
 log = logging.getLogger(__name__)
@@ -46,27 +46,40 @@ class Waiting:
     task: QueuedEvent
 
 
+@dataclass(frozen=True)
+class OutboxRow:
+    """The stored row (its property names are the table's): the redacted queued event's text in up
+    to three chunks (an empty chunk is not stored), and what a data-subject request searches."""
+
+    partition: str
+    row: str
+    event_id: str = ""
+    user: str = ""
+    user_id: str = ""
+    email: str = ""
+    task: str | None = None
+    task1: str | None = None
+    task2: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(part or "" for part in (self.task, self.task1, self.task2))
+
+
+_CODEC = Codec(OutboxRow, lambda r: (r.partition, r.row), in_key=("partition", "row"))
+
+
 def entity(task: QueuedEvent, text: str, partition: str) -> dict[str, Any]:
-    kept = facts(task.event)
-    row: dict[str, Any] = {
-        "PartitionKey": partition,
-        "RowKey": table_key(task.event.id),
-        "event_id": task.event.id,
-        "user": kept.user,
-        "user_id": kept.user_id,
-        "email": kept.email,
-    }
-    for i, name in enumerate(TASK_PROPERTIES):
-        part = text[i * CHUNK : (i + 1) * CHUNK]
-        if part:
-            row[name] = part
     if len(text) > CHUNK * len(TASK_PROPERTIES):
         raise ValueError(f"event {task.event.id}: queued text over {CHUNK * len(TASK_PROPERTIES)} characters")
-    return row
+    kept = facts(task.event)
+    chunks = [text[i * CHUNK : (i + 1) * CHUNK] or None for i in range(len(TASK_PROPERTIES))]
+    row = OutboxRow(partition, table_key(task.event.id), task.event.id, kept.user, kept.user_id, kept.email, *chunks)
+    return _CODEC.entity(row)
 
 
-def _text(e: Any) -> str:
-    return "".join(str(e.get(name) or "") for name in TASK_PROPERTIES)
+def _record(e: Any) -> OutboxRow:
+    return _CODEC.record(e, partition=str(e["PartitionKey"]), row=str(e["RowKey"]))
 
 
 class HuntingOutbox:
@@ -105,7 +118,8 @@ class HuntingOutbox:
     def read(self) -> Iterator[Waiting]:
         """Every waiting row, oldest minute first, a page of 1,000 at a time."""
         for e in self._table.list_entities(results_per_page=1000):
-            yield Waiting(str(e["PartitionKey"]), str(e["RowKey"]), QueuedEvent.model_validate_json(_text(e)))
+            row = _record(e)
+            yield Waiting(row.partition, row.row, QueuedEvent.model_validate_json(row.text))
 
     def remove(self, rows: list[Waiting]) -> int:
         """Delete shipped rows, 100 to a transaction; a row already gone (erased in the meantime)

@@ -25,7 +25,7 @@ from typing import Any
 
 from shared.clock import Clock
 from shared.defender.budget import BudgetSpent, api_of
-from shared.storage import Contended, EntityTable, Stored, update_if_match
+from shared.storage import Codec, Contended, EntityTable, Stored, update_if_match
 
 __all__ = ["BudgetSpent", "Pacer", "Quota", "api_of", "decide", "quotas_from"]
 
@@ -151,22 +151,29 @@ def _dt(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
+@dataclass(frozen=True)
+class _BudgetRow:
+    """The stored budget row of one API (RowKey): ``calls`` is the JSON list of granted calls."""
+
+    api: str
+    calls: str = ""
+    tail: float = 0.0
+    blocked_until: float = 0.0
+
+
+_CODEC = Codec(_BudgetRow, lambda r: (Pacer.PARTITION, r.api), in_key=("api",))
+
+
 def _load(entity: dict[str, Any]) -> BudgetState:
+    row = _CODEC.record(entity, api=str(entity.get("RowKey") or ""))
     return BudgetState(
-        calls=[float(t) for t in json.loads(entity.get("calls") or "[]")],
-        tail=float(entity.get("tail") or 0.0),
-        blocked_until=float(entity.get("blocked_until") or 0.0),
+        calls=[float(t) for t in json.loads(row.calls or "[]")], tail=row.tail, blocked_until=row.blocked_until
     )
 
 
 def _dump(api: str, state: BudgetState) -> dict[str, Any]:
-    return {
-        "PartitionKey": Pacer.PARTITION,
-        "RowKey": api,
-        "calls": json.dumps([round(t, 3) for t in state.calls]),
-        "tail": state.tail,
-        "blocked_until": state.blocked_until,
-    }
+    calls = json.dumps([round(t, 3) for t in state.calls])
+    return _CODEC.entity(_BudgetRow(api, calls, state.tail, state.blocked_until))
 
 
 def quotas_from(settings: Any) -> dict[str, Quota]:

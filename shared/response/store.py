@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from shared.storage import Contended, EntityTable, read_row, table_key, update_if_match
+from shared.storage import Codec, Contended, EntityTable, read_row, table_key, update_if_match
 
 GUARD = "guard"
 SLOT_ATTEMPTS = 20  # conditional writes of one cap row before refusing the action
@@ -54,23 +54,61 @@ class ActionRow:
         return not self.dry_run and not self.released and self.state in ("sent", "Succeeded", "done")
 
 
+# ``event_id`` is stored too (a query by alert or machine finds the event back); ``key`` is the RowKey
+_ACTION = Codec(
+    ActionRow,
+    lambda r: (table_key(r.event_id), r.key),
+    in_key=("key",),
+    limits={"rule": 200, "detail": 1000, "released": 500},
+)
+
+
 def _row(e: Any, event_id: str) -> ActionRow:
-    return ActionRow(
-        event_id,
-        str(e["RowKey"]),
-        str(e.get("rule") or ""),
-        str(e.get("action") or ""),
-        str(e.get("state") or "intended"),
-        str(e.get("machine_id") or ""),
-        str(e.get("action_id") or ""),
-        str(e.get("detail") or ""),
-        float(e.get("at") or 0),
-        bool(e.get("dry_run")),
-        str(e.get("alert_id") or ""),
-        str(e.get("undo") or ""),
-        float(e.get("release_at") or 0),
-        str(e.get("released") or ""),
-    )
+    row = _ACTION.record(e, key=str(e["RowKey"]), event_id=event_id)
+    if not row.state:  # an empty state reads as the default, as it always did
+        row.state = "intended"
+    return row
+
+
+@dataclass(frozen=True)
+class _Cooldown:
+    """A device's cooldown row (``device-<machine>``): who holds it, until when."""
+
+    key: str
+    until: float = 0.0
+    owner: str = ""
+
+
+@dataclass(frozen=True)
+class _Cap:
+    """An hourly cap's row (``cap-<cap>``): the last hour's (time, holder) pairs, as JSON."""
+
+    key: str
+    recent: str = ""
+
+
+@dataclass(frozen=True)
+class _Circuit:
+    """A cap that refused an action (``circuit-<cap>``)."""
+
+    key: str
+    reason: str = ""
+    tripped_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Comment:
+    """The last verdict commented on an alert for a rule (``comment-<alert>-<rule>``)."""
+
+    key: str
+    said: str = ""
+    skipped: int = 0
+
+
+_COOLDOWN = Codec(_Cooldown, lambda g: (GUARD, g.key), in_key=("key",))
+_CAP = Codec(_Cap, lambda g: (GUARD, g.key), in_key=("key",))
+_CIRCUIT = Codec(_Circuit, lambda g: (GUARD, g.key), in_key=("key",), limits={"reason": 500})
+_COMMENT = Codec(_Comment, lambda g: (GUARD, g.key), in_key=("key",), limits={"said": 1000})
 
 
 class ResponseStore:
@@ -103,40 +141,36 @@ class ResponseStore:
 
     @staticmethod
     def _entity(row: ActionRow) -> dict[str, Any]:
-        return {
-            "PartitionKey": table_key(row.event_id),
-            "RowKey": row.key,
-            "event_id": row.event_id,
-            "rule": row.rule[:200],
-            "action": row.action,
-            "state": row.state,
-            "machine_id": row.machine_id,
-            "action_id": row.action_id,
-            "detail": row.detail[:1000],
-            "at": row.at,
-            "dry_run": row.dry_run,
-            "alert_id": row.alert_id,
-            "undo": row.undo,
-            "release_at": row.release_at,
-            "released": row.released[:500],
-        }
+        return _ACTION.entity(row)
 
     def find(self, query: str, parameters: dict[str, Any]) -> list[ActionRow]:
         """Action rows matching an OData filter (values passed as parameters, never quoted by hand;
         the SDK substitutes a ``@name`` only as a whole word, so no parenthesis may touch one)."""
         rows = self._table.query_entities(
-            f"PartitionKey ne '{GUARD}' and {query}", parameters=parameters, results_per_page=1000
+            f"PartitionKey ne @guard_partition and {query}",
+            parameters={**parameters, "guard_partition": GUARD},
+            results_per_page=1000,
         )
         return [_row(e, str(e.get("event_id") or "")) for e in rows]
 
     def between(self, since: float, until: float) -> list[dict[str, Any]]:
         """The action rows (comments and guards left out) recorded in [since, until), for reports."""
-        query = f"at ge {since:.3f} and at lt {until:.3f} and PartitionKey ne '{GUARD}' and action ne 'comment'"
-        return [dict(e) for e in self._table.query_entities(query, results_per_page=1000)]
+        query = "at ge @since and at lt @until and PartitionKey ne @guard and action ne @comment"
+        values = {
+            "since": float(round(since, 3)),
+            "until": float(round(until, 3)),
+            "guard": GUARD,
+            "comment": "comment",
+        }
+        return [dict(e) for e in self._table.query_entities(query, parameters=values, results_per_page=1000)]
 
     def recent(self, since: float) -> dict[str, Any]:
         """Actions since ``since``: counts by action and state, dry runs, and the failures' reasons."""
-        rows = self._table.query_entities(f"at ge {since:.3f} and PartitionKey ne '{GUARD}'", results_per_page=1000)
+        rows = self._table.query_entities(
+            "at ge @since and PartitionKey ne @guard",
+            parameters={"since": float(round(since, 3)), "guard": GUARD},
+            results_per_page=1000,
+        )
         counts: Counter[str] = Counter()
         failures: list[str] = []
         in_force: list[str] = []  # what `response undo --action` takes, as the operator sees it
@@ -165,25 +199,28 @@ class ResponseStore:
 
     def take_cooldown(self, machine_id: str, event_id: str, now: float, seconds: float) -> tuple[float, str]:
         """Hold the device's cooldown for ``event_id`` unless someone else holds it; (until, holder)."""
+        key = f"device-{machine_id}"
         held: list[tuple[float, str]] = []
 
         def hold(values: dict[str, Any] | None) -> dict[str, Any] | None:
-            until, owner = float((values or {}).get("until") or 0), str((values or {}).get("owner") or "")
+            current = _COOLDOWN.record(values or {}, key=key)
+            until, owner = current.until, current.owner
             held[:] = [(until, owner)]
             if (until > now and owner != event_id) or owner == event_id or seconds <= 0:
                 return None
-            return {"until": now + seconds, "owner": event_id}
+            return _COOLDOWN.entity(_Cooldown(key, now + seconds, event_id))
 
         try:
-            if update_if_match(self._table, GUARD, f"device-{machine_id}", hold, tries=5) is not None:
+            if update_if_match(self._table, GUARD, key, hold, tries=5) is not None:
                 return now + seconds, event_id
         except Contended:
             return self.cooldown(machine_id)
         return held[0]
 
     def cooldown(self, machine_id: str) -> tuple[float, str]:
-        values = self._guard(f"device-{machine_id}")
-        return float(values.get("until") or 0), str(values.get("owner") or "")
+        key = f"device-{machine_id}"
+        current = _COOLDOWN.record(self._guard(key), key=key)
+        return current.until, current.owner
 
     def take_slot(self, cap: str, holder: str, now: float, limit: int) -> bool:
         """A place for ``holder`` among the last hour's ``cap`` (an action type, or ``devices``);
@@ -193,11 +230,11 @@ class ResponseStore:
         has: list[bool] = []
 
         def place(values: dict[str, Any] | None) -> dict[str, Any] | None:
-            recent = _last_hour(values or {}, now)
+            recent = _last_hour(_CAP.record(values or {}, key=key), now)
             has[:] = [holder in (h for _, h in recent)]
             if has[0] or len(recent) >= limit:
                 return None
-            return {"recent": json.dumps([*recent, (now, holder)])}
+            return _CAP.entity(_Cap(key, json.dumps([*recent, (now, holder)])))
 
         try:
             if update_if_match(self._table, GUARD, key, place, tries=SLOT_ATTEMPTS, backoff=_jitter) is not None:
@@ -210,27 +247,29 @@ class ResponseStore:
         """Remember that ``cap`` refused an action (the health check reports it for an hour)."""
         from azure.data.tables import UpdateMode
 
-        entity = {"PartitionKey": GUARD, "RowKey": f"circuit-{cap}", "reason": reason[:500], "tripped_at": now}
-        self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        self._table.upsert_entity(_CIRCUIT.entity(_Circuit(f"circuit-{cap}", reason, now)), mode=UpdateMode.REPLACE)
 
     def comment_state(self, alert_id: str, rule: int) -> tuple[str, int]:
         """The last verdict commented on the alert for rule ``rule``, and the cooldown skips since."""
-        values = self._guard(f"comment-{table_key(alert_id)}-{rule:02d}")
-        return str(values.get("said") or ""), int(values.get("skipped") or 0)
+        key = f"comment-{table_key(alert_id)}-{rule:02d}"
+        current = _COMMENT.record(self._guard(key), key=key)
+        return current.said, current.skipped
 
     def set_comment_state(self, alert_id: str, rule: int, said: str, skipped: int) -> None:
         from azure.data.tables import UpdateMode
 
         key = f"comment-{table_key(alert_id)}-{rule:02d}"
-        entity = {"PartitionKey": GUARD, "RowKey": key, "said": said[:1000], "skipped": skipped}
-        self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        self._table.upsert_entity(_COMMENT.entity(_Comment(key, said, skipped)), mode=UpdateMode.REPLACE)
 
     def open_circuits(self, now: float) -> list[str]:
         """The caps that refused an action in the last hour, as sentences."""
         rows = self._table.query_entities(
-            f"PartitionKey eq '{GUARD}' and RowKey ge 'circuit-' and RowKey lt 'circuit.'", results_per_page=100
+            "PartitionKey eq @guard and RowKey ge @lo and RowKey lt @hi",
+            parameters={"guard": GUARD, "lo": "circuit-", "hi": "circuit."},
+            results_per_page=100,
         )
-        return [str(e.get("reason")) for e in rows if now - float(e.get("tripped_at") or 0) < 3600]
+        circuits = [_CIRCUIT.record(e, key=str(e["RowKey"])) for e in rows]
+        return [c.reason for c in circuits if now - c.tripped_at < 3600]
 
 
 def _jitter(attempt: int) -> None:
@@ -239,6 +278,6 @@ def _jitter(attempt: int) -> None:
         time.sleep(random.uniform(0, min(0.04, 0.002 * (attempt - 1))))  # noqa: S311 - jitter, not security
 
 
-def _last_hour(values: dict[str, Any], now: float) -> list[tuple[float, str]]:
+def _last_hour(cap: _Cap, now: float) -> list[tuple[float, str]]:
     """A cap's (time, holder) pairs of the last hour."""
-    return [(float(t), str(e)) for t, e in json.loads(values.get("recent") or "[]") if now - float(t) < 3600]
+    return [(float(t), str(e)) for t, e in json.loads(cap.recent or "[]") if now - float(t) < 3600]
