@@ -100,7 +100,7 @@ def _add(line: Line, e: Entry) -> None:
     line.outcomes[_outcome(e)] += 1
     if e.state == LedgerState.ALERT_CREATED and e.alert_id and e.alert_id not in line.alert_ids:
         line.alert_ids.append(e.alert_id)
-    for code in filter(None, (e.pii_types or "").split(",")):
+    for code in filter(None, (e.facts.pii_types or "").split(",")):
         line.pii_types[code] = line.pii_types.get(code, 0) + 1
 
 
@@ -120,13 +120,13 @@ def _actions(entries: list[Entry], rows: Iterable[Mapping[str, Any]]) -> list[Ac
     for row in rows:
         e = by_id.get(str(row.get("event_id")))
         when = datetime.fromtimestamp(float(row.get("at") or 0), UTC).strftime("%Y-%m-%d %H:%MZ")
-        device = (e.device_name if e else None) or str(row.get("machine_id") or "")
+        device = (e.facts.device_name if e else None) or str(row.get("machine_id") or "")
         out.append(
             ActionLine(
                 when,
                 str(row.get("event_id")),
                 device,
-                (e.user if e else None) or "",
+                (e.facts.user if e else None) or "",
                 str(row.get("rule") or ""),
                 str(row.get("action") or ""),
                 str(row.get("state") or ""),
@@ -164,9 +164,9 @@ def _alerts(entries: list[Entry], defender: Mapping[str, dict[str, Any]]) -> lis
             AlertLine(
                 e.alert_id,
                 datetime.fromtimestamp(e.alert_at or e.updated_at, UTC).strftime("%Y-%m-%d %H:%MZ"),
-                e.platform or "",
-                e.user or "",
-                e.device_name or "",
+                e.facts.platform or "",
+                e.facts.user or "",
+                e.facts.device_name or "",
                 1 + joined.get(e.alert_id, 0),
                 {k: seen.get(k) for k in ("error", *DEFENDER_FIELDS) if k in seen},
             )
@@ -198,9 +198,9 @@ def build(
         until=until.astimezone(UTC).isoformat(),
         generated_at=now.astimezone(UTC).isoformat(),
         totals=totals,
-        platforms=_lines(chosen, lambda e: e.platform, taken),
-        users=_lines(chosen, lambda e: e.user, taken),
-        devices=_lines(chosen, lambda e: e.device_name, taken),
+        platforms=_lines(chosen, lambda e: e.facts.platform, taken),
+        users=_lines(chosen, lambda e: e.facts.user, taken),
+        devices=_lines(chosen, lambda e: e.facts.device_name, taken),
         alerts=_alerts(chosen, defender),
         response_actions=_summary(acted, response_configured),
         actions=acted,

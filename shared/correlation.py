@@ -117,12 +117,12 @@ def summarize(entries: Iterable[Entry]) -> Correlation:
         out.median_delay_seconds = round(statistics.median(delays), 1)
         out.p95_delay_seconds = round(delays[min(len(delays) - 1, int(0.95 * len(delays)))], 1)
     unresolved = [e for e in done if not e.machine_id]
-    names = Counter(e.device_name or "" for e in unresolved)
-    keys = {e.device_name or "": (e.device_keys or "", e.reason or "") for e in unresolved}
+    names = Counter(e.facts.device_name or "" for e in unresolved)
+    keys = {e.facts.device_name or "": (e.facts.device_keys or "", e.reason or "") for e in unresolved}
     out.unresolved_devices = _top(names, lambda n: device_hint(n, *keys[n]))
     lost = [e for e in done if e.state == LedgerState.NO_ANCHOR or (e.via == "graph" and e.machine_id)]
-    platforms = Counter(e.platform or "unknown platform" for e in lost)
-    why = {e.platform or "unknown platform": e.reason or "" for e in lost}
+    platforms = Counter(e.facts.platform or "unknown platform" for e in lost)
+    why = {e.facts.platform or "unknown platform": e.reason or "" for e in lost}
     out.unanchored_platforms = _top(platforms, lambda p: platform_hint(p, why[p]))
     return out
 

@@ -119,10 +119,10 @@ def build(
     for e in entries:
         if not e.alert_id or e.via == "graph":
             continue
-        key = e.policy_id or e.policy_name or "(no policy)"
-        names.setdefault(key, e.policy_name or e.policy_id or "(events without a policy)")
+        key = e.facts.policy_id or e.facts.policy_name or "(no policy)"
+        names.setdefault(key, e.facts.policy_name or e.facts.policy_id or "(events without a policy)")
         by_policy.setdefault(key, set()).add(e.alert_id)
-        who.setdefault(e.alert_id, (e.device_name or "", e.user or ""))
+        who.setdefault(e.alert_id, (e.facts.device_name or "", e.facts.user or ""))
     by_rule: dict[str, set[str]] = {}
     for row in actions:
         if row.get("alert_id") and row.get("rule"):

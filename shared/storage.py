@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import enum
 import hashlib
+import operator
 import re
 import typing
 from collections.abc import Callable, Iterable
@@ -305,13 +306,51 @@ def _reader(hint: Any) -> Callable[[Any], Any]:
     return str
 
 
+@dataclasses.dataclass(frozen=True)
+class _Shape:
+    """How one dataclass maps to properties: a reader per stored field, or the shape of a part (a
+    dataclass-typed field, flattened into the same row); ``nullable``: required ``X | None`` fields."""
+
+    cls: Any
+    fields: dict[str, Callable[[Any], Any] | _Shape]
+    nullable: frozenset[str]
+
+    @staticmethod
+    def of(cls: Any, skip: tuple[str, ...] = ()) -> _Shape:
+        hints = typing.get_type_hints(cls)
+        fields = [f for f in dataclasses.fields(cls) if f.name not in skip]
+        readers: dict[str, Callable[[Any], Any] | _Shape] = {}
+        for f in fields:
+            args = typing.get_args(hints[f.name])
+            if type(None) in args and any(dataclasses.is_dataclass(a) for a in args):
+                raise TypeError(f"{cls.__name__}.{f.name}: a part is flattened only when it is not optional")
+            is_part = dataclasses.is_dataclass(hints[f.name])
+            readers[f.name] = _Shape.of(hints[f.name]) if is_part else _reader(hints[f.name])
+        required = [f for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        nullable = frozenset(f.name for f in required if type(None) in typing.get_args(hints[f.name]))
+        return _Shape(cls, readers, nullable)
+
+    def paths(self, prefix: str = "") -> list[tuple[str, str]]:
+        """Every stored property, the parts' included, in row order: (its name, its dotted path)."""
+        return [
+            p
+            for n, r in self.fields.items()
+            for p in (r.paths(f"{prefix}{n}.") if isinstance(r, _Shape) else [(n, f"{prefix}{n}")])
+        ]
+
+
 class Codec(Generic[R]):
     """One typed mapping between a dataclass and its Table row, for every table: field names are
     the property names (so rows already written keep reading), a ``None`` field is not stored, a
     property missing on an older row (or empty, for an enum) takes the field's default, each value
     is read back as the field's type, and an ``etag`` field is filled from the row's metadata.
     ``keys`` gives a record's PartitionKey and RowKey; ``limits`` cuts long text properties;
-    ``in_key`` names fields kept only in a key (the caller gives them back to :meth:`record`)."""
+    ``in_key`` names fields kept only in a key (the caller gives them back to :meth:`record`).
+
+    A field whose type is a dataclass (a *part*, grouping fields that belong together) is
+    flattened: its fields are properties of the same row, by their own names (no prefix), so
+    grouping fields changes the record and never the row; a part missing from an older row reads
+    with its fields' defaults. Property names must be unique across the parts."""
 
     def __init__(
         self,
@@ -322,18 +361,19 @@ class Codec(Generic[R]):
         in_key: tuple[str, ...] = (),
     ) -> None:
         self._cls, self._keys, self._limits = cls, keys, limits or {}
-        hints = typing.get_type_hints(cls)
-        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-        self._fields = {f.name: _reader(hints[f.name]) for f in fields if f.name not in ("etag", *in_key)}
-        self._etag = "etag" in {f.name for f in fields}
-        required = [f for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-        self._nullable = {f.name for f in required if type(None) in typing.get_args(hints[f.name])}
+        self._shape = _Shape.of(cls, skip=("etag", *in_key))
+        paths = self._shape.paths()
+        names = [name for name, _ in paths]
+        if len(set(names)) != len(names):
+            raise TypeError(f"{cls.__name__}: a property name is used twice: {sorted(names)}")
+        self._getters = [(name, operator.attrgetter(path)) for name, path in paths]
+        self._etag = "etag" in {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
 
     def entity(self, record: R) -> dict[str, Any]:
         pk, rk = self._keys(record)
         row: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk}
-        for name in self._fields:
-            value = getattr(record, name)
+        for name, get in self._getters:
+            value = get(record)
             if value is None:
                 continue
             value = value.value if isinstance(value, enum.Enum) else value
@@ -342,18 +382,26 @@ class Codec(Generic[R]):
 
     def record(self, entity: Any, **given: Any) -> R:
         """The row as a record; ``given`` fields win over the row's (a key it was looked up by)."""
-        values: dict[str, Any] = {}
-        for name, read in self._fields.items():
-            raw = entity.get(name)
-            if name in given or raw is None or (raw == "" and read not in (str, bool)):
-                if name in self._nullable and name not in given:
-                    values[name] = None  # Table Storage keeps no null: an absent property is one
-                continue
-            values[name] = read(raw)
+        values = self._values(self._shape, entity, given)
         if self._etag:
             metadata = getattr(entity, "metadata", None) or {}
             values["etag"] = metadata.get("etag")
         return self._cls(**values, **given)
+
+    def _values(self, shape: _Shape, entity: Any, given: dict[str, Any]) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, read in shape.fields.items():
+            if isinstance(read, _Shape):
+                if name not in given:
+                    values[name] = read.cls(**self._values(read, entity, {}))
+                continue
+            raw = entity.get(name)
+            if name in given or raw is None or (raw == "" and read not in (str, bool)):
+                if name in shape.nullable and name not in given:
+                    values[name] = None  # Table Storage keeps no null: an absent property is one
+                continue
+            values[name] = read(raw)
+        return values
 
 
 # ------------------------------------------------------------------ conditional writes

@@ -77,9 +77,11 @@ def _noxys(entries: Iterable[Entry], machine_id: str, start: datetime, end: date
         ours.add(e.alert_id or "")
         at = datetime.fromtimestamp(e.accepted_at or e.received_at, UTC)
         if _in(at, start, end):
-            policy = f" (policy '{e.policy_name}')" if e.policy_name else ""
+            policy = f" (policy '{e.facts.policy_name}')" if e.facts.policy_name else ""
             outcome = e.state.value + (f", alert {e.alert_id}" if e.alert_id else "")
-            out.append(Item(iso(at), "noxys", "event", f"{e.event_type} on {e.platform or '?'}{policy}: {outcome}"))
+            out.append(
+                Item(iso(at), "noxys", "event", f"{e.event_type} on {e.facts.platform or '?'}{policy}: {outcome}")
+            )
         anchor = _parse(e.anchor_event_time) if e.anchor_event_time else None
         if anchor is not None and _in(anchor, start, end):
             said = f"connection the alert is anchored on (report {e.anchor_report_id}, event {e.event_id})"

@@ -487,7 +487,10 @@ class World:
     def ledger_row(self, event_id: str) -> dict[str, Any]:
         entry = self.ledger.get(event_id)
         assert entry is not None, f"no ledger entry for {event_id}"
-        return dataclasses.asdict(entry)
+        fields = dataclasses.asdict(entry).items()  # the parts (dicts) flattened, as in the row
+        return {
+            k: v for name, value in fields for k, v in (value.items() if isinstance(value, dict) else [(name, value)])
+        }
 
     def requeued(self, queue: str) -> list[tuple[str, float]]:
         return [(text, delay) for q, text, delay in self.sender.sent if q == queue]

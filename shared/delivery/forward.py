@@ -536,7 +536,7 @@ class Delivery:
         if rules is None or not a.machine_id:
             return
         patterns = self._windows(a) if repeats(rules) else Patterns(available=False, why="no repeat condition")
-        found = situation(a.event, a.draft, a.entry.combined_risk, a.view, patterns, rules)
+        found = situation(a.event, a.draft, a.entry.risk.combined_risk, a.view, patterns, rules)
         if all(why_not(rule, found) is not None for rule in rules.rules):
             return
         task = ResponseTask(

@@ -72,9 +72,9 @@ def _ids(ledger: Ledger, event_id: str) -> tuple[bool, Delivered]:
         else None
     )
     state = entry.state.value if entry.final else ""
-    factors = json.loads(entry.risk_factors) if entry.risk_factors else None
+    factors = json.loads(entry.risk.risk_factors) if entry.risk.risk_factors else None
     known = Delivered(
-        entry.machine_id or None, alert, state, method(entry.resolved_by), delay, entry.combined_risk, factors
+        entry.machine_id or None, alert, state, method(entry.resolved_by), delay, entry.risk.combined_risk, factors
     )
     return entry.final, known
 

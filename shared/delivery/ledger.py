@@ -58,9 +58,80 @@ class LeaseHeld(Exception):
         self.wait = wait
 
 
+@dataclass(frozen=True)
+class Lease:
+    """Who is processing the event right now, and until when (taken and given back as one)."""
+
+    lease_owner: str = ""
+    lease_until: float = 0.0
+
+    def released(self) -> Lease:
+        return dataclasses.replace(self, lease_until=0.0)
+
+
+@dataclass(frozen=True)
+class KeptFacts:
+    """What reporting, correlation and data-subject requests read about the event
+    (:class:`shared.facts.EventFacts`, by the same names). Not ``EventFacts`` itself: there every
+    fact is ``""`` when the event had none, while here ``None`` means the row has no such property
+    — a row written before a fact was kept (``email`` is None on rows written before e-mail and
+    user id were kept apart, and ``ops.subject`` then matches the ``user``). A rewrite must not
+    add ``""`` where the row had nothing."""
+
+    user: str | None = None
+    user_id: str | None = None
+    email: str | None = None
+    platform: str | None = None
+    device_name: str | None = None
+    device_keys: str | None = None
+    pii_types: str | None = None
+    policy_action: str | None = None
+    policy_id: str | None = None  # the review groups alerts by policy (shared.review)
+    policy_name: str | None = None
+
+    @staticmethod
+    def of(facts: EventFacts) -> KeptFacts:
+        return KeptFacts(**dataclasses.asdict(facts))
+
+
+@dataclass(frozen=True)
+class DefenderView:
+    """Defender's view of the machine when it was resolved (:class:`shared.risk.DeviceView`, as
+    stored): a retry reuses it instead of asking Defender again, and the hunting row reports it."""
+
+    device_risk: str | None = None  # riskScore
+    device_exposure: str | None = None  # exposureLevel
+    device_tags: str | None = None  # machineTags, newline-separated
+
+    @staticmethod
+    def of(view: DeviceView) -> DefenderView:
+        return DefenderView(view.risk_score, view.exposure_level, "\n".join(view.tags))
+
+    def view(self) -> DeviceView:
+        tags = tuple(t for t in (self.device_tags or "").split("\n") if t)
+        return DeviceView(self.device_risk or "", self.device_exposure or "", tags)
+
+
+@dataclass(frozen=True)
+class CombinedRisk:
+    """The combined score of the last attempt and what made it (noted together, written together)."""
+
+    combined_risk: float | None = None
+    risk_factors: str | None = None  # JSON: [{"factor", "value", "weight"}], types and counts only
+
+
 @dataclass
 class Entry:
-    """One event's delivery record. Field names are the Table properties."""
+    """One event's delivery record. Field names are the Table properties; a part (:class:`Lease`,
+    :class:`KeptFacts`, :class:`DefenderView`, :class:`CombinedRisk`) is flattened into the same row
+    by :class:`~shared.storage.Codec`, so its fields keep their property names.
+
+    Why parts: each groups fields that are written together and read by other modules as one
+    thing (the lease by the ledger alone; the facts by reports, correlation and subject requests;
+    Defender's view and the risk by the response and hunting). Parts are frozen and replaced
+    whole, so a transition stays all or nothing. The delivery lifecycle (state, times, attempts)
+    and the outcome (machine, anchor, group, alert) stay flat: the state machine reads them
+    together, and a part for each would only rename them."""
 
     event_id: str
     state: LedgerState = LedgerState.RECEIVED
@@ -69,8 +140,7 @@ class Entry:
     updated_at: float = 0.0
     attempts: int = 0
     errors: int = 0  # unexpected exceptions so far (bounded by MAX_DELIVERY_ERRORS)
-    lease_owner: str = ""
-    lease_until: float = 0.0
+    lease: Lease = Lease()
     machine_id: str | None = None
     resolved_by: str | None = None
     anchor_report_id: str | None = None
@@ -87,23 +157,10 @@ class Entry:
     error_code: str | None = None
     correlation_id: str | None = None
     last_problem: str | None = None
-    # what reporting, correlation and data-subject requests read (see shared.facts); "" on old rows
-    user: str | None = None
-    user_id: str | None = None
-    email: str | None = None  # None on rows written before e-mail and user id were kept apart
-    platform: str | None = None
-    device_name: str | None = None
-    device_keys: str | None = None
-    pii_types: str | None = None
-    policy_action: str | None = None
-    policy_id: str | None = None  # the review groups alerts by policy (shared.review)
-    policy_name: str | None = None
+    facts: KeptFacts = KeptFacts()  # all None on rows written before facts were kept
     accepted_at: float | None = None  # when the webhook accepted it (or a switch-on released it)
-    device_risk: str | None = None  # Defender's riskScore / exposureLevel / machineTags at resolution
-    device_exposure: str | None = None
-    device_tags: str | None = None  # newline-separated
-    combined_risk: float | None = None
-    risk_factors: str | None = None  # JSON: [{"factor", "value", "weight"}], types and counts only
+    defender: DefenderView = DefenderView()
+    risk: CombinedRisk = CombinedRisk()
     alert_at: float | None = None  # when its alert was created
     etag: str | None = None
 
@@ -162,8 +219,8 @@ class Ledger:
     ) -> Entry:
         """A new entry, in memory only: :meth:`claim` writes it with a lease; a storm's follower
         writes it once, in its final state (a transition on an entry never written inserts it)."""
-        entry = Entry(event_id, LedgerState.RECEIVED, event_type, now, now, 1)
-        return dataclasses.replace(entry, **dataclasses.asdict(facts or EventFacts()), accepted_at=accepted_at)
+        kept = KeptFacts.of(facts or EventFacts())
+        return Entry(event_id, LedgerState.RECEIVED, event_type, now, now, 1, facts=kept, accepted_at=accepted_at)
 
     def claim(
         self,
@@ -190,16 +247,16 @@ class Ledger:
             entry = None if attempt == 0 and not again else self.get(event_id)
             if entry is None:
                 fresh = self.fresh(event_id, event_type, now, facts, accepted_at)
-                fresh.lease_owner, fresh.lease_until = owner, now + lease_seconds
+                fresh.lease = Lease(owner, now + lease_seconds)
                 fresh.etag = write_if_match(self._table, _to_row(fresh), None)
                 if fresh.etag is None:
                     continue  # another attempt created it first: read it
                 return fresh
             if entry.final:
                 return entry
-            if entry.lease_until > now:
-                raise LeaseHeld(entry.lease_until - now)
-            entry.lease_owner, entry.lease_until = owner, now + lease_seconds
+            if entry.lease.lease_until > now:
+                raise LeaseHeld(entry.lease.lease_until - now)
+            entry.lease = Lease(owner, now + lease_seconds)
             entry.updated_at, entry.attempts = now, entry.attempts + 1
             try:
                 self._write(entry)
@@ -210,7 +267,9 @@ class Ledger:
 
     def release(self, entry: Entry, *, last_problem: str | None = None) -> None:
         """Give the lease back (the event will be tried again), noting why."""
-        self._apply(entry, lease_until=0.0, last_problem=last_problem[:500] if last_problem else entry.last_problem)
+        self._apply(
+            entry, lease=entry.lease.released(), last_problem=last_problem[:500] if last_problem else entry.last_problem
+        )
 
     # ------------------------------------------------------------------ checkpoints (state unchanged)
     def checkpoint_device(self, entry: Entry, machine_id: str, resolved_by: str, view: DeviceView) -> None:
@@ -219,18 +278,15 @@ class Ledger:
             entry,
             machine_id=machine_id,
             resolved_by=resolved_by,
-            device_risk=view.risk_score,
-            device_exposure=view.exposure_level,
-            device_tags="\n".join(view.tags),
+            defender=DefenderView.of(view),
         )
 
     def device_view(self, entry: Entry) -> DeviceView:
-        tags = tuple(t for t in (entry.device_tags or "").split("\n") if t)
-        return DeviceView(entry.device_risk or "", entry.device_exposure or "", tags)
+        return entry.defender.view()
 
     def note_risk(self, entry: Entry, score: float, factors_json: str) -> None:
         """The combined score of this attempt (kept in memory; written with the next transition)."""
-        entry.combined_risk, entry.risk_factors = score, factors_json
+        entry.risk = CombinedRisk(score, factors_json)
 
     def checkpoint_anchor(self, entry: Entry, report_id: str, event_time: str) -> None:
         """The anchor (kept in memory: the intent, written right after it, carries it — and so does
@@ -245,9 +301,7 @@ class Ledger:
             group_key=group_key,
             machine_id=machine_id,
             resolved_by=resolved_by,
-            device_risk=view.risk_score,
-            device_exposure=view.exposure_level,
-            device_tags="\n".join(view.tags),
+            defender=DefenderView.of(view),
         )
 
     def count_error(self, entry: Entry) -> int:
@@ -350,7 +404,7 @@ class Ledger:
         # alert: the replay searches for it before creating, as the retries would have
         maybe_made = entry.intent_at is not None and (entry.state == LedgerState.CREATING or entry.unanswered)
         entry.state = LedgerState.CREATING if maybe_made else LedgerState.RECEIVED
-        entry.lease_until = 0.0
+        entry.lease = entry.lease.released()
         if not maybe_made:  # its storm group may have a new leader by now: the replay asks the group again
             entry.group_role = None
         self._table.update_entity(_to_row(entry), mode=UpdateMode.REPLACE)
@@ -362,7 +416,7 @@ class Ledger:
         so a failed write (storage down, lease stolen) never leaves a state that was not stored."""
         after = dataclasses.replace(entry, **changes)
         if after.final:
-            after.lease_until = 0.0  # a final entry holds no lease
+            after.lease = after.lease.released()  # a final entry holds no lease
         self._write(after)
         entry.__dict__.update(after.__dict__)
 

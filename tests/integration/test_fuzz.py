@@ -205,9 +205,12 @@ def test_any_name_stays_text_in_every_export(names: list[str]) -> None:
 
     from ops import report
     from shared.audit import FIELDS, export
-    from shared.delivery.ledger import Entry, LedgerState
+    from shared.delivery.ledger import Entry, KeptFacts, LedgerState
 
-    entries = [Entry(f"e{i}", LedgerState.NO_DEVICE, user=n, platform=n, device_name=n) for i, n in enumerate(names)]
+    entries = [
+        Entry(f"e{i}", LedgerState.NO_DEVICE, facts=KeptFacts(user=n, platform=n, device_name=n))
+        for i, n in enumerate(names)
+    ]
     now = datetime.now(UTC)
     rendered = (
         MarkdownIt("commonmark")

@@ -3,6 +3,7 @@ report and its renderers, and matching a stored message to a data subject."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 from datetime import UTC, datetime, timedelta
@@ -13,18 +14,20 @@ from ops import report
 from ops.cli_compliance import moment
 from ops.subject import Findings, Subject, hunting_query, is_subject, purge_request
 from shared import correlation
-from shared.delivery.ledger import Entry, LedgerState
+from shared.delivery.ledger import Entry, KeptFacts, LedgerState
 from shared.events import parse_events
 from shared.facts import facts, method
 from shared.tasks import QueuedEvent
 from tests.support import sample
 
 T0 = datetime(2026, 3, 20, 9, 0, tzinfo=UTC)
+FACTS = [f.name for f in dataclasses.fields(KeptFacts)]
 
 
 def entry(i: int, state: LedgerState, **kw: object) -> Entry:
     base: dict[str, object] = {"received_at": T0.timestamp() + i, "updated_at": T0.timestamp() + i}
-    return Entry(f"evt_{i}", state, "interaction.policy_violated", **(base | kw))  # type: ignore[arg-type]
+    kept = KeptFacts(**{k: kw.pop(k) for k in FACTS if k in kw})  # type: ignore[arg-type]
+    return Entry(f"evt_{i}", state, "interaction.policy_violated", **(base | kw), facts=kept)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------- facts

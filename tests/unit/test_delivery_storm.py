@@ -111,7 +111,7 @@ def test_a_copy_of_a_follower_meeting_a_leased_copy_waits_for_it() -> None:
     held = w.ledger.claim(event_id(2), "interaction.policy_violated", w.clock.now().timestamp(), 300)
     out = w.delivery.handle(text, queue=QUEUE)
     assert out.kind == Kind.RETRY_AFTER and "holds this event" in out.detail
-    assert held.lease_until > w.clock.now().timestamp() and state(w, 2) == "received"
+    assert held.lease.lease_until > w.clock.now().timestamp() and state(w, 2) == "received"
 
 
 def test_the_storm_joins_while_its_leader_waits_for_a_hunting_slot() -> None:

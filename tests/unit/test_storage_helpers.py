@@ -3,6 +3,8 @@ filters that carry user input as parameters (quoted by the SDK, never by hand)."
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 from typing import Any
 
 import pytest
@@ -10,7 +12,18 @@ from azure.data.tables import TableEntity
 
 from ops.subject import Subject, SubjectRequests
 from shared.delivery.coalesce import Group
-from shared.delivery.ledger import Entry, Ledger, LedgerState, _from_entity, _to_row
+from shared.delivery.ledger import (
+    CombinedRisk,
+    DefenderView,
+    Entry,
+    KeptFacts,
+    Lease,
+    Ledger,
+    LedgerState,
+    _from_entity,
+    _to_row,
+)
+from shared.facts import EventFacts
 from shared.storage import Codec, Contended, update_if_match, write_if_match
 from tests.fakes import FakeTable
 
@@ -85,11 +98,115 @@ def test_a_record_round_trips_and_an_older_row_reads_with_the_defaults() -> None
     assert back.count == 3 and back.etag == "W/1" and back.note_scheduled is True
     old = {"PartitionKey": "evt_9", "RowKey": "event", "state": "", "attempts": 2}  # written before most facts
     entry = _from_entity(TableEntity(old), "evt_9")
-    assert entry.state == LedgerState.RECEIVED and entry.attempts == 2 and entry.email is None
+    assert entry.state == LedgerState.RECEIVED and entry.attempts == 2 and entry.facts.email is None
     assert _to_row(Entry("evt_9", attempts=2)) == {
         "PartitionKey": "evt_9", "RowKey": "event", "event_id": "evt_9", "state": "received", "event_type": "",
         "received_at": 0.0, "updated_at": 0.0, "attempts": 2, "errors": 0, "lease_owner": "", "lease_until": 0.0,
     }  # fmt: skip
+
+
+class Tint(enum.StrEnum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@dataclasses.dataclass(frozen=True)
+class Paint:
+    tint: Tint = Tint.RED
+    coats: int = 1
+    label: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Finish:
+    paint: Paint = Paint()  # a part in a part: flattened too
+    glossy: bool = False
+
+
+@dataclasses.dataclass
+class Wall:
+    key: str
+    finish: Finish = Finish()
+    note: str = ""
+    etag: str | None = None
+
+
+@dataclasses.dataclass
+class Clash:
+    key: str
+    coats: int = 0
+    paint: Paint = Paint()
+
+
+@dataclasses.dataclass
+class MaybePart:
+    key: str
+    paint: Paint | None = None
+
+
+def test_a_part_is_flattened_into_the_row_by_its_own_names_and_read_back() -> None:
+    codec = Codec(Wall, lambda w: (w.key, "wall"), in_key=("key",), limits={"label": 4})
+    wall = Wall("k", Finish(Paint(Tint.BLUE, 3, "x" * 9), glossy=True), note="n")
+    row = codec.entity(wall)
+    assert row == {
+        "PartitionKey": "k", "RowKey": "wall", "tint": "blue", "coats": 3, "label": "xxxx", "glossy": True, "note": "n",
+    }  # fmt: skip
+    stored = TableEntity(row)
+    stored._metadata = {"etag": "W/2"}  # type: ignore[typeddict-item]
+    back = codec.record(stored, key="k")
+    assert back == Wall("k", Finish(Paint(Tint.BLUE, 3, "xxxx"), glossy=True), note="n", etag="W/2")
+    assert codec.entity(back) == row  # read and written again: the same properties
+    unlabelled = codec.entity(Wall("k"))
+    assert "label" not in unlabelled and unlabelled["tint"] == "red"  # None is not stored, in a part too
+
+
+def test_an_older_row_without_a_part_reads_with_its_defaults() -> None:
+    codec = Codec(Wall, lambda w: (w.key, "wall"), in_key=("key",))
+    old = codec.record(TableEntity({"PartitionKey": "k", "RowKey": "wall", "note": "n", "tint": ""}), key="k")
+    assert old == Wall("k", Finish(Paint(Tint.RED, 1, None), glossy=False), note="n")
+    assert codec.entity(old) == {
+        "PartitionKey": "k", "RowKey": "wall", "tint": "red", "coats": 1, "glossy": False, "note": "n",
+    }  # fmt: skip
+
+
+def test_a_property_name_used_twice_or_an_optional_part_is_refused() -> None:
+    with pytest.raises(TypeError, match="used twice"):
+        Codec(Clash, lambda c: (c.key, "c"))
+    with pytest.raises(TypeError, match="not optional"):
+        Codec(MaybePart, lambda m: (m.key, "m"))
+
+
+def test_the_entry_parts_keep_every_property_name_and_its_place_in_the_row() -> None:
+    """The names and order of the row before the fields were grouped into parts."""
+    before = [
+        "event_id", "state", "event_type", "received_at", "updated_at", "attempts", "errors", "lease_owner",
+        "lease_until", "machine_id", "resolved_by", "anchor_report_id", "anchor_event_time", "group_role",
+        "group_key", "intent_at", "unanswered", "alert_id", "incident_id", "coalesced_into", "via", "reason",
+        "error_code", "correlation_id", "last_problem", "user", "user_id", "email", "platform", "device_name",
+        "device_keys", "pii_types", "policy_action", "policy_id", "policy_name", "accepted_at", "device_risk",
+        "device_exposure", "device_tags", "combined_risk", "risk_factors", "alert_at",
+    ]  # fmt: skip
+    texts = {n: f"{n}!" for n in ("machine_id", "resolved_by", "anchor_report_id", "anchor_event_time", "group_key")}
+    outcome = {n: f"{n}!" for n in ("unanswered", "alert_id", "incident_id", "coalesced_into", "via", "reason")}
+    everything = Entry(
+        "evt_1", LedgerState.ALERT_CREATED, "t", 1.0, 2.0, 3, 4, Lease("o", 5.0), **texts, group_role="leader",
+        intent_at=6.0, **outcome, error_code="e", correlation_id="c", last_problem="p",
+        facts=KeptFacts(*(f"f{i}" for i in range(10))), accepted_at=7.0,
+        defender=DefenderView("High", "Medium", "a\nb"), risk=CombinedRisk(0.5, "[]"), alert_at=8.0, etag="W/1",
+    )  # fmt: skip
+    row = _to_row(everything)
+    assert list(row) == ["PartitionKey", "RowKey", *before]
+    assert _from_entity(TableEntity(row), "evt_1") == dataclasses.replace(everything, etag=None)
+    assert [f.name for f in dataclasses.fields(KeptFacts)] == [f.name for f in dataclasses.fields(EventFacts)]
+
+
+def test_a_rewritten_old_row_gains_no_fact_it_did_not_have() -> None:
+    """``ops.subject`` matches the ``user`` of a row without ``email``: a rewrite must not add one."""
+    old = {"PartitionKey": "evt_2", "RowKey": "event", "event_id": "evt_2", "state": "received", "user": "a@b.fr"}
+    entry = _from_entity(TableEntity(old), "evt_2")
+    assert entry.facts == KeptFacts(user="a@b.fr") and entry.defender == DefenderView()
+    row = _to_row(entry)
+    assert row["user"] == "a@b.fr" and not {"email", "user_id", "device_risk", "combined_risk"} & set(row)
 
 
 def test_a_known_copy_saves_the_read_and_a_stale_one_is_read_again() -> None:
