@@ -40,7 +40,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from shared.events import Envelope
 from shared.storage import Codec, EntityTable, table_key, write_if_match
@@ -116,6 +116,14 @@ class Group:
 
 
 _CODEC = Codec(Group, lambda g: (g.key, ROW), in_key=("key",))
+
+
+class GroupRead(NamedTuple):
+    """A group's partition as one query returns it."""
+
+    group: Group | None
+    members: list[str]  # the followers' event ids
+    last_joined: float  # when the newest of them joined (0 when none)
 
 
 class Groups:
@@ -232,22 +240,24 @@ class Groups:
 
     def members(self, key: str) -> list[str]:
         """The event ids of the group's followers (one query per 1,000)."""
-        return self.read_all(key)[1]
+        return self.read_all(key).members
 
-    def read_all(self, key: str) -> tuple[Group | None, list[str]]:
-        """The group row and its followers' event ids, in one query of its partition."""
+    def read_all(self, key: str) -> GroupRead:
+        """The group row and its followers, in one query of its partition."""
         group: Group | None = None
         members: list[str] = []
+        last = 0.0
         for row in self._table.query_entities("PartitionKey eq @pk", parameters={"pk": key}):
             if row.get("RowKey") == ROW:
                 group = _CODEC.record(row, key=key)
             else:
                 members.append(str(row.get("event_id") or ""))
+                last = max(last, float(row.get("at") or 0.0))
         if group is None:
             self._forget(key)
         else:
             self._remember(group)
-        return group, members
+        return GroupRead(group, members, last)
 
     def update_if_leader(self, key: str, event_id: str, **changes: Any) -> Group | None:
         """Apply ``changes`` only while ``event_id`` leads the group (a replayed old leader never

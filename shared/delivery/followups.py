@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import OrderedDict
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,8 +27,9 @@ log = logging.getLogger(__name__)
 INCIDENT_LOOKUP_FIRST_DELAY = 60.0  # seconds; then doubling, at most 30 min apart
 # 60 s, then waits of 1, 2, 4, 8, 16, 30, 30 min: about 90 min in all, then the tags are given up (logged)
 INCIDENT_LOOKUPS = 8
+TAGGED_KEPT = 1024  # incident ids an instance remembers having tagged
+NOTE_QUIET = 60.0  # seconds without a new member after which a note ends its chain (a joiner restarts it)
 NOTE_CLAIM_SECONDS = 120.0  # a claimed comment younger than this is another run's, still at work
-NOTE_SETTLE = 60.0  # seconds after a group's window before a note may end the chain (events still queued)
 NOTE_WAIT_FOR_ALERT = 30.0  # seconds before a note first looks again at a group whose alert is not made yet
 
 
@@ -55,6 +57,9 @@ class FollowUps:
         self.deps = deps
         self.settings = deps.settings
         self.retry = retry
+        # incidents this instance tagged: a device's next alert joins its open incident, whose tags
+        # are there already (bounded; an analyst removing them is seen after a restart at worst)
+        self._tagged: OrderedDict[str, None] = OrderedDict()
 
     def after_created(self, key: str, alert_id: str, incident_id: str | None, event_id: str, via: str = "") -> None:
         """The group learns its alert (its followers' notes can go out), the incident gets its tags."""
@@ -107,7 +112,7 @@ class FollowUps:
         """One run of a group's note chain: settle, wait for the alert, or write "N more" once."""
         now = self.deps.clock.now()
         for _ in range(ATTEMPTS):
-            group, members = self.deps.groups.read_all(task.group)
+            group, members, last_joined = self.deps.groups.read_all(task.group)
             if group is None:
                 return Outcome(Kind.NOTED, detail="group gone; nothing to note")
             if not group.note_scheduled or group.note_id != task.token:
@@ -125,12 +130,12 @@ class FollowUps:
                 )
                 self._again(task.model_copy(update={"attempt": task.attempt + 1}), now, max(wait, 1.0))
                 return Outcome(Kind.RETRY_AFTER, detail="alert not created yet", retry_after=wait)
-            outcome = self._one_note(task, group, 1 + len(members), now)
+            outcome = self._one_note(task, group, 1 + len(members), now, last_joined)
             if outcome is not None:
                 return outcome
         raise RuntimeError(f"coalescing group {task.group}: too much contention")
 
-    def _one_note(self, task: NoteTask, group: Group, total: int, now: datetime) -> Outcome | None:
+    def _one_note(self, task: NoteTask, group: Group, total: int, now: datetime, last_joined: float) -> Outcome | None:
         """Claim ``total`` (a conditional write: one copy of this note at a time), then comment.
         A claim left by a run that died or lost Defender's answer is looked up on the alert before
         anything is posted again. ``None``: the group changed meanwhile, read it again."""
@@ -141,12 +146,12 @@ class FollowUps:
                 self.deps.sender.send(self.settings.events_queue_name, task.to_text(), busy)
                 return Outcome(Kind.RETRY_AFTER, detail="another run of this note is writing it", retry_after=busy)
             if self._posted(group):
-                return self._noted(task, group, group.noting, now, "confirmed: posted by an earlier run")
+                return self._noted(task, group, group.noting, now, last_joined, "confirmed: posted by an earlier run")
         if total <= group.noted:
             return Outcome(Kind.NOTED, detail="nothing new") if groups.stop_notes(group, noting=0) else None
         if not groups.commit(group, noting=total, noting_at=now.timestamp()):
             return None
-        return self._write_note(task, group, total, now)
+        return self._write_note(task, group, total, now, last_joined)
 
     def _posted(self, group: Group) -> bool:
         """Whether the alert already carries the comment claimed for ``group.noting``."""
@@ -155,7 +160,7 @@ class FollowUps:
         mark = f"({group.noting} in total coalesced into this alert)"
         return any(mark in str(c.get("comment") if isinstance(c, dict) else c) for c in comments)
 
-    def _write_note(self, task: NoteTask, group: Group, total: int, now: datetime) -> Outcome:
+    def _write_note(self, task: NoteTask, group: Group, total: int, now: datetime, last_joined: float) -> Outcome:
         pending = total - group.noted
         since = datetime.fromtimestamp(group.last_note_at or group.window_start, now.tzinfo)
         comment = (
@@ -167,7 +172,7 @@ class FollowUps:
                 self.deps.mde.comment_alert(group.alert_id, comment)
             except DefenderError as exc:
                 return self._note_failed(task, group, exc, now)
-        return self._noted(task, group, total, now, f"{pending} more noted on alert {group.alert_id}")
+        return self._noted(task, group, total, now, last_joined, f"{pending} more noted on alert {group.alert_id}")
 
     def _note_failed(self, task: NoteTask, group: Group, exc: DefenderError, now: datetime) -> Outcome:
         """Nothing posted (a 429, a refusal): the claim is dropped. Perhaps posted (a 5xx, no
@@ -182,13 +187,16 @@ class FollowUps:
             self._give_up(task, **clear)
         return outcome
 
-    def _noted(self, task: NoteTask, group: Group, total: int, now: datetime, detail: str) -> Outcome:
+    def _noted(
+        self, task: NoteTask, group: Group, total: int, now: datetime, last_joined: float, detail: str
+    ) -> Outcome:
         """The comment for ``total`` is on the alert: recorded, and the chain goes on an interval
-        later — or ends here, once the group's window is over and nobody joined since the claim
-        (a late event arranges a note of its own)."""
+        later — or ends here, once the group's window is over or nobody joined for
+        :data:`NOTE_QUIET` seconds, and nobody joined since the claim (a later event arranges a
+        note of its own, as any joiner does when no note is pending)."""
         at = now.timestamp()
         done: dict[str, Any] = {"noted": total, "count": total, "noting": 0, "last_note_at": at, "last_event_at": at}
-        ended = bool(group.until) and at > group.until + NOTE_SETTLE
+        ended = (bool(group.until) and at > group.until) or last_joined + NOTE_QUIET < at
         if not (ended and self.deps.groups.stop_notes(group, **done)):
             self._again(task, now, self.settings.coalesce_note_interval_seconds, **done)
         return Outcome(Kind.NOTED, detail=detail, alert_id=group.alert_id)
@@ -266,8 +274,13 @@ class FollowUps:
     def _apply_tags(self, incident_id: str) -> None:
         incidents = self.deps.incidents
         assert incidents is not None
+        if incident_id in self._tagged:
+            return
         incident = incidents.get_incident(incident_id)
         have = list(incident.get("customTags") or incident.get("tags") or [])
         missing = [t for t in self.settings.incident_tags if t not in have]
         if missing:
             incidents.set_incident_tags(incident_id, have + missing)
+        self._tagged[incident_id] = None
+        while len(self._tagged) > TAGGED_KEPT:
+            self._tagged.popitem(last=False)

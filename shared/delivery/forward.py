@@ -35,7 +35,7 @@ import logging
 import threading
 import time
 import zlib
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -72,6 +72,8 @@ log = logging.getLogger(__name__)
 DEVICE_LOCK_STRIPES = 64  # locks shared by the devices of one instance: bounded memory, few collisions
 BUNDLE_BUDGET_SECONDS = 60.0  # a bundle's events delivered in one invocation at most this long
 MARKER = "Noxys event id: "
+WINDOWS_KEPT = 1024  # events whose windows an instance keeps (a few hundred bytes each)
+WINDOWS_KEPT_SECONDS = 900.0
 
 
 @dataclass
@@ -101,6 +103,7 @@ class Delivery:
         # A fixed set of locks, a device's chosen by a stable hash of its identity: one per device
         # would grow with every device ever seen; two devices sharing a stripe only wait in turn.
         self._device_locks = tuple(threading.Lock() for _ in range(DEVICE_LOCK_STRIPES))
+        self._read_windows: OrderedDict[str, tuple[float, Patterns]] = OrderedDict()  # see ``_windows``
 
     # ------------------------------------------------------------------ entry point
     def handle(self, text: str, *, queue: str, priority: bool = False) -> Outcome:
@@ -310,13 +313,21 @@ class Delivery:
         store.record(a.observation)
 
     def _windows(self, a: Attempt) -> Patterns:
-        """The windows, read once per attempt and only when something needs them."""
+        """The windows, read only when something needs them, and once per event on this instance
+        for :data:`WINDOWS_KEPT_SECONDS`: a leader queued again for its creation slot keeps the score
+        (and the severity) its first attempt found, instead of reading them again."""
         if a.patterns is None:
             store = self.deps.patterns
             if store is None or a.observation is None:
                 a.patterns = Patterns(available=False, why="RISK_PATTERNS is off")
             else:
-                a.patterns = store.read(a.observation)
+                now = self.deps.clock.now().timestamp()
+                kept = self._read_windows.get(a.event.id)
+                a.patterns = kept[1] if kept and kept[0] > now else store.read(a.observation)
+                if not kept and a.patterns.available:
+                    self._read_windows[a.event.id] = (now + WINDOWS_KEPT_SECONDS, a.patterns)
+                    while len(self._read_windows) > WINDOWS_KEPT:
+                        self._read_windows.popitem(last=False)
         return a.patterns
 
     def _assess(self, a: Attempt, *, windows: bool = True) -> Outcome | None:

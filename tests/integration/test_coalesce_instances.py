@@ -122,11 +122,11 @@ def test_a_note_about_to_stop_counts_again_when_someone_joined_meanwhile(env: En
     note, follower = Groups(wiring.table("Groups")), Groups(wiring.table("Groups"))
     note.lead_or_join("g5", "evt_0", 1.0)
     note.update("g5", alert_id="da1", state="open", note_scheduled=True, note_due=100.0)
-    group, members = note.read_all("g5")
+    group, members, _ = note.read_all("g5")
     assert group is not None and 1 + len(members) <= group.noted  # nothing new: about to stop
     follower.lead_or_join("g5", "evt_1", 100.0)
     follower.join("g5", "evt_1", 100.0)
     follower.arrange_note("g5", 100.0, lambda g: 0.0, lambda token, wait: None)  # due now: touched
     assert not note.stop_notes(group)  # refused
-    group, members = note.read_all("g5")
+    group, members, _ = note.read_all("g5")
     assert group is not None and group.note_scheduled and members == ["evt_1"]

@@ -186,3 +186,55 @@ def test_a_dead_lettered_leaders_members_are_noted_on_the_next_leaders_alert() -
     run_queue(w)  # a later event of the window takes the group over and makes the alert
     assert state(w, 3) == "alert_created"
     assert noted(w) == 2  # its own event and event 2, which joined the failed leader
+
+
+class CountingWindows:
+    """A ``PatternsPort`` that counts the window reads (the store itself is tested on Azurite)."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def record(self, o: Any) -> None:
+        pass
+
+    def read(self, o: Any, *, recorded: bool = True) -> Any:
+        from shared.risk import Patterns
+
+        self.reads += 1
+        return Patterns(device_seen=(o.at,), user_seen=(o.at,))
+
+
+def test_a_leader_queued_again_for_its_slot_keeps_the_windows_it_read() -> None:
+    w = ready({"RISK_PATTERNS": "true"})
+    windows = CountingWindows()
+    w.deps.patterns = windows
+    w.mde.fail("create_alert_by_reference", Fault(429, "TooManyRequests", retry_after=30))
+    run_queue(w)
+    w.sender.sent.append((QUEUE, message(w, 1, policy="p"), 0))
+    seen = run_queue(w)
+    assert [o.kind for o in seen if isinstance(o, Outcome)] == [Kind.RETRY_AFTER, Kind.CREATED]
+    assert windows.reads == 1
+
+
+class Incidents:
+    """The incident API's slice the tags use, counting reads."""
+
+    def __init__(self) -> None:
+        self.tags: dict[str, list[str]] = {}
+        self.reads = 0
+
+    def get_incident(self, incident_id: str) -> dict[str, Any]:
+        self.reads += 1
+        return {"incidentId": incident_id, "tags": list(self.tags.get(incident_id, []))}
+
+    def set_incident_tags(self, incident_id: str, tags: list[str]) -> None:
+        self.tags[incident_id] = tags
+
+
+def test_an_incident_this_instance_tagged_is_not_read_again() -> None:
+    w = ready({"INCIDENT_TAGGING": "graph"})
+    incidents = Incidents()
+    w.deps.incidents = incidents
+    for i in range(3):
+        w.delivery.followups.tag("1001", event_id(i))
+    assert incidents.tags == {"1001": ["Noxys", "AI Firewall"]} and incidents.reads == 1
