@@ -10,23 +10,37 @@ group (its key): the group row (RowKey ``group``) and one **member row** per fol
   the rest of the storm joins at once instead of each waiting for a hunting slot of its own;
   the leader searches the whole window (± the anchor window) once for the group, so "no
   connection" found by the leader holds for every member (the group is then ``no_anchor``);
-* a follower **joins** by inserting its member row: an insert keyed by its event id, so a
-  redelivered follower is never counted twice, and joiners never contend on the group row;
+* a follower **joins**: its ledger entry is written ``coalesced`` first, then its member row —
+  an insert keyed by its event id, so a member is always a final follower (never a leader, nor an
+  event still undecided), a redelivered follower is never counted twice, and joiners never
+  contend on the group row;
 * **notes** ("N more violations since …") count the member rows. One note task per group is
-  pending at a time, due at ``note_due``; after noting, it schedules the next one an interval
-  later, and stops after a run that found nothing new. A joiner relies on the pending note
-  when this instance's copy of the group shows one due later than now (plus
-  :data:`NOTE_MARGIN`): that note reads the members after the joiner's row was written.
-  Otherwise the joiner reads the group and schedules a note, or — when one may be running —
-  bumps ``touched``, so that a note about to stop (it found nothing new) fails its conditional
-  write and counts again. No follower is ever left out of the notes, and a storm's followers
-  cost no group write while a note is pending.
+  expected at a time: the group holds its token (``note_id``) and due time (``note_due``); a
+  task is sent *before* the group expects it, so a crash between leaves an unexpected task
+  (dropped when it runs), never a group waiting for a task that does not exist — and a note long
+  overdue (:data:`NOTE_LOST`) is taken as lost and replaced. A note claims the total it is about
+  to write (``noting``, a conditional write), so two copies of it cannot both post, and a run
+  that finds an older claim looks at the alert's comments before posting again (a kill after
+  the comment, or Defender's answer lost). After noting it schedules the next note an interval
+  later — or ends the chain once the window is over or nobody joined for a minute; a run that
+  finds nothing new ends it too.
+* A joiner relies on the pending note when this instance's copy of the group shows one due
+  later than now (plus :data:`NOTE_MARGIN`): that note reads the members after the joiner's row
+  was written. Otherwise it reads the group and schedules a note, or — when one may be running —
+  bumps ``touched``, so that a note about to stop fails its conditional write and counts again.
+  A storm's followers cost no group write while a note is pending.
 
 A storm's events mostly reach the instance that wrote their group last, so each instance keeps
-the group rows it last read or wrote (with their ETags). A join may trust that copy (the states
-only move forward: ``creating`` → ``open`` | ``failed`` | ``no_anchor``; a member of a group whose
-leader later failed is counted on the group's next leader's alert, or settled as ``no_anchor``
-by the notes); "we lead this group" and "its leader failed" are always read from the table.
+the group rows it last read or wrote (with their ETags), trusted for a day past the group's
+window. A join may trust that copy (states only move forward: ``creating`` → ``open`` |
+``failed`` | ``no_anchor``; a member of a group whose leader then failed is counted on the alert
+of the event that takes the group over, or settled ``no_anchor`` with the rest of the group);
+"we lead this group" and "its leader failed" are always read from the table, and a leader's own
+writes to the group (``open``, ``failed``, ``no_anchor``) hold only while it still leads it.
+
+Known limit: a group row erased (a data-subject request for its leader's person, or retention
+eight days on) while events of its window still arrive: an instance whose copy still stands
+records them coalesced into the old alert, but no note counts them.
 """
 
 from __future__ import annotations
