@@ -38,9 +38,14 @@ of the event that takes the group over, or settled ``no_anchor`` with the rest o
 "we lead this group" and "its leader failed" are always read from the table, and a leader's own
 writes to the group (``open``, ``failed``, ``no_anchor``) hold only while it still leads it.
 
-Known limit: a group row erased (a data-subject request for its leader's person, or retention
-eight days on) while events of its window still arrive: an instance whose copy still stands
-records them coalesced into the old alert, but no note counts them.
+Known limits: a group row erased (a data-subject request for its leader's person, or retention
+eight days on) while events of its window still arrive — an instance whose copy still stands
+records them coalesced into the old alert, but no note counts them; a leader refused for good
+(dead-lettered) — the events that joined it wait for the next event of the window to take the
+group over, or for the dead letter's ``replay`` (a copy saying ``creating`` is trusted: reading
+the group for every follower while leaders wait for their slots would cost a read each); and
+two windows' alerts that Defender merges (one storm outlasting its window) carry each group's
+own "N in total … from storm <key>" count.
 """
 
 from __future__ import annotations
@@ -196,12 +201,12 @@ class Groups:
         self._remember(g)
         return True
 
-    def _changed(self, key: str, mutate: Callable[[Group], bool]) -> Group | None:
+    def _changed(self, key: str, mutate: Callable[[Group], bool], *, copy: bool = True) -> Group | None:
         """``mutate`` (False: nothing to write) this instance's copy, or the row read, and write it
         if unchanged since; on a conflict, read and again. A stale copy costs one refused write."""
         for attempt in range(ATTEMPTS):
             _pause(attempt)
-            g = (self.known(key) if attempt == 0 else None) or self.get(key)
+            g = (self.known(key) if attempt == 0 and copy else None) or self.get(key)
             if g is None or not mutate(g) or self._save(g):
                 return g
         raise RuntimeError(f"coalescing group {key}: too much contention")
@@ -284,7 +289,7 @@ class Groups:
                 setattr(g, name, value)
             return True
 
-        return self._changed(key, apply)
+        return self._changed(key, apply, copy=False)  # "who leads" is read from the table
 
     def update(self, key: str, **changes: Any) -> Group | None:
         """Apply ``changes`` (re-reading on ETag conflicts); ``None`` when the group is gone."""

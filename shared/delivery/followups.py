@@ -29,8 +29,14 @@ INCIDENT_LOOKUP_FIRST_DELAY = 60.0  # seconds; then doubling, at most 30 min apa
 INCIDENT_LOOKUPS = 8
 TAGGED_KEPT = 1024  # incident ids an instance remembers having tagged
 NOTE_QUIET = 60.0  # seconds without a new member after which a note ends its chain (a joiner restarts it)
-NOTE_CLAIM_SECONDS = 120.0  # a claimed comment younger than this is another run's, still at work
+NOTE_CLAIM_SECONDS = 330.0  # a younger claimed comment may be another run's, still at work (> functionTimeout)
 NOTE_WAIT_FOR_ALERT = 30.0  # seconds before a note first looks again at a group whose alert is not made yet
+
+
+def _mark(group: Group, total: int) -> str:
+    """What a note's comment says of its total: unique to the group (alerts of two windows of one
+    storm merge in Defender), so an earlier group's comment cannot confirm this group's claim."""
+    return f"({total} in total coalesced into this alert from storm {group.key[:8]})"
 
 
 class Retry:
@@ -145,8 +151,18 @@ class FollowUps:
             if busy > 0:  # another run of this note is writing it: look again once it is surely done
                 self.deps.sender.send(self.settings.events_queue_name, task.to_text(), busy)
                 return Outcome(Kind.RETRY_AFTER, detail="another run of this note is writing it", retry_after=busy)
-            if self._posted(group):
-                return self._noted(task, group, group.noting, now, last_joined, "confirmed: posted by an earlier run")
+            try:
+                posted = self._posted(group)
+            except DefenderError as exc:  # throttled or failing: look again later, the claim kept
+                outcome = from_error(exc, "GET alert")
+                s_, failures = self.settings, task.failures + (1 if outcome.transient_failure else 0)
+                wait = retry_delay(outcome, failures, now, base=s_.retry_base_seconds, cap=s_.retry_max_seconds)
+                self._again(task.model_copy(update={"attempt": task.attempt + 1, "failures": failures}), now, wait)
+                return outcome
+            if posted:
+                return self._noted(
+                    task, group, group.noting, now, last_joined, "confirmed: posted by an earlier run", present=total
+                )
         if total <= group.noted:
             return Outcome(Kind.NOTED, detail="nothing new") if groups.stop_notes(group, noting=0) else None
         if not groups.commit(group, noting=total, noting_at=now.timestamp()):
@@ -157,7 +173,7 @@ class FollowUps:
         """Whether the alert already carries the comment claimed for ``group.noting``."""
         with calls_for(CallContext(f"group:{group.key[:12]}", 0)):
             comments = self.deps.mde.get_alert(group.alert_id).get("comments") or []
-        mark = f"({group.noting} in total coalesced into this alert)"
+        mark = _mark(group, group.noting)
         return any(mark in str(c.get("comment") if isinstance(c, dict) else c) for c in comments)
 
     def _write_note(self, task: NoteTask, group: Group, total: int, now: datetime, last_joined: float) -> Outcome:
@@ -165,7 +181,7 @@ class FollowUps:
         since = datetime.fromtimestamp(group.last_note_at or group.window_start, now.tzinfo)
         comment = (
             f"Noxys: {pending} more violation{'s' if pending > 1 else ''} since "
-            f"{since.strftime('%Y-%m-%dT%H:%M:%SZ')} ({total} in total coalesced into this alert)."
+            f"{since.strftime('%Y-%m-%dT%H:%M:%SZ')} {_mark(group, total)}."
         )
         with calls_for(CallContext(f"group:{task.group[:12]}", task.attempt)):
             try:
@@ -188,7 +204,14 @@ class FollowUps:
         return outcome
 
     def _noted(
-        self, task: NoteTask, group: Group, total: int, now: datetime, last_joined: float, detail: str
+        self,
+        task: NoteTask,
+        group: Group,
+        total: int,
+        now: datetime,
+        last_joined: float,
+        detail: str,
+        present: int = 0,
     ) -> Outcome:
         """The comment for ``total`` is on the alert: recorded, and the chain goes on an interval
         later — or ends here, once the group's window is over or nobody joined for
@@ -196,7 +219,7 @@ class FollowUps:
         note of its own, as any joiner does when no note is pending)."""
         at = now.timestamp()
         done: dict[str, Any] = {"noted": total, "count": total, "noting": 0, "last_note_at": at, "last_event_at": at}
-        ended = (bool(group.until) and at > group.until) or last_joined + NOTE_QUIET < at
+        ended = ((bool(group.until) and at > group.until) or last_joined + NOTE_QUIET < at) and present <= total
         if not (ended and self.deps.groups.stop_notes(group, **done)):
             self._again(task, now, self.settings.coalesce_note_interval_seconds, **done)
         return Outcome(Kind.NOTED, detail=detail, alert_id=group.alert_id)

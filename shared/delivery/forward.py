@@ -221,9 +221,16 @@ class Delivery:
         if entry.state == LedgerState.COALESCED and entry.group_key:  # (its member row: an idempotent insert)
             self.deps.groups.join(entry.group_key, entry.event_id, self.deps.clock.now().timestamp())
             self.followups.arrange_note(entry.group_key)
+        elif entry.state == LedgerState.ALERT_CREATED and entry.leads_group and entry.group_key and entry.alert_id:
+            known = self.deps.groups.known(entry.group_key)
+            if not (known and known.alert_id):
+                opened = {"alert_id": entry.alert_id, "incident_id": entry.incident_id or "", "state": "open"}
+                self.deps.groups.update_if_leader(
+                    entry.group_key, entry.event_id, **opened, via=entry.via or "", last_note_at=entry.alert_at or 0.0
+                )
         elif entry.state == LedgerState.DEAD_LETTERED:
             known = self.deps.groups.known(entry.group_key or "")
-            if not (known and known.state == "failed"):
+            if not (known and known.state == "failed" and known.leader == entry.event_id):
                 self._leader_failed(entry)
         return Outcome(Kind.DUPLICATE, detail=f"already {entry.state.value}", alert_id=entry.alert_id)
 
@@ -323,8 +330,9 @@ class Delivery:
             else:
                 now = self.deps.clock.now().timestamp()
                 kept = self._read_windows.get(a.event.id)
-                a.patterns = kept[1] if kept and kept[0] > now else store.read(a.observation)
-                if not kept and a.patterns.available:
+                fresh = kept is not None and kept[0] > now
+                a.patterns = kept[1] if kept and fresh else store.read(a.observation)
+                if not fresh and a.patterns.available:
                     self._read_windows[a.event.id] = (now + WINDOWS_KEPT_SECONDS, a.patterns)
                     while len(self._read_windows) > WINDOWS_KEPT:
                         self._read_windows.popitem(last=False)
@@ -352,8 +360,16 @@ class Delivery:
             if a.resolved_by:  # checkpoint before the paced steps: a retry does not look the machine up again
                 self.deps.ledger.checkpoint_device(a.entry, a.machine_id, a.resolved_by, a.view)
             return None
-        if a.entry.leads_group:  # an earlier attempt led it
-            return None
+        if a.entry.leads_group:  # an earlier attempt led it — unless another event took it over since
+            if a.entry.state != LedgerState.CREATING:  # a retry (a slot wait): it still leads, no read
+                return None
+            now_led = self.deps.groups.get(a.key)  # a create that may have worked (a lost answer, a replay)
+            if now_led is None or now_led.leader == a.event.id:
+                return None
+            recovered = self._recover_interrupted(a)  # our own alert, made before the take-over?
+            if recovered is not None:  # adopted (or still within the search grace)
+                return recovered
+            a.entry.group_role = None  # (in memory: the coalesced write below carries it)
         _, until = bucket_of(a.event.occurred_at.timestamp(), window)
         role, group = self.deps.groups.lead_or_join(a.key, a.event.id, a.now.timestamp(), until)
         if role == "join":
