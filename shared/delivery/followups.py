@@ -29,7 +29,7 @@ INCIDENT_LOOKUP_FIRST_DELAY = 60.0  # seconds; then doubling, at most 30 min apa
 INCIDENT_LOOKUPS = 8
 TAGGED_KEPT = 1024  # incident ids an instance remembers having tagged
 NOTE_QUIET = 60.0  # seconds without a new member after which a note ends its chain (a joiner restarts it)
-NOTE_CLAIM_SECONDS = 330.0  # a younger claimed comment may be another run's, still at work (> functionTimeout)
+FUNCTION_TIMEOUT_SECONDS = 300.0  # host.json functionTimeout: no run of a note outlives it
 NOTE_WAIT_FOR_ALERT = 30.0  # seconds before a note first looks again at a group whose alert is not made yet
 
 
@@ -147,7 +147,7 @@ class FollowUps:
         anything is posted again. ``None``: the group changed meanwhile, read it again."""
         groups = self.deps.groups
         if group.noting:
-            busy = group.noting_at + NOTE_CLAIM_SECONDS - now.timestamp()
+            busy = group.noting_at + self._claim_seconds() - now.timestamp()
             if busy > 0:  # another run of this note is writing it: look again once it is surely done
                 self.deps.sender.send(self.settings.events_queue_name, task.to_text(), busy)
                 return Outcome(Kind.RETRY_AFTER, detail="another run of this note is writing it", retry_after=busy)
@@ -168,6 +168,12 @@ class FollowUps:
         if not groups.commit(group, noting=total, noting_at=now.timestamp()):
             return None
         return self._write_note(task, group, total, now, last_joined)
+
+    def _claim_seconds(self) -> float:
+        """How long a claimed comment may still be another run's, at work: one ``comment_alert``,
+        twice the HTTP timeout at most (a 401 refreshes the token and sends again), and a margin;
+        never past the function timeout, which ends any run."""
+        return min(2 * self.settings.http_timeout_seconds + 30.0, FUNCTION_TIMEOUT_SECONDS + 30.0)
 
     def _posted(self, group: Group) -> bool:
         """Whether the alert already carries the comment claimed for ``group.noting``."""

@@ -133,7 +133,7 @@ def test_a_leader_killed_between_its_ledger_row_and_its_group_write_leaves_its_m
 
 
 def test_a_claim_outlives_a_comment_call_that_is_still_in_flight() -> None:
-    """NOTE_CLAIM_SECONDS (120 s) is taken as "surely done", but one comment_alert may run up to
+    """A claim 120 s old was taken as "surely done", but one comment_alert may run up to
     HTTP_TIMEOUT_SECONDS (allowed up to 230 s), twice with a 401 token refresh, inside a function
     allowed 5 min. A second copy of the note arriving 130 s into a slow call finds the claim
     "old", looks at the alert (nothing yet), claims again and posts; then the slow call lands."""
@@ -257,3 +257,13 @@ def test_a_new_leaders_retry_on_another_instance_opens_the_group() -> None:
     run_queue(w, limit=1000)
     group = w.deps.groups.get(group_key_of(w, 3))
     assert noted(w) == 2, (comments(w), group and (group.state, group.leader, group.alert_id))
+
+
+def test_the_function_timeout_written_here_is_host_json_s() -> None:
+    from pathlib import Path
+
+    from shared.delivery.followups import FUNCTION_TIMEOUT_SECONDS
+
+    host = json.loads((Path(__file__).resolve().parents[2] / "host.json").read_text())
+    h, m, sec = (int(x) for x in host["functionTimeout"].split(":"))
+    assert h * 3600 + m * 60 + sec == FUNCTION_TIMEOUT_SECONDS
