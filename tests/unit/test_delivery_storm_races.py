@@ -28,6 +28,19 @@ def other_instance(w: World) -> Delivery:
     return Delivery(dataclasses.replace(w.deps, groups=Groups(w.tables["Groups"])))
 
 
+def leader_dead_lettered_on_b(w: World) -> tuple[Delivery, Delivery]:
+    """Instances A and B: leader 1 waits for a hunting slot on A (A's copy of the group stays
+    'creating'), then its retry runs on B and is refused for good (403): the group is 'failed'."""
+    a, b = w.delivery, other_instance(w)
+    w.mde.fail("run_hunting_query", Fault(429, "TooManyRequests", retry_after=60))
+    assert a.handle(message(w, 1, policy="p"), queue=QUEUE).kind == Kind.RETRY_AFTER  # A: creating
+    (retry, delay) = w.requeued(QUEUE)[-1]
+    w.clock.advance(delay)
+    w.mde.fail("create_alert_by_reference", Fault(403, "Forbidden"))
+    assert b.handle(retry, queue=QUEUE).kind == Kind.DEAD_LETTER  # B marks the group failed
+    return a, b
+
+
 def group_key_of(w: World, i: int) -> str:
     return str(w.ledger_row(event_id(i))["group_key"])
 
@@ -62,20 +75,20 @@ def test_a_lost_answer_to_a_note_is_not_posted_twice() -> None:
     assert noted(w) == 2, notes(w)
 
 
-def test_two_copies_of_one_note_at_once_post_once() -> None:
-    """At-least-once queue: a second copy of the note message runs while the first is inside
-    comment_alert (e.g. visibility expired on a slow call). Both pass the ``due`` check."""
-    w = ready()
-    lead(w)
+def note_with_a_second_copy_during_its_comment(w: World, *, hang: float = 0.0) -> None:
+    """Deliver the group's first note; while its ``comment_alert`` is in flight (for ``hang``
+    seconds of the clock), a second copy of the same message runs on another instance — as
+    at-least-once delivery does when a visibility timeout expires on a slow call."""
     w.delivery.handle(message(w, 2, policy="p"), queue=QUEUE)
     ((note_text, delay),) = [(t, d) for t, d in w.requeued(QUEUE) if json.loads(t)["kind"] == "note"]
     w.clock.advance(delay)
     real = w.mde.comment_alert
-    state_: dict[str, Any] = {"nested": False}
+    seen: dict[str, Any] = {"nested": False}
 
     def slow_comment(alert_id: str, comment: str) -> dict[str, Any]:
-        if not state_["nested"]:
-            state_["nested"] = True
+        if not seen["nested"]:
+            seen["nested"] = True
+            w.clock.advance(hang)
             other_instance(w).handle(note_text, queue=QUEUE)  # the duplicate copy, elsewhere
         return real(alert_id, comment)
 
@@ -83,6 +96,14 @@ def test_two_copies_of_one_note_at_once_post_once() -> None:
     w.delivery.handle(note_text, queue=QUEUE)
     w.mde.comment_alert = real  # type: ignore[method-assign]
     run_queue(w)
+
+
+def test_two_copies_of_one_note_at_once_post_once() -> None:
+    """At-least-once queue: a second copy of the note message runs while the first is inside
+    comment_alert (e.g. visibility expired on a slow call): the claim lets one post."""
+    w = ready()
+    lead(w)
+    note_with_a_second_copy_during_its_comment(w)
     assert noted(w) == 2, notes(w)
 
 
@@ -228,16 +249,10 @@ def test_a_duplicate_event_on_two_instances_is_not_counted_as_its_own_follower()
     """No crash: Noxys posts event 3 twice. Leader 1 was dead-lettered on instance B, so B's copy
     of event 3 takes the group over and makes the alert. Instance A still holds a 'creating' copy
     of the group: its copy of event 3 takes the fast path, writes the member row m-evt_3, then
-    finds the ledger row final (a duplicate). The member row stays: the notes count event 3 —
-    the alert's own event — once more."""
+    finds the ledger row final (a duplicate) — before writing any member row, so the notes never
+    count event 3, the alert's own event, once more."""
     w = ready()
-    a, b = w.delivery, other_instance(w)
-    w.mde.fail("run_hunting_query", Fault(429, "TooManyRequests", retry_after=60))
-    assert a.handle(message(w, 1, policy="p"), queue=QUEUE).kind == Kind.RETRY_AFTER  # A: creating
-    (retry, delay) = w.requeued(QUEUE)[-1]
-    w.clock.advance(delay)
-    w.mde.fail("create_alert_by_reference", Fault(403, "Forbidden"))
-    assert b.handle(retry, queue=QUEUE).kind == Kind.DEAD_LETTER  # B marks the group failed
+    a, b = leader_dead_lettered_on_b(w)
     text = message(w, 3, policy="p")
     assert b.handle(text, queue=QUEUE).kind == Kind.CREATED  # B: takes over
     assert a.handle(text, queue=QUEUE).kind == Kind.DUPLICATE  # A: fast path, member row, duplicate

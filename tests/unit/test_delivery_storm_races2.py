@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
@@ -20,7 +19,12 @@ from tests.fakes import Fault, World
 from tests.support import SAMPLE_DAY
 from tests.unit.test_delivery_outcomes import MACHINE, QUEUE, event_id, message, ready, state
 from tests.unit.test_delivery_storm import lead, noted, run_queue
-from tests.unit.test_delivery_storm_races import group_key_of, other_instance
+from tests.unit.test_delivery_storm_races import (
+    group_key_of,
+    leader_dead_lettered_on_b,
+    note_with_a_second_copy_during_its_comment,
+    other_instance,
+)
 
 
 def comments(w: World) -> list[str]:
@@ -139,23 +143,7 @@ def test_a_claim_outlives_a_comment_call_that_is_still_in_flight() -> None:
     "old", looks at the alert (nothing yet), claims again and posts; then the slow call lands."""
     w = ready({"HTTP_TIMEOUT_SECONDS": "200"})
     lead(w)
-    w.delivery.handle(message(w, 2, policy="p"), queue=QUEUE)
-    ((note_text, delay),) = [(t, d) for t, d in w.requeued(QUEUE) if json.loads(t)["kind"] == "note"]
-    w.clock.advance(delay)
-    real = w.mde.comment_alert
-    seen: dict[str, Any] = {"nested": False}
-
-    def slow_comment(alert_id: str, comment: str) -> dict[str, Any]:
-        if not seen["nested"]:
-            seen["nested"] = True
-            w.clock.advance(130)  # the call hangs (within its own timeout) …
-            other_instance(w).handle(note_text, queue=QUEUE)  # … and another copy runs meanwhile
-        return real(alert_id, comment)
-
-    w.mde.comment_alert = slow_comment  # type: ignore[method-assign]
-    w.delivery.handle(note_text, queue=QUEUE)
-    w.mde.comment_alert = real  # type: ignore[method-assign]
-    run_queue(w)
+    note_with_a_second_copy_during_its_comment(w, hang=130)  # the call hangs, within its own timeout
     assert noted(w) == 2, comments(w)
 
 
@@ -171,13 +159,7 @@ def test_the_events_that_joined_a_dead_leader_get_their_alert_when_it_is_replaye
     is what status and the alert rules show; replaying it makes the alert, and its notes count
     event 3."""
     w = ready()
-    a, b = w.delivery, other_instance(w)
-    w.mde.fail("run_hunting_query", Fault(429, "TooManyRequests", retry_after=60))
-    assert a.handle(message(w, 1, policy="p"), queue=QUEUE).kind == Kind.RETRY_AFTER  # A: creating
-    (retry, delay) = w.requeued(QUEUE)[-1]
-    w.clock.advance(delay)
-    w.mde.fail("create_alert_by_reference", Fault(403, "Forbidden"))
-    assert b.handle(retry, queue=QUEUE).kind == Kind.DEAD_LETTER  # B marks the group failed
+    a, _ = leader_dead_lettered_on_b(w)
     assert a.handle(message(w, 3, policy="p"), queue=QUEUE).kind == Kind.COALESCED
     run_queue(w)
     assert w.mde.alerts == [] and state(w, 1) == "dead_lettered"
