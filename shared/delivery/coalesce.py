@@ -257,10 +257,6 @@ class Groups:
         with contextlib.suppress(ResourceExistsError):  # joined by an earlier attempt: counted once
             self._table.create_entity(row)
 
-    def members(self, key: str) -> list[str]:
-        """The event ids of the group's followers (one query per 1,000)."""
-        return self.read_all(key).members
-
     def read_all(self, key: str) -> GroupRead:
         """The group row and its followers, in one query of its partition."""
         group: Group | None = None

@@ -46,12 +46,15 @@ class Retry:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
 
-    def requeue(self, task: QueuedEvent | NoteTask | TagTask, queue: str, outcome: Outcome) -> None:
+    def later(self, task: QueuedEvent | NoteTask | TagTask, outcome: Outcome) -> tuple[int, float]:
+        """The task's failures counting this outcome, and how long it waits before its next try."""
         s = self.deps.settings
         failures = task.failures + (1 if outcome.transient_failure else 0)
-        delay = retry_delay(
-            outcome, failures, self.deps.clock.now(), base=s.retry_base_seconds, cap=s.retry_max_seconds
-        )
+        now = self.deps.clock.now()
+        return failures, retry_delay(outcome, failures, now, base=s.retry_base_seconds, cap=s.retry_max_seconds)
+
+    def requeue(self, task: QueuedEvent | NoteTask | TagTask, queue: str, outcome: Outcome) -> None:
+        failures, delay = self.later(task, outcome)
         update: dict[str, Any] = {"attempt": task.attempt + 1, "failures": failures}
         if isinstance(task, QueuedEvent) and outcome.slot is not None and outcome.api:
             update["tickets"] = {**task.tickets, outcome.api: outcome.slot}
@@ -70,9 +73,7 @@ class FollowUps:
     def after_created(self, key: str, alert_id: str, incident_id: str | None, event_id: str, via: str = "") -> None:
         """The group learns its alert (its followers' notes can go out), the incident gets its tags."""
         if key:  # followers that joined meanwhile arranged their note already: it waits for this
-            at = self.deps.clock.now().timestamp()  # the alert says the first event: notes count from here
-            opened = {"alert_id": alert_id, "incident_id": incident_id or "", "state": "open", "via": via}
-            self.deps.groups.update_if_leader(key, event_id, **opened, last_note_at=at)
+            self.open_group(key, event_id, alert_id, incident_id, via, self.deps.clock.now().timestamp())
         if via:
             return
         if incident_id:
@@ -81,6 +82,12 @@ class FollowUps:
             # Defender correlates into an incident later: read the alert again, then tag.
             task = TagTask(alert_id=alert_id, event_id=event_id, first_received_at=self.deps.clock.now())
             self.deps.sender.send(self.settings.events_queue_name, task.to_text(), INCIDENT_LOOKUP_FIRST_DELAY)
+
+    def open_group(self, key: str, leader: str, alert_id: str, incident_id: str | None, via: str, at: float) -> None:
+        """The group's alert exists (made ``at``: the alert says its first event, notes count from
+        there) — written only while ``leader`` still leads the group."""
+        opened = {"alert_id": alert_id, "incident_id": incident_id or "", "state": "open", "via": via}
+        self.deps.groups.update_if_leader(key, leader, **opened, last_note_at=at)
 
     # ------------------------------------------------------------------ notes on coalesced alerts
     def arrange_note(self, key: str) -> None:
@@ -154,15 +161,9 @@ class FollowUps:
             try:
                 posted = self._posted(group)
             except DefenderError as exc:  # throttled or failing: look again later, the claim kept
-                outcome = from_error(exc, "GET alert")
-                s_, failures = self.settings, task.failures + (1 if outcome.transient_failure else 0)
-                wait = retry_delay(outcome, failures, now, base=s_.retry_base_seconds, cap=s_.retry_max_seconds)
-                self._again(task.model_copy(update={"attempt": task.attempt + 1, "failures": failures}), now, wait)
-                return outcome
+                return self._retry_note(task, from_error(exc, "GET alert"), now)
             if posted:
-                return self._noted(
-                    task, group, group.noting, now, last_joined, "confirmed: posted by an earlier run", present=total
-                )
+                return self._noted(task, group, group.noting, total, now, last_joined, "confirmed: posted earlier")
         if total <= group.noted:
             return Outcome(Kind.NOTED, detail="nothing new") if groups.stop_notes(group, noting=0) else None
         if not groups.commit(group, noting=total, noting_at=now.timestamp()):
@@ -194,7 +195,9 @@ class FollowUps:
                 self.deps.mde.comment_alert(group.alert_id, comment)
             except DefenderError as exc:
                 return self._note_failed(task, group, exc, now)
-        return self._noted(task, group, total, now, last_joined, f"{pending} more noted on alert {group.alert_id}")
+        return self._noted(
+            task, group, total, total, now, last_joined, f"{pending} more noted on alert {group.alert_id}"
+        )
 
     def _note_failed(self, task: NoteTask, group: Group, exc: DefenderError, now: datetime) -> Outcome:
         """Nothing posted (a 429, a refusal): the claim is dropped. Perhaps posted (a 5xx, no
@@ -202,11 +205,14 @@ class FollowUps:
         outcome = from_error(exc, "PATCH alert")
         clear = {"noting": 0} if exc.nothing_done else {}
         if outcome.kind == Kind.RETRY_AFTER:
-            s, failures = self.settings, task.failures + (1 if outcome.transient_failure else 0)
-            wait = retry_delay(outcome, failures, now, base=s.retry_base_seconds, cap=s.retry_max_seconds)
-            self._again(task.model_copy(update={"attempt": task.attempt + 1, "failures": failures}), now, wait, **clear)
-        else:
-            self._give_up(task, **clear)
+            return self._retry_note(task, outcome, now, **clear)
+        self._give_up(task, **clear)
+        return outcome
+
+    def _retry_note(self, task: NoteTask, outcome: Outcome, now: datetime, **changes: Any) -> Outcome:
+        """Defender said wait, or failed for now: this note again after the outcome's delay."""
+        failures, wait = self.retry.later(task, outcome)
+        self._again(task.model_copy(update={"attempt": task.attempt + 1, "failures": failures}), now, wait, **changes)
         return outcome
 
     def _noted(
@@ -214,15 +220,16 @@ class FollowUps:
         task: NoteTask,
         group: Group,
         total: int,
+        present: int,
         now: datetime,
         last_joined: float,
         detail: str,
-        present: int = 0,
     ) -> Outcome:
         """The comment for ``total`` is on the alert: recorded, and the chain goes on an interval
         later — or ends here, once the group's window is over or nobody joined for
-        :data:`NOTE_QUIET` seconds, and nobody joined since the claim (a later event arranges a
-        note of its own, as any joiner does when no note is pending)."""
+        :data:`NOTE_QUIET` seconds, no more than ``total`` events are in the group as this run
+        read it (``present``), and nobody joined since the claim (a later event arranges a note of
+        its own, as any joiner does when no note is pending)."""
         at = now.timestamp()
         done: dict[str, Any] = {"noted": total, "count": total, "noting": 0, "last_note_at": at, "last_event_at": at}
         ended = ((bool(group.until) and at > group.until) or last_joined + NOTE_QUIET < at) and present <= total

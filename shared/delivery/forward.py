@@ -202,10 +202,13 @@ class Delivery:
         entry = self.deps.ledger.fresh(
             task.event.id, task.event.type, now.timestamp(), kept, task.first_received_at.timestamp()
         )
-        draft = draft_alert(task.event, self.settings.platform_domains)
-        a = Attempt(task.event, entry, draft, now, kept, cached.machine_id, f"{cached.resolved_by} (cached)", key)
-        a.view = cached.view
-        self._record(a)
+        a = self._begin(task.event, entry, kept)
+        a.machine_id, a.resolved_by, a.key, a.view = (
+            cached.machine_id,
+            f"{cached.resolved_by} (cached)",
+            key,
+            cached.view,
+        )
         try:
             if group.state == "no_anchor":
                 return self._after_no_anchor(a, group)
@@ -223,11 +226,9 @@ class Delivery:
             self.followups.arrange_note(entry.group_key)
         elif entry.state == LedgerState.ALERT_CREATED and entry.leads_group and entry.group_key and entry.alert_id:
             known = self.deps.groups.known(entry.group_key)
-            if not (known and known.alert_id):
-                opened = {"alert_id": entry.alert_id, "incident_id": entry.incident_id or "", "state": "open"}
-                self.deps.groups.update_if_leader(
-                    entry.group_key, entry.event_id, **opened, via=entry.via or "", last_note_at=entry.alert_at or 0.0
-                )
+            if not (known and known.alert_id):  # killed between its alert and its group write
+                key, via, at = entry.group_key, entry.via or "", entry.alert_at or 0.0
+                self.followups.open_group(key, entry.event_id, entry.alert_id, entry.incident_id, via, at)
         elif entry.state == LedgerState.DEAD_LETTERED:
             known = self.deps.groups.known(entry.group_key or "")
             if not (known and known.state == "failed" and known.leader == entry.event_id):
@@ -291,9 +292,15 @@ class Delivery:
             self.deps.groups.update_if_leader(entry.group_key, entry.event_id, state="failed")
 
     # ------------------------------------------------------------------ the steps
-    def _deliver(self, event: Envelope, entry: Entry, kept: EventFacts) -> Outcome:
+    def _begin(self, event: Envelope, entry: Entry, kept: EventFacts) -> Attempt:
+        """An attempt on ``event``: its alert drafted, and the event counted in the windows (every
+        event counts there, whatever becomes of it)."""
         attempt = Attempt(event, entry, draft_alert(event, self.settings.platform_domains), self.deps.clock.now(), kept)
-        self._record(attempt)  # every event counts in the windows, whatever becomes of it
+        self._record(attempt)
+        return attempt
+
+    def _deliver(self, event: Envelope, entry: Entry, kept: EventFacts) -> Outcome:
+        attempt = self._begin(event, entry, kept)
         for step in (self._device, self._group, self._assess, self._recover_interrupted, self._anchor):
             outcome = step(attempt)
             if outcome is not None:

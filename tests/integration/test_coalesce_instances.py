@@ -44,7 +44,7 @@ def test_a_join_is_one_insert_and_joining_twice_counts_once(env: Env) -> None:
     assert b.lead_or_join("g1", "evt_2", 3.0)[0] == "join"  # another instance (it reads the group once)
     b.join("g1", "evt_2", 3.0)
     a.join("g1", "evt_1", 4.0)  # a redelivered follower
-    assert sorted(a.members("g1")) == ["evt_1", "evt_2"]
+    assert sorted(a.read_all("g1").members) == ["evt_1", "evt_2"]
     stored = wiring.table("Groups").get_entity("g1", "group")
     assert (stored["leader"], stored["count"]) == ("evt_0", 1)  # followers never touch the group row
 
@@ -67,7 +67,7 @@ def test_a_failed_leader_is_replaced_and_its_members_are_counted_on_the_new_aler
     role, group = b.lead_or_join("g2", "evt_5", 4.0)
     assert (role, group.leader, group.noted) == ("relead", "evt_5", 1)
     assert wiring.table("Groups").get_entity("g2", "group")["leader"] == "evt_5"
-    assert sorted(a.members("g2")) == ["evt_1", "evt_3", "evt_4"]  # all counted on evt_5's alert by its notes
+    assert sorted(a.read_all("g2").members) == ["evt_1", "evt_3", "evt_4"]  # all counted on evt_5's alert by its notes
 
 
 def test_joins_from_two_instances_at_once_are_all_counted(env: Env) -> None:
@@ -81,7 +81,7 @@ def test_joins_from_two_instances_at_once_are_all_counted(env: Env) -> None:
 
     with ThreadPoolExecutor(8) as pool:
         assert set(pool.map(join, range(60))) == {"join"}
-    assert len(instances[1].members("g3")) == 50
+    assert len(instances[1].read_all("g3").members) == 50
 
 
 def test_a_joiner_relies_on_a_pending_note_only_while_it_is_ahead(env: Env) -> None:

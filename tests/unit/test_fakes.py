@@ -42,7 +42,7 @@ def test_two_instances_joining_one_group_both_count_and_a_second_join_counts_not
     for g, event_id in ((two, "evt_2"), (one, "evt_3"), (one, "evt_3")):  # the last: a redelivered follower
         assert g.lead_or_join("k", event_id, 1.0)[0] == "join"
         g.join("k", event_id, 1.0)  # once the event is recorded coalesced
-    assert sorted(one.members("k")) == ["evt_2", "evt_3"]
+    assert sorted(one.read_all("k").members) == ["evt_2", "evt_3"]
 
 
 def test_a_second_claim_while_the_lease_is_held_is_refused() -> None:
